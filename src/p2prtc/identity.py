@@ -12,7 +12,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
@@ -84,7 +84,7 @@ class PublicKey:
                 raise InvalidKey(f"unknown key type {key_type}")
         except InvalidKey:
             raise
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, UnsupportedAlgorithm) as e:
             raise InvalidKey(f"invalid public key: {e}") from None
         return cls(key_type, bytes(data), impl)
 
@@ -168,7 +168,8 @@ class PeerId:
         """The public key inlined in an identity-multihash peer id, if any."""
         if self._bytes[0] != MULTIHASH_IDENTITY:
             return None
-        return PublicKey.from_protobuf(self._bytes[2:])
+        _length, pos = decode_uvarint(self._bytes, 1)  # may take more than one byte
+        return PublicKey.from_protobuf(self._bytes[pos:])
 
     def matches(self, key: PublicKey) -> bool:
         return PeerId.from_public_key(key) == self

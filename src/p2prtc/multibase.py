@@ -49,9 +49,14 @@ def b32encode_lower(data: bytes) -> str:
 def b32decode_lower(text: str) -> bytes:
     padded = text.upper() + "=" * (-len(text) % 8)
     try:
-        return base64.b32decode(padded)
+        data = base64.b32decode(padded)
     except (binascii.Error, ValueError) as e:
         raise MultibaseError(f"invalid base32: {e}") from None
+    # The stdlib accepts non-zero trailing bits, so different texts would decode to the same
+    # bytes; js (multiformats) refuses them. Case and trailing '=' are accepted, as js does.
+    if b32encode_lower(data) != text.lower().rstrip("="):
+        raise MultibaseError("invalid base32: non-zero trailing bits")
+    return data
 
 
 def b64url_encode(data: bytes) -> str:
@@ -60,9 +65,15 @@ def b64url_encode(data: bytes) -> str:
 
 def b64url_decode(text: str) -> bytes:
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError) as e:
         raise MultibaseError(f"invalid base64url: {e}") from None
+    # The stdlib silently skips characters outside the alphabet ('!', '+', '/', ...) and accepts
+    # non-zero trailing bits, so different texts would decode to the same bytes; js (multiformats)
+    # refuses both. Trailing '=' is accepted, as js does.
+    if b64url_encode(data) != text.rstrip("="):
+        raise MultibaseError("invalid base64url: a character outside the alphabet or stray bits")
+    return data
 
 
 def encode(data: bytes, base: str = "base58btc") -> str:
@@ -89,7 +100,10 @@ def decode(text: str) -> bytes:
         return b64url_decode(body)
     if prefix == "f":
         try:
-            return bytes.fromhex(body)
+            data = bytes.fromhex(body)
         except ValueError as e:
             raise MultibaseError(f"invalid base16: {e}") from None
+        if data.hex() != body.lower():  # fromhex skips whitespace between bytes
+            raise MultibaseError("invalid base16: whitespace")
+        return data
     raise MultibaseError(f"unsupported multibase prefix {prefix!r}")

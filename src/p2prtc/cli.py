@@ -1,0 +1,215 @@
+"""Command-line interface: argument parsing only; the work happens in the modules it calls.
+
+Exit codes: 0 ok, 1 failure (one-line reason on stderr), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from . import __version__
+
+
+def seed_arg(text: str) -> int:
+    """A key seed is one byte, as in rust-libp2p's relay-server (`u8`)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 255:
+        raise argparse.ArgumentTypeError("must be between 0 and 255 (one byte, as in rust)")
+    return value
+
+
+class CliError(Exception):
+    """A failure to report as one line on stderr with exit code 1."""
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="count", default=0, help="debug logs on stderr")
+    p.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="p2prtc",
+        description="Private-to-private WebRTC with libp2p: relay, browser app, Python peer, NAT lab.",
+    )
+    parser.add_argument("--version", action="version", version=f"p2prtc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("id", help="print the peer id for a key seed or key file")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--secret-key-seed", type=seed_arg, metavar="N",
+                   help="derive the key like rust-libp2p's relay-server (0-255)")
+    g.add_argument("--identity", metavar="FILE", help="key file (created on first use)")
+    _add_common(p)
+    p.set_defaults(func=cmd_id)
+
+    p = sub.add_parser(
+        "relay", help="run a circuit relay v2 node (drop-in for rust-libp2p's relay-server)",
+        description="A circuit relay v2 node with TCP, WebSocket and a STUN server. Flags match "
+                    "rust-libp2p's relay-server example; the same seed gives the same peer id.")
+    p.add_argument("--port", type=int, default=4884, help="TCP port (default 4884)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--secret-key-seed", type=seed_arg, metavar="N",
+                   help="derive the key from one byte, like rust's relay-server")
+    g.add_argument("--identity", metavar="FILE", help="key file (created on first use)")
+    p.add_argument("--websocket-port", type=int, metavar="P", help="WebSocket port")
+    p.add_argument("--webrtc-port", type=int, metavar="P", help="WebRTC-direct UDP port")
+    p.add_argument("--stun-port", type=int, default=3478, metavar="P",
+                   help="STUN server UDP port (default 3478, 0 disables)")
+    p.add_argument("--listen-ip", default="0.0.0.0", metavar="IP",
+                   help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--announce", action="append", default=[], metavar="IP",
+                   help="public IP or DNS name (or a full multiaddr) to advertise; repeatable")
+    p.add_argument("--metrics-port", type=int, metavar="P",
+                   help="serve Prometheus metrics on http://IP:P/metrics")
+    p.add_argument("--use-ipv6", action="store_true", help="also listen on IPv6 (::)")
+    lim = p.add_argument_group("limits (defaults are rust-libp2p's relay defaults)")
+    d = RelayLimitsDefaults()
+    lim.add_argument("--max-reservations", type=int, default=d.max_reservations)
+    lim.add_argument("--max-reservations-per-peer", type=int, default=d.max_reservations_per_peer)
+    lim.add_argument("--reservation-duration", type=float, default=d.reservation_duration,
+                     metavar="SECONDS")
+    lim.add_argument("--max-circuits", type=int, default=d.max_circuits)
+    lim.add_argument("--max-circuits-per-peer", type=int, default=d.max_circuits_per_peer)
+    lim.add_argument("--max-circuit-duration", type=float, default=d.max_circuit_duration,
+                     metavar="SECONDS", help="0 = unlimited")
+    lim.add_argument("--max-circuit-bytes", type=int, default=d.max_circuit_bytes,
+                     metavar="BYTES", help="per direction; 0 = unlimited")
+    lim.add_argument("--reservation-rate-per-peer", type=rate_arg,
+                     default=_fmt_rate(d.reservation_rate_per_peer), metavar="N/SECONDS")
+    lim.add_argument("--reservation-rate-per-ip", type=rate_arg,
+                     default=_fmt_rate(d.reservation_rate_per_ip), metavar="N/SECONDS")
+    lim.add_argument("--circuit-rate-per-peer", type=rate_arg,
+                     default=_fmt_rate(d.circuit_rate_per_peer), metavar="N/SECONDS")
+    lim.add_argument("--circuit-rate-per-ip", type=rate_arg,
+                     default=_fmt_rate(d.circuit_rate_per_ip), metavar="N/SECONDS")
+    lim.add_argument("--max-connections-per-ip", type=int, default=d.max_connections_per_ip)
+    lim.add_argument("--connection-rate-per-ip", type=rate_arg,
+                     default=_fmt_rate(d.connection_rate_per_ip), metavar="N/SECONDS")
+    lim.add_argument("--no-circuit-limits", action="store_true",
+                     help="lift the circuit duration and data limits")
+    _add_common(p)
+    p.set_defaults(func=cmd_relay)
+    return parser
+
+
+def RelayLimitsDefaults():
+    from .relay.limits import RelayLimits
+
+    return RelayLimits()
+
+
+def _fmt_rate(rate) -> str:
+    return f"{rate.limit}/{rate.period:g}"
+
+
+def rate_arg(text: str):
+    from .relay.limits import RateLimit
+
+    try:
+        n, _, period = text.partition("/")
+        rate = RateLimit(int(n), float(period))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N/SECONDS, e.g. 30/120, not {text!r}") from None
+    if rate.limit < 1 or rate.period <= 0:
+        raise argparse.ArgumentTypeError("rate needs N >= 1 and SECONDS > 0")
+    return rate
+
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    from .relay.app import RelayOptions, run_relay
+    from .relay.limits import RelayLimits
+
+    def rate(v):
+        return v if not isinstance(v, str) else rate_arg(v)
+
+    limits = RelayLimits(
+        max_reservations=args.max_reservations,
+        max_reservations_per_peer=args.max_reservations_per_peer,
+        reservation_duration=args.reservation_duration,
+        max_circuits=args.max_circuits,
+        max_circuits_per_peer=args.max_circuits_per_peer,
+        max_circuit_duration=args.max_circuit_duration,
+        max_circuit_bytes=args.max_circuit_bytes,
+        reservation_rate_per_peer=rate(args.reservation_rate_per_peer),
+        reservation_rate_per_ip=rate(args.reservation_rate_per_ip),
+        circuit_rate_per_peer=rate(args.circuit_rate_per_peer),
+        circuit_rate_per_ip=rate(args.circuit_rate_per_ip),
+        max_connections_per_ip=args.max_connections_per_ip,
+        connection_rate_per_ip=rate(args.connection_rate_per_ip),
+    )
+    if args.no_circuit_limits:
+        limits.lift_circuit_limits()
+    opts = RelayOptions(
+        identity=load_identity(args), port=args.port, websocket_port=args.websocket_port,
+        webrtc_port=args.webrtc_port, stun_port=args.stun_port, listen_ip=args.listen_ip,
+        use_ipv6=args.use_ipv6, announce=args.announce, metrics_port=args.metrics_port,
+        limits=limits, json=args.json,
+    )
+    try:
+        return run_async(run_relay(opts))
+    except RuntimeError as e:
+        raise CliError(str(e)) from None
+
+
+def load_identity(args: argparse.Namespace):
+    from .identity import Identity
+
+    seed = getattr(args, "secret_key_seed", None)
+    path = getattr(args, "identity", None)
+    if seed is not None:
+        try:
+            return Identity.from_seed(seed)
+        except ValueError as e:
+            raise CliError(str(e)) from None
+    if path:
+        try:
+            return Identity.load_or_create(path)
+        except (OSError, ValueError) as e:
+            raise CliError(f"cannot use key file {path}: {e}") from None
+    return Identity.generate()
+
+
+def cmd_id(args: argparse.Namespace) -> int:
+    ident = load_identity(args)
+    print(ident.peer_id)
+    return 0
+
+
+def setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def run_async(coro) -> int:
+    """Run a command's coroutine on uvloop when available."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(getattr(args, "verbose", 0))
+    try:
+        return args.func(args)
+    except CliError as e:
+        print(f"p2prtc: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

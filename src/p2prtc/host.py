@@ -1,0 +1,303 @@
+"""Host: our libp2p node. Transports, upgrader, protocol router, connections, peer store."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from . import AGENT_VERSION
+from .connection import NEGOTIATION_TIMEOUT, Connection
+from .errors import DialError, NegotiationFailed, P2PError, ProtocolError, StreamClosed
+from .events import EventBus
+from .identity import Identity, PeerId
+from .multiaddr import Multiaddr
+from .peerstore import PeerStore
+from .transports.base import Listener, Transport
+from .transports.tcp import TcpTransport
+from .transports.websocket import WebSocketTransport
+from .upgrader import Upgrader
+from .wire import multistream
+
+log = logging.getLogger(__name__)
+
+DIAL_TIMEOUT = 20.0
+StreamHandler = Callable[..., Awaitable[None]]
+
+
+@dataclass
+class _Handler:
+    fn: StreamHandler
+    allow_limited: bool
+
+
+class Host:
+    """A libp2p node.
+
+    Events (`host.events.on(name, cb)`): "connection" (Connection), "disconnection" (Connection),
+    "identified" (PeerId, PeerInfo), "listen-addrs-changed" (), "protocols-changed" ().
+    """
+
+    def __init__(
+        self,
+        identity: Identity | None = None,
+        *,
+        agent_version: str = AGENT_VERSION,
+        announce: Iterable[Multiaddr | str] = (),
+        identify: bool = True,
+    ) -> None:
+        self.identity = identity or Identity.generate()
+        self.peer_id: PeerId = self.identity.peer_id
+        self.agent_version = agent_version
+        self.peerstore = PeerStore()
+        self.events = EventBus()
+        self.upgrader = Upgrader(self.identity)
+        self.transports: list[Transport] = [TcpTransport(self.upgrader),
+                                            WebSocketTransport(self.upgrader)]
+        self.announce_addrs: list[Multiaddr] = [Multiaddr(a) for a in announce]
+        self.observed_addrs: list[Multiaddr] = []  # how others see us, via identify
+        self._listeners: list[Listener] = []
+        self._handlers: dict[str, _Handler] = {}
+        self._conns: dict[PeerId, list[Connection]] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._closed = False
+        self.identify = None
+        from .protocols.ping import PingService
+        self.ping_service = PingService(self)
+        if identify:
+            from .protocols.identify import IdentifyService
+            self.identify = IdentifyService(self)
+
+    # -- addresses -----------------------------------------------------------------------------
+
+    def add_transport(self, transport: Transport, *, first: bool = False) -> None:
+        if first:
+            self.transports.insert(0, transport)
+        else:
+            self.transports.append(transport)
+
+    async def listen(self, *addrs: Multiaddr | str) -> list[Multiaddr]:
+        bound: list[Multiaddr] = []
+        for a in addrs:
+            addr = Multiaddr(a)
+            transport = next((t for t in self.transports if t.can_listen(addr)), None)
+            if transport is None:
+                raise P2PError(f"no transport can listen on {addr}")
+            listener = await transport.listen(addr, self._on_inbound_connection)
+            self._listeners.append(listener)
+            bound.extend(listener.addrs)
+        self.events.emit("listen-addrs-changed")
+        return bound
+
+    async def add_listener(self, listener: Listener) -> None:
+        """Register a listener made outside `listen()` (e.g. a relay reservation)."""
+        self._listeners.append(listener)
+        self.events.emit("listen-addrs-changed")
+
+    async def remove_listener(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+            self.events.emit("listen-addrs-changed")
+
+    @property
+    def listen_addrs(self) -> list[Multiaddr]:
+        return [a for listener in self._listeners for a in listener.addrs]
+
+    def addrs(self) -> list[Multiaddr]:
+        """The addresses we advertise: announced ones if any, else what we listen on."""
+        if self.announce_addrs:
+            return list(self.announce_addrs)
+        return list(dict.fromkeys(self.listen_addrs))
+
+    def add_observed_addr(self, addr: Multiaddr) -> None:
+        if addr not in self.observed_addrs:
+            self.observed_addrs.append(addr)
+            del self.observed_addrs[:-8]
+
+    # -- protocols -----------------------------------------------------------------------------
+
+    def set_stream_handler(self, protocol: str, handler: StreamHandler, *,
+                           allow_limited: bool = False) -> None:
+        """handler(stream) runs for each inbound stream negotiated to `protocol`; `stream.connection`
+        is its Connection. Handlers run on limited (relayed) connections only if allowed."""
+        self._handlers[protocol] = _Handler(handler, allow_limited)
+        self.events.emit("protocols-changed")
+
+    def remove_stream_handler(self, protocol: str) -> None:
+        if self._handlers.pop(protocol, None) is not None:
+            self.events.emit("protocols-changed")
+
+    @property
+    def protocols(self) -> list[str]:
+        return list(self._handlers)
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def connections(self, peer: PeerId | None = None) -> list[Connection]:
+        if peer is not None:
+            return list(self._conns.get(peer, ()))
+        return [c for conns in self._conns.values() for c in conns]
+
+    def best_connection(self, peer: PeerId, *, allow_limited: bool = False) -> Connection | None:
+        conns = [c for c in self._conns.get(peer, ()) if not c.is_closed]
+        unlimited = [c for c in conns if not c.limited]
+        if unlimited:
+            return unlimited[-1]
+        if allow_limited and conns:
+            return conns[-1]
+        return None
+
+    async def dial(self, addr: Multiaddr | str, *, timeout: float = DIAL_TIMEOUT) -> Connection:
+        addr = Multiaddr(addr)
+        peer = addr.peer_id()
+        if peer == self.peer_id:
+            raise DialError("refusing to dial ourselves")
+        if peer is not None:
+            existing = self.best_connection(peer)
+            if existing is not None:
+                return existing
+        transport = next((t for t in self.transports if t.can_dial(addr)), None)
+        if transport is None:
+            raise DialError(f"no transport can dial {addr}")
+        try:
+            async with asyncio.timeout(timeout):
+                conn = await transport.dial(addr)
+        except TimeoutError:
+            raise DialError(f"dialing {addr} timed out after {timeout:.0f} s") from None
+        if peer is not None and conn.remote_peer != peer:
+            await conn.close()
+            raise DialError(f"{addr} is peer {conn.remote_peer}, not the one we dialed")
+        if not conn.limited:
+            self.peerstore.add_addrs(conn.remote_peer, [addr])
+        self._add_connection(conn)
+        return conn
+
+    async def connect(self, peer: PeerId, *, allow_limited: bool = False) -> Connection:
+        """A connection to `peer`: an existing one, else a dial of each known address."""
+        conn = self.best_connection(peer, allow_limited=allow_limited)
+        if conn is not None:
+            return conn
+        info = self.peerstore.peek(peer)
+        errors: list[str] = []
+        for addr in list(info.addrs if info else ()):
+            try:
+                return await self.dial(addr.with_peer_id(peer))
+            except DialError as e:
+                errors.append(str(e))
+        raise DialError(f"cannot reach {peer}: " + ("; ".join(errors) or "no known addresses"))
+
+    async def new_stream(self, target: PeerId | Connection | Multiaddr | str,
+                         protocols: Sequence[str] | str, *, allow_limited: bool = False):
+        if isinstance(protocols, str):
+            protocols = [protocols]
+        if isinstance(target, Connection):
+            conn = target
+        elif isinstance(target, PeerId):
+            conn = await self.connect(target, allow_limited=allow_limited)
+        else:
+            conn = await self.dial(target)
+        if conn.limited and not allow_limited:
+            raise StreamClosed(f"connection to {conn.remote_peer} is limited (relayed); "
+                               "this protocol is not allowed on it")
+        stream = await conn.new_stream(protocols)
+        stream.connection = conn
+        return stream
+
+    def _add_connection(self, conn: Connection) -> None:
+        if self._closed:
+            self._spawn(conn.close())
+            return
+        if conn in self._conns.get(conn.remote_peer, ()):
+            return
+        self._conns.setdefault(conn.remote_peer, []).append(conn)
+        conn.start(lambda stream: self._spawn(self._handle_inbound_stream(conn, stream)))
+        log.debug("connection opened: %r", conn)
+        self.events.emit("connection", conn)
+        self._spawn(self._watch_connection(conn))
+
+    async def _on_inbound_connection(self, conn: Connection) -> None:
+        self._add_connection(conn)
+
+    async def _watch_connection(self, conn: Connection) -> None:
+        try:
+            await conn.wait_closed()
+        finally:
+            conns = self._conns.get(conn.remote_peer)
+            if conns and conn in conns:
+                conns.remove(conn)
+                if not conns:
+                    del self._conns[conn.remote_peer]
+            log.debug("connection closed: %r (%s)", conn, conn.close_reason)
+            self.events.emit("disconnection", conn)
+
+    async def _handle_inbound_stream(self, conn: Connection, stream) -> None:
+        stream.connection = conn
+
+        def supports(proto: str) -> bool:
+            h = self._handlers.get(proto)
+            return h is not None and (h.allow_limited or not conn.limited)
+
+        try:
+            async with asyncio.timeout(NEGOTIATION_TIMEOUT):
+                proto = await multistream.handle_inbound(stream, supports)
+        except (TimeoutError, NegotiationFailed, ProtocolError, StreamClosed) as e:
+            log.debug("inbound stream from %s: negotiation failed: %s", conn.remote_peer.short(), e)
+            stream.reset()
+            return
+        stream.protocol = proto
+        handler = self._handlers[proto]
+        try:
+            await handler.fn(stream)
+        except (P2PError, OSError) as e:
+            log.info("%s stream from %s ended: %s", proto, conn.remote_peer.short(), e)
+            stream.reset()
+        except asyncio.CancelledError:
+            stream.reset()
+            raise
+        except Exception:
+            log.exception("%s handler failed", proto)
+            stream.reset()
+
+    # -- tasks and shutdown --------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            if isinstance(exc, (P2PError, OSError)):
+                log.info("background task ended: %s", exc)
+            else:
+                log.error("background task failed", exc_info=exc)
+
+    spawn = _spawn
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for listener in self._listeners:
+            try:
+                await listener.close()
+            except Exception:
+                log.debug("closing listener failed", exc_info=True)
+        self._listeners.clear()
+        conns = self.connections()
+        await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for t in self.transports:
+            await t.close()
+
+    async def __aenter__(self) -> "Host":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,1 @@
+"""Application and control protocols spoken over streams."""

@@ -1,0 +1,49 @@
+"""Relay counters and their Prometheus text exposition (`--metrics-port`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RelayMetrics:
+    reservations_active: int = 0
+    reservations_total: int = 0
+    circuits_active: int = 0
+    circuits_total: int = 0
+    bytes_relayed: int = 0
+    connections_active: int = 0
+    refusals: Counter = field(default_factory=Counter)  # reason -> count
+
+    def refuse(self, reason: str) -> None:
+        self.refusals[reason] += 1
+
+    def render(self) -> str:
+        lines = []
+
+        def metric(name: str, kind: str, help_: str, value: int, labels: str = "") -> None:
+            if not any(l.startswith(f"# HELP {name} ") for l in lines):
+                lines.append(f"# HELP {name} {help_}")
+                lines.append(f"# TYPE {name} {kind}")
+            lines.append(f"{name}{labels} {value}")
+
+        metric("p2prtc_relay_reservations_active", "gauge", "Live reservations.",
+               self.reservations_active)
+        metric("p2prtc_relay_reservations_total", "counter", "Reservations accepted (incl. renewals).",
+               self.reservations_total)
+        metric("p2prtc_relay_circuits_active", "gauge", "Live relayed circuits.",
+               self.circuits_active)
+        metric("p2prtc_relay_circuits_total", "counter", "Circuits established.",
+               self.circuits_total)
+        metric("p2prtc_relay_bytes_relayed_total", "counter", "Bytes relayed, both directions.",
+               self.bytes_relayed)
+        metric("p2prtc_relay_connections_active", "gauge", "Open connections to the relay.",
+               self.connections_active)
+        if not self.refusals:
+            metric("p2prtc_relay_refusals_total", "counter", "Refused requests by reason.", 0,
+                   '{reason="none"}')
+        for reason, count in sorted(self.refusals.items()):
+            metric("p2prtc_relay_refusals_total", "counter", "Refused requests by reason.", count,
+                   f'{{reason="{reason}"}}')
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,428 @@
+"""Circuit relay v2 hop service (specs: relay/circuit-v2.md).
+
+RESERVE always reserves for the authenticated remote peer (never for a peer named in the
+message). A reservation lives until it expires or its connection closes. CONNECT opens the stop
+protocol on the target's reservation connection and splices the two streams; the circuit's
+duration and data limits are enforced by ending both streams cleanly (FIN), never by writing
+anything into the relayed bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from ..connection import Connection
+from ..errors import P2PError, ProtocolError, StreamClosed
+from ..identity import PeerId
+from ..multiaddr import Multiaddr
+from ..pb import circuit_pb2
+from ..protocols import relay_hop as hop
+from ..protocols.relay_hop import HopMessage, StopMessage
+from .limits import RateLimiter, RelayLimits
+from .metrics import RelayMetrics
+
+log = logging.getLogger(__name__)
+
+# The target must answer the stop protocol within this time (rust: 10 s via its handler).
+STOP_TIMEOUT = 10.0
+# A hop request must arrive within this time after the stream opens.
+REQUEST_TIMEOUT = 10.0
+SPLICE_CHUNK = 64 * 1024
+# After a circuit ends, each side gets this long to finish closing before it is reset.
+CLOSE_GRACE = 5.0
+
+
+def remote_ip(conn: Connection) -> str | None:
+    for proto in ("ip4", "ip6"):
+        v = conn.remote_addr.value_for(proto)
+        if v is not None:
+            return v
+    return None
+
+
+@dataclass
+class Reservation:
+    peer: PeerId
+    conn: Connection
+    expires: float  # unix time
+
+
+class ReservationTable:
+    """Live reservations by peer and connection."""
+
+    def __init__(self, limits: RelayLimits) -> None:
+        self.limits = limits
+        self._by_peer: dict[PeerId, dict[int, Reservation]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._by_peer.values())
+
+    def expire(self, now: float) -> int:
+        dropped = 0
+        for peer in list(self._by_peer):
+            table = self._by_peer[peer]
+            for cid in [cid for cid, r in table.items() if r.expires <= now or r.conn.is_closed]:
+                del table[cid]
+                dropped += 1
+            if not table:
+                del self._by_peer[peer]
+        return dropped
+
+    def admit(self, peer: PeerId, conn: Connection, expires: float) -> str | None:
+        """Add or renew; returns a refusal reason, or None when accepted."""
+        table = self._by_peer.get(peer, {})
+        if conn.id in table:  # renewal on the same connection
+            table[conn.id].expires = expires
+            return None
+        if len(self) >= self.limits.max_reservations:
+            return "too many reservations"
+        if len(table) >= self.limits.max_reservations_per_peer:
+            return "too many reservations for this peer"
+        self._by_peer.setdefault(peer, {})[conn.id] = Reservation(peer, conn, expires)
+        return None
+
+    def remove_connection(self, conn: Connection) -> bool:
+        table = self._by_peer.get(conn.remote_peer)
+        if table and table.pop(conn.id, None) is not None:
+            if not table:
+                del self._by_peer[conn.remote_peer]
+            return True
+        return False
+
+    def connection_for(self, peer: PeerId, now: float) -> Connection | None:
+        live = [r for r in self._by_peer.get(peer, {}).values()
+                if r.expires > now and not r.conn.is_closed]
+        return live[-1].conn if live else None
+
+
+@dataclass(eq=False)  # identity: two circuits between the same peers are different circuits
+class Circuit:
+    src: PeerId
+    dst: PeerId
+    opened: float = field(default_factory=time.monotonic)
+    bytes_up: int = 0
+    bytes_down: int = 0
+
+
+class CircuitTable:
+    def __init__(self, limits: RelayLimits) -> None:
+        self.limits = limits
+        self.active: set[Circuit] = set()
+        self._per_peer: dict[PeerId, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.active)
+
+    def admit(self, src: PeerId, dst: PeerId) -> Circuit | None:
+        if len(self.active) >= self.limits.max_circuits:
+            return None
+        cap = self.limits.max_circuits_per_peer
+        if self._per_peer.get(src, 0) >= cap or self._per_peer.get(dst, 0) >= cap:
+            return None
+        c = Circuit(src, dst)
+        self.active.add(c)
+        for p in (src, dst):
+            self._per_peer[p] = self._per_peer.get(p, 0) + 1
+        return c
+
+    def remove(self, c: Circuit) -> None:
+        if c in self.active:
+            self.active.remove(c)
+            for p in (c.src, c.dst):
+                n = self._per_peer.get(p, 0) - 1
+                if n > 0:
+                    self._per_peer[p] = n
+                else:
+                    self._per_peer.pop(p, None)
+
+
+class RelayService:
+    def __init__(self, host, limits: RelayLimits | None = None,
+                 metrics: RelayMetrics | None = None) -> None:
+        self.host = host
+        self.limits = limits or RelayLimits()
+        self.metrics = metrics or RelayMetrics()
+        self.reservations = ReservationTable(self.limits)
+        self.circuits = CircuitTable(self.limits)
+        L = self.limits
+        self._rsv_peer = RateLimiter(L.reservation_rate_per_peer)
+        self._rsv_ip = RateLimiter(L.reservation_rate_per_ip)
+        self._cct_peer = RateLimiter(L.circuit_rate_per_peer)
+        self._cct_ip = RateLimiter(L.circuit_rate_per_ip)
+        self._conn_ip = RateLimiter(L.connection_rate_per_ip)
+        self._conns_per_ip: dict[str, int] = {}
+        host.set_stream_handler(hop.HOP, self._handle_hop, allow_limited=True)
+        host.events.on("connection", self._on_connection)
+        host.events.on("disconnection", self._on_disconnection)
+        host.upgrader.inbound_gate = self._admit_raw
+
+    # -- connection accounting -------------------------------------------------------------
+
+    def _admit_raw(self, raw) -> bool:
+        ip = raw.remote_addr.value_for("ip4") or raw.remote_addr.value_for("ip6")
+        if ip is None:
+            return True
+        if not self._conn_ip.try_acquire(ip):
+            self.metrics.refuse("connection rate")
+            log.warning("refusing connection from %s: connection rate limit", ip)
+            return False
+        if self._conns_per_ip.get(ip, 0) >= self.limits.max_connections_per_ip:
+            self.metrics.refuse("connections per ip")
+            log.warning("refusing connection from %s: %d connections already open", ip,
+                        self._conns_per_ip[ip])
+            return False
+        return True
+
+    def _on_connection(self, conn: Connection) -> None:
+        self.metrics.connections_active += 1
+        ip = remote_ip(conn)
+        if ip is not None:
+            self._conns_per_ip[ip] = self._conns_per_ip.get(ip, 0) + 1
+
+    def _on_disconnection(self, conn: Connection) -> None:
+        self.metrics.connections_active -= 1
+        ip = remote_ip(conn)
+        if ip is not None:
+            n = self._conns_per_ip.get(ip, 0) - 1
+            if n > 0:
+                self._conns_per_ip[ip] = n
+            else:
+                self._conns_per_ip.pop(ip, None)
+        if self.reservations.remove_connection(conn):
+            self.metrics.reservations_active = len(self.reservations)
+            log.info("reservation of %s ended: connection closed", conn.remote_peer)
+
+    # -- hop -------------------------------------------------------------------------------
+
+    async def _handle_hop(self, stream) -> None:
+        conn: Connection = stream.connection
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                msg = await hop.read_message(stream, HopMessage)
+        except hop.MalformedMessage as e:
+            log.info("malformed hop message from %s: %s", conn.remote_peer.short(), e)
+            self.metrics.refuse("malformed message")
+            await self._status(stream, hop.MALFORMED_MESSAGE)
+            return
+        except (TimeoutError, ProtocolError, StreamClosed) as e:
+            log.info("hop stream from %s ended before a request: %s", conn.remote_peer.short(), e)
+            stream.reset()
+            return
+        if msg.type == HopMessage.RESERVE:
+            await self._reserve(stream, conn)
+        elif msg.type == HopMessage.CONNECT:
+            await self._connect(stream, conn, msg)
+        else:
+            self.metrics.refuse("unexpected message")
+            await self._status(stream, hop.UNEXPECTED_MESSAGE)
+
+    async def _status(self, stream, code: int, **fields) -> None:
+        try:
+            await hop.write_message(stream, HopMessage(type=HopMessage.STATUS, status=code, **fields))
+            await stream.close()
+        except P2PError:
+            stream.reset()
+
+    def _limit(self) -> circuit_pb2.Limit | None:
+        L = self.limits
+        if not L.max_circuit_duration and not L.max_circuit_bytes:
+            return None
+        limit = circuit_pb2.Limit()
+        if L.max_circuit_duration:
+            limit.duration = int(L.max_circuit_duration)
+        if L.max_circuit_bytes:
+            limit.data = int(L.max_circuit_bytes)
+        return limit
+
+    def public_addrs(self) -> list[Multiaddr]:
+        """Addresses put in reservations: announced ones, else listen plus observed ones."""
+        if self.host.announce_addrs:
+            addrs = list(self.host.announce_addrs)
+        else:
+            addrs = list(self.host.listen_addrs) + list(self.host.observed_addrs)
+        out = []
+        for a in dict.fromkeys(a.without_peer_id() for a in addrs):
+            if a.has("p2p-circuit"):
+                continue
+            out.append(a.with_peer_id(self.host.peer_id))
+        return out
+
+    async def _reserve(self, stream, conn: Connection) -> None:
+        peer = conn.remote_peer
+        ip = remote_ip(conn)
+        if conn.limited:
+            return await self._refuse_reservation(stream, peer, hop.PERMISSION_DENIED,
+                                                  "reservation over a relayed connection")
+        if not self._rsv_peer.try_acquire(peer) or (ip and not self._rsv_ip.try_acquire(ip)):
+            return await self._refuse_reservation(stream, peer, hop.RESOURCE_LIMIT_EXCEEDED,
+                                                  "reservation rate limit")
+        now = time.time()
+        self.reservations.expire(now)
+        expires = int(now + self.limits.reservation_duration)
+        reason = self.reservations.admit(peer, conn, expires)
+        if reason is not None:
+            return await self._refuse_reservation(stream, peer, hop.RESERVATION_REFUSED, reason)
+        self.metrics.reservations_total += 1
+        self.metrics.reservations_active = len(self.reservations)
+        reservation = circuit_pb2.Reservation(
+            expire=expires,
+            addrs=[a.to_bytes() for a in self.public_addrs()],
+            voucher=hop.make_voucher(self.host.identity, peer, expires),
+        )
+        limit = self._limit()
+        kwargs = {"reservation": reservation}
+        if limit is not None:
+            kwargs["limit"] = limit
+        log.info("reservation for %s from %s accepted, expires in %d s", peer, conn.remote_addr,
+                 self.limits.reservation_duration)
+        await self._status(stream, hop.OK, **kwargs)
+
+    async def _refuse_reservation(self, stream, peer: PeerId, code: int, reason: str) -> None:
+        log.info("reservation for %s refused (%s): %s", peer, hop.status_name(code), reason)
+        self.metrics.refuse(reason)
+        await self._status(stream, code)
+
+    async def _connect(self, stream, conn: Connection, msg) -> None:
+        src = conn.remote_peer
+        ip = remote_ip(conn)
+
+        async def refuse(code: int, reason: str) -> None:
+            log.info("circuit from %s refused (%s): %s", src, hop.status_name(code), reason)
+            self.metrics.refuse(reason)
+            await self._status(stream, code)
+
+        try:
+            dst = hop.peer_of(msg)
+        except hop.MalformedMessage as e:
+            return await refuse(hop.MALFORMED_MESSAGE, f"malformed connect: {e}")
+        if conn.limited:
+            return await refuse(hop.PERMISSION_DENIED, "circuit over a relayed connection")
+        if not self._cct_peer.try_acquire(src) or (ip and not self._cct_ip.try_acquire(ip)):
+            return await refuse(hop.RESOURCE_LIMIT_EXCEEDED, "circuit rate limit")
+        dst_conn = self.reservations.connection_for(dst, time.time())
+        if dst_conn is None:
+            return await refuse(hop.NO_RESERVATION, f"no reservation for {dst}")
+        circuit = self.circuits.admit(src, dst)
+        if circuit is None:
+            return await refuse(hop.RESOURCE_LIMIT_EXCEEDED, "too many circuits")
+        try:
+            dst_stream = await self._open_stop(dst_conn, src)
+        except (P2PError, OSError, TimeoutError) as e:
+            self.circuits.remove(circuit)
+            return await refuse(hop.CONNECTION_FAILED, f"target {dst} did not accept: {e}")
+        limit = self._limit()
+        ok = HopMessage(type=HopMessage.STATUS, status=hop.OK)
+        if limit is not None:
+            ok.limit.CopyFrom(limit)
+        try:
+            await hop.write_message(stream, ok)
+        except P2PError as e:
+            self.circuits.remove(circuit)
+            dst_stream.reset()
+            log.info("circuit %s -> %s: source went away: %s", src, dst, e)
+            return
+        self.metrics.circuits_total += 1
+        self.metrics.circuits_active = len(self.circuits)
+        log.info("circuit %s -> %s opened", src, dst)
+        try:
+            reason = await self._splice(circuit, stream, dst_stream)
+        finally:
+            self.circuits.remove(circuit)
+            self.metrics.circuits_active = len(self.circuits)
+        log.info("circuit %s -> %s closed: %s (%d B up, %d B down, %.1f s)", src, dst, reason,
+                 circuit.bytes_up, circuit.bytes_down, time.monotonic() - circuit.opened)
+
+    async def _open_stop(self, dst_conn: Connection, src: PeerId):
+        async with asyncio.timeout(STOP_TIMEOUT):
+            s = await dst_conn.new_stream([hop.STOP])
+            try:
+                req = StopMessage(type=StopMessage.CONNECT)
+                req.peer.id = src.to_bytes()
+                limit = self._limit()
+                if limit is not None:
+                    req.limit.CopyFrom(limit)
+                await hop.write_message(s, req)
+                reply = await hop.read_message(s, StopMessage)
+            except BaseException:
+                s.reset()
+                raise
+        if reply.type != StopMessage.STATUS or reply.status != hop.OK:
+            s.reset()
+            raise ProtocolError(f"stop answered {hop.status_name(reply.status)}")
+        return s
+
+    async def _splice(self, circuit: Circuit, a, b) -> str:
+        """Copy both ways until both sides end, a limit is hit, or either side resets."""
+        L = self.limits
+        limit_bytes = L.max_circuit_bytes
+        metrics = self.metrics
+        over_limit = asyncio.Event()
+
+        async def pump(src, dst, up: bool) -> None:
+            sent = 0
+            while True:
+                data = await src.read(SPLICE_CHUNK)
+                if not data:
+                    await dst.close_write()
+                    return
+                if limit_bytes and sent + len(data) > limit_bytes:
+                    allowed = limit_bytes - sent
+                    if allowed:
+                        await dst.write(data[:allowed])
+                        self._count(circuit, up, allowed)
+                    over_limit.set()
+                    return
+                await dst.write(data)
+                sent += len(data)
+                self._count(circuit, up, len(data))
+
+        pumps = [asyncio.ensure_future(pump(a, b, True)), asyncio.ensure_future(pump(b, a, False))]
+        limit_wait = asyncio.ensure_future(over_limit.wait())
+        reason = "closed by both peers"
+        try:
+            done, _ = await asyncio.wait(
+                [asyncio.gather(*pumps), limit_wait],
+                timeout=L.max_circuit_duration or None,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not done:
+                reason = f"duration limit of {L.max_circuit_duration:.0f} s reached"
+            elif over_limit.is_set():
+                reason = f"data limit of {limit_bytes} bytes reached"
+            else:
+                for p in pumps:
+                    if p.done() and not p.cancelled() and p.exception() is not None:
+                        reason = f"a side ended abruptly: {p.exception()}"
+        except asyncio.CancelledError:
+            reason = "relay shutting down"
+            raise
+        finally:
+            limit_wait.cancel()
+            for p in pumps:
+                p.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            if reason.startswith("a side ended"):
+                a.reset()
+                b.reset()
+            else:
+                # A clean end for both peers: FIN both ways, then close (reset if they linger).
+                await asyncio.gather(_close_gracefully(a), _close_gracefully(b))
+        return reason
+
+    def _count(self, circuit: Circuit, up: bool, n: int) -> None:
+        if up:
+            circuit.bytes_up += n
+        else:
+            circuit.bytes_down += n
+        self.metrics.bytes_relayed += n
+
+
+async def _close_gracefully(stream) -> None:
+    try:
+        async with asyncio.timeout(CLOSE_GRACE):
+            await stream.close()
+    except (TimeoutError, P2PError, OSError):
+        stream.reset()

@@ -1,0 +1,1 @@
+"""Connection security: libp2p Noise (`noise.py`)."""

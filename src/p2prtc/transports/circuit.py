@@ -1,0 +1,303 @@
+"""Circuit relay v2 client (specs: relay/circuit-v2.md): dial `/p2p-circuit` addresses through a
+relay, keep reservations on relays (refreshed before expiry, re-made with backoff when the relay
+restarts or the connection drops), and accept relayed connections via the stop protocol.
+
+A relayed connection is limited when the relay announces limits: protocols must opt in to run
+on it (identify, ping, WebRTC signaling do).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..connection import Connection
+from ..errors import DialError, P2PError, ProtocolError, StreamClosed
+from ..identity import PeerId
+from ..multiaddr import Multiaddr, MultiaddrError
+from ..pb import circuit_pb2
+from ..protocols import relay_hop as hop
+from ..protocols.relay_hop import HopMessage, StopMessage
+from .base import ConnectionHandler, Listener, RawConnection, Transport
+
+if TYPE_CHECKING:
+    from ..host import Host
+
+log = logging.getLogger(__name__)
+
+HOP_TIMEOUT = 15.0
+# Refresh a reservation this long before it expires (or at half its life if shorter).
+REFRESH_MARGIN = 120.0
+BACKOFF_INITIAL = 1.0
+BACKOFF_MAX = 60.0
+
+
+class CircuitStream(RawConnection):
+    """A hop or stop stream that has become a relayed byte stream."""
+
+    transport_name = "circuit"
+
+    def __init__(self, stream, local_addr: Multiaddr, remote_addr: Multiaddr) -> None:
+        self._s = stream
+        self.local_addr = local_addr
+        self.remote_addr = remote_addr
+
+    async def read(self, n: int = 65536) -> bytes:
+        return await self._s.read(n)
+
+    async def write(self, data) -> None:
+        await self._s.write(data)
+
+    async def close_write(self) -> None:
+        await self._s.close_write()
+
+    async def close(self) -> None:
+        await self._s.close()
+
+    def reset(self) -> None:
+        self._s.reset()
+
+
+def split_circuit(addr: Multiaddr) -> tuple[Multiaddr, PeerId | None, Multiaddr]:
+    """`<relay>/p2p/R/p2p-circuit/<rest>` -> (relay address with /p2p/R, R, rest)."""
+    parts = addr.split_last("p2p-circuit")
+    if parts is None:
+        raise DialError(f"not a circuit address: {addr}")
+    relay, rest = parts
+    if not relay.protocols():
+        raise DialError(f"circuit address names no relay: {addr}")
+    return relay, relay.peer_id(), rest
+
+
+def is_limited(limit) -> bool:
+    return limit is not None and (limit.duration > 0 or limit.data > 0)
+
+
+@dataclass
+class ReservationInfo:
+    relay: PeerId
+    relay_addr: Multiaddr
+    expires: float  # unix time
+    addrs: list[Multiaddr] = field(default_factory=list)  # relay addrs, each with /p2p/<relay>
+    limit_duration: int = 0
+    limit_data: int = 0
+
+
+async def reserve(conn: Connection) -> ReservationInfo:
+    """Ask the relay on `conn` for a reservation; raise DialError with its status if refused."""
+    async with asyncio.timeout(HOP_TIMEOUT):
+        stream = await conn.new_stream([hop.HOP])
+        try:
+            await hop.write_message(stream, HopMessage(type=HopMessage.RESERVE))
+            reply = await hop.read_message(stream, HopMessage)
+        finally:
+            await stream.close()
+    if reply.type != HopMessage.STATUS:
+        raise ProtocolError(f"relay answered RESERVE with message type {reply.type}")
+    if reply.status != hop.OK:
+        raise DialError(f"relay {conn.remote_peer} refused the reservation: "
+                        f"{hop.status_name(reply.status)}")
+    if not reply.HasField("reservation"):
+        raise ProtocolError("relay accepted the reservation but sent none")
+    addrs = []
+    for raw in reply.reservation.addrs:
+        try:
+            addrs.append(Multiaddr.from_bytes(raw).with_peer_id(conn.remote_peer))
+        except MultiaddrError as e:  # undecodable, or naming another peer: skip that address
+            log.debug("ignoring reservation address from %s: %s", conn.remote_peer, e)
+    if reply.reservation.HasField("voucher"):
+        try:
+            voucher = hop.open_voucher(reply.reservation.voucher)
+            if voucher.relay != conn.remote_peer.to_bytes():
+                log.warning("relay %s sent a voucher signed for another relay", conn.remote_peer)
+        except ProtocolError as e:
+            log.warning("relay %s sent an invalid voucher: %s", conn.remote_peer, e)
+    info = ReservationInfo(conn.remote_peer, conn.remote_addr.with_peer_id(conn.remote_peer),
+                           float(reply.reservation.expire), addrs)
+    if reply.HasField("limit"):
+        info.limit_duration, info.limit_data = reply.limit.duration, reply.limit.data
+    return info
+
+
+class CircuitListener(Listener):
+    """Keeps a reservation on one relay alive; its addrs are `<relay addr>/p2p-circuit`."""
+
+    def __init__(self, transport: "CircuitTransport", relay_addr: Multiaddr) -> None:
+        self.transport = transport
+        self.host = transport.host
+        self.relay_addr = relay_addr
+        self.relay_peer = relay_addr.peer_id()
+        self.reservation: ReservationInfo | None = None
+        self.addrs: list[Multiaddr] = []
+        self._task = asyncio.ensure_future(self._keep())
+        self.first_attempt = asyncio.get_running_loop().create_future()
+
+    def _set_addrs(self, addrs: list[Multiaddr]) -> None:
+        if addrs != self.addrs:
+            self.addrs = addrs
+            self.host.events.emit("listen-addrs-changed")
+
+    async def _keep(self) -> None:
+        backoff = BACKOFF_INITIAL
+        while True:
+            conn = None
+            try:
+                conn = await self.host.dial(self.relay_addr)
+                self.host.events.emit("relay-connected", self.relay_peer, conn)
+                while not conn.is_closed:
+                    info = await reserve(conn)
+                    self.reservation = info
+                    self.transport.reserved_on[info.relay] = info
+                    relay_addrs = info.addrs or [conn.remote_addr.with_peer_id(info.relay)]
+                    self._set_addrs([a.encapsulate("/p2p-circuit") for a in relay_addrs])
+                    log.info("reservation on relay %s until %s", info.relay,
+                             time.strftime("%H:%M:%S", time.localtime(info.expires)))
+                    self.host.events.emit("reservation", info)
+                    if not self.first_attempt.done():
+                        self.first_attempt.set_result(info)
+                    backoff = BACKOFF_INITIAL
+                    ttl = info.expires - time.time()
+                    wait = max(1.0, min(ttl - REFRESH_MARGIN, ttl / 2))
+                    try:
+                        await asyncio.wait_for(conn.wait_closed(), wait)
+                    except asyncio.TimeoutError:
+                        continue  # time to refresh on the same connection
+                reason = conn.close_reason or "connection closed"
+                log.warning("lost the connection to relay %s (%s); reserving again",
+                            self.relay_peer, reason)
+                self.host.events.emit("reservation-lost", self.relay_peer, reason)
+            except asyncio.CancelledError:
+                raise
+            except (P2PError, OSError, TimeoutError) as e:
+                msg = str(e) or type(e).__name__
+                log.warning("reservation on %s failed: %s (retrying in %.0f s)",
+                            self.relay_addr, msg, backoff)
+                self.host.events.emit("relay-error", self.relay_addr, msg)
+                if not self.first_attempt.done():
+                    self.first_attempt.set_exception(DialError(msg))
+                    self.first_attempt.exception()
+            self.transport.reserved_on.pop(self.relay_peer, None)
+            self.reservation = None
+            self._set_addrs([])
+            # Retry timer (not synchronisation): jittered exponential backoff.
+            await asyncio.sleep(backoff * (0.75 + random.random() / 2))
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        if self.relay_peer is not None:
+            self.transport.reserved_on.pop(self.relay_peer, None)
+
+
+class CircuitTransport(Transport):
+    name = "circuit"
+
+    def __init__(self, host: "Host") -> None:
+        self.host = host
+        self.reserved_on: dict[PeerId, ReservationInfo] = {}
+        host.set_stream_handler(hop.STOP, self._handle_stop)
+
+    def can_dial(self, addr: Multiaddr) -> bool:
+        protos = addr.protocols()
+        if "p2p-circuit" not in protos:
+            return False
+        after = protos[len(protos) - 1 - protos[::-1].index("p2p-circuit") + 1:]
+        return after == ["p2p"]
+
+    def can_listen(self, addr: Multiaddr) -> bool:
+        protos = addr.protocols()
+        return len(protos) > 1 and protos[-1] == "p2p-circuit" and "p2p" in protos
+
+    async def dial(self, addr: Multiaddr) -> Connection:
+        relay_addr, relay_peer, rest = split_circuit(addr)
+        dst = rest.peer_id()
+        if relay_peer is None or dst is None:
+            raise DialError(f"circuit address needs /p2p/<relay>/p2p-circuit/p2p/<peer>: {addr}")
+        return await self.dial_via(relay_addr, dst)
+
+    async def dial_via(self, relay_addr: Multiaddr, dst: PeerId) -> Connection:
+        """Open a relayed connection to `dst` through the relay at `relay_addr` (with /p2p/)."""
+        relay_peer = relay_addr.peer_id()
+        relay_conn = await self.host.dial(relay_addr)
+        try:
+            async with asyncio.timeout(HOP_TIMEOUT):
+                stream = await relay_conn.new_stream([hop.HOP])
+                req = HopMessage(type=HopMessage.CONNECT)
+                req.peer.id = dst.to_bytes()
+                await hop.write_message(stream, req)
+                reply = await hop.read_message(stream, HopMessage)
+        except TimeoutError:
+            raise DialError(f"relay {relay_peer} did not answer the circuit request") from None
+        except (ProtocolError, StreamClosed) as e:
+            raise DialError(f"circuit request to relay {relay_peer} failed: {e}") from None
+        if reply.type != HopMessage.STATUS or reply.status != hop.OK:
+            stream.reset()
+            raise DialError(f"relay {relay_peer} could not connect us to {dst}: "
+                            f"{hop.status_name(reply.status)}")
+        limit = reply.limit if reply.HasField("limit") else None
+        base = relay_addr.with_peer_id(relay_peer).encapsulate("/p2p-circuit")
+        raw = CircuitStream(stream, base.encapsulate(f"/p2p/{self.host.peer_id}"),
+                            base.encapsulate(f"/p2p/{dst}"))
+        conn = await self.host.upgrader.upgrade_outbound(raw, dst, "circuit",
+                                                         limited=is_limited(limit))
+        _note_limit(conn, limit)
+        return conn
+
+    async def listen(self, addr: Multiaddr, on_connection: ConnectionHandler) -> Listener:
+        relay_addr = addr.decapsulate("p2p-circuit")
+        if relay_addr.peer_id() is None:
+            raise DialError(f"relay address needs /p2p/<relay id>: {addr}")
+        return CircuitListener(self, relay_addr)
+
+    async def _handle_stop(self, stream) -> None:
+        relay_conn: Connection = stream.connection
+        try:
+            msg = await hop.read_message(stream, StopMessage)
+        except hop.MalformedMessage as e:
+            log.info("malformed stop message from relay %s: %s", relay_conn.remote_peer, e)
+            await _stop_status(stream, hop.MALFORMED_MESSAGE)
+            return
+        if msg.type != StopMessage.CONNECT:
+            await _stop_status(stream, hop.UNEXPECTED_MESSAGE)
+            return
+        if relay_conn.remote_peer not in self.reserved_on:
+            log.info("refusing a relayed connection from %s: no reservation there",
+                     relay_conn.remote_peer)
+            await _stop_status(stream, hop.PERMISSION_DENIED)
+            return
+        try:
+            src = hop.peer_of(msg)
+        except hop.MalformedMessage:
+            await _stop_status(stream, hop.MALFORMED_MESSAGE)
+            return
+        await hop.write_message(stream, StopMessage(type=StopMessage.STATUS, status=hop.OK))
+        limit = msg.limit if msg.HasField("limit") else None
+        base = relay_conn.remote_addr.with_peer_id(relay_conn.remote_peer).encapsulate("/p2p-circuit")
+        raw = CircuitStream(stream, base.encapsulate(f"/p2p/{self.host.peer_id}"),
+                            base.encapsulate(f"/p2p/{src}"))
+        conn = await self.host.upgrader.upgrade_inbound(raw, "circuit", limited=is_limited(limit))
+        if conn.remote_peer != src:
+            log.warning("relayed connection claimed to be from %s but authenticated as %s",
+                        src, conn.remote_peer)
+            await conn.close()
+            return
+        _note_limit(conn, limit)
+        self.host._add_connection(conn)
+
+
+def _note_limit(conn: Connection, limit) -> None:
+    if limit is not None:
+        conn.details["limit"] = {"duration": limit.duration, "data": limit.data}
+
+
+async def _stop_status(stream, code: int) -> None:
+    try:
+        await hop.write_message(stream, StopMessage(type=StopMessage.STATUS, status=code))
+        await stream.close()
+    except P2PError:
+        stream.reset()

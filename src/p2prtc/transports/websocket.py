@@ -1,0 +1,197 @@
+"""WebSocket transport: <tcp address>/ws and /wss (dial), /ws (listen), via aiohttp.
+
+libp2p over WebSocket sends binary frames carrying the raw connection bytes (Noise, yamux on
+top); frame boundaries mean nothing. WebSocket has no half-close, so close_write closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import web
+
+from ..errors import DialError, StreamClosed, StreamReset
+from ..multiaddr import Multiaddr
+from ..netutil import expand_unspecified
+from .base import ConnectionHandler, Listener, RawConnection, Transport
+from .tcp import IP_PROTOCOLS, host_port, sockaddr_to_multiaddr
+
+if TYPE_CHECKING:
+    from ..upgrader import Upgrader
+
+log = logging.getLogger(__name__)
+
+# Largest WebSocket message we accept; peers send one Noise frame (<= 64 KiB) or a few per message.
+MAX_MESSAGE_SIZE = 4 << 20
+WS_CONNECT_TIMEOUT = 10.0
+
+
+class WebSocketStream(RawConnection):
+    transport_name = "ws"
+
+    def __init__(self, ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+                 local_addr: Multiaddr, remote_addr: Multiaddr) -> None:
+        self._ws = ws
+        self._buf = b""
+        self._pos = 0
+        self._eof = False
+        self.local_addr = local_addr
+        self.remote_addr = remote_addr
+        self.closed = asyncio.Event()
+
+    async def read(self, n: int = 65536) -> bytes:
+        while self._pos >= len(self._buf):
+            if self._eof:
+                return b""
+            msg = await self._ws.receive()
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                self._buf, self._pos = msg.data, 0
+            elif msg.type == aiohttp.WSMsgType.TEXT:
+                self._buf, self._pos = msg.data.encode(), 0
+            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
+                              aiohttp.WSMsgType.CLOSED):
+                self._eof = True
+                self.closed.set()
+            elif msg.type == aiohttp.WSMsgType.ERROR:
+                self._eof = True
+                self.closed.set()
+                raise StreamReset(f"WebSocket error: {self._ws.exception()}")
+        start = self._pos
+        end = min(start + n, len(self._buf))
+        self._pos = end
+        if start == 0 and end == len(self._buf):
+            return self._buf
+        return self._buf[start:end]
+
+    async def write(self, data) -> None:
+        if self._ws.closed:
+            raise StreamClosed("WebSocket is closed")
+        try:
+            await self._ws.send_bytes(bytes(data))
+        except (ConnectionError, RuntimeError, aiohttp.ClientError) as e:
+            raise StreamClosed(f"WebSocket write failed: {e}") from None
+
+    async def close_write(self) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if not self._ws.closed:
+            try:
+                await asyncio.wait_for(self._ws.close(), 5)
+            except (asyncio.TimeoutError, ConnectionError, RuntimeError, aiohttp.ClientError):
+                pass
+        self.closed.set()
+
+    def reset(self) -> None:
+        self._eof = True
+        self.closed.set()
+        transport = None
+        if isinstance(self._ws, web.WebSocketResponse):
+            req = getattr(self._ws, "_req", None)
+            transport = req.transport if req is not None else None
+        else:
+            conn = getattr(self._ws, "_conn", None) or getattr(self._ws._response, "connection", None)
+            transport = conn.transport if conn is not None else None
+        if transport is not None:
+            transport.abort()
+        else:
+            asyncio.ensure_future(self.close())
+
+
+def ws_url(addr: Multiaddr) -> tuple[str, int, int, bool]:
+    """(host, port, family, secure) of a /ws or /wss multiaddr (also /tls/ws)."""
+    base = addr.without_peer_id()
+    protos = base.protocols()
+    secure = protos[-1] == "wss" or (protos[-1] == "ws" and "tls" in protos)
+    host, port, family = host_port(base)
+    return host, port, family, secure
+
+
+class WebSocketListener(Listener):
+    def __init__(self, runner: web.AppRunner, addrs: list[Multiaddr]) -> None:
+        self._runner = runner
+        self.addrs = addrs
+
+    async def close(self) -> None:
+        await self._runner.cleanup()
+
+
+class WebSocketTransport(Transport):
+    name = "ws"
+
+    def __init__(self, upgrader: "Upgrader") -> None:
+        self.upgrader = upgrader
+        self._session: aiohttp.ClientSession | None = None
+
+    def can_dial(self, addr: Multiaddr) -> bool:
+        protos = addr.without_peer_id().protocols()
+        if len(protos) < 3 or protos[0] not in IP_PROTOCOLS or protos[1] != "tcp":
+            return False
+        rest = protos[2:]
+        return rest in (["ws"], ["wss"], ["tls", "ws"], ["tls", "sni", "ws"])
+
+    def can_listen(self, addr: Multiaddr) -> bool:
+        protos = addr.without_peer_id().protocols()
+        return len(protos) == 3 and protos[0] in ("ip4", "ip6") and protos[1:] == ["tcp", "ws"]
+
+    async def dial(self, addr: Multiaddr):
+        host, port, _family, secure = ws_url(addr)
+        hostpart = f"[{host}]" if ":" in host else host
+        url = f"{'wss' if secure else 'ws'}://{hostpart}:{port}/"
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        try:
+            ws = await self._session.ws_connect(
+                url, max_msg_size=MAX_MESSAGE_SIZE, compress=0, autoping=True,
+                timeout=aiohttp.ClientWSTimeout(ws_close=5),
+                ssl=ssl.create_default_context() if secure else False,
+            )
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+            raise DialError(f"WebSocket connect to {url} failed: {e}") from None
+        conn = ws.get_extra_info("socket")
+        local = conn.getsockname() if conn is not None else ("0.0.0.0", 0)
+        remote = conn.getpeername() if conn is not None else (host, port)
+        suffix = "/wss" if secure else "/ws"
+        raw = WebSocketStream(ws, sockaddr_to_multiaddr(local, suffix),
+                              sockaddr_to_multiaddr(remote, suffix))
+        return await self.upgrader.upgrade_outbound(raw, addr.peer_id(), "ws")
+
+    async def listen(self, addr: Multiaddr, on_connection: ConnectionHandler) -> Listener:
+        host, port, _ = host_port(addr)
+
+        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+            if request.headers.get("Upgrade", "").lower() != "websocket":
+                return web.Response(status=426, text="this is a libp2p WebSocket endpoint\n")
+            ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_SIZE, compress=False)
+            await ws.prepare(request)
+            sock = request.transport.get_extra_info("socket") if request.transport else None
+            local = sock.getsockname() if sock is not None else (host, port)
+            remote = request.transport.get_extra_info("peername") or ("0.0.0.0", 0)
+            raw = WebSocketStream(ws, sockaddr_to_multiaddr(local, "/ws"),
+                                  sockaddr_to_multiaddr(remote, "/ws"))
+            conn = await self.upgrader.upgrade_inbound_or_log(raw, "ws")
+            if conn is not None:
+                await on_connection(conn)
+                # aiohttp closes the socket when this handler returns: stay until the connection ends.
+                await conn.wait_closed()
+            return ws
+
+        server = web.Server(handle, access_log=None)
+        runner = web.ServerRunner(server, handle_signals=False, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        addrs: list[Multiaddr] = []
+        for sock in site._server.sockets:  # the bound port when port was 0
+            sockaddr = sock.getsockname()
+            for ip in expand_unspecified(sockaddr[0]):
+                addrs.append(sockaddr_to_multiaddr((ip, sockaddr[1]), "/ws"))
+        return WebSocketListener(runner, addrs)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()

@@ -1,0 +1,96 @@
+"""Turns a raw byte stream into a Connection: multistream-select /noise, Noise XX,
+multistream-select /yamux/1.0.0, yamux."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from .connection import Connection
+from .errors import DialError, P2PError, ProtocolError
+from .identity import Identity, PeerId
+from .muxer.yamux import YamuxMuxer
+from .security import noise
+from .streams import ByteStream
+from .transports.base import RawConnection
+from .wire import multistream
+
+log = logging.getLogger(__name__)
+
+NOISE_PROTOCOL = "/noise"
+YAMUX_PROTOCOL = "/yamux/1.0.0"
+# Whole upgrade (both negotiations and the handshake) must finish in this time.
+UPGRADE_TIMEOUT = 15.0
+
+
+class Upgrader:
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+        # Called with each inbound RawConnection before any byte is read; False drops it.
+        self.inbound_gate: Callable[[RawConnection], bool] | None = None
+
+    async def upgrade_outbound(
+        self, raw: RawConnection, remote_peer: PeerId | None, transport: str,
+        *, limited: bool = False,
+    ) -> Connection:
+        try:
+            async with asyncio.timeout(UPGRADE_TIMEOUT):
+                await multistream.select_outbound(raw, [NOISE_PROTOCOL])
+                secure = await noise.secure_outbound(raw, self.identity, remote_peer)
+                await multistream.select_outbound(secure, [YAMUX_PROTOCOL])
+        except TimeoutError:
+            raw.reset()
+            raise DialError(f"connection upgrade to {raw.remote_addr} timed out") from None
+        except P2PError as e:
+            raw.reset()
+            raise DialError(f"connection upgrade to {raw.remote_addr} failed: {e}") from None
+        except BaseException:
+            raw.reset()
+            raise
+        return self._connection(raw, secure, "outbound", transport, limited, is_client=True)
+
+    async def upgrade_inbound(
+        self, raw: RawConnection, transport: str, *, limited: bool = False
+    ) -> Connection:
+        try:
+            async with asyncio.timeout(UPGRADE_TIMEOUT):
+                await multistream.handle_inbound(raw, lambda p: p == NOISE_PROTOCOL)
+                secure = await noise.secure_inbound(raw, self.identity)
+                await multistream.handle_inbound(secure, lambda p: p == YAMUX_PROTOCOL)
+        except BaseException:
+            raw.reset()
+            raise
+        return self._connection(raw, secure, "inbound", transport, limited, is_client=False)
+
+    async def upgrade_inbound_or_log(
+        self, raw: RawConnection, transport: str, *, limited: bool = False
+    ) -> Connection | None:
+        """Inbound upgrade for a listener: failures are the remote's problem, logged, not raised."""
+        if self.inbound_gate is not None and not self.inbound_gate(raw):
+            raw.reset()
+            return None
+        try:
+            return await self.upgrade_inbound(raw, transport, limited=limited)
+        except TimeoutError:
+            log.info("inbound %s connection from %s: upgrade timed out", transport, raw.remote_addr)
+        except (P2PError, ProtocolError, OSError) as e:
+            log.info("inbound %s connection from %s failed to upgrade: %s",
+                     transport, raw.remote_addr, e)
+        return None
+
+    def _connection(self, raw: RawConnection, secure: ByteStream, direction: str,
+                    transport: str, limited: bool, *, is_client: bool) -> Connection:
+        muxer = YamuxMuxer(secure, is_client=is_client)
+        return Connection(
+            muxer=muxer,
+            remote_peer=secure.remote_peer,
+            remote_public_key=secure.remote_public_key,
+            local_addr=raw.local_addr,
+            remote_addr=raw.remote_addr,
+            direction=direction,
+            transport=transport,
+            limited=limited,
+            security=NOISE_PROTOCOL,
+            muxer_protocol=YAMUX_PROTOCOL,
+        )
