@@ -46,6 +46,7 @@ class Host:
         agent_version: str = AGENT_VERSION,
         announce: Iterable[Multiaddr | str] = (),
         identify: bool = True,
+        relay_client: bool = True,
     ) -> None:
         self.identity = identity or Identity.generate()
         self.peer_id: PeerId = self.identity.peer_id
@@ -68,6 +69,11 @@ class Host:
         if identify:
             from .protocols.identify import IdentifyService
             self.identify = IdentifyService(self)
+        self.circuit = None
+        if relay_client:
+            from .transports.circuit import CircuitTransport
+            self.circuit = CircuitTransport(self)
+            self.transports.append(self.circuit)
 
     # -- addresses -----------------------------------------------------------------------------
 

@@ -148,9 +148,6 @@ class ControlPeer:
 async def main_async(args: argparse.Namespace) -> int:
     identity = Identity.from_seed(args.seed) if args.seed is not None else Identity.generate()
     host = Host(identity)
-    from .transports.circuit import CircuitTransport
-
-    host.add_transport(CircuitTransport(host))
     if args.relay:
         from .relay.limits import RelayLimits
         from .relay.server import RelayService

@@ -380,11 +380,12 @@ class RelayService:
                 self._count(circuit, up, len(data))
 
         pumps = [asyncio.ensure_future(pump(a, b, True)), asyncio.ensure_future(pump(b, a, False))]
+        both = asyncio.gather(*pumps, return_exceptions=True)
         limit_wait = asyncio.ensure_future(over_limit.wait())
         reason = "closed by both peers"
         try:
             done, _ = await asyncio.wait(
-                [asyncio.gather(*pumps), limit_wait],
+                [both, limit_wait],
                 timeout=L.max_circuit_duration or None,
                 return_when=asyncio.FIRST_COMPLETED,
             )

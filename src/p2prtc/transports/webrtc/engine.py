@@ -1,0 +1,232 @@
+"""The WebRTC engine behind one small interface (aiortc today).
+
+Everything above this module (stream layer, muxer, signaling) talks to `PeerConnection` and
+`DataChannel` only, so a faster engine (libdatachannel, say) can replace aiortc here without
+touching them. aiortc specifics worth knowing:
+- it does not trickle: the local description it returns carries every candidate;
+- it never offers 127.0.0.1 as a host candidate, so a loopback-only host has no candidates;
+- until told that remote candidates have ended it keeps waiting for more, so callers set their own
+  deadline for ICE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import candidate_from_sdp
+
+from ...errors import ProtocolError
+
+log = logging.getLogger(__name__)
+
+# Above this many bytes queued on a channel, writers wait (TESTING.md: pause above ~1 MiB,
+# resume at ~256 KiB).
+BUFFERED_HIGH = 1 << 20
+BUFFERED_LOW = 256 * 1024
+
+
+class DataChannel:
+    """An RTCDataChannel: send bytes, learn about messages, open, close and drain."""
+
+    def __init__(self, channel) -> None:
+        self._ch = channel
+        self._ch.bufferedAmountLowThreshold = BUFFERED_LOW
+        self.on_message: Callable[[bytes], None] | None = None
+        self.on_close: Callable[[], None] | None = None
+        self._opened = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        if channel.readyState == "open":
+            self._opened.set()
+        channel.on("open", self._opened.set)
+        channel.on("message", self._message)
+        channel.on("close", self._close)
+        channel.on("bufferedamountlow", self._drained.set)
+
+    @property
+    def id(self) -> int | None:
+        return self._ch.id
+
+    @property
+    def label(self) -> str:
+        return self._ch.label
+
+    @property
+    def ready_state(self) -> str:
+        return self._ch.readyState
+
+    @property
+    def buffered_amount(self) -> int:
+        return self._ch.bufferedAmount
+
+    def _message(self, data) -> None:
+        if isinstance(data, str):
+            data = data.encode()
+        if self.on_message is not None:
+            self.on_message(data)
+
+    def _close(self) -> None:
+        self._closed.set()
+        self._opened.set()  # wake anyone waiting to open
+        self._drained.set()
+        if self.on_close is not None:
+            self.on_close()
+
+    async def wait_open(self) -> bool:
+        await self._opened.wait()
+        return self._ch.readyState == "open"
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    def send(self, data: bytes) -> None:
+        self._ch.send(data)
+
+    async def drain(self) -> None:
+        """Wait until the queued amount is below the high-water mark."""
+        while self._ch.bufferedAmount > BUFFERED_HIGH and self._ch.readyState == "open":
+            self._drained.clear()
+            await self._drained.wait()
+
+    def close(self) -> None:
+        if self._ch.readyState not in ("closing", "closed"):
+            self._ch.close()
+
+
+@dataclass
+class CandidatePair:
+    local_type: str
+    local_addr: str
+    remote_type: str
+    remote_addr: str
+
+    def describe(self) -> str:
+        return f"{self.local_type} {self.local_addr} <-> {self.remote_type} {self.remote_addr}"
+
+
+def ice_servers_from_urls(urls: list[str]) -> list[RTCIceServer]:
+    return [RTCIceServer(urls=u) for u in urls]
+
+
+class PeerConnection:
+    """An RTCPeerConnection with just what libp2p's /webrtc needs."""
+
+    def __init__(self, ice_servers: list[str]) -> None:
+        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers_from_urls(ice_servers)))
+        self.on_datachannel: Callable[[DataChannel], None] | None = None
+        self.on_state: Callable[[str], None] | None = None
+        self._connected = asyncio.Event()
+        self._ended = asyncio.Event()
+        self._pc.on("datachannel", self._datachannel)
+        self._pc.on("connectionstatechange", self._state)
+
+    @property
+    def connection_state(self) -> str:
+        return self._pc.connectionState
+
+    def _datachannel(self, channel) -> None:
+        ch = DataChannel(channel)
+        if self.on_datachannel is not None:
+            self.on_datachannel(ch)
+        else:
+            log.debug("closing data channel %r: nobody to take it", channel.label)
+            ch.close()
+
+    def _state(self) -> None:
+        state = self._pc.connectionState
+        log.debug("peer connection state: %s", state)
+        if state == "connected":
+            self._connected.set()
+        elif state in ("failed", "closed"):
+            self._ended.set()
+            self._connected.set()
+        if self.on_state is not None:
+            self.on_state(state)
+
+    async def wait_connected(self) -> bool:
+        await self._connected.wait()
+        return self._pc.connectionState == "connected"
+
+    async def wait_ended(self) -> None:
+        await self._ended.wait()
+
+    def create_channel(self, label: str = "") -> DataChannel:
+        return DataChannel(self._pc.createDataChannel(label, ordered=True))
+
+    async def create_offer(self) -> str:
+        """Our offer SDP, with all our candidates (gathering finishes first)."""
+        offer = await self._pc.createOffer()
+        await self._pc.setLocalDescription(offer)
+        return self._pc.localDescription.sdp
+
+    async def accept_offer(self, sdp: str) -> str:
+        """Apply the remote offer; return our answer SDP with all our candidates."""
+        try:
+            await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        except (ValueError, AssertionError) as e:
+            raise ProtocolError(f"unusable SDP offer: {e}") from None
+        answer = await self._pc.createAnswer()
+        await self._pc.setLocalDescription(answer)
+        return self._pc.localDescription.sdp
+
+    async def accept_answer(self, sdp: str) -> None:
+        try:
+            await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        except (ValueError, AssertionError) as e:
+            raise ProtocolError(f"unusable SDP answer: {e}") from None
+
+    async def add_candidate(self, init: Any) -> None:
+        """Add a remote candidate given as RTCIceCandidate.toJSON(); None/"" ends the list."""
+        if init is None or init == "":
+            return  # js never ends the list; we rely on our own deadline instead
+        if not isinstance(init, dict) or not isinstance(init.get("candidate"), str):
+            raise ProtocolError(f"ICE candidate is not an RTCIceCandidateInit: {str(init)[:100]}")
+        text = init["candidate"]
+        if text == "":
+            return  # end of this generation of candidates
+        if text.startswith("candidate:"):
+            text = text[len("candidate:"):]
+        try:
+            cand = candidate_from_sdp(text)
+        except (AssertionError, ValueError, IndexError) as e:
+            raise ProtocolError(f"unparsable ICE candidate {text[:100]!r}: {e}") from None
+        cand.sdpMid = init.get("sdpMid")
+        cand.sdpMLineIndex = init.get("sdpMLineIndex")
+        if cand.sdpMid is None and cand.sdpMLineIndex is None:
+            cand.sdpMLineIndex = 0
+        await self._pc.addIceCandidate(cand)
+
+    def selected_pair(self) -> CandidatePair | None:
+        try:
+            conn = self._pc.sctp.transport.transport._connection
+            pair = conn._nominated.get(1)
+        except AttributeError:
+            return None
+        if pair is None:
+            return None
+        lc, rc = pair.local_candidate, pair.remote_candidate
+        return CandidatePair(lc.type, f"{lc.host}:{lc.port}", rc.type, f"{rc.host}:{rc.port}")
+
+    def local_candidate_types(self) -> list[str]:
+        try:
+            conn = self._pc.sctp.transport.transport._connection
+            return sorted({c.type for c in conn.local_candidates})
+        except AttributeError:
+            return []
+
+    async def close(self) -> None:
+        await self._pc.close()
+        self._ended.set()
+        self._connected.set()
+
+
+def candidate_json(line: str, mid: str = "0", mline: int = 0) -> str:
+    """An `a=candidate:` value as RTCIceCandidate.toJSON() text."""
+    return json.dumps({"candidate": f"candidate:{line}", "sdpMid": mid, "sdpMLineIndex": mline})

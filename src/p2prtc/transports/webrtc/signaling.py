@@ -1,0 +1,146 @@
+"""`/webrtc-signaling/0.0.1` (specs: webrtc/webrtc.md), both roles, wire-compatible with js-libp2p.
+
+The initiator (A, who opened the relayed connection) creates the `init` channel and sends its
+offer; the responder (B) answers; both send ICE candidates as `RTCIceCandidate.toJSON()` until
+connected. aiortc puts all its candidates into its SDP, so we only read trickled candidates.
+js never signals end-of-candidates, so both roles stop at our own deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from ...errors import P2PError, ProtocolError
+from ...pb import webrtc_pb2
+from ...streams import read_length_prefixed, write_length_prefixed
+from .engine import DataChannel, PeerConnection
+
+log = logging.getLogger(__name__)
+
+SIGNALING_PROTOCOL = "/webrtc-signaling/0.0.1"
+# SDPs with many candidates run to a few KiB; js caps signaling messages at 4 MiB? we take 64 KiB.
+MAX_MESSAGE_SIZE = 64 * 1024
+MAX_CANDIDATES = 64
+# From the answer to a connected peer connection. STUN checks of a reachable pair succeed within
+# a few hundred ms; a pair that needs 10 s is not worth waiting for when a relay is up.
+ICE_TIMEOUT = 10.0
+# After connecting: wait this long for the `init` channel to open and close on both sides.
+INIT_CHANNEL_TIMEOUT = 5.0
+
+Msg = webrtc_pb2.SignalingMessage
+
+
+class NoDirectPath(P2PError):
+    """ICE found no working candidate pair in time."""
+
+
+async def _write(stream, kind: int, data: str) -> None:
+    await write_length_prefixed(stream, Msg(type=kind, data=data).SerializeToString())
+
+
+async def _read(stream) -> Msg | None:
+    body = await read_length_prefixed(stream, MAX_MESSAGE_SIZE, allow_eof=True)
+    if body is None:
+        return None
+    msg = Msg()
+    try:
+        msg.ParseFromString(body)
+    except Exception as e:
+        raise ProtocolError(f"malformed signaling message: {e}") from None
+    return msg
+
+
+async def _read_candidates(stream, pc: PeerConnection, counts: dict) -> None:
+    """Apply trickled candidates until the stream ends (runs until cancelled)."""
+    while True:
+        msg = await _read(stream)
+        if msg is None:
+            return
+        if msg.type != Msg.ICE_CANDIDATE:
+            raise ProtocolError(f"expected an ICE candidate, got message type {msg.type}")
+        counts["received"] = counts.get("received", 0) + 1
+        if counts["received"] > MAX_CANDIDATES:
+            raise ProtocolError(f"more than {MAX_CANDIDATES} ICE candidates")
+        try:
+            init = json.loads(msg.data) if msg.data else None
+        except ValueError:
+            raise ProtocolError("ICE candidate is not JSON") from None
+        try:
+            await pc.add_candidate(init)
+        except ProtocolError as e:
+            log.info("ignoring remote ICE candidate: %s", e)
+
+
+async def _connect_with_candidates(stream, pc: PeerConnection, timeout: float) -> None:
+    counts: dict = {}
+    reader = asyncio.ensure_future(_read_candidates(stream, pc, counts))
+    connected = asyncio.ensure_future(pc.wait_connected())
+    try:
+        done, _ = await asyncio.wait({connected}, timeout=timeout)
+        if reader.done() and reader.exception() is not None:
+            raise reader.exception()
+        if not done or not connected.result():
+            local = ", ".join(pc.local_candidate_types()) or "none"
+            why = ("ICE checks failed" if done else f"no ICE candidate pair worked within "
+                   f"{timeout:.0f} s")
+            raise NoDirectPath(f"{why} (our candidate types: {local}; remote candidates "
+                               f"received: {counts.get('received', 0)} trickled)")
+    finally:
+        reader.cancel()
+        connected.cancel()
+        await asyncio.gather(reader, connected, return_exceptions=True)
+
+
+async def initiate(stream, pc: PeerConnection, *, timeout: float = ICE_TIMEOUT) -> dict:
+    """Role A. Returns timings. On failure the caller resets the stream and closes pc."""
+    t0 = time.perf_counter()
+    init = pc.create_channel("init")
+    offer = await pc.create_offer()
+    await _write(stream, Msg.SDP_OFFER, offer)
+    answer = await _read(stream)
+    if answer is None:
+        raise ProtocolError("signaling stream ended before the SDP answer")
+    if answer.type != Msg.SDP_ANSWER:
+        raise ProtocolError(f"expected an SDP answer, got message type {answer.type}")
+    t_answer = time.perf_counter()
+    await pc.accept_answer(answer.data)
+    await _connect_with_candidates(stream, pc, timeout)
+    t_connected = time.perf_counter()
+    # As js does: let `init` open, close it, and wait until it has closed on both sides so its
+    # id is not reused too early; then close the signaling stream.
+    try:
+        async with asyncio.timeout(INIT_CHANNEL_TIMEOUT):
+            await init.wait_open()
+            init.close()
+            await init.wait_closed()
+    except TimeoutError:
+        log.debug("init channel did not open/close in time; going on")
+        init.close()
+    await stream.close()
+    return {"answer_ms": (t_answer - t0) * 1000, "connected_ms": (t_connected - t0) * 1000}
+
+
+async def respond(stream, pc: PeerConnection, *, timeout: float = ICE_TIMEOUT) -> dict:
+    """Role B."""
+    t0 = time.perf_counter()
+    offer = await _read(stream)
+    if offer is None:
+        raise ProtocolError("signaling stream ended before the SDP offer")
+    if offer.type != Msg.SDP_OFFER:
+        raise ProtocolError(f"expected an SDP offer, got message type {offer.type}")
+    answer = await pc.accept_offer(offer.data)
+    await _write(stream, Msg.SDP_ANSWER, answer)
+    await _connect_with_candidates(stream, pc, timeout)
+    t_connected = time.perf_counter()
+    # The initiator closes `init` and then the signaling stream; close our ends too.
+    await stream.close()
+    return {"connected_ms": (t_connected - t0) * 1000}
+
+
+def watch_init_channel(channel: DataChannel) -> None:
+    """Responder: close our end of `init` when the initiator closes (or resets) it."""
+    channel.on_message = lambda _data: None
+    channel.on_close = channel.close

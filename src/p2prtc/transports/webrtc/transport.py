@@ -1,0 +1,185 @@
+"""`/webrtc` private-to-private transport: dial `<relay>/p2p-circuit/webrtc/p2p/<peer>`, listen via
+relay reservations. The relayed connection carries only the signaling; the result is a direct
+WebRTC connection whose remote identity is the one authenticated on the relayed connection
+(no Noise on /webrtc: the DTLS fingerprints travel in SDP over that authenticated channel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from ...connection import Connection
+from ...errors import DialError, P2PError
+from ...multiaddr import Multiaddr
+from ..base import ConnectionHandler, Listener, Transport
+from .engine import PeerConnection
+from .muxer import DataChannelMuxer
+from .signaling import SIGNALING_PROTOCOL, NoDirectPath, initiate, respond
+
+if TYPE_CHECKING:
+    from ...host import Host
+
+log = logging.getLogger(__name__)
+
+STUN_PORT = 3478
+# The whole dial: relayed connection, signaling and ICE (the issue asks for < 15 s).
+DIAL_TIMEOUT = 14.0
+MUXER_PROTOCOL = "/webrtc"
+
+
+def stun_url_for(relay_addr: Multiaddr, port: int = STUN_PORT) -> list[str]:
+    """The STUN server of the relay's host: our relay serves one next to its libp2p ports."""
+    for proto in ("ip4", "dns4", "dns", "dns6"):
+        host = relay_addr.value_for(proto)
+        if host:
+            return [f"stun:{host}:{port}"]
+    host = relay_addr.value_for("ip6")
+    return [f"stun:[{host}]:{port}"] if host else []
+
+
+def split_webrtc_addr(addr: Multiaddr):
+    """`<relay>/p2p-circuit/webrtc/p2p/<peer>` -> (relay addr, peer), else None."""
+    parts = addr.split_last("p2p-circuit")
+    if parts is None:
+        return None
+    relay, rest = parts
+    if rest.protocols() != ["webrtc", "p2p"] or relay.peer_id() is None:
+        return None
+    return relay, rest.peer_id()
+
+
+class WebRTCListener(Listener):
+    """Advertises `<circuit address>/webrtc` for each relay reservation we hold."""
+
+    def __init__(self, transport: "WebRTCTransport") -> None:
+        self.transport = transport
+
+    @property
+    def addrs(self) -> list[Multiaddr]:
+        host = self.transport.host
+        return [a.encapsulate("/webrtc") for listener in host._listeners
+                if listener is not self for a in listener.addrs
+                if a.protocols()[-1:] == ["p2p-circuit"]]
+
+    async def close(self) -> None:
+        self.transport.listening = False
+
+
+class WebRTCTransport(Transport):
+    name = "webrtc"
+
+    def __init__(self, host: "Host", ice_servers: list[str] | None = None) -> None:
+        """ice_servers: STUN/TURN URLs; None means the STUN server of the relay in use."""
+        self.host = host
+        self.ice_servers = ice_servers
+        self.listening = False
+        host.set_stream_handler(SIGNALING_PROTOCOL, self._handle_signaling, allow_limited=True)
+
+    def _ice_for(self, relay_addr: Multiaddr | None) -> list[str]:
+        if self.ice_servers is not None:
+            return list(self.ice_servers)
+        return stun_url_for(relay_addr) if relay_addr is not None else []
+
+    def can_dial(self, addr: Multiaddr) -> bool:
+        return split_webrtc_addr(addr) is not None
+
+    def can_listen(self, addr: Multiaddr) -> bool:
+        return addr.protocols() == ["webrtc"]
+
+    async def listen(self, addr: Multiaddr, on_connection: ConnectionHandler) -> Listener:
+        self.listening = True
+        return WebRTCListener(self)
+
+    async def dial(self, addr: Multiaddr) -> Connection:
+        split = split_webrtc_addr(addr)
+        if split is None:
+            raise DialError(f"not a /webrtc address: {addr}")
+        relay_addr, peer = split
+        t0 = time.perf_counter()
+        relayed = self.host.best_connection(peer, allow_limited=True)
+        if relayed is None:
+            relayed = await self.host.dial(relay_addr.encapsulate(f"/p2p-circuit/p2p/{peer}"))
+        t_relayed = time.perf_counter()
+        stream = await relayed.new_stream([SIGNALING_PROTOCOL])
+        pc = PeerConnection(self._ice_for(relay_addr))
+        muxer = DataChannelMuxer(pc)
+        try:
+            async with asyncio.timeout(DIAL_TIMEOUT):
+                timings = await initiate(stream, pc)
+        except (TimeoutError, NoDirectPath, P2PError, OSError) as e:
+            stream.reset()
+            await pc.close()
+            reason = str(e) or "timed out"
+            raise DialError(f"no direct WebRTC connection to {peer}: {reason}; "
+                            "the relayed connection stays up") from None
+        except BaseException:
+            stream.reset()
+            await pc.close()
+            raise
+        conn = self._connection(pc, muxer, relayed, "outbound")
+        conn.details.update(timings, relayed_ms=(t_relayed - t0) * 1000,
+                            upgrade_ms=(time.perf_counter() - t_relayed) * 1000)
+        return conn
+
+    async def _handle_signaling(self, stream) -> None:
+        relayed: Connection = stream.connection
+        if not self.listening:
+            log.info("refusing WebRTC signaling from %s: not listening on /webrtc",
+                     relayed.remote_peer.short())
+            stream.reset()
+            return
+        t0 = time.perf_counter()
+        pc = PeerConnection(self._ice_for(_relay_part(relayed.remote_addr)))
+        muxer = DataChannelMuxer(pc)
+        try:
+            async with asyncio.timeout(DIAL_TIMEOUT):
+                timings = await respond(stream, pc)
+        except (TimeoutError, NoDirectPath, P2PError, OSError) as e:
+            log.warning("no direct WebRTC connection from %s: %s", relayed.remote_peer,
+                        str(e) or "timed out")
+            self.host.events.emit("webrtc-failed", relayed.remote_peer, str(e) or "timed out")
+            stream.reset()
+            await pc.close()
+            return
+        except BaseException:
+            stream.reset()
+            await pc.close()
+            raise
+        conn = self._connection(pc, muxer, relayed, "inbound")
+        conn.details.update(timings, upgrade_ms=(time.perf_counter() - t0) * 1000)
+        self.host._add_connection(conn)
+
+    def _connection(self, pc: PeerConnection, muxer: DataChannelMuxer, relayed: Connection,
+                    direction: str) -> Connection:
+        pair = pc.selected_pair()
+        peer = relayed.remote_peer
+        remote = Multiaddr(f"/webrtc/p2p/{peer}")
+        local = Multiaddr("/webrtc")
+        if pair is not None:
+            remote = _udp_addr(pair.remote_addr).encapsulate(f"/webrtc/p2p/{peer}")
+            local = _udp_addr(pair.local_addr).encapsulate("/webrtc")
+        conn = Connection(
+            muxer=muxer, remote_peer=peer, remote_public_key=relayed.remote_public_key,
+            local_addr=local, remote_addr=remote, direction=direction, transport="webrtc",
+            limited=False, security=None, muxer_protocol=MUXER_PROTOCOL,
+        )
+        if pair is not None:
+            conn.details["candidate_pair"] = {
+                "local": pair.local_type, "remote": pair.remote_type,
+                "local_addr": pair.local_addr, "remote_addr": pair.remote_addr}
+        conn.details["relayed_via"] = str(relayed.remote_addr)
+        return conn
+
+
+def _udp_addr(hostport: str) -> Multiaddr:
+    host, _, port = hostport.rpartition(":")
+    proto = "ip6" if ":" in host else "ip4"
+    return Multiaddr(f"/{proto}/{host.strip('[]')}/udp/{port}")
+
+
+def _relay_part(circuit_addr: Multiaddr) -> Multiaddr | None:
+    parts = circuit_addr.split_last("p2p-circuit")
+    return parts[0] if parts else None
