@@ -97,7 +97,57 @@ def build_parser() -> argparse.ArgumentParser:
                      help="lift the circuit duration and data limits")
     _add_common(p)
     p.set_defaults(func=cmd_relay)
+
+    for name, helptext, arg, argdesc in (
+        ("listen", "reserve a slot on a relay, print our /webrtc address, chat with dialers",
+         "relay", "the relay's multiaddr, ending in /p2p/<relay id>"),
+        ("dial", "connect to a peer over a relay and upgrade to direct WebRTC, then chat",
+         "peer", "the peer's multiaddr, e.g. <relay>/p2p-circuit/webrtc/p2p/<peer id>"),
+    ):
+        p = sub.add_parser(name, help=helptext, description=helptext + ". Type a message and "
+                           "Enter to send it; /send FILE sends a file; /quit leaves.")
+        p.add_argument(arg, metavar=arg.upper() + "_MULTIADDR", help=argdesc)
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--identity", metavar="FILE", help="key file (created on first use)")
+        g.add_argument("--secret-key-seed", type=seed_arg, metavar="N", help=argparse.SUPPRESS)
+        p.add_argument("--stun", action="append", metavar="URL",
+                       help="ICE server URL, e.g. stun:relay.example.org:3478 (repeatable); "
+                            "default: the STUN server on the relay's host; 'none' for no ICE servers")
+        p.add_argument("--save-dir", default=".", metavar="DIR",
+                       help="where received files go (default: current directory)")
+        p.add_argument("--quit-on-eof", action="store_true",
+                       help="exit when standard input ends")
+        _add_common(p)
+        p.set_defaults(func=cmd_peer, mode=name)
     return parser
+
+
+def ice_servers_arg(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    if values == ["none"]:
+        return []
+    for v in values:
+        if not v.startswith(("stun:", "turn:", "turns:")):
+            raise CliError(f"--stun needs a stun:/turn: URL, not {v!r}")
+    return values
+
+
+def cmd_peer(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .errors import P2PError
+    from .peerapp import PeerOptions, run_peer
+
+    opts = PeerOptions(identity=load_identity(args), ice_servers=ice_servers_arg(args.stun),
+                       json=args.json, save_dir=Path(args.save_dir),
+                       quit_on_eof=args.quit_on_eof)
+    try:
+        if args.mode == "listen":
+            return run_async(run_peer(opts, listen=args.relay))
+        return run_async(run_peer(opts, dial=args.peer))
+    except (P2PError, ValueError) as e:
+        raise CliError(str(e)) from None
 
 
 def RelayLimitsDefaults():

@@ -8,6 +8,7 @@ from ..errors import ProtocolError
 from ..identity import Identity, PeerId
 from ..pb import circuit_pb2
 from ..streams import read_length_prefixed, write_length_prefixed
+from ..wire.varint import encode_uvarint
 
 HOP = "/libp2p/circuit/relay/0.2.0/hop"
 STOP = "/libp2p/circuit/relay/0.2.0/stop"
@@ -83,5 +84,11 @@ def make_voucher(identity: Identity, peer: PeerId, expiration: int) -> bytes:
 
 
 def open_voucher(data: bytes) -> circuit_pb2.ReservationVoucher:
+    """Verify and decode a voucher: right payload type, and signed by the relay it names."""
     env = Envelope.open(data, VOUCHER_DOMAIN)
-    return parse_message(env.payload, circuit_pb2.ReservationVoucher)
+    if env.payload_type != encode_uvarint(VOUCHER_CODEC):
+        raise MalformedMessage(f"voucher envelope has payload type {env.payload_type.hex()}")
+    voucher = parse_message(env.payload, circuit_pb2.ReservationVoucher)
+    if PeerId.from_public_key(env.public_key).to_bytes() != voucher.relay:
+        raise ProtocolError("voucher is not signed by the relay it names")
+    return voucher

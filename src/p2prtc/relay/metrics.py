@@ -45,5 +45,10 @@ class RelayMetrics:
                    '{reason="none"}')
         for reason, count in sorted(self.refusals.items()):
             metric("p2prtc_relay_refusals_total", "counter", "Refused requests by reason.", count,
-                   f'{{reason="{reason}"}}')
+                   f'{{reason="{_escape_label(reason)}"}}')
         return "\n".join(lines) + "\n"
+
+
+def _escape_label(value: str) -> str:
+    # Text exposition format: a label value escapes backslash, double quote and line feed.
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

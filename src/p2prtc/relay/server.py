@@ -289,22 +289,25 @@ class RelayService:
         src = conn.remote_peer
         ip = remote_ip(conn)
 
-        async def refuse(code: int, reason: str) -> None:
+        async def refuse(code: int, reason: str, kind: str | None = None) -> None:
             log.info("circuit from %s refused (%s): %s", src, hop.status_name(code), reason)
-            self.metrics.refuse(reason)
+            # The metrics label is a fixed category: a reason naming peers or quoting the
+            # remote's words would grow the counter without bound.
+            self.metrics.refuse(kind or reason)
             await self._status(stream, code)
 
         try:
             dst = hop.peer_of(msg)
         except hop.MalformedMessage as e:
-            return await refuse(hop.MALFORMED_MESSAGE, f"malformed connect: {e}")
+            return await refuse(hop.MALFORMED_MESSAGE, f"malformed connect: {e}",
+                                "malformed connect")
         if conn.limited:
             return await refuse(hop.PERMISSION_DENIED, "circuit over a relayed connection")
         if not self._cct_peer.try_acquire(src) or (ip and not self._cct_ip.try_acquire(ip)):
             return await refuse(hop.RESOURCE_LIMIT_EXCEEDED, "circuit rate limit")
         dst_conn = self.reservations.connection_for(dst, time.time())
         if dst_conn is None:
-            return await refuse(hop.NO_RESERVATION, f"no reservation for {dst}")
+            return await refuse(hop.NO_RESERVATION, f"no reservation for {dst}", "no reservation")
         circuit = self.circuits.admit(src, dst)
         if circuit is None:
             return await refuse(hop.RESOURCE_LIMIT_EXCEEDED, "too many circuits")
@@ -312,7 +315,8 @@ class RelayService:
             dst_stream = await self._open_stop(dst_conn, src)
         except (P2PError, OSError, TimeoutError) as e:
             self.circuits.remove(circuit)
-            return await refuse(hop.CONNECTION_FAILED, f"target {dst} did not accept: {e}")
+            return await refuse(hop.CONNECTION_FAILED, f"target {dst} did not accept: {e}",
+                                "target did not accept")
         limit = self._limit()
         ok = HopMessage(type=HopMessage.STATUS, status=hop.OK)
         if limit is not None:

@@ -1,0 +1,313 @@
+"""`p2prtc listen` and `p2prtc dial`: a chat (and file transfer) peer over a relay and direct WebRTC.
+
+Human-readable status lines by default; with --json one event object per line on stdout
+(schema in DESIGN.md) and stdin lines are the messages to send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .connection import Connection
+from .errors import DialError, P2PError
+from .host import Host
+from .identity import Identity, PeerId
+from .multiaddr import Multiaddr
+from .protocols.chat import ChatService
+from .protocols.filetransfer import FileResult, FileService
+from .transports.webrtc.transport import WebRTCTransport
+
+log = logging.getLogger(__name__)
+
+RELAY_TIMEOUT = 20.0
+
+
+@dataclass
+class PeerOptions:
+    identity: Identity
+    ice_servers: list[str] | None = None
+    json: bool = False
+    save_dir: Path = field(default_factory=lambda: Path("."))
+    quit_on_eof: bool = False
+
+
+class Output:
+    """Events as JSON lines, or as text for a person."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.t0 = time.monotonic()
+        self._progress_active = False
+
+    def event(self, name: str, human: str | None = None, /, **fields) -> None:
+        """Emit event `name`; `human` is the line shown without --json (None: nothing)."""
+        if self.as_json:
+            print(json.dumps({"event": name, "t": round(time.monotonic() - self.t0, 3), **fields}),
+                  flush=True)
+        elif human is not None:
+            self._clear_progress()
+            print(human, flush=True)
+
+    def progress(self, label: str, done: int, total: int, started: float) -> None:
+        if self.as_json or not sys.stderr.isatty():
+            return
+        frac = done / total if total else 1.0
+        bar = "#" * int(frac * 30)
+        rate = done / max(time.perf_counter() - started, 1e-6) / 1e6
+        sys.stderr.write(f"\r{label} [{bar:<30}] {frac * 100:5.1f}% "
+                         f"{done / 1e6:.1f}/{total / 1e6:.1f} MB {rate:.1f} MB/s")
+        sys.stderr.flush()
+        self._progress_active = done < total
+        if done >= total:
+            sys.stderr.write("\n")
+
+    def _clear_progress(self) -> None:
+        if self._progress_active:
+            sys.stderr.write("\n")
+            self._progress_active = False
+
+
+def short(peer: PeerId) -> str:
+    s = str(peer)
+    return f"{s[:6]}…{s[-6:]}"
+
+
+def describe(conn: Connection) -> str:
+    if conn.transport == "webrtc":
+        pair = conn.details.get("candidate_pair")
+        how = f" ({pair['local']} {pair['local_addr']} <-> {pair['remote']} {pair['remote_addr']})" \
+            if pair else ""
+        return f"direct WebRTC{how}"
+    if conn.limited:
+        lim = conn.details.get("limit", {})
+        extra = ""
+        if lim:
+            extra = f", limited to {lim.get('duration', 0)} s / {lim.get('data', 0) // 1024} KiB"
+        return f"the relay{extra}"
+    return f"{conn.transport} {conn.remote_addr}"
+
+
+class PeerApp:
+    def __init__(self, opts: PeerOptions) -> None:
+        self.opts = opts
+        self.out = Output(opts.json)
+        self.host = Host(opts.identity)
+        self.webrtc = WebRTCTransport(self.host, opts.ice_servers)
+        self.host.add_transport(self.webrtc, first=True)
+        self.chat = ChatService(self.host, self._on_message, self._on_chat_closed)
+        self.files = FileService(self.host, opts.save_dir, on_start=self._on_file_start,
+                                 on_received=self._on_file)
+        self.relays: set[PeerId] = set()
+        self.peers: list[PeerId] = []  # chat partners, most recent last
+        self._dial_started: dict[PeerId, float] = {}
+        self.stop = asyncio.Event()
+        ev = self.host.events
+        ev.on("connection", self._on_connection)
+        ev.on("disconnection", self._on_disconnection)
+        ev.on("reservation", self._on_reservation)
+        ev.on("reservation-lost", lambda relay, reason: self.out.event(
+            "error", f"Lost the relay {short(relay)} ({reason}); reserving again…",
+            reason=f"relay connection lost: {reason}"))
+        ev.on("relay-error", lambda addr, reason: self.out.event(
+            "error", f"Relay {addr}: {reason} (retrying)", reason=f"relay: {reason}"))
+        ev.on("webrtc-failed", lambda peer, reason: self.out.event(
+            "error", f"No direct WebRTC path with {short(peer)}: {reason}. "
+                     "Chat goes over the relay while it allows.", reason=reason, peer=str(peer)))
+
+    # -- events ----------------------------------------------------------------------------
+
+    def _on_connection(self, conn: Connection) -> None:
+        peer = conn.remote_peer
+        if peer in self.relays:
+            self.out.event("relay-connected", f"Connected to relay {conn.remote_addr}",
+                           relay=str(conn.remote_addr.with_peer_id(peer)))
+            return
+        direct = conn.transport == "webrtc" or not conn.limited
+        ms = conn.details.get("upgrade_ms")
+        if ms is None and peer in self._dial_started:
+            ms = (time.perf_counter() - self._dial_started[peer]) * 1000
+        if peer in self.peers:
+            self.peers.remove(peer)
+        self.peers.append(peer)
+        took = f" in {ms:.0f} ms" if ms is not None else ""
+        text = f"Connected to {short(peer)} via {describe(conn)}{took}"
+        if conn.limited and conn.direction == "inbound":
+            text += "; waiting for its direct WebRTC upgrade"
+        self.out.event("connected", text, peer=str(peer), addr=str(conn.remote_addr),
+                       transport="relay" if conn.transport == "circuit" else conn.transport,
+                       direct=direct, ms=round(ms, 1) if ms is not None else None,
+                       candidate_pair=conn.details.get("candidate_pair"))
+
+    def _on_disconnection(self, conn: Connection) -> None:
+        peer = conn.remote_peer
+        reason = conn.close_reason or "closed"
+        if peer in self.relays:
+            return
+        still = [c for c in self.host.connections(peer) if not c.is_closed]
+        self.out.event("disconnected",
+                       f"Disconnected from {short(peer)} ({describe(conn)}): {reason}"
+                       + ("" if still else ""), peer=str(peer), reason=reason,
+                       transport=conn.transport)
+        if not still and peer in self.peers:
+            self.peers.remove(peer)
+
+    def _on_reservation(self, info) -> None:
+        self.relays.add(info.relay)
+        addrs = [str(a.with_peer_id(self.host.peer_id)) for a in self.host.listen_addrs
+                 if a.has("webrtc")]
+        expires = time.strftime("%H:%M:%S", time.localtime(info.expires))
+        text = f"Reserved a slot on relay {short(info.relay)} until {expires}.\n" \
+               "Dialable address (share it):\n  " + "\n  ".join(addrs)
+        self.out.event("reservation", text, relay=str(info.relay), expires=info.expires)
+        self.out.event("listening", None, addrs=addrs)
+
+    def _on_message(self, peer: PeerId, text: str) -> None:
+        self.out.event("message", f"<{short(peer)}> {text}", peer=str(peer), text=text)
+
+    def _on_chat_closed(self, peer: PeerId, reason: str) -> None:
+        log.debug("chat with %s: %s", peer, reason)
+
+    def _on_file_start(self, peer: PeerId, name: str, size: int):
+        started = time.perf_counter()
+        self.out.event("file-incoming", f"Receiving {name} ({size / 1e6:.1f} MB) from {short(peer)}",
+                       peer=str(peer), name=name, bytes=size)
+        return lambda done, total: self.out.progress(f"recv {name}", done, total, started)
+
+    def _on_file(self, r: FileResult) -> None:
+        self.out.event("file", f"Received {r.name} ({r.size} bytes, sha256 {r.sha256[:16]}…) "
+                               f"from {short(r.peer)} in {r.seconds:.1f} s -> {r.path}",
+                       peer=str(r.peer), name=r.name, bytes=r.size, sha256=r.sha256,
+                       path=str(r.path))
+
+    # -- actions ---------------------------------------------------------------------------
+
+    async def listen(self, relay: str) -> None:
+        relay_addr = Multiaddr(relay)
+        if relay_addr.peer_id() is None:
+            raise DialError("the relay address must end with /p2p/<relay peer id>")
+        self.relays.add(relay_addr.peer_id())
+        self.out.event("peer", f"Peer id: {self.host.peer_id}", peer=str(self.host.peer_id))
+        await self.host.listen(relay_addr.encapsulate("/p2p-circuit"), "/webrtc")
+        listener = next(l for l in self.host._listeners if hasattr(l, "first_attempt"))
+        try:
+            await asyncio.wait_for(asyncio.shield(listener.first_attempt), RELAY_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise DialError(f"no reservation on {relay} within {RELAY_TIMEOUT:.0f} s") from None
+        if not self.opts.json:
+            print("Waiting for peers. Type a message and press Enter to send it; "
+                  "/send FILE sends a file; /quit leaves.", flush=True)
+
+    async def dial(self, target: str) -> None:
+        addr = Multiaddr(target)
+        peer = addr.peer_id()
+        if peer is None:
+            raise DialError("the peer address must end with /p2p/<peer id>")
+        relay_part = addr.split_last("p2p-circuit")
+        if relay_part is not None and relay_part[0].peer_id() is not None:
+            self.relays.add(relay_part[0].peer_id())
+        self.out.event("peer", f"Peer id: {self.host.peer_id}", peer=str(self.host.peer_id))
+        self.out.event("dialing", f"Dialing {addr}", addr=str(addr))
+        self._dial_started[peer] = time.perf_counter()
+        try:
+            await self.host.dial(addr)
+        except DialError as e:
+            relayed = self.host.best_connection(peer, allow_limited=True)
+            if relayed is None or not addr.has("webrtc"):
+                raise
+            self.out.event("error", f"{e}\nChatting over the relay instead ({describe(relayed)}).",
+                           reason=str(e))
+        if not self.opts.json:
+            print("Type a message and press Enter to send it; /send FILE sends a file; /quit "
+                  "leaves.", flush=True)
+
+    async def send_text(self, text: str) -> None:
+        if not self.peers:
+            self.out.event("error", "Nobody to send to yet.", reason="no connected peer")
+            return
+        for peer in list(self.peers):
+            try:
+                await self.chat.send(peer, text)
+                self.out.event("sent", None, peer=str(peer), text=text)
+            except (P2PError, OSError) as e:
+                self.out.event("error", f"Could not send to {short(peer)}: {e}", reason=str(e))
+
+    async def send_file(self, path: str) -> None:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            self.out.event("error", f"No such file: {p}", reason=f"no such file: {p}")
+            return
+        for peer in list(self.peers):
+            started = time.perf_counter()
+            try:
+                r = await self.files.send(
+                    peer, p, lambda d, t: self.out.progress(f"send {p.name}", d, t, started))
+            except (P2PError, OSError) as e:
+                self.out.event("error", f"Sending {p.name} to {short(peer)} failed: {e}",
+                               reason=str(e))
+                continue
+            self.out.event("file-sent", f"Sent {p.name} to {short(peer)}: {r.size} bytes in "
+                                        f"{r.seconds:.1f} s ({r.size / r.seconds / 1e6:.1f} MB/s), "
+                                        "sha256 verified by the receiver",
+                           peer=str(peer), name=p.name, bytes=r.size, sha256=r.sha256,
+                           seconds=round(r.seconds, 3))
+
+    async def handle_line(self, line: str) -> None:
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            return
+        if line.strip() == "/quit":
+            self.stop.set()
+        elif line.startswith("/send "):
+            await self.send_file(line[6:].strip())
+        elif line.strip() == "/peers":
+            for peer in self.peers:
+                for c in self.host.connections(peer):
+                    print(f"  {peer} via {describe(c)}", flush=True)
+        else:
+            await self.send_text(line)
+
+    async def read_stdin(self) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        try:
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        except (ValueError, OSError):
+            return  # no usable stdin (closed or not a pipe/tty)
+        while not self.stop.is_set():
+            line = await reader.readline()
+            if not line:
+                if self.opts.quit_on_eof:
+                    self.stop.set()
+                return
+            await self.handle_line(line.decode("utf-8", errors="replace"))
+
+    async def close(self) -> None:
+        await self.host.close()
+
+
+async def run_peer(opts: PeerOptions, *, listen: str | None = None, dial: str | None = None) -> int:
+    app = PeerApp(opts)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, app.stop.set)
+    try:
+        if listen is not None:
+            await app.listen(listen)
+        else:
+            await app.dial(dial)
+        stdin_task = asyncio.ensure_future(app.read_stdin())
+        await app.stop.wait()
+        stdin_task.cancel()
+        return 0
+    except (DialError, P2PError) as e:
+        app.out.event("error", None, reason=str(e))
+        raise
+    finally:
+        await app.close()

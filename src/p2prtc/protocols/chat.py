@@ -1,0 +1,86 @@
+"""The chat protocol of js-libp2p's private-to-private example: `/libp2p/examples/chat/1.0.0`,
+raw UTF-8 with no framing (each chunk read is one message). The dialer opens the stream when it
+first sends; the listener keeps the inbound stream and answers on it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from ..errors import P2PError
+from ..identity import PeerId
+
+log = logging.getLogger(__name__)
+
+CHAT = "/libp2p/examples/chat/1.0.0"
+# One message per read; js sends a message in one write, which arrives as one chunk.
+MAX_MESSAGE = 64 * 1024
+
+
+class ChatService:
+    """Keeps one chat stream per peer and reports every message received."""
+
+    def __init__(self, host, on_message: Callable[[PeerId, str], None],
+                 on_closed: Callable[[PeerId, str], None] | None = None) -> None:
+        self.host = host
+        self.on_message = on_message
+        self.on_closed = on_closed
+        self.streams: dict[PeerId, object] = {}
+        self._opening: dict[PeerId, asyncio.Future] = {}
+        # Allowed on limited connections: when no direct path exists, Python peers still chat
+        # over the relay (js only chats on direct connections).
+        host.set_stream_handler(CHAT, self._handle, allow_limited=True)
+
+    async def _handle(self, stream) -> None:
+        peer = stream.connection.remote_peer
+        old = self.streams.get(peer)
+        self.streams[peer] = stream
+        if old is not None and old is not stream:
+            old.reset()
+        await self._read_loop(peer, stream)
+
+    async def _read_loop(self, peer: PeerId, stream) -> None:
+        reason = "chat stream closed"
+        try:
+            while True:
+                data = await stream.read(MAX_MESSAGE)
+                if not data:
+                    break
+                self.on_message(peer, data.decode("utf-8", errors="replace"))
+        except P2PError as e:
+            reason = f"chat stream ended: {e}"
+        finally:
+            if self.streams.get(peer) is stream:
+                del self.streams[peer]
+                if self.on_closed is not None:
+                    self.on_closed(peer, reason)
+
+    async def _stream_for(self, peer: PeerId):
+        stream = self.streams.get(peer)
+        if stream is not None:
+            return stream
+        pending = self._opening.get(peer)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut = asyncio.get_running_loop().create_future()
+        self._opening[peer] = fut
+        try:
+            stream = await self.host.new_stream(peer, [CHAT], allow_limited=True)
+            self.streams[peer] = stream
+            self.host.spawn(self._read_loop(peer, stream))
+            fut.set_result(stream)
+            return stream
+        except BaseException as e:
+            fut.set_exception(e)
+            fut.exception()
+            raise
+        finally:
+            del self._opening[peer]
+
+    async def send(self, peer: PeerId, text: str) -> None:
+        data = text.encode("utf-8")
+        if len(data) > MAX_MESSAGE:
+            raise ValueError(f"message longer than {MAX_MESSAGE} bytes")
+        stream = await self._stream_for(peer)
+        await stream.write(data)

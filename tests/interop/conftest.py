@@ -1,0 +1,68 @@
+"""Fixtures for interop tests with js-libp2p peers (Node 22 and headless Chromium).
+
+    async def test_example(js_installed, node_peer_factory, browser_factory):
+        server = await node_peer_factory(listen=["/ip4/127.0.0.1/tcp/0/ws"])
+        page = await browser_factory()            # started js-libp2p node in a Chromium page
+        await page.dial(server.addr("ws"))
+        assert (await page.echo(peer=server.peer_id, bytes=1 << 20))["sha_received"] ...
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .jspeer import BrowserSession, NodePeer, install
+
+
+@pytest.fixture(scope="session")
+def js_installed() -> str:
+    """Run tests/interop/js/install.sh once per session (a no-op when up to date); fail loudly."""
+    try:
+        return install()
+    except Exception as e:  # noqa: BLE001 - turned into a test failure with the full output
+        pytest.fail(f"installing the js-libp2p harness failed:\n{e}", pytrace=False)
+
+
+@pytest.fixture
+async def node_peer_factory(js_installed):
+    """`await node_peer_factory(**NodePeer kwargs)` -> a started NodePeer; all stopped afterwards."""
+    peers: list[NodePeer] = []
+
+    async def make(**kwargs) -> NodePeer:
+        kwargs.setdefault("name", f"js-node{len(peers) + 1}")
+        peer = NodePeer(**kwargs)
+        peers.append(peer)
+        await peer.start()
+        return peer
+
+    yield make
+    for peer in reversed(peers):
+        await peer.stop()
+
+
+@pytest.fixture
+async def browser_factory(js_installed):
+    """`await browser_factory(start=True, **BrowserPeer.start kwargs)` -> a BrowserPeer.
+
+    All pages of one test share one Chromium (a context each); closed afterwards.
+    """
+    session: BrowserSession | None = None
+
+    async def make(start: bool = True, name: str | None = None, **start_kwargs):
+        nonlocal session
+        if session is None:
+            session = BrowserSession()
+            try:
+                await session.start()
+            except BaseException:
+                await session.close()
+                session = None
+                raise
+        peer = await session.new_peer(name)
+        if start:
+            await peer.start(**start_kwargs)
+        return peer
+
+    yield make
+    if session is not None:
+        await session.close()
