@@ -112,7 +112,8 @@ async def test_bad_input_gets_error_replies(rust_peer_factory):
         ("ping", {"peer": "nope"}, "not a peer id"),
         ("echo", {"peer": "/ip4/127.0.0.1/tcp/1"}, "does not end with /p2p"),
         ("echo", {"peer": SEED0_PEER_ID, "bytes": -1}, "non-negative integer"),
-        ("identify", {"peer": SEED0_PEER_ID, "timeout": 0.2}, "no identify info"),
+        ("identify", {"peer": SEED0_PEER_ID, "timeout_s": 0.2}, "no identify info"),
+        ("identify", {"peer": SEED0_PEER_ID, "timeout_s": "x"}, "timeout_s"),
         ("listen_relay", {"addr": "/ip4/127.0.0.1/tcp/1"}, "/p2p/<relay peer id>"),
         ("frobnicate", {}, "unknown command"),
     ]:
@@ -202,5 +203,5 @@ async def test_relay_without_limits_carries_1mib(rust_peer_factory):
     dialer = await rust_peer_factory(listen=[])
     circuit = f"{relay.addr('tcp')}/p2p-circuit/p2p/{listener.peer_id}"
     assert_echo_intact(await dialer.echo(circuit, MIB), MIB)
-    [conn] = await dialer.connections()
+    [conn] = [c for c in await dialer.connections() if c["peer"] == listener.peer_id]
     assert conn["relayed"] is True

@@ -109,11 +109,11 @@ pub fn arg_u64(args: &Map<String, Value>, key: &str) -> Result<Option<u64>, Stri
 
 /// `timeout` argument (seconds, may be fractional) or the default.
 pub fn arg_timeout(args: &Map<String, Value>, default: Duration) -> Result<Duration, String> {
-    match args.get("timeout") {
+    match args.get("timeout_s") {
         None | Some(Value::Null) => Ok(default),
         Some(v) => match v.as_f64() {
             Some(s) if s > 0.0 && s < 1e6 => Ok(Duration::from_secs_f64(s)),
-            _ => Err("field \"timeout\" must be a positive number of seconds".into()),
+            _ => Err("field \"timeout_s\" must be a positive number of seconds".into()),
         },
     }
 }
