@@ -119,7 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help="exit when standard input ends")
         _add_common(p)
         p.set_defaults(func=cmd_peer, mode=name)
+
+    # Subsystems with their own commands register them here (web, demo, lab).
+    import importlib
+
+    for module in EXTRA_COMMANDS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        mod.add_parser(sub, _add_common)
     return parser
+
+
+# Each module defines add_parser(subparsers, add_common) and sets func= on its parsers.
+EXTRA_COMMANDS = ("p2prtc.web.cli", "p2prtc.lab.cli")
 
 
 def ice_servers_arg(values: list[str] | None) -> list[str] | None:
