@@ -155,6 +155,10 @@ async def main_async(args: argparse.Namespace) -> int:
         limits = RelayLimits()
         limits.lift_circuit_limits()
         RelayService(host, limits)
+    if args.webrtc:
+        from .transports.webrtc.transport import WebRTCTransport
+
+        host.add_transport(WebRTCTransport(host, ice_servers=args.ice or []), first=True)
     peer = ControlPeer(host)
     addrs = []
     for a in args.listen:
@@ -183,6 +187,8 @@ def main() -> int:
     p.add_argument("--listen", action="append", default=[])
     p.add_argument("--seed", type=int)
     p.add_argument("--relay", action="store_true", help="also serve circuit relay v2 (no limits)")
+    p.add_argument("--webrtc", action="store_true", help="enable /webrtc (listen with /webrtc)")
+    p.add_argument("--ice", action="append", help="ICE server URL (default: none)")
     p.add_argument("-v", "--verbose", action="count", default=0)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING - 10 * args.verbose, stream=sys.stderr,

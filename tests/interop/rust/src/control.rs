@@ -200,27 +200,15 @@ pub async fn serve_echo(peer: PeerId, stream: Stream) {
     }
 }
 
-/// Up to two pings on one `/ipfs/ping/1.0.0` stream. `rtt_ms` is the smaller RTT (the first
-/// one may include lazy protocol negotiation); a failed second ping does not fail the command,
-/// because rust's ping handler drops an inbound ping stream when the peer opens a newer one.
-pub async fn ping(stream: Stream, opened: Instant, started: Instant) -> Result<Value, String> {
-    let mut stream = stream;
-    let mut rtts = Vec::new();
-    for round in 0..2 {
-        match ping_once(&mut stream).await {
-            Ok(rtt) => rtts.push(rtt),
-            Err(e) if round == 0 => return Err(e),
-            Err(e) => {
-                tracing::debug!("second ping failed: {e}");
-                break;
-            }
-        }
-    }
+/// One ping on a fresh `/ipfs/ping/1.0.0` stream. Never two on one stream: rust's own ping
+/// handler (libp2p-ping 0.48) stores the next read after answering without polling it, so a
+/// second ping on the same stream waits until something else wakes the connection (up to the
+/// 15 s ping interval).
+pub async fn ping(mut stream: Stream, opened: Instant, started: Instant) -> Result<Value, String> {
+    let rtt = ping_once(&mut stream).await?;
     let _ = stream.close().await;
-    let best = rtts.iter().min().copied().unwrap_or_default();
     Ok(json!({
-        "rtt_ms": millis(best),
-        "rtts_ms": rtts.iter().map(|d| millis(*d)).collect::<Vec<_>>(),
+        "rtt_ms": millis(rtt),
         "open_ms": millis(opened - started),
     }))
 }
