@@ -59,16 +59,16 @@ async def start_pair(rust_peer_factory, transport):
     return listener, dialer, target
 
 
-async def check_identify(listener, dialer, target, timeout=10):
-    info = await dialer.identify(listener.peer_id, timeout=timeout)
+async def check_identify(listener, dialer, target, *, both_ways=True):
+    info = await dialer.identify(listener.peer_id)
     assert info["peer"] == listener.peer_id
     assert info["protocolVersion"] == "/ipfs/id/1.0.0"
     assert info["agentVersion"].startswith("rust-libp2p/")
     assert {"/ipfs/id/1.0.0", "/ipfs/ping/1.0.0", "/echo/1.0.0"} <= set(info["protocols"])
     assert without_p2p(target) in info["listenAddrs"]
-    # The listener identified the dialer too.
-    back = await listener.identify(dialer.peer_id, timeout=timeout)
-    assert back["peer"] == dialer.peer_id
+    if both_ways:
+        back = await listener.identify(dialer.peer_id)
+        assert back["peer"] == dialer.peer_id
 
 
 @pytest.mark.parametrize("transport", ["tcp", "ws", "quic-v1"])
@@ -85,12 +85,15 @@ async def test_dial_ping_identify_echo(rust_peer_factory, transport):
 
 
 async def test_webrtc_direct(rust_peer_factory):
-    """rust <-> rust webrtc-direct works, within what libp2p-webrtc 0.10.0-alpha can do: it
-    fails to receive data-channel messages over 8 KiB ("Short buffer (size: 8192)"), and a
-    second request on a stream can stall until other traffic wakes the connection (seen 0.3-10 s),
-    so no RTT bound and 8000-byte writes here."""
-    listener, dialer, _ = await start_pair(rust_peer_factory, "webrtc-direct")
-    assert (await dialer.ping(listener.peer_id))["rtt_ms"] > 0
+    """rust <-> rust webrtc-direct, within what libp2p-webrtc 0.10.0-alpha (webrtc-rs 0.17) does:
+    - a received data-channel message over 8192 bytes kills the stream ("Short buffer (size:
+      8192)"), so the echo writes 8000-byte chunks;
+    - the data channels the listener opens right after the handshake are lost on the dialer
+      side, so the listener's identify of the dialer never completes: checked one way only."""
+    listener, dialer, target = await start_pair(rust_peer_factory, "webrtc-direct")
+    await check_identify(listener, dialer, target, both_ways=False)
+    assert 0 < (await dialer.ping(listener.peer_id))["rtt_ms"] < 1000
+    assert 0 < (await listener.ping(dialer.peer_id))["rtt_ms"] < 1000
     assert_echo_intact(await dialer.echo(listener.peer_id, 256 * 1024, chunk=8000), 256 * 1024)
     assert_echo_intact(await listener.echo(dialer.peer_id, 64 * 1024, chunk=8000), 64 * 1024)
 

@@ -95,7 +95,9 @@ async def _connect_with_candidates(stream, pc: PeerConnection, timeout: float) -
 
 
 async def initiate(stream, pc: PeerConnection, *, timeout: float = ICE_TIMEOUT) -> dict:
-    """Role A. Returns timings. On failure the caller resets the stream and closes pc."""
+    """Role A. Returns timings once connected; the caller then closes the signaling stream
+    (in the background: the connection is usable at once). On failure the caller resets the
+    stream and closes pc."""
     t0 = time.perf_counter()
     init = pc.create_channel("init")
     offer = await pc.create_offer()
@@ -119,12 +121,12 @@ async def initiate(stream, pc: PeerConnection, *, timeout: float = ICE_TIMEOUT) 
     except TimeoutError:
         log.debug("init channel did not open/close in time; going on")
         init.close()
-    await stream.close()
     return {"answer_ms": (t_answer - t0) * 1000, "connected_ms": (t_connected - t0) * 1000}
 
 
 async def respond(stream, pc: PeerConnection, *, timeout: float = ICE_TIMEOUT) -> dict:
-    """Role B."""
+    """Role B. Returns once connected; the caller closes the signaling stream in the background
+    (the initiator closes `init`, then its end of the stream)."""
     t0 = time.perf_counter()
     offer = await _read(stream)
     if offer is None:
@@ -135,8 +137,6 @@ async def respond(stream, pc: PeerConnection, *, timeout: float = ICE_TIMEOUT) -
     await _write(stream, Msg.SDP_ANSWER, answer)
     await _connect_with_candidates(stream, pc, timeout)
     t_connected = time.perf_counter()
-    # The initiator closes `init` and then the signaling stream; close our ends too.
-    await stream.close()
     return {"connected_ms": (t_connected - t0) * 1000}
 
 

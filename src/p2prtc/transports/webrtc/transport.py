@@ -122,6 +122,7 @@ class WebRTCTransport(Transport):
         conn = self._connection(pc, muxer, relayed, "outbound")
         conn.details.update(timings, relayed_ms=(t_relayed - t0) * 1000,
                             upgrade_ms=(time.perf_counter() - t_relayed) * 1000)
+        self.host.spawn(_close_quietly(stream))
         return conn
 
     async def _handle_signaling(self, stream) -> None:
@@ -151,6 +152,7 @@ class WebRTCTransport(Transport):
         conn = self._connection(pc, muxer, relayed, "inbound")
         conn.details.update(timings, upgrade_ms=(time.perf_counter() - t0) * 1000)
         self.host._add_connection(conn)
+        await _close_quietly(stream)
 
     def _connection(self, pc: PeerConnection, muxer: DataChannelMuxer, relayed: Connection,
                     direction: str) -> Connection:
@@ -172,6 +174,13 @@ class WebRTCTransport(Transport):
                 "local_addr": pair.local_addr, "remote_addr": pair.remote_addr}
         conn.details["relayed_via"] = str(relayed.remote_addr)
         return conn
+
+
+async def _close_quietly(stream) -> None:
+    try:
+        await stream.close()
+    except (P2PError, OSError) as e:
+        log.debug("closing the signaling stream: %s", e)
 
 
 def _udp_addr(hostport: str) -> Multiaddr:

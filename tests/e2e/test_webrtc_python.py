@@ -1,0 +1,164 @@
+"""Python <-> Python over /webrtc through our relay, end to end on real sockets (in the test
+namespace): direct connection, chat after the relay stops, 20 MB files both ways, a reader that
+pauses, a peer that vanishes, and a dial with no direct path."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from p2prtc.errors import DialError
+from p2prtc.identity import PeerId
+from p2prtc.protocols.chat import ChatService
+from p2prtc.protocols.echo import ECHO
+from p2prtc.protocols.filetransfer import FileService
+from p2prtc.relay.server import RelayService
+from p2prtc.transports.webrtc.transport import WebRTCTransport
+
+from ..netns import lab_ip
+
+MB = 1 << 20
+
+
+@pytest.fixture
+async def relay(host_factory):
+    host = await host_factory(listen=[f"/ip4/{lab_ip()}/tcp/0"], echo=False)
+    RelayService(host)
+    return host
+
+
+async def webrtc_host(host_factory):
+    host = await host_factory(listen=[])
+    host.add_transport(WebRTCTransport(host, ice_servers=[]), first=True)
+    return host
+
+
+async def listening_peer(host_factory, relay):
+    b = await webrtc_host(host_factory)
+    await b.listen(relay.listen_addrs[0].with_peer_id(relay.peer_id).encapsulate("/p2p-circuit"),
+                   "/webrtc")
+    await b._listeners[0].first_attempt
+    addr = next(a for a in b.listen_addrs if a.has("webrtc")).with_peer_id(b.peer_id)
+    return b, addr
+
+
+async def test_direct_chat_survives_relay_stop_and_files_both_ways(relay, host_factory, tmp_path):
+    a = await webrtc_host(host_factory)
+    b, addr = await listening_peer(host_factory, relay)
+    inbox: dict[str, asyncio.Queue] = {"a": asyncio.Queue(), "b": asyncio.Queue()}
+    chat_a = ChatService(a, lambda p, t: inbox["a"].put_nowait(t))
+    chat_b = ChatService(b, lambda p, t: inbox["b"].put_nowait(t))
+    received: dict[str, asyncio.Queue] = {"a": asyncio.Queue(), "b": asyncio.Queue()}
+    files_a = FileService(a, tmp_path / "a", on_received=received["a"].put_nowait)
+    files_b = FileService(b, tmp_path / "b", on_received=received["b"].put_nowait)
+
+    t0 = time.perf_counter()
+    conn = await a.dial(addr)
+    assert conn.transport == "webrtc" and not conn.limited
+    assert time.perf_counter() - t0 < 5
+    assert conn.details["candidate_pair"]["local"] == "host"
+
+    await relay.close()  # the relay goes away; the direct connection must not care
+    await chat_a.send(b.peer_id, "hello B from A")
+    assert await asyncio.wait_for(inbox["b"].get(), 10) == "hello B from A"
+    await chat_b.send(a.peer_id, "hello A from B")
+    assert await asyncio.wait_for(inbox["a"].get(), 10) == "hello A from B"
+
+    for sender, files, dest, who in ((a, files_a, b.peer_id, "b"), (b, files_b, a.peer_id, "a")):
+        src = tmp_path / f"from-{who}.bin"
+        src.write_bytes(os.urandom(20 * 1000 * 1000))
+        sent = await files.send(dest, src)
+        got = await asyncio.wait_for(received[who].get(), 60)
+        assert got.sha256 == sent.sha256 == hashlib.sha256(src.read_bytes()).hexdigest()
+        assert got.path.read_bytes() == src.read_bytes()
+    assert all(c.transport == "webrtc" for c in a.connections(b.peer_id) if not c.is_closed)
+
+
+async def test_paused_reader_loses_nothing(relay, host_factory):
+    a = await webrtc_host(host_factory)
+    b, addr = await listening_peer(host_factory, relay)
+    inbound: asyncio.Queue = asyncio.Queue()
+
+    async def hold(stream):
+        await inbound.put(stream)
+        await stream.connection.wait_closed()
+
+    b.set_stream_handler("/test/hold/1.0.0", hold)
+    conn = await a.dial(addr)
+    stream = await a.new_stream(conn, ["/test/hold/1.0.0"])
+    payload = os.urandom(8 * MB)
+    await stream.write(payload)  # nobody reads on the other side while this runs
+    await stream.close_write()
+    far = await asyncio.wait_for(inbound.get(), 10)
+    parts = []
+    while chunk := await far.read(1 << 20):
+        parts.append(chunk)
+    assert hashlib.sha256(b"".join(parts)).digest() == hashlib.sha256(payload).digest()
+
+
+async def test_vanished_peer_ends_connection_with_reason(relay, host_factory, tmp_path):
+    """B runs in another process and is killed: A notices within the ICE consent timeout."""
+    b_proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "p2prtc.testpeer", "--webrtc", "--listen", "/webrtc",
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        import json
+
+        ready = json.loads(await b_proc.stdout.readline())
+        raddr = str(relay.listen_addrs[0].with_peer_id(relay.peer_id))
+        b_proc.stdin.write((json.dumps({"id": 1, "cmd": "listen_relay", "addr": raddr}) + "\n").encode())
+        while True:
+            line = json.loads(await asyncio.wait_for(b_proc.stdout.readline(), 20))
+            if line.get("id") == 1:
+                assert line["ok"], line
+                break
+        a = await webrtc_host(host_factory)
+        conn = await a.dial(f"{raddr}/p2p-circuit/webrtc/p2p/{ready['peerId']}")
+        assert conn.transport == "webrtc"
+        await a.ping_service.ping(conn)
+        b_proc.kill()
+        t0 = time.perf_counter()
+        await asyncio.wait_for(conn.wait_closed(), 30)
+        took = time.perf_counter() - t0
+        assert took < 20, f"took {took:.1f} s to notice"
+        assert conn.close_reason and ("ICE" in conn.close_reason or "closed" in conn.close_reason)
+    finally:
+        if b_proc.returncode is None:
+            b_proc.kill()
+        await b_proc.wait()
+
+
+@pytest.fixture
+def udp_blocked():
+    """Drop every UDP datagram on this namespace's veth address except STUN: ICE cannot work.
+    (Only inside the test namespace made by scripts/netns-run.)"""
+    ip = lab_ip()
+    rule = ["-d", ip, "-p", "udp", "!", "--dport", "3478", "-j", "DROP"]
+    subprocess.run(["iptables", "-I", "INPUT", *rule], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["iptables", "-D", "INPUT", *rule], check=False)
+
+
+async def test_no_direct_path_fails_fast_and_relay_keeps_working(relay, host_factory, udp_blocked):
+    a = await webrtc_host(host_factory)
+    b, addr = await listening_peer(host_factory, relay)
+    b.set_stream_handler("/test/ok/1.0.0", lambda s: s.close(), allow_limited=True)
+    t0 = time.perf_counter()
+    with pytest.raises(DialError) as err:
+        await a.dial(addr)
+    took = time.perf_counter() - t0
+    assert took < 15, f"the dial took {took:.1f} s to fail"
+    assert "no direct WebRTC connection" in str(err.value)
+    # the process goes on: the relayed connection is still there and usable
+    relayed = a.best_connection(b.peer_id, allow_limited=True)
+    assert relayed is not None and relayed.limited
+    rtt = await a.ping_service.ping(relayed)
+    assert rtt[0] < 1
