@@ -226,7 +226,7 @@ async def main_async(args: argparse.Namespace) -> None:
         async with trio.open_nursery() as nursery:
             if args.relay:
                 from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
-                from libp2p.tools.async_service import background_trio_service
+                from libp2p.tools.anyio_service.context import background_trio_service
 
                 relay = CircuitV2Protocol(host, lift_relay_limits(), allow_hop=True)
 

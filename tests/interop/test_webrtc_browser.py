@@ -28,6 +28,12 @@ def relay_addr(relay) -> str:
     return str(relay.listen_addrs[0].with_peer_id(relay.peer_id))
 
 
+def ours_perf(host):
+    from p2prtc.protocols.perf import PerfService
+
+    return PerfService(host)
+
+
 async def webrtc_peer(host_factory):
     host = await host_factory(listen=[])
     host.add_transport(WebRTCTransport(host, ice_servers=[]), first=True)
@@ -36,6 +42,7 @@ async def webrtc_peer(host_factory):
 
 async def test_browser_dials_python_listener(relay, host_factory, browser_factory):
     ours = await webrtc_peer(host_factory)
+    ours_perf(ours)
     await ours.listen(f"{relay_addr(relay)}/p2p-circuit", "/webrtc")
     await ours._listeners[0].first_attempt
     target = next(a for a in ours.listen_addrs if a.has("webrtc")).with_peer_id(ours.peer_id)
@@ -47,8 +54,12 @@ async def test_browser_dials_python_listener(relay, host_factory, browser_factor
     direct = [c for c in conns if "/webrtc" in c["remoteAddr"] and not c.get("limited")]
     assert direct, f"browser has no direct WebRTC connection to us: {conns}"
 
-    r = await page.echo(peer=str(ours.peer_id), bytes=20 * MB)
-    assert r["bytes_received"] == 20 * MB and r["sha_received"] == r["sha_sent"]
+    # 20 MB each way through /perf (js resets a stream whose unread buffer passes 4 MB, so a
+    # 20 MB echo would measure js's echo loop, not the transport); integrity by a 2 MB echo.
+    r = await page.perf(peer=str(ours.peer_id), upload_bytes=20 * MB, download_bytes=20 * MB)
+    assert r["upload_bytes"] == r["download_bytes"] == 20 * MB  # js checks the count it got
+    r = await page.echo(peer=str(ours.peer_id), bytes=2 * MB)
+    assert r["bytes_received"] == 2 * MB and r["sha_received"] == r["sha_sent"]
     from p2prtc.identity import PeerId
 
     ours_conn = ours.best_connection(PeerId.from_string(page.peer_id))
@@ -65,7 +76,9 @@ async def test_python_dials_browser_listener(relay, host_factory, browser_factor
     assert conn.transport == "webrtc" and not conn.limited
     assert conn.details["candidate_pair"]["local"] in ("host", "srflx", "prflx")
 
-    await echo_via(ours, conn, 20 * MB)
+    perf = await ours_perf(ours).run(conn, 20 * MB, 20 * MB)
+    assert perf["downloaded"] == 20 * MB
+    await echo_via(ours, conn, 2 * MB)
     rtts = await ours.ping_service.ping(conn, count=3)
     assert max(rtts) < 1.0
     conns = [c for c in await page.connections() if c["peer"] == str(ours.peer_id)]

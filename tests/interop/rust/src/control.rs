@@ -77,7 +77,8 @@ pub struct Command {
 
 /// Parse a stdin line; on failure return the id (if any) and the error to reply with.
 pub fn parse_command(line: &str) -> Result<Command, (Value, String)> {
-    let v: Value = serde_json::from_str(line).map_err(|e| (Value::Null, format!("invalid JSON: {e}")))?;
+    let v: Value =
+        serde_json::from_str(line).map_err(|e| (Value::Null, format!("invalid JSON: {e}")))?;
     let Value::Object(mut m) = v else {
         return Err((Value::Null, "a command must be a JSON object".into()));
     };
@@ -124,9 +125,18 @@ pub fn millis(d: Duration) -> f64 {
 
 /// Send `n` random bytes over an open `/echo/1.0.0` stream, half-close, read everything back.
 /// Writing and reading run concurrently so flow control never deadlocks.
-pub async fn echo(mut stream: Stream, n: u64, chunk: usize, opened: Instant, started: Instant) -> Result<Value, String> {
+pub async fn echo(
+    mut stream: Stream,
+    n: u64,
+    chunk: usize,
+    opened: Instant,
+    started: Instant,
+) -> Result<Value, String> {
     // Send the lazily negotiated multistream-select header as a frame of its own (see below).
-    stream.flush().await.map_err(|e| format!("echo flush failed: {e}"))?;
+    stream
+        .flush()
+        .await
+        .map_err(|e| format!("echo flush failed: {e}"))?;
     let (mut reader, mut writer) = stream.split();
     let send = async {
         let mut hash = Sha256::new();
@@ -136,14 +146,23 @@ pub async fn echo(mut stream: Stream, n: u64, chunk: usize, opened: Instant, sta
             let len = left.min(chunk as u64) as usize;
             rand::fill(&mut buf[..len]);
             hash.update(&buf[..len]);
-            writer.write_all(&buf[..len]).await.map_err(|e| format!("echo write failed: {e}"))?;
+            writer
+                .write_all(&buf[..len])
+                .await
+                .map_err(|e| format!("echo write failed: {e}"))?;
             // Flush every chunk: rust-libp2p's WebRTC stream glues a small unflushed frame to the
             // next one and the data channel then rejects the >16 KiB message
             // ("outbound packet larger than maximum message size", rust-libp2p #6557).
-            writer.flush().await.map_err(|e| format!("echo flush failed: {e}"))?;
+            writer
+                .flush()
+                .await
+                .map_err(|e| format!("echo flush failed: {e}"))?;
             left -= len as u64;
         }
-        writer.close().await.map_err(|e| format!("echo half-close failed: {e}"))?;
+        writer
+            .close()
+            .await
+            .map_err(|e| format!("echo half-close failed: {e}"))?;
         Ok::<_, String>(hex::encode(hash.finalize()))
     };
     let receive = async {
@@ -151,7 +170,10 @@ pub async fn echo(mut stream: Stream, n: u64, chunk: usize, opened: Instant, sta
         let mut buf = vec![0u8; ECHO_CHUNK];
         let mut total: u64 = 0;
         loop {
-            let got = reader.read(&mut buf).await.map_err(|e| format!("echo read failed after {total} bytes: {e}"))?;
+            let got = reader
+                .read(&mut buf)
+                .await
+                .map_err(|e| format!("echo read failed after {total} bytes: {e}"))?;
             if got == 0 {
                 break;
             }
@@ -217,10 +239,19 @@ async fn ping_once(stream: &mut Stream) -> Result<Duration, String> {
     let mut payload = [0u8; PING_SIZE];
     rand::fill(&mut payload[..]);
     let t0 = Instant::now();
-    stream.write_all(&payload).await.map_err(|e| format!("ping write failed: {e}"))?;
-    stream.flush().await.map_err(|e| format!("ping flush failed: {e}"))?;
+    stream
+        .write_all(&payload)
+        .await
+        .map_err(|e| format!("ping write failed: {e}"))?;
+    stream
+        .flush()
+        .await
+        .map_err(|e| format!("ping flush failed: {e}"))?;
     let mut back = [0u8; PING_SIZE];
-    stream.read_exact(&mut back).await.map_err(|e| format!("ping read failed: {e}"))?;
+    stream
+        .read_exact(&mut back)
+        .await
+        .map_err(|e| format!("ping read failed: {e}"))?;
     if back != payload {
         return Err("ping payload came back different".into());
     }

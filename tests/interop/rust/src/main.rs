@@ -17,7 +17,11 @@ use clap::{Args, Parser, Subcommand};
 use libp2p::Multiaddr;
 
 #[derive(Debug, Parser)]
-#[command(name = "p2prtc-interop-rust", version, about = "rust-libp2p peer/relay for p2prtc interop tests")]
+#[command(
+    name = "p2prtc-interop-rust",
+    version,
+    about = "rust-libp2p peer/relay for p2prtc interop tests"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,7 +36,8 @@ enum Command {
 }
 
 fn parse_multiaddr(s: &str) -> Result<Multiaddr, String> {
-    s.parse::<Multiaddr>().map_err(|e| format!("{s:?} is not a multiaddr: {e}"))
+    s.parse::<Multiaddr>()
+        .map_err(|e| format!("{s:?} is not a multiaddr: {e}"))
 }
 
 fn parse_interval(s: &str) -> Result<f64, String> {

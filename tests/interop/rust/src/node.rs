@@ -18,10 +18,7 @@ use libp2p::{
     tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder,
 };
 use serde_json::{json, Map, Value};
-use tokio::{
-    io::AsyncBufReadExt,
-    sync::oneshot,
-};
+use tokio::{io::AsyncBufReadExt, sync::oneshot};
 
 use crate::{
     control::{self, arg_str, arg_timeout, arg_u64, event, millis, reply, ECHO_PROTOCOL},
@@ -54,7 +51,8 @@ fn keypair(seed: Option<u8>) -> identity::Keypair {
         Some(seed) => {
             let mut bytes = [0u8; 32];
             bytes[0] = seed;
-            identity::Keypair::ed25519_from_bytes(bytes).expect("32 bytes is a valid ed25519 secret")
+            identity::Keypair::ed25519_from_bytes(bytes)
+                .expect("32 bytes is a valid ed25519 secret")
         }
         None => identity::Keypair::generate_ed25519(),
     }
@@ -68,7 +66,10 @@ fn dns_config() -> (libp2p::dns::ResolverConfig, libp2p::dns::ResolverOpts) {
         Ok(conf) => conf,
         Err(e) => {
             tracing::info!("no system DNS configuration ({e}); /dns addresses will not resolve");
-            (libp2p::dns::ResolverConfig::from_name_servers(vec![]), libp2p::dns::ResolverOpts::default())
+            (
+                libp2p::dns::ResolverConfig::from_name_servers(vec![]),
+                libp2p::dns::ResolverOpts::default(),
+            )
         }
     }
 }
@@ -86,15 +87,28 @@ async fn build_swarm(key: identity::Keypair, cfg: SwarmConfig) -> anyhow::Result
     let certificate = libp2p_webrtc::tokio::Certificate::generate(&mut rand::rng())
         .map_err(|e| anyhow::anyhow!("cannot generate a WebRTC certificate: {e}"))?;
     let (dns_cfg, dns_opts) = dns_config();
-    let SwarmConfig { identify_protocol_version, relay_server, relay_client, dcutr, idle_timeout, ping_interval } = cfg;
+    let SwarmConfig {
+        identify_protocol_version,
+        relay_server,
+        relay_client,
+        dcutr,
+        idle_timeout,
+        ping_interval,
+    } = cfg;
 
-    let make_behaviour = move |key: &identity::Keypair, client: Option<relay::client::Behaviour>| {
+    let make_behaviour = move |key: &identity::Keypair,
+                               client: Option<relay::client::Behaviour>| {
         let peer_id = key.public().to_peer_id();
         Behaviour {
             relay_client: client.into(),
-            relay: relay_server.map(|c| relay::Behaviour::new(peer_id, c)).into(),
+            relay: relay_server
+                .map(|c| relay::Behaviour::new(peer_id, c))
+                .into(),
             ping: ping::Behaviour::new(ping::Config::new().with_interval(ping_interval)),
-            identify: identify::Behaviour::new(identify::Config::new(identify_protocol_version, key.public())),
+            identify: identify::Behaviour::new(identify::Config::new(
+                identify_protocol_version,
+                key.public(),
+            )),
             dcutr: dcutr.then(|| dcutr::Behaviour::new(peer_id)).into(),
             stream: libp2p_stream::Behaviour::new(),
         }
@@ -102,7 +116,11 @@ async fn build_swarm(key: identity::Keypair, cfg: SwarmConfig) -> anyhow::Result
 
     let builder = SwarmBuilder::with_existing_identity(key)
         .with_tokio()
-        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)?
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )?
         .with_quic()
         .with_other_transport(|key| libp2p_webrtc::tokio::Transport::new(key.clone(), certificate))?
         .with_dns_config(dns_cfg, dns_opts)
@@ -176,20 +194,34 @@ pub async fn run_relay(opts: RelayOpts) -> anyhow::Result<()> {
     .await?;
     let mut node = Node::new(
         swarm,
-        Role::Relay { listen_addrs_external: !opts.observed_addrs_only },
+        Role::Relay {
+            listen_addrs_external: !opts.observed_addrs_only,
+        },
     );
 
     let ip = Protocol::from(opts.ip());
     let base = Multiaddr::empty().with(ip);
     node.listen_initial(base.clone().with(Protocol::Tcp(opts.port)))?;
     if !opts.no_quic {
-        node.listen_initial(base.clone().with(Protocol::Udp(opts.port)).with(Protocol::QuicV1))?;
+        node.listen_initial(
+            base.clone()
+                .with(Protocol::Udp(opts.port))
+                .with(Protocol::QuicV1),
+        )?;
     }
     if let Some(port) = opts.websocket_port {
-        node.listen_initial(base.clone().with(Protocol::Tcp(port)).with(Protocol::Ws("/".into())))?;
+        node.listen_initial(
+            base.clone()
+                .with(Protocol::Tcp(port))
+                .with(Protocol::Ws("/".into())),
+        )?;
     }
     if let Some(port) = opts.webrtc_port {
-        node.listen_initial(base.clone().with(Protocol::Udp(port)).with(Protocol::WebRTCDirect))?;
+        node.listen_initial(
+            base.clone()
+                .with(Protocol::Udp(port))
+                .with(Protocol::WebRTCDirect),
+        )?;
     }
     node.run().await
 }
@@ -201,6 +233,8 @@ enum Role {
 }
 
 type Reply = oneshot::Sender<Result<Value, String>>;
+/// Where the result of a dial, listen, ... arrives.
+type Pending = oneshot::Receiver<Result<Value, String>>;
 
 struct PendingDial {
     started: Instant,
@@ -247,7 +281,10 @@ impl Node {
     }
 
     fn listen_initial(&mut self, addr: Multiaddr) -> anyhow::Result<()> {
-        let id = self.swarm.listen_on(addr.clone()).with_context(|| format!("cannot listen on {addr}"))?;
+        let id = self
+            .swarm
+            .listen_on(addr.clone())
+            .with_context(|| format!("cannot listen on {addr}"))?;
         self.initial_listeners.push((id, addr));
         Ok(())
     }
@@ -262,7 +299,12 @@ impl Node {
     fn all_listen_addrs(&self) -> Vec<String> {
         let mut ids: Vec<_> = self.listen_addrs.keys().copied().collect();
         // Command-line listeners first, in command-line order.
-        ids.sort_by_key(|id| self.initial_listeners.iter().position(|(l, _)| l == id).unwrap_or(usize::MAX));
+        ids.sort_by_key(|id| {
+            self.initial_listeners
+                .iter()
+                .position(|(l, _)| l == id)
+                .unwrap_or(usize::MAX)
+        });
         ids.iter()
             .flat_map(|id| self.listen_addrs[id].iter())
             .map(|a| self.with_p2p(a).to_string())
@@ -314,7 +356,10 @@ impl Node {
                 .all(|(id, _)| self.listen_addrs.get(id).is_some_and(|a| !a.is_empty()))
         {
             self.ready_sent = true;
-            event("ready", json!({"peerId": self.local_peer_id.to_string(), "addrs": self.all_listen_addrs()}));
+            event(
+                "ready",
+                json!({"peerId": self.local_peer_id.to_string(), "addrs": self.all_listen_addrs()}),
+            );
         }
 
         let done: Vec<ListenerId> = self
@@ -325,7 +370,10 @@ impl Node {
             .collect();
         for id in done {
             if let Some(tx) = self.pending_listens.remove(&id) {
-                let addrs: Vec<String> = self.listen_addrs[&id].iter().map(|a| self.with_p2p(a).to_string()).collect();
+                let addrs: Vec<String> = self.listen_addrs[&id]
+                    .iter()
+                    .map(|a| self.with_p2p(a).to_string())
+                    .collect();
                 let _ = tx.send(Ok(json!({"addrs": addrs})));
             }
         }
@@ -335,7 +383,10 @@ impl Node {
             let addrs = self.circuit_addrs(relay);
             if !addrs.is_empty() {
                 self.pending_reservation_events.remove(&relay);
-                event("reservation", json!({"relay": relay.to_string(), "addrs": addrs}));
+                event(
+                    "reservation",
+                    json!({"relay": relay.to_string(), "addrs": addrs}),
+                );
             }
         }
     }
@@ -347,7 +398,9 @@ impl Node {
             .flatten()
             .filter(|a| {
                 let protos: Vec<Protocol> = a.iter().collect();
-                protos.windows(2).any(|w| matches!(w, [Protocol::P2p(p), Protocol::P2pCircuit] if *p == relay))
+                protos
+                    .windows(2)
+                    .any(|w| matches!(w, [Protocol::P2p(p), Protocol::P2pCircuit] if *p == relay))
             })
             .map(|a| self.with_p2p(a).to_string())
             .collect()
@@ -355,8 +408,14 @@ impl Node {
 
     fn on_swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) -> anyhow::Result<()> {
         match ev {
-            SwarmEvent::NewListenAddr { listener_id, address } => {
-                if let Role::Relay { listen_addrs_external } = self.role {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                if let Role::Relay {
+                    listen_addrs_external,
+                } = self.role
+                {
                     control::emit_text(&format!("Listening on {}", self.with_p2p(&address)));
                     if listen_addrs_external {
                         self.swarm.add_external_address(address.clone());
@@ -367,16 +426,29 @@ impl Node {
                     addrs.push(address.clone());
                 }
                 if self.ready_sent {
-                    event("listen-addr", json!({"addr": self.with_p2p(&address).to_string()}));
+                    event(
+                        "listen-addr",
+                        json!({"addr": self.with_p2p(&address).to_string()}),
+                    );
                 }
             }
-            SwarmEvent::ExpiredListenAddr { listener_id, address } => {
+            SwarmEvent::ExpiredListenAddr {
+                listener_id,
+                address,
+            } => {
                 if let Some(addrs) = self.listen_addrs.get_mut(&listener_id) {
                     addrs.retain(|a| a != &address);
                 }
-                event("listen-addr-expired", json!({"addr": self.with_p2p(&address).to_string()}));
+                event(
+                    "listen-addr-expired",
+                    json!({"addr": self.with_p2p(&address).to_string()}),
+                );
             }
-            SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
                 self.listen_addrs.remove(&listener_id);
                 let reason = match reason {
                     Ok(()) => "closed".to_string(),
@@ -388,7 +460,13 @@ impl Node {
                 event("listener-error", json!({"error": error_chain(&error)}));
                 tracing::warn!(?listener_id, "listener error: {}", error_chain(&error));
             }
-            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
                 let info = connection_json(peer_id, connection_id, &endpoint);
                 let mut ev = info.clone();
                 ev["numEstablished"] = json!(num_established.get());
@@ -400,7 +478,13 @@ impl Node {
                     let _ = dial.reply.send(Ok(r));
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, connection_id, endpoint, num_established, cause } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                cause,
+            } => {
                 self.connections.remove(&connection_id);
                 let mut ev = connection_json(peer_id, connection_id, &endpoint);
                 ev["numEstablished"] = json!(num_established);
@@ -410,7 +494,11 @@ impl Node {
                 };
                 event("disconnection", ev);
             }
-            SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
                 let msg = error_chain(&error);
                 match self.pending_dials.remove(&connection_id) {
                     Some(dial) => {
@@ -422,7 +510,11 @@ impl Node {
                     ),
                 }
             }
-            SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
                 event(
                     "incoming-error",
                     json!({"remoteAddr": send_back_addr.to_string(), "error": error_chain(&error)}),
@@ -438,7 +530,11 @@ impl Node {
         if let Some(tx) = self.pending_listens.remove(&listener_id) {
             let _ = tx.send(Err(format!("listener closed: {reason}")));
         }
-        if let Some((_, addr)) = self.initial_listeners.iter().find(|(id, _)| *id == listener_id) {
+        if let Some((_, addr)) = self
+            .initial_listeners
+            .iter()
+            .find(|(id, _)| *id == listener_id)
+        {
             if !self.ready_sent {
                 anyhow::bail!("listening on {addr} failed: {reason}");
             }
@@ -479,8 +575,14 @@ impl Node {
             }
             BehaviourEvent::Identify(_) => {}
             BehaviourEvent::Ping(ping::Event { peer, result, .. }) => match result {
-                Ok(rtt) => event("ping", json!({"peer": peer.to_string(), "rtt_ms": millis(rtt)})),
-                Err(e) => event("ping-failure", json!({"peer": peer.to_string(), "error": error_chain(&e)})),
+                Ok(rtt) => event(
+                    "ping",
+                    json!({"peer": peer.to_string(), "rtt_ms": millis(rtt)}),
+                ),
+                Err(e) => event(
+                    "ping-failure",
+                    json!({"peer": peer.to_string(), "error": error_chain(&e)}),
+                ),
             },
             BehaviourEvent::RelayClient(ev) => {
                 if let relay::client::Event::ReservationReqAccepted { relay_peer_id, .. } = &ev {
@@ -493,7 +595,10 @@ impl Node {
                 let (kind, detail) = describe(&ev);
                 event("relay", json!({"kind": kind, "detail": detail}));
             }
-            BehaviourEvent::Dcutr(dcutr::Event { remote_peer_id, result }) => {
+            BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            }) => {
                 event(
                     "dcutr",
                     json!({
@@ -535,9 +640,16 @@ impl Node {
                 let (peer, dialing) = self.target(&args)?;
                 let timeout = arg_timeout(&args, DEFAULT_STREAM_TIMEOUT)?;
                 let control = self.control.clone();
-                spawn_stream_op(id, timeout, peer, dialing, control, ping::PROTOCOL_NAME, 3, |stream, opened, started| {
-                    control::ping(stream, opened, started).boxed()
-                });
+                spawn_stream_op(
+                    id,
+                    timeout,
+                    peer,
+                    dialing,
+                    control,
+                    ping::PROTOCOL_NAME,
+                    3,
+                    |stream, opened, started| control::ping(stream, opened, started).boxed(),
+                );
             }
             "echo" => {
                 let (peer, dialing) = self.target(&args)?;
@@ -550,9 +662,18 @@ impl Node {
                 };
                 let timeout = arg_timeout(&args, DEFAULT_STREAM_TIMEOUT)?;
                 let control = self.control.clone();
-                spawn_stream_op(id, timeout, peer, dialing, control, ECHO_PROTOCOL, 1, move |stream, opened, started| {
-                    control::echo(stream, n, chunk, opened, started).boxed()
-                });
+                spawn_stream_op(
+                    id,
+                    timeout,
+                    peer,
+                    dialing,
+                    control,
+                    ECHO_PROTOCOL,
+                    1,
+                    move |stream, opened, started| {
+                        control::echo(stream, n, chunk, opened, started).boxed()
+                    },
+                );
             }
             "identify" => {
                 let peer = parse_peer(arg_str(&args, "peer")?)?;
@@ -566,7 +687,9 @@ impl Node {
                         let result = match tokio::time::timeout(timeout, rx).await {
                             Ok(Ok(v)) => Ok(v),
                             Ok(Err(_)) => Err("node stopped".to_string()),
-                            Err(_) => Err(format!("no identify info from {peer} within {timeout:?}")),
+                            Err(_) => {
+                                Err(format!("no identify info from {peer} within {timeout:?}"))
+                            }
                         };
                         reply(&id, result);
                     });
@@ -574,7 +697,9 @@ impl Node {
             }
             "listen" | "listen_relay" => {
                 let mut addr = parse_addr(arg_str(&args, "addr")?)?;
-                if cmd == "listen_relay" && !matches!(addr.iter().last(), Some(Protocol::P2pCircuit)) {
+                if cmd == "listen_relay"
+                    && !matches!(addr.iter().last(), Some(Protocol::P2pCircuit))
+                {
                     if !addr.iter().any(|p| matches!(p, Protocol::P2p(_))) {
                         return Err("relay address must end with /p2p/<relay peer id>".into());
                     }
@@ -594,7 +719,12 @@ impl Node {
                 reply(&id, Ok(json!({"connections": list})));
             }
             "addrs" => {
-                reply(&id, Ok(json!({"peerId": self.local_peer_id.to_string(), "addrs": self.all_listen_addrs()})));
+                reply(
+                    &id,
+                    Ok(
+                        json!({"peerId": self.local_peer_id.to_string(), "addrs": self.all_listen_addrs()}),
+                    ),
+                );
             }
             "close" => {
                 let peer = parse_peer(arg_str(&args, "peer")?)?;
@@ -611,7 +741,7 @@ impl Node {
     }
 
     /// Dial `addr` as a new connection; the receiver gets the connection or the dial error.
-    fn dial(&mut self, addr: Multiaddr) -> Result<oneshot::Receiver<Result<Value, String>>, String> {
+    fn dial(&mut self, addr: Multiaddr) -> Result<Pending, String> {
         let opts = match peer_of(&addr) {
             Some(peer) => DialOpts::peer_id(peer)
                 .addresses(vec![addr.clone()])
@@ -624,13 +754,19 @@ impl Node {
             .dial(opts)
             .map_err(|e| format!("cannot dial {addr}: {}", error_chain(&e)))?;
         let (tx, rx) = oneshot::channel();
-        self.pending_dials.insert(connection_id, PendingDial { started: Instant::now(), reply: tx });
+        self.pending_dials.insert(
+            connection_id,
+            PendingDial {
+                started: Instant::now(),
+                reply: tx,
+            },
+        );
         Ok(rx)
     }
 
     /// `peer` (a peer id or a multiaddr ending in /p2p/<id>) or `addr`: the peer to talk to, and
     /// a pending dial when we are not connected to it yet and have an address.
-    fn target(&mut self, args: &Map<String, Value>) -> Result<(PeerId, Option<oneshot::Receiver<Result<Value, String>>>), String> {
+    fn target(&mut self, args: &Map<String, Value>) -> Result<(PeerId, Option<Pending>), String> {
         let text = match (args.get("addr"), args.get("peer")) {
             (Some(_), _) => arg_str(args, "addr")?,
             (None, Some(_)) => arg_str(args, "peer")?,
@@ -640,7 +776,8 @@ impl Node {
             return Ok((parse_peer(text)?, None));
         }
         let addr = parse_addr(text)?;
-        let peer = peer_of(&addr).ok_or_else(|| format!("{addr} does not end with /p2p/<peer id>"))?;
+        let peer =
+            peer_of(&addr).ok_or_else(|| format!("{addr} does not end with /p2p/<peer id>"))?;
         if self.swarm.is_connected(&peer) {
             return Ok((peer, None));
         }
@@ -648,7 +785,7 @@ impl Node {
     }
 }
 
-fn spawn_reply(id: Value, timeout: Duration, what: &str, rx: oneshot::Receiver<Result<Value, String>>) {
+fn spawn_reply(id: Value, timeout: Duration, what: &str, rx: Pending) {
     let what = what.to_string();
     tokio::spawn(async move {
         let result = match tokio::time::timeout(timeout, rx).await {
@@ -669,26 +806,35 @@ fn spawn_stream_op<F>(
     id: Value,
     timeout: Duration,
     peer: PeerId,
-    dialing: Option<oneshot::Receiver<Result<Value, String>>>,
+    dialing: Option<Pending>,
     mut control: libp2p_stream::Control,
     protocol: StreamProtocol,
     attempts: usize,
     op: F,
 ) where
-    F: Fn(libp2p::Stream, Instant, Instant) -> futures::future::BoxFuture<'static, Result<Value, String>> + Send + 'static,
+    F: Fn(
+            libp2p::Stream,
+            Instant,
+            Instant,
+        ) -> futures::future::BoxFuture<'static, Result<Value, String>>
+        + Send
+        + 'static,
 {
     tokio::spawn(async move {
         let started = Instant::now();
         let work = async move {
             if let Some(rx) = dialing {
-                rx.await.map_err(|_| "node dropped the dial".to_string())??;
+                rx.await
+                    .map_err(|_| "node dropped the dial".to_string())??;
             }
             let mut last_error = String::new();
             for attempt in 1..=attempts {
                 let stream = control
                     .open_stream(peer, protocol.clone())
                     .await
-                    .map_err(|e| format!("cannot open {protocol} to {peer}: {}", error_chain(&e)))?;
+                    .map_err(|e| {
+                        format!("cannot open {protocol} to {peer}: {}", error_chain(&e))
+                    })?;
                 match op(stream, Instant::now(), started).await {
                     Ok(mut v) => {
                         v["attempts"] = json!(attempt);
@@ -725,7 +871,8 @@ fn connection_json(peer: PeerId, connection_id: ConnectionId, endpoint: &Connect
 }
 
 fn parse_addr(s: &str) -> Result<Multiaddr, String> {
-    s.parse::<Multiaddr>().map_err(|e| format!("{s:?} is not a multiaddr: {e}"))
+    s.parse::<Multiaddr>()
+        .map_err(|e| format!("{s:?} is not a multiaddr: {e}"))
 }
 
 fn parse_peer(s: &str) -> Result<PeerId, String> {
@@ -733,7 +880,8 @@ fn parse_peer(s: &str) -> Result<PeerId, String> {
         let addr = parse_addr(s)?;
         return peer_of(&addr).ok_or_else(|| format!("{addr} does not end with /p2p/<peer id>"));
     }
-    s.parse::<PeerId>().map_err(|e| format!("{s:?} is not a peer id: {e}"))
+    s.parse::<PeerId>()
+        .map_err(|e| format!("{s:?} is not a peer id: {e}"))
 }
 
 fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
@@ -761,6 +909,10 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// Variant name and Debug text of an event we only report.
 fn describe(ev: &impl std::fmt::Debug) -> (String, String) {
     let detail = format!("{ev:?}");
-    let kind = detail.split(|c: char| !c.is_alphanumeric()).next().unwrap_or("").to_string();
+    let kind = detail
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or("")
+        .to_string();
     (kind, detail)
 }

@@ -1,0 +1,256 @@
+"""A lab peer: a p2prtc Host with the /webrtc transport, run inside a peer's namespace, reporting
+what happens as JSON lines on stdout (one object per line, each with "event" and "t").
+
+    python -m p2prtc.lab.agent listen [RELAY_MULTIADDR] [--stun URL]
+    python -m p2prtc.lab.agent dial [PEER_MULTIADDR] [--pings N] [--bytes N] [--chat TEXT]
+
+Without the multiaddr the first stdin line gives it, so the process can start (and import aiortc)
+before the address is known.
+
+`listen` reserves on the relay, prints `listening {addrs}`, reports connections, and answers every
+chat message with "ack: <message>" (so the dialer sees chat work both ways). It runs until stdin
+ends or SIGTERM.
+
+`dial` dials the /webrtc address and reports:
+`direct {ms, candidate_pair, ...}` or `no-direct {ms, reason}`; `rtt {path, ms}` over the relayed
+and over the direct connection; `throughput` over the direct connection (/perf/1.0.0 upload);
+`chat {ok, via}`; then `done` and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import statistics
+import sys
+import time
+
+from ..connection import Connection
+from ..errors import DialError, P2PError
+from ..host import Host
+from ..identity import PeerId
+from ..multiaddr import Multiaddr
+from ..protocols.chat import ChatService
+from ..protocols.perf import PerfService
+from ..transports.webrtc.transport import WebRTCTransport
+
+log = logging.getLogger("p2prtc.lab.agent")
+
+RESERVATION_TIMEOUT = 20.0
+CHAT_TIMEOUT = 10.0
+STEP_TIMEOUT = 60.0
+
+
+class Emitter:
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+
+    def __call__(self, event: str, **fields) -> None:
+        sys.stdout.write(json.dumps({"event": event, "t": round(time.monotonic() - self.t0, 3),
+                                     **fields}) + "\n")
+        sys.stdout.flush()
+
+
+def conn_info(conn: Connection) -> dict:
+    return {"peer": str(conn.remote_peer), "transport": conn.transport, "limited": conn.limited,
+            "direction": conn.direction, "remote_addr": str(conn.remote_addr),
+            "candidate_pair": conn.details.get("candidate_pair")}
+
+
+class LabPeer:
+    def __init__(self, ice_servers: list[str] | None) -> None:
+        self.emit = Emitter()
+        self.host = Host()
+        self.webrtc = WebRTCTransport(self.host, ice_servers)
+        self.host.add_transport(self.webrtc, first=True)
+        self.perf = PerfService(self.host)
+        self.chat = ChatService(self.host, self._on_message)
+        self.messages: asyncio.Queue[tuple[PeerId, str]] = asyncio.Queue()
+        self.replying = False
+        self.host.events.on("connection", lambda c: self.emit("connected", **conn_info(c)))
+        self.host.events.on("disconnection", lambda c: self.emit(
+            "disconnected", **conn_info(c), reason=c.close_reason))
+        self.host.events.on("webrtc-failed", lambda peer, reason: self.emit(
+            "webrtc-failed", peer=str(peer), reason=reason))
+
+    def _on_message(self, peer: PeerId, text: str) -> None:
+        stream = self.chat.streams.get(peer)
+        via = stream.connection.transport if stream is not None and hasattr(
+            stream, "connection") else None
+        self.emit("message", peer=str(peer), text=text, via=_via(via))
+        if self.replying:
+            self.host.spawn(self._reply(peer, text))
+        else:
+            self.messages.put_nowait((peer, text))
+
+    async def _reply(self, peer: PeerId, text: str) -> None:
+        try:
+            await self.chat.send(peer, f"ack: {text}")
+        except (P2PError, OSError) as e:
+            self.emit("error", reason=f"chat reply failed: {e}")
+
+    async def listen(self, relay: str) -> None:
+        self.replying = True
+        await self.host.listen(Multiaddr(relay).encapsulate("/p2p-circuit"), "/webrtc")
+        listener = next(lis for lis in self.host._listeners if hasattr(lis, "first_attempt"))
+        await asyncio.wait_for(asyncio.shield(listener.first_attempt), RESERVATION_TIMEOUT)
+        addrs = [str(a.with_peer_id(self.host.peer_id)) for a in self.host.listen_addrs
+                 if a.has("webrtc")]
+        self.emit("listening", addrs=addrs)
+
+    async def dial(self, target: str, pings: int, nbytes: int, chat_text: str) -> dict:
+        addr = Multiaddr(target)
+        peer = addr.peer_id()
+        summary: dict = {"direct": False}
+        self.emit("dialing", addr=target)
+        t0 = time.perf_counter()
+        direct: Connection | None = None
+        try:
+            conn = await self.host.dial(addr)
+            ms = (time.perf_counter() - t0) * 1000
+            if conn.transport == "webrtc" and not conn.limited:
+                direct = conn
+                d = conn.details
+                summary.update(direct=True, ms=round(ms, 1),
+                               candidate_pair=d.get("candidate_pair"),
+                               relayed_ms=_r(d.get("relayed_ms")), upgrade_ms=_r(d.get("upgrade_ms")))
+                self.emit("direct", **summary, remote_addr=str(conn.remote_addr))
+            else:
+                summary.update(ms=round(ms, 1), reason=f"dial gave a {conn.transport} connection")
+                self.emit("no-direct", ms=summary["ms"], reason=summary["reason"])
+        except DialError as e:
+            ms = (time.perf_counter() - t0) * 1000
+            summary.update(ms=round(ms, 1), reason=str(e))
+            self.emit("no-direct", ms=summary["ms"], reason=str(e))
+
+        relayed = next((c for c in self.host.connections(peer) if c.limited and not c.is_closed),
+                       None)
+        summary["relayed_connection"] = relayed is not None
+        rtt: dict = {}
+        for path, conn in (("relay", relayed), ("direct", direct)):
+            if conn is None:
+                continue
+            try:
+                rtts = await asyncio.wait_for(self.host.ping_service.ping(conn, pings),
+                                              STEP_TIMEOUT)
+            except (P2PError, OSError, asyncio.TimeoutError) as e:
+                self.emit("error", reason=f"ping over the {path} connection failed: {e}")
+                continue
+            ms_list = [round(r * 1000, 2) for r in rtts]
+            rtt[path] = round(statistics.median(ms_list), 2)
+            self.emit("rtt", path=path, ms=ms_list, median=rtt[path])
+        summary["rtt_ms"] = rtt
+
+        if direct is not None and nbytes > 0:
+            try:
+                r = await asyncio.wait_for(self.perf.run(direct, nbytes, 0), STEP_TIMEOUT)
+                secs = r["upload_s"] + r["download_s"]
+                summary["throughput"] = {"bytes": nbytes, "seconds": round(secs, 3),
+                                         "MBps": round(nbytes / secs / 1e6, 2)}
+                self.emit("throughput", **summary["throughput"])
+            except (P2PError, OSError, asyncio.TimeoutError) as e:
+                self.emit("error", reason=f"throughput test failed: {e!r}")
+
+        summary["chat"] = await self._chat_roundtrip(peer, chat_text)
+        return summary
+
+    async def _chat_roundtrip(self, peer: PeerId, text: str) -> dict:
+        t0 = time.perf_counter()
+        try:
+            await asyncio.wait_for(self.chat.send(peer, text), CHAT_TIMEOUT)
+            stream = self.chat.streams.get(peer)
+            via = _via(stream.connection.transport) if stream is not None else None
+            self.emit("sent", peer=str(peer), text=text, via=via)
+            while True:
+                who, got = await asyncio.wait_for(self.messages.get(), CHAT_TIMEOUT)
+                if who == peer and got == f"ack: {text}":
+                    break
+        except (P2PError, OSError, asyncio.TimeoutError) as e:
+            result = {"ok": False, "error": str(e) or type(e).__name__}
+        else:
+            result = {"ok": True, "via": via, "ms": round((time.perf_counter() - t0) * 1000, 1)}
+        self.emit("chat", **result)
+        return result
+
+    async def close(self) -> None:
+        await self.host.close()
+
+
+def _via(transport: str | None) -> str | None:
+    return {"circuit": "relay"}.get(transport, transport)
+
+
+def _r(v):
+    return round(v, 1) if isinstance(v, (int, float)) else None
+
+
+async def _stdin_reader() -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    ice = None
+    if args.stun:
+        ice = [] if args.stun == ["none"] else args.stun
+    peer = LabPeer(ice)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        reader = await _stdin_reader()
+        target = args.target
+        if not target:
+            peer.emit("ready", peer=str(peer.host.peer_id))
+            target = (await reader.readline()).decode().strip()
+        if args.mode == "listen":
+            await peer.listen(target)
+
+            async def until_eof() -> None:
+                while await reader.readline():
+                    pass
+                stop.set()
+
+            eof = asyncio.ensure_future(until_eof())
+            await stop.wait()
+            eof.cancel()
+            return 0
+        summary = await peer.dial(target, args.pings, args.bytes, args.chat)
+        peer.emit("done", **summary)
+        return 0
+    except (P2PError, OSError, asyncio.TimeoutError, ValueError) as e:
+        peer.emit("error", reason=f"{type(e).__name__}: {e}", fatal=True)
+        return 1
+    finally:
+        await peer.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m p2prtc.lab.agent")
+    p.add_argument("mode", choices=["listen", "dial"])
+    p.add_argument("target", nargs="?", help="relay (listen) or peer (dial) multiaddr; read "
+                                             "from the first stdin line when absent")
+    p.add_argument("--stun", action="append", help="ICE server URL (default: the relay's STUN)")
+    p.add_argument("--pings", type=int, default=5)
+    p.add_argument("--bytes", type=int, default=10 * 1000 * 1000)
+    p.add_argument("--chat", default="hello through the lab")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING - 10 * args.verbose, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop
+
+        return uvloop.run(main_async(args))
+    except ImportError:
+        return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""`p2prtc lab`: run the NAT lab (see docs/lab.md). Argument parsing and output only."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+
+from .nat import NAT_TYPES
+
+HELP_TYPES = ", ".join(NAT_TYPES)
+
+
+def add_parser(subparsers, add_common) -> None:
+    lab = subparsers.add_parser(
+        "lab", help="NAT lab: two peers behind real NATs (network namespaces) meet via a relay",
+        description="Builds an 'internet', a relay and two NATed networks in network namespaces "
+                    "(needs root), then measures whether and how fast two peers connect directly. "
+                    f"NAT types: {HELP_TYPES}.")
+    sub = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND")
+    sub.required = True
+
+    def impairment(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--peers", choices=["python", "browser", "mixed"], default="python",
+                       help="python (default), browser (Chromium pages), or mixed (a browser "
+                            "listener, a Python dialer)")
+        p.add_argument("--delay", type=float, default=0.0, metavar="MS",
+                       help="delay added to packets leaving each side towards the internet")
+        p.add_argument("--loss", type=float, default=0.0, metavar="PCT",
+                       help="packet loss on the same path, in percent")
+        p.add_argument("--bytes", type=int, default=10_000_000, metavar="N",
+                       help="bytes sent over the direct connection to measure throughput "
+                            "(default 10 MB; 0 skips)")
+        p.add_argument("--no-probe", action="store_true", help="skip the NAT behaviour probe")
+        p.add_argument("--keep-logs", metavar="DIR", help="keep the processes' logs in DIR")
+
+    p = sub.add_parser("run", help="one pair of NAT types",
+                       description="Build the lab with NAT type A and B, let A listen via the "
+                                   "relay and B dial it, and report what happened.")
+    p.add_argument("--nat-a", required=True, choices=NAT_TYPES, metavar="TYPE",
+                   help=f"NAT in front of peer A (the listener): {HELP_TYPES}")
+    p.add_argument("--nat-b", required=True, choices=NAT_TYPES, metavar="TYPE",
+                   help="NAT in front of peer B (the dialer)")
+    impairment(p)
+    add_common(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("matrix", help="every pair of NAT types, prediction beside measurement")
+    p.add_argument("--types", default=",".join(NAT_TYPES), metavar="T1,T2,...",
+                   help="NAT types to combine (default: all)")
+    p.add_argument("--markdown", metavar="FILE", help="also write the table to FILE")
+    impairment(p)
+    add_common(p)
+    p.set_defaults(func=cmd_matrix)
+
+    p = sub.add_parser("clean", help="delete namespaces left by lab runs that crashed")
+    add_common(p)
+    p.set_defaults(func=cmd_clean)
+
+
+def _options(args, nat_a: str, nat_b: str):
+    from .scenario import RunOptions
+
+    return RunOptions(nat_a=nat_a, nat_b=nat_b, peers=args.peers, delay_ms=args.delay,
+                      loss_pct=args.loss, bytes=args.bytes, probe=not args.no_probe,
+                      keep_logs=args.keep_logs)
+
+
+class Printer:
+    """Progress on stdout: JSON lines with --json, a few human lines otherwise."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.t0 = time.monotonic()
+
+    def emit(self, event: str, **fields) -> None:
+        print(json.dumps({"event": event, "t": round(time.monotonic() - self.t0, 3), **fields}),
+              flush=True)
+
+    def on_event(self, source: str, ev: dict) -> None:
+        name = ev.get("event")
+        if self.as_json:
+            if name in ("output",):
+                return
+            fields = {k: v for k, v in ev.items() if k not in ("event", "t")}
+            self.emit(name, source=source, **fields)
+            return
+        if source == "lab" and name == "leftovers-removed":
+            print(f"removed leftovers of a crashed run: {', '.join(ev['namespaces'])}", flush=True)
+        elif source == "lab" and name == "probed":
+            for m in ev.get("mismatches", []):
+                print(f"PROBE MISMATCH: {m}", flush=True)
+        elif source == "peer-b" and name == "direct":
+            print(f"direct WebRTC after {ev.get('ms')} ms", flush=True)
+        elif source == "peer-b" and name == "no-direct":
+            print(f"no direct connection after {ev.get('ms')} ms: {ev.get('reason')}", flush=True)
+
+
+def _run(coro_fn) -> int:
+    """Run the lab coroutine; SIGTERM cancels it like Ctrl-C so cleanup always runs."""
+    from ..cli import CliError, run_async
+    from .netns import LabError
+
+    async def main():
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        return await coro_fn()
+
+    try:
+        return run_async(main())
+    except LabError as e:
+        raise CliError(str(e)) from None
+    except asyncio.CancelledError:
+        return 130
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..cli import CliError
+    from .scenario import describe_result, require_lab_support, run_one
+
+    from .netns import LabError
+
+    try:
+        require_lab_support()
+    except LabError as e:
+        raise CliError(str(e)) from None
+    out = Printer(args.json)
+
+    async def go() -> int:
+        r = await run_one(_options(args, args.nat_a, args.nat_b), out.on_event)
+        if args.json:
+            out.emit("result", **r.to_dict())
+        else:
+            print(describe_result(r), flush=True)
+        if r.probe_mismatches:
+            print("p2prtc: the NAT probe disagrees with the NAT type that was built: "
+                  + "; ".join(r.probe_mismatches), file=sys.stderr)
+            return 1
+        if r.error and not r.failure:
+            print(f"p2prtc: {r.error}", file=sys.stderr)
+            return 1
+        return 0
+
+    return _run(go)
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from ..cli import CliError
+    from .netns import LabError
+    from .scenario import matrix_table, require_lab_support, run_matrix
+
+    types = tuple(t.strip() for t in args.types.split(",") if t.strip())
+    bad = [t for t in types if t not in NAT_TYPES]
+    if bad:
+        raise CliError(f"unknown NAT type(s) {', '.join(bad)}: use {HELP_TYPES}")
+    try:
+        require_lab_support()
+    except LabError as e:
+        raise CliError(str(e)) from None
+    out = Printer(args.json)
+
+    def on_result(r) -> None:
+        if args.json:
+            out.emit("result", **r.to_dict())
+        else:
+            flag = "" if r.matches_theory and not r.probe_mismatches else "  <-- MISMATCH"
+            how = (f"direct in {r.time_to_direct_ms:.0f} ms" if r.direct and r.time_to_direct_ms
+                   else "direct" if r.direct else "relay only")
+            print(f"{r.nat_a:>15} x {r.nat_b:<15} theory: "
+                  f"{'direct' if r.predicted_direct else 'relay only':<10} measured: {how}{flag}",
+                  flush=True)
+
+    async def go() -> int:
+        results = await run_matrix(_options(args, types[0], types[0]), types,
+                                   out.on_event if args.json else None, on_result)
+        table = matrix_table(results)
+        if args.json:
+            out.emit("matrix", table=table, mismatches=sum(not r.matches_theory for r in results))
+        else:
+            print()
+            print(table, flush=True)
+        if args.markdown:
+            with open(args.markdown, "w") as f:
+                f.write(table + "\n")
+        bad = [r for r in results if not r.matches_theory or r.probe_mismatches]
+        if bad:
+            print(f"p2prtc: {len(bad)} of {len(results)} pairs disagree with theory or their "
+                  "probe", file=sys.stderr)
+            return 1
+        return 0
+
+    return _run(go)
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from ..cli import CliError
+    from .netns import remove_leftovers, unsupported_reason
+
+    reason = unsupported_reason()
+    if reason:
+        raise CliError(reason)
+    removed = remove_leftovers()
+    if args.json:
+        print(json.dumps({"event": "cleaned", "namespaces": removed}), flush=True)
+    else:
+        print(f"removed {len(removed)} leftover namespace(s)" + (
+            f": {', '.join(removed)}" if removed else ""), flush=True)
+    return 0

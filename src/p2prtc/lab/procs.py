@@ -1,0 +1,156 @@
+"""Processes the lab runs inside its namespaces, each speaking JSON lines on stdout."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Callable
+
+from .netns import LabError, exec_argv
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE = 5.0
+
+
+class LabProcess:
+    """`ip netns exec NS argv...` with stdout parsed as JSON events and stderr kept in a log file."""
+
+    def __init__(self, name: str, ns: str, argv: list[str], log_dir: str,
+                 on_event: Callable[[str, dict], None] | None = None) -> None:
+        self.name = name
+        self.ns = ns
+        self.argv = argv
+        self.log_path = os.path.join(log_dir, f"{name}.log")
+        self.on_event = on_event
+        self.events: list[dict] = []
+        self.proc: asyncio.subprocess.Process | None = None
+        self._cond = asyncio.Condition()
+        self._reader: asyncio.Task | None = None
+        self._eof = False
+
+    async def start(self) -> "LabProcess":
+        self._log = open(self.log_path, "wb")
+        self.proc = await asyncio.create_subprocess_exec(
+            *exec_argv(self.ns, self.argv), stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=self._log, start_new_session=True,
+            limit=1 << 20)
+        self._reader = asyncio.ensure_future(self._read())
+        return self
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        try:
+            while True:
+                line = await self.proc.stdout.readline()
+                if not line:
+                    break
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    ev = {"event": "output", "text": line.decode(errors="replace").rstrip()}
+                if not isinstance(ev, dict):
+                    continue
+                self.events.append(ev)
+                if self.on_event is not None:
+                    self.on_event(self.name, ev)
+                async with self._cond:
+                    self._cond.notify_all()
+        finally:
+            self._eof = True
+            async with self._cond:
+                self._cond.notify_all()
+
+    def log_tail(self, n: int = 15) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                lines = f.read().decode(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+    async def wait_event(self, names: str | tuple[str, ...], timeout: float,
+                         pred: Callable[[dict], bool] = lambda ev: True) -> dict:
+        """The first event (seen so far or to come) named one of `names` that matches `pred`."""
+        if isinstance(names, str):
+            names = (names,)
+        seen = 0
+
+        def find() -> dict | None:
+            nonlocal seen
+            for ev in self.events[seen:]:
+                seen += 1
+                if ev.get("event") in names and pred(ev):
+                    return ev
+            return None
+
+        async def wait() -> dict:
+            async with self._cond:
+                while True:
+                    ev = find()
+                    if ev is not None:
+                        return ev
+                    if self._eof:
+                        rc = await self.proc.wait()
+                        fatal = [e for e in self.events if e.get("event") == "error"]
+                        why = fatal[-1].get("reason") if fatal else self.log_tail(5) or f"exit {rc}"
+                        raise LabError(f"{self.name} ended (exit {rc}) before {'/'.join(names)}: "
+                                       f"{why}")
+                    await self._cond.wait()
+
+        try:
+            return await asyncio.wait_for(wait(), timeout)
+        except asyncio.TimeoutError:
+            raise LabError(f"{self.name}: no {'/'.join(names)} within {timeout:.0f} s; "
+                           f"log {self.log_path}") from None
+
+    async def send_line(self, text: str) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(text.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.returncode is None:
+            try:
+                if self.proc.stdin is not None:
+                    self.proc.stdin.close()
+                self.proc.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(self.proc.wait(), STOP_GRACE)
+            except (ProcessLookupError, asyncio.TimeoutError):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                await self.proc.wait()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+        self._log.close()
+
+
+class ProcessGroup:
+    def __init__(self, on_event: Callable[[str, dict], None] | None = None,
+                 keep_logs: str | None = None) -> None:
+        self.on_event = on_event
+        self.log_dir = keep_logs or tempfile.mkdtemp(prefix="p2plab-logs-")
+        os.makedirs(self.log_dir, exist_ok=True)
+        self.procs: list[LabProcess] = []
+
+    async def start(self, name: str, ns: str, argv: list[str]) -> LabProcess:
+        p = LabProcess(name, ns, argv, self.log_dir, self.on_event)
+        self.procs.append(p)
+        await p.start()
+        return p
+
+    async def stop_all(self) -> None:
+        await asyncio.gather(*(p.stop() for p in reversed(self.procs)), return_exceptions=True)
+
+
+def python_argv(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]

@@ -1,0 +1,369 @@
+"""One lab run (two peers behind two NATs, a relay between them) and the matrix of all NAT pairs.
+
+A run: delete leftovers of crashed runs; build the namespaces; start the relay (with its STUN
+server) and the probe server on the relay host; add delay/loss if asked; probe both NATs and
+compare with what they should be; start peer A (listens via the relay) and peer B (dials A's
+/webrtc address); collect B's report (direct or not and why, time to direct, candidate pair,
+RTT over relay and direct, throughput, chat); stop everything and delete the namespaces, also on
+errors and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import itertools
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from .nat import EXPECTED, NAT_TYPES, predict
+from .netns import LabError, remove_leftovers, sh, unsupported_reason
+from .procs import LabProcess, ProcessGroup, python_argv
+from .topology import (PROBE_PORT, RELAY_IP, RELAY_IP2, RELAY_PORT, RELAY_WS_PORT, STUN_PORT,
+                       Lab)
+
+log = logging.getLogger(__name__)
+
+PEER_MODES = ("python", "browser", "mixed")
+START_TIMEOUT = 30.0      # a process (Python + aiortc import, or Chromium) is up and reporting
+RESERVATION_TIMEOUT = 45.0
+DIAL_REPORT_TIMEOUT = 150.0  # dial + pings + 10 MB + chat, with delay/loss
+
+
+@dataclass
+class RunOptions:
+    nat_a: str
+    nat_b: str
+    peers: str = "python"          # python | browser | mixed (browser listener, Python dialer)
+    delay_ms: float = 0.0          # added to packets leaving each side towards the internet
+    loss_pct: float = 0.0
+    bytes: int = 10 * 1000 * 1000  # throughput test over the direct connection
+    pings: int = 5
+    probe: bool = True
+    keep_logs: str | None = None   # directory for the processes' logs (default: a temp dir)
+
+    def check(self) -> None:
+        for t in (self.nat_a, self.nat_b):
+            if t not in NAT_TYPES:
+                raise LabError(f"unknown NAT type {t!r}: one of {', '.join(NAT_TYPES)}")
+        if self.peers not in PEER_MODES:
+            raise LabError(f"--peers must be one of {', '.join(PEER_MODES)}")
+        if not 0 <= self.loss_pct < 100 or self.delay_ms < 0 or self.delay_ms > 5000:
+            raise LabError("--delay must be 0-5000 ms and --loss 0-99 %")
+
+
+@dataclass
+class RunResult:
+    nat_a: str
+    nat_b: str
+    peers: str
+    delay_ms: float
+    loss_pct: float
+    predicted_direct: bool
+    prediction: str
+    direct: bool = False
+    time_to_direct_ms: float | None = None
+    relayed_ms: float | None = None
+    candidate_pair: dict | None = None
+    rtt_ms: dict = field(default_factory=dict)
+    throughput: dict | None = None
+    chat: dict | None = None
+    failure: str | None = None       # why there is no direct connection (user-facing)
+    error: str | None = None         # the dial error as reported by the peer
+    failure_reported_ms: float | None = None
+    probes: dict = field(default_factory=dict)
+    probe_mismatches: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    logs: str | None = None
+
+    @property
+    def matches_theory(self) -> bool:
+        return self.direct == self.predicted_direct
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["matches_theory"] = self.matches_theory
+        return d
+
+
+def _pair_types(pair: dict | None) -> str:
+    if not pair:
+        return "-"
+    return f"{pair.get('local')}/{pair.get('remote')}"
+
+
+class LabRun:
+    def __init__(self, opts: RunOptions, on_event: Callable[[str, dict], None] | None = None):
+        opts.check()
+        self.opts = opts
+        self.on_event = on_event
+        self.lab: Lab | None = None
+        self.procs = ProcessGroup(self._forward, opts.keep_logs)
+
+    def _forward(self, source: str, ev: dict) -> None:
+        if self.on_event is not None:
+            self.on_event(source, ev)
+
+    def note(self, event: str, **fields) -> None:
+        self._forward("lab", {"event": event, **fields})
+
+    async def run(self) -> RunResult:
+        o = self.opts
+        pred = predict(o.nat_a, o.nat_b)
+        result = RunResult(o.nat_a, o.nat_b, o.peers, o.delay_ms, o.loss_pct, pred.direct, pred.why,
+                           logs=self.procs.log_dir)
+        t0 = time.monotonic()
+        removed = remove_leftovers()
+        if removed:
+            self.note("leftovers-removed", namespaces=removed)
+        self.lab = Lab(o.nat_a, o.nat_b)
+        _LIVE.add(self.lab)
+        try:
+            self.lab.build()
+            self.note("lab-built", **self.lab.describe())
+            await self._run(result)
+        finally:
+            await self.procs.stop_all()
+            self.lab.destroy()
+            _LIVE.discard(self.lab)
+            result.seconds = round(time.monotonic() - t0, 2)
+            if o.keep_logs is None and result.error is None and result.failure is None:
+                shutil.rmtree(self.procs.log_dir, ignore_errors=True)
+                result.logs = None
+        return result
+
+    async def _run(self, result: RunResult) -> None:
+        o, lab = self.opts, self.lab
+        assert lab is not None
+        relay = await self.procs.start("relay", lab.relay_ns, python_argv(
+            "p2prtc", "relay", "--listen-ip", RELAY_IP, "--port", str(RELAY_PORT),
+            "--websocket-port", str(RELAY_WS_PORT), "--stun-port", str(STUN_PORT), "--json"))
+        probe_srv = None
+        if o.probe:
+            probe_srv = await self.procs.start("probe-server", lab.relay_ns, python_argv(
+                "p2prtc.lab.probe", "server", RELAY_IP, RELAY_IP2, "--port", str(PROBE_PORT)))
+        # Start the peers' processes now: their imports (aiortc, Playwright) overlap the rest.
+        a_proc, b_proc = await self._start_peers()
+        ev = await relay.wait_event("listening", START_TIMEOUT)
+        relay_tcp = next(a for a in ev["addrs"] if "/ws" not in a)
+        relay_ws = next((a for a in ev["addrs"] if "/ws" in a), None)
+        if probe_srv is not None:
+            await probe_srv.wait_event("probe-server", START_TIMEOUT)
+        if o.delay_ms or o.loss_pct:
+            await self._impair()
+        if o.probe:
+            await self._probe(result)
+
+        listener_relay = relay_ws if self._a_is_browser else relay_tcp
+        await a_proc.send_line(listener_relay)
+        listening = await a_proc.wait_event("listening", RESERVATION_TIMEOUT)
+        target = next(a for a in listening["addrs"] if "/p2p-circuit/webrtc" in a)
+        # The browser dialer reaches the relay over WebSocket: point it at that address.
+        if self._b_is_browser and relay_ws:
+            target = relay_ws + target[target.index("/p2p-circuit"):]
+        elif not self._b_is_browser and self._a_is_browser:
+            target = relay_tcp + target[target.index("/p2p-circuit"):]
+        await b_proc.send_line(target)
+        done = await b_proc.wait_event("done", DIAL_REPORT_TIMEOUT)
+        self._fill(result, done)
+
+    @property
+    def _a_is_browser(self) -> bool:
+        return self.opts.peers in ("browser", "mixed")
+
+    @property
+    def _b_is_browser(self) -> bool:
+        return self.opts.peers == "browser"
+
+    async def _start_peers(self) -> tuple[LabProcess, LabProcess]:
+        o, lab = self.opts, self.lab
+        stun = f"stun:{RELAY_IP}:{STUN_PORT}"
+        common = ["--stun", stun]
+        a_mod = "p2prtc.lab.browser_agent" if self._a_is_browser else "p2prtc.lab.agent"
+        b_mod = "p2prtc.lab.browser_agent" if self._b_is_browser else "p2prtc.lab.agent"
+        a = await self.procs.start("peer-a", lab.sides["a"].peer_ns,
+                                   python_argv(a_mod, "listen", *common))
+        b = await self.procs.start("peer-b", lab.sides["b"].peer_ns, python_argv(
+            b_mod, "dial", *common, "--pings", str(o.pings), "--bytes", str(o.bytes)))
+        return a, b
+
+    async def _impair(self) -> None:
+        o, lab = self.opts, self.lab
+        for i, side in enumerate(lab.sides.values()):
+            ns, iface, chain = side.egress
+            flag = "-i" if chain == "PREROUTING" else "-o"
+            sh("ip", "netns", "exec", ns, "iptables", "-t", "raw", "-A", chain, flag, iface,
+               "-j", "NFQUEUE", "--queue-num", str(i), "--queue-bypass")
+            p = await self.procs.start(f"netem-{side.name}", ns, python_argv(
+                "p2prtc.lab.netem", "--queue", str(i), "--delay", str(o.delay_ms),
+                "--loss", str(o.loss_pct)))
+            await p.wait_event("netem", START_TIMEOUT)
+        self.note("impairment", delay_ms=o.delay_ms, loss_pct=o.loss_pct,
+                  where="each side's egress towards the internet")
+
+    async def _probe(self, result: RunResult) -> None:
+        lab = self.lab
+        wait = max(0.25, 3 * self.opts.delay_ms / 1000 + 0.05)
+
+        async def one(side) -> dict:
+            p = await self.procs.start(f"probe-{side.name}", side.peer_ns, python_argv(
+                "p2prtc.lab.probe", "client", RELAY_IP, RELAY_IP2, "--port", str(PROBE_PORT),
+                "--stun-port", str(STUN_PORT), "--wait", f"{wait:.3f}"))
+            ev = await p.wait_event(("probe",), START_TIMEOUT)
+            return ev
+
+        reports = await asyncio.gather(*(one(s) for s in lab.sides.values()))
+        for side, rep in zip(lab.sides.values(), reports):
+            rep = {k: v for k, v in rep.items() if k not in ("event", "t")}
+            result.probes[side.name] = rep
+            want = EXPECTED[side.nat]
+            got = (rep.get("mapping"), rep.get("filtering"), rep.get("hops"))
+            if rep.get("type") != side.nat:
+                msg = (f"side {side.name}: built {side.nat} (mapping {want[0]}, filtering "
+                       f"{want[1]}) but the probe measured {rep.get('type')} (mapping {got[0]}, "
+                       f"filtering {got[1]}, {got[2]} NAT hops)"
+                       + (f": {rep['error']}" if rep.get("error") else ""))
+                result.probe_mismatches.append(msg)
+        self.note("probed", probes=result.probes, mismatches=result.probe_mismatches)
+
+    def _fill(self, result: RunResult, done: dict) -> None:
+        result.direct = bool(done.get("direct"))
+        result.rtt_ms = done.get("rtt_ms") or {}
+        result.throughput = done.get("throughput")
+        result.chat = done.get("chat")
+        if result.direct:
+            result.time_to_direct_ms = done.get("ms")
+            result.relayed_ms = done.get("relayed_ms")
+            result.candidate_pair = done.get("candidate_pair")
+        else:
+            result.error = done.get("reason")
+            result.failure_reported_ms = done.get("ms")
+            pred = predict(result.nat_a, result.nat_b)
+            why = pred.why if not pred.direct else (
+                "theory expected a direct connection: " + (done.get("reason") or "unknown"))
+            chat = result.chat or {}
+            if chat.get("ok"):
+                why += f"; chat continued over the {chat.get('via') or 'relay'}"
+            elif result.chat is not None:
+                why += f"; chat over the relay failed too ({chat.get('error')})"
+            result.failure = why
+
+
+_LIVE: set[Lab] = set()
+
+
+@atexit.register
+def _cleanup_at_exit() -> None:
+    """Last resort (e.g. an exception escaping the event loop): never leave namespaces behind."""
+    for lab in list(_LIVE):
+        try:
+            lab.destroy()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+
+
+def require_lab_support() -> None:
+    reason = unsupported_reason()
+    if reason:
+        raise LabError(reason)
+
+
+async def run_one(opts: RunOptions, on_event=None) -> RunResult:
+    return await LabRun(opts, on_event).run()
+
+
+def matrix_pairs(types: tuple[str, ...] = NAT_TYPES) -> list[tuple[str, str]]:
+    """Every unordered pair of NAT types, each type with itself included."""
+    return list(itertools.combinations_with_replacement(types, 2))
+
+
+async def run_matrix(base: RunOptions, types: tuple[str, ...] = NAT_TYPES, on_event=None,
+                     on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:
+    results = []
+    for a, b in matrix_pairs(types):
+        opts = RunOptions(**{**asdict(base), "nat_a": a, "nat_b": b})
+        try:
+            r = await run_one(opts, on_event)
+        except LabError as e:
+            pred = predict(a, b)
+            r = RunResult(a, b, base.peers, base.delay_ms, base.loss_pct, pred.direct, pred.why,
+                          error=f"lab error: {e}", failure=f"the run failed: {e}")
+        results.append(r)
+        if on_result is not None:
+            on_result(r)
+    return results
+
+
+# -- presenting results ---------------------------------------------------------------------------
+
+def _fmt_ms(v) -> str:
+    return "-" if v is None else f"{v:.0f}" if v >= 10 else f"{v:.1f}"
+
+
+def describe_result(r: RunResult) -> str:
+    lines = [f"NAT lab: A {r.nat_a} x B {r.nat_b}, {r.peers} peers"
+             + (f", {r.delay_ms:g} ms delay" if r.delay_ms else "")
+             + (f", {r.loss_pct:g}% loss" if r.loss_pct else "")]
+    for name, p in sorted(r.probes.items()):
+        lines.append(f"  probe {name}: {p.get('type')} (mapping {p.get('mapping')}, filtering "
+                     f"{p.get('filtering')}, mapped {p.get('mapped', {}).get('stun')})")
+    for m in r.probe_mismatches:
+        lines.append(f"  PROBE MISMATCH: {m}")
+    theory = "direct" if r.predicted_direct else "no direct path"
+    if r.direct:
+        pair = r.candidate_pair or {}
+        lines.append(f"  direct WebRTC in {_fmt_ms(r.time_to_direct_ms)} ms from the dial "
+                     f"(relayed connection after {_fmt_ms(r.relayed_ms)} ms); candidate pair "
+                     f"{pair.get('local')} {pair.get('local_addr')} <-> {pair.get('remote')} "
+                     f"{pair.get('remote_addr')}")
+    else:
+        lines.append(f"  no direct connection (reported {_fmt_ms(r.failure_reported_ms)} ms after "
+                     f"the dial): {r.failure}")
+        if r.error:
+            lines.append(f"  peer said: {r.error}")
+    rtt = r.rtt_ms or {}
+    lines.append(f"  RTT: relayed {_fmt_ms(rtt.get('relay'))} ms, direct "
+                 f"{_fmt_ms(rtt.get('direct'))} ms")
+    if r.throughput:
+        t = r.throughput
+        lines.append(f"  throughput (direct): {t['bytes'] / 1e6:.0f} MB in {t['seconds']:.2f} s = "
+                     f"{t['MBps']:.1f} MB/s")
+    if r.chat is not None:
+        c = r.chat
+        lines.append(f"  chat: {'ok over ' + str(c.get('via')) if c.get('ok') else 'FAILED: ' + str(c.get('error'))}")
+    verdict = "matches theory" if r.matches_theory else "MISMATCH with theory"
+    lines.append(f"  theory: {theory} -> {verdict}")
+    if r.logs:
+        lines.append(f"  logs: {r.logs}")
+    return "\n".join(lines)
+
+
+MATRIX_HEADER = ("| A | B | theory | measured | time to direct (ms) | pair (local/remote) | "
+                 "RTT relay / direct (ms) | MB/s | chat | note |")
+
+
+def matrix_row(r: RunResult) -> str:
+    theory = "direct" if r.predicted_direct else "relay only"
+    measured = "direct" if r.direct else "relay only"
+    rtt = r.rtt_ms or {}
+    rtts = f"{_fmt_ms(rtt.get('relay'))} / {_fmt_ms(rtt.get('direct'))}"
+    mbps = f"{r.throughput['MBps']:.1f}" if r.throughput else "-"
+    chat = "-" if r.chat is None else (r.chat.get("via") or "ok") if r.chat.get("ok") else "FAILED"
+    notes = []
+    if not r.matches_theory:
+        notes.append("**MISMATCH**")
+    if r.probe_mismatches:
+        notes.append("probe mismatch: " + "; ".join(r.probe_mismatches))
+    if not r.direct:
+        notes.append(f"failure reported after {_fmt_ms(r.failure_reported_ms)} ms")
+    ttd = _fmt_ms(r.time_to_direct_ms) if r.direct else "-"
+    return (f"| {r.nat_a} | {r.nat_b} | {theory} | {measured} | {ttd} | "
+            f"{_pair_types(r.candidate_pair)} | {rtts} | {mbps} | {chat} | {', '.join(notes)} |")
+
+
+def matrix_table(results: list[RunResult]) -> str:
+    sep = "|" + "---|" * (MATRIX_HEADER.count("|") - 1)
+    return "\n".join([MATRIX_HEADER, sep] + [matrix_row(r) for r in results])

@@ -1,0 +1,237 @@
+"""STUN for ICE connectivity checks (RFC 8489, RFC 8445 section 7), sans-I/O.
+
+Only what webrtc-direct needs: Binding requests, success and error responses and indications
+with USERNAME, MESSAGE-INTEGRITY (short-term credentials: the key is the ICE password), PRIORITY,
+USE-CANDIDATE, ICE-CONTROLLING/-CONTROLLED, XOR-MAPPED-ADDRESS and FINGERPRINT. Parsing never
+raises anything but `StunError`, so a datagram from the network cannot take down the caller.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import os
+import struct
+from dataclasses import dataclass
+
+MAGIC_COOKIE = 0x2112A442
+HEADER = struct.Struct(">HHI12s")
+HEADER_SIZE = HEADER.size
+
+BINDING_REQUEST = 0x0001
+BINDING_INDICATION = 0x0011
+BINDING_SUCCESS = 0x0101
+BINDING_ERROR = 0x0111
+
+ATTR_USERNAME = 0x0006
+ATTR_MESSAGE_INTEGRITY = 0x0008
+ATTR_ERROR_CODE = 0x0009
+ATTR_XOR_MAPPED_ADDRESS = 0x0020
+ATTR_PRIORITY = 0x0024
+ATTR_USE_CANDIDATE = 0x0025
+ATTR_SOFTWARE = 0x8022
+ATTR_FINGERPRINT = 0x8028
+ATTR_ICE_CONTROLLED = 0x8029
+ATTR_ICE_CONTROLLING = 0x802A
+
+FINGERPRINT_XOR = 0x5354554E
+INTEGRITY_SIZE = 20  # HMAC-SHA1
+# RFC 8489: USERNAME is at most 513 bytes. A whole check is far below one MTU.
+MAX_USERNAME = 513
+MAX_MESSAGE_SIZE = 1500
+MAX_ATTRIBUTES = 32
+SOFTWARE = b"p2prtc"
+
+
+class StunError(ValueError):
+    """Not a STUN message we can use (malformed, truncated, bad FINGERPRINT, ...)."""
+
+
+def looks_like_stun(data: bytes) -> bool:
+    """RFC 7983 demultiplexing: STUN starts with 0-3, then the magic cookie."""
+    return (len(data) >= HEADER_SIZE and data[0] < 4
+            and data[4:8] == b"\x21\x12\xa4\x42")
+
+
+def looks_like_dtls(data: bytes) -> bool:
+    return len(data) > 0 and 20 <= data[0] <= 63
+
+
+@dataclass
+class StunMessage:
+    msg_type: int
+    txid: bytes
+    attrs: dict[int, bytes]
+    # Byte offset of the MESSAGE-INTEGRITY attribute header, if present (for verification).
+    integrity_offset: int | None = None
+
+    @property
+    def username(self) -> str | None:
+        raw = self.attrs.get(ATTR_USERNAME)
+        if raw is None:
+            return None
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+    @property
+    def use_candidate(self) -> bool:
+        return ATTR_USE_CANDIDATE in self.attrs
+
+    @property
+    def priority(self) -> int | None:
+        raw = self.attrs.get(ATTR_PRIORITY)
+        return int.from_bytes(raw, "big") if raw is not None and len(raw) == 4 else None
+
+    def xor_mapped_address(self) -> tuple[str, int] | None:
+        raw = self.attrs.get(ATTR_XOR_MAPPED_ADDRESS)
+        if raw is None:
+            return None
+        return _unxor_address(raw, self.txid)
+
+    def error_code(self) -> int | None:
+        raw = self.attrs.get(ATTR_ERROR_CODE)
+        if raw is None or len(raw) < 4:
+            return None
+        return (raw[2] & 0x7) * 100 + raw[3]
+
+
+def parse(data: bytes) -> StunMessage:
+    """Parse a STUN message; check its length fields and its FINGERPRINT if it has one."""
+    n = len(data)
+    if n < HEADER_SIZE or n > MAX_MESSAGE_SIZE:
+        raise StunError(f"{n}-byte datagram is not a STUN message")
+    msg_type, length, cookie, txid = HEADER.unpack_from(data)
+    if msg_type & 0xC000 or cookie != MAGIC_COOKIE:
+        raise StunError("not STUN (no magic cookie)")
+    if length % 4 or HEADER_SIZE + length != n:
+        raise StunError("STUN length field does not match the datagram")
+    attrs: dict[int, bytes] = {}
+    integrity_offset = None
+    pos = HEADER_SIZE
+    count = 0
+    while pos < n:
+        count += 1
+        if count > MAX_ATTRIBUTES:
+            raise StunError("too many STUN attributes")
+        if pos + 4 > n:
+            raise StunError("truncated STUN attribute header")
+        attr_type, attr_len = struct.unpack_from(">HH", data, pos)
+        start = pos + 4
+        end = start + attr_len
+        if end > n:
+            raise StunError("truncated STUN attribute")
+        if integrity_offset is not None and attr_type != ATTR_FINGERPRINT:
+            # RFC 8489 14.5: only FINGERPRINT may follow MESSAGE-INTEGRITY (and agents must
+            # ignore anything else after it); we are strict: nothing else is covered by the MAC.
+            raise StunError("attribute after MESSAGE-INTEGRITY")
+        if attr_type == ATTR_FINGERPRINT:
+            if attr_len != 4 or end != n:
+                raise StunError("FINGERPRINT is not the last attribute")
+            (fp,) = struct.unpack_from(">I", data, start)
+            if fp != _fingerprint(data[:pos], pos - HEADER_SIZE + 8):
+                raise StunError("bad STUN FINGERPRINT")
+        elif attr_type == ATTR_MESSAGE_INTEGRITY:
+            if attr_len != INTEGRITY_SIZE:
+                raise StunError("MESSAGE-INTEGRITY has the wrong length")
+            integrity_offset = pos
+        if attr_type == ATTR_USERNAME and attr_len > MAX_USERNAME:
+            raise StunError("USERNAME too long")
+        attrs.setdefault(attr_type, bytes(data[start:end]))
+        pos = end + (-attr_len % 4)
+    if pos != n:
+        raise StunError("STUN attribute padding runs past the datagram")
+    return StunMessage(msg_type, txid, attrs, integrity_offset)
+
+
+def verify_integrity(data: bytes, msg: StunMessage, key: bytes) -> bool:
+    """Check MESSAGE-INTEGRITY (HMAC-SHA1 over the message up to it, with the length field
+    counting up to the end of MESSAGE-INTEGRITY)."""
+    off = msg.integrity_offset
+    if off is None:
+        return False
+    covered = _with_length(data[:off], off - HEADER_SIZE + 4 + INTEGRITY_SIZE)
+    expected = hmac.new(key, covered, hashlib.sha1).digest()
+    return hmac.compare_digest(expected, data[off + 4:off + 4 + INTEGRITY_SIZE])
+
+
+# -- building ------------------------------------------------------------------------------------
+
+def new_transaction_id() -> bytes:
+    return os.urandom(12)
+
+
+def build(msg_type: int, txid: bytes, attrs: list[tuple[int, bytes]], *,
+          integrity_key: bytes | None = None, fingerprint: bool = True) -> bytes:
+    body = b"".join(_attr(t, v) for t, v in attrs)
+    msg = HEADER.pack(msg_type, len(body), MAGIC_COOKIE, txid) + body
+    if integrity_key is not None:
+        covered = _with_length(msg, len(msg) - HEADER_SIZE + 4 + INTEGRITY_SIZE)
+        mac = hmac.new(integrity_key, covered, hashlib.sha1).digest()
+        msg = covered + _attr(ATTR_MESSAGE_INTEGRITY, mac)
+    if fingerprint:
+        length = len(msg) - HEADER_SIZE + 8
+        fp = _fingerprint(msg, length)
+        msg = _with_length(msg, length) + _attr(ATTR_FINGERPRINT, struct.pack(">I", fp))
+    return msg
+
+
+def binding_request(txid: bytes, username: str, key: bytes, *, priority: int,
+                    controlling: bool, tie_breaker: int, use_candidate: bool) -> bytes:
+    attrs = [
+        (ATTR_USERNAME, username.encode("utf-8")),
+        (ATTR_PRIORITY, struct.pack(">I", priority)),
+        (ATTR_ICE_CONTROLLING if controlling else ATTR_ICE_CONTROLLED,
+         struct.pack(">Q", tie_breaker)),
+    ]
+    if use_candidate:
+        attrs.append((ATTR_USE_CANDIDATE, b""))
+    return build(BINDING_REQUEST, txid, attrs, integrity_key=key)
+
+
+def binding_success(txid: bytes, addr: tuple[str, int], key: bytes) -> bytes:
+    return build(BINDING_SUCCESS, txid, [(ATTR_XOR_MAPPED_ADDRESS, _xor_address(addr, txid))],
+                 integrity_key=key)
+
+
+def binding_error(txid: bytes, code: int, reason: str, key: bytes | None = None) -> bytes:
+    value = struct.pack(">HBB", 0, code // 100, code % 100) + reason.encode("utf-8")
+    return build(BINDING_ERROR, txid, [(ATTR_ERROR_CODE, value)], integrity_key=key)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+def _attr(attr_type: int, value: bytes) -> bytes:
+    return struct.pack(">HH", attr_type, len(value)) + value + b"\0" * (-len(value) % 4)
+
+
+def _with_length(msg: bytes, length: int) -> bytes:
+    return msg[:2] + struct.pack(">H", length) + msg[4:]
+
+
+def _fingerprint(prefix: bytes, length: int) -> int:
+    return (binascii.crc32(_with_length(prefix, length)) ^ FINGERPRINT_XOR) & 0xFFFFFFFF
+
+
+def _xor_address(addr: tuple[str, int], txid: bytes) -> bytes:
+    ip = ipaddress.ip_address(addr[0])
+    family = 0x01 if ip.version == 4 else 0x02
+    key = struct.pack(">I", MAGIC_COOKIE) + txid
+    xaddr = bytes(a ^ b for a, b in zip(ip.packed, key))
+    return struct.pack(">BBH", 0, family, addr[1] ^ (MAGIC_COOKIE >> 16)) + xaddr
+
+
+def _unxor_address(raw: bytes, txid: bytes) -> tuple[str, int] | None:
+    if len(raw) < 8:
+        return None
+    family = raw[1]
+    port = struct.unpack_from(">H", raw, 2)[0] ^ (MAGIC_COOKIE >> 16)
+    key = struct.pack(">I", MAGIC_COOKIE) + txid
+    size = 4 if family == 0x01 else 16 if family == 0x02 else 0
+    if not size or len(raw) != 4 + size:
+        return None
+    packed = bytes(a ^ b for a, b in zip(raw[4:], key))
+    return str(ipaddress.ip_address(packed)), port

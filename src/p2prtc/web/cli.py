@@ -1,0 +1,146 @@
+"""`p2prtc web` and `p2prtc demo` (registered through p2prtc.cli.EXTRA_COMMANDS)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+
+from .app import DEFAULT_PORT, ConfigError, WebConfig, check_relay_addr, check_stun_url
+
+
+def port_arg(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError("a port is between 0 and 65535 (0: any free port)")
+    return port
+
+
+def relay_arg(text: str) -> str:
+    try:
+        return str(check_relay_addr(text))
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def stun_arg(text: str) -> str:
+    if text == "none":
+        return text
+    try:
+        return check_stun_url(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def stun_list(values: list[str] | None) -> list[str] | None:
+    """--stun values: None -> derive from the relay; ['none'] -> no ICE servers at all."""
+    if not values:
+        return None
+    if "none" in values:
+        if len(values) > 1:
+            raise argparse.ArgumentTypeError("--stun none cannot be combined with other --stun URLs")
+        return []
+    return values
+
+
+def add_parser(sub, add_common) -> None:
+    p = sub.add_parser(
+        "web", help="serve the browser app (a js-libp2p peer) with the relay pre-filled",
+        description="Serve the browser peer: a page that connects to a relay, shows its own "
+                    "/webrtc address, and chats and sends files to another peer over direct "
+                    "WebRTC. The relay address and ICE servers given here are handed to the page "
+                    "in /config.json.")
+    p.add_argument("--host", default="0.0.0.0",
+                   help="address to serve on (default 0.0.0.0: every interface)")
+    p.add_argument("--port", type=port_arg, default=DEFAULT_PORT,
+                   help=f"HTTP port (default {DEFAULT_PORT}; 0 picks a free one)")
+    p.add_argument("--relay", type=relay_arg, metavar="MULTIADDR",
+                   help="the relay's WebSocket address, e.g. /dns/relay.example.org/tcp/8080/ws/"
+                        "p2p/12D3KooW... (a `Listening on` line of `p2prtc relay`)")
+    p.add_argument("--stun", action="append", type=stun_arg, metavar="URL",
+                   help="ICE server URL for the browsers (repeatable); default: "
+                        "stun:<relay host>:3478, the relay's own STUN server; 'none' for none")
+    add_common(p)
+    p.set_defaults(func=cmd_web)
+
+    p = sub.add_parser(
+        "demo", help="relay + web app + a Python peer on this machine, in one command",
+        description="Start a relay, the web app (pre-filled with the relay) and a Python peer that "
+                    "echoes chat messages, all in one process. Open the printed URL and click "
+                    "'Chat with the Python peer', or open it twice and chat between the pages.")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address for the web app and the relay (default 127.0.0.1: this machine "
+                        "only; 0.0.0.0 lets other machines on the network join)")
+    p.add_argument("--port", type=port_arg, default=DEFAULT_PORT,
+                   help=f"web app HTTP port (default {DEFAULT_PORT})")
+    p.add_argument("--relay-port", type=port_arg, default=4884, help="relay TCP port (default 4884)")
+    p.add_argument("--websocket-port", type=port_arg, default=8080,
+                   help="relay WebSocket port, the one browsers use (default 8080)")
+    add_common(p)
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    from ..cli import CliError, run_async
+
+    try:
+        cfg = WebConfig(relay=args.relay, stun=stun_list(args.stun))
+    except argparse.ArgumentTypeError as e:
+        print(f"p2prtc web: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        return run_async(run_web(cfg, args.host, args.port, as_json=args.json))
+    except (OSError, FileNotFoundError) as e:
+        raise CliError(str(e)) from None
+
+
+async def run_web(cfg: WebConfig, host: str, port: int, *, as_json: bool = False) -> int:
+    from .app import WebServer, config_for
+
+    started = time.monotonic()
+    server = WebServer(cfg)
+    try:
+        await server.start(host, port)
+    except OSError as e:
+        raise OSError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    doc = config_for(cfg)
+    try:
+        if as_json:
+            print(json.dumps({"event": "listening", "t": round(time.monotonic() - started, 3),
+                              "urls": [u for _, u in server.urls()], "port": server.port,
+                              "relay": doc["relay"], "iceServers": doc["iceServers"]}), flush=True)
+        else:
+            lines = ["", f"  p2prtc web  ready in {(time.monotonic() - started) * 1000:.0f} ms", ""]
+            lines += [f"  {label + ':':<9}{url}" for label, url in server.urls()]
+            lines.append(f"  {'Relay:':<9}{doc['relay'] or 'none given: paste a relay address in the page'}")
+            ice = [u for s in doc["iceServers"] for u in s["urls"]]
+            lines.append(f"  {'STUN:':<9}{', '.join(ice) or 'none (direct connections only between hosts that see each other)'}")
+            lines += ["", "  press Ctrl-C to stop", ""]
+            print("\n".join(lines), flush=True)
+        await stop.wait()
+    finally:
+        await server.close()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ..cli import CliError, run_async
+    from ..errors import P2PError
+    from .demo import DemoError, DemoOptions, run_demo
+
+    opts = DemoOptions(host=args.host, port=args.port, relay_port=args.relay_port,
+                       websocket_port=args.websocket_port, json=args.json)
+    try:
+        return run_async(run_demo(opts))
+    except (DemoError, P2PError, FileNotFoundError) as e:
+        raise CliError(str(e)) from None

@@ -1,0 +1,530 @@
+// The browser peer served by `p2prtc web`: js-libp2p configured like the js-libp2p
+// "webrtc-private-to-private" example (same element ids, same output lines, same chat protocol),
+// plus what a real deployment needs: the relay address and ICE servers from /config.json, a
+// copyable own address, connection kinds with RTTs, file transfer and plain-language errors.
+
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import { identify, identifyPush } from '@libp2p/identify'
+import { ping } from '@libp2p/ping'
+import { byteStream } from '@libp2p/utils'
+import { webRTC } from '@libp2p/webrtc'
+import { webSockets } from '@libp2p/websockets'
+import { multiaddr } from '@multiformats/multiaddr'
+import { Circuit, WebRTC } from '@multiformats/multiaddr-matcher'
+import { createLibp2p } from 'libp2p'
+import { explainError, noDirectPath } from './explain.js'
+import { FILE_PROTOCOL, receiveFile, sendFile } from './files.js'
+import { hasWebCrypto } from './sha256.js'
+
+const CHAT_PROTOCOL = '/libp2p/examples/chat/1.0.0'
+const PING_PROTOCOL = '/ipfs/ping/1.0.0'
+const PEER_DIAL_TIMEOUT = 5000 // as in the example: a /webrtc upgrade takes ~0.3-1 s
+const RELAY_DIAL_TIMEOUT = 10000 // a relay across the internet, maybe over wss
+const RESERVATION_WAIT = 10000
+const REFRESH_INTERVAL = 5000
+
+const $ = (id) => document.getElementById(id)
+const output = $('output')
+const sendSection = $('send-section')
+const encoder = new TextEncoder()
+
+function appendOutput (line, kind) {
+  const div = document.createElement('div')
+  div.appendChild(document.createTextNode(line))
+  if (kind != null) div.className = kind
+  output.append(div)
+  div.scrollIntoView({ block: 'nearest' })
+}
+
+function explain (err) {
+  const why = explainError(err)
+  if (why != null) appendOutput(why, 'hint')
+}
+
+const short = (peer) => {
+  const s = peer.toString()
+  return `${s.slice(0, 8)}…${s.slice(-6)}`
+}
+
+function formatBytes (n) {
+  if (n < 1024) return `${n} B`
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`
+}
+
+async function loadConfig () {
+  const config = { relay: null, iceServers: [], demoPeer: null }
+  try {
+    const response = await fetch('./config.json', { cache: 'no-store' })
+    if (!response.ok) throw new Error(`HTTP ${response.status}`)
+    Object.assign(config, await response.json())
+  } catch (err) {
+    appendOutput(`Could not load config.json (${err.message}): enter the relay address by hand.`, 'error')
+  }
+  const query = new URLSearchParams(location.search)
+  if (query.get('relay')) config.relay = query.get('relay')
+  config.autoConnect = query.get('auto') !== '0'
+  if (!Array.isArray(config.iceServers)) config.iceServers = []
+  return config
+}
+
+const config = await loadConfig()
+
+let node
+try {
+  node = await createLibp2p({
+    addresses: {
+      listen: [
+        '/p2p-circuit',
+        '/webrtc'
+      ]
+    },
+    transports: [
+      webSockets(),
+      // never fall back to @libp2p/webrtc's default public STUN servers: use the deployment's
+      webRTC({ rtcConfiguration: { iceServers: config.iceServers } }),
+      circuitRelayTransport()
+    ],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    connectionGater: {
+      // the relay and the peers may well be on private or loopback addresses here
+      denyDialMultiaddr: () => false
+    },
+    services: {
+      identify: identify(),
+      identifyPush: identifyPush(),
+      ping: ping()
+    }
+  })
+  await node.start()
+} catch (err) {
+  appendOutput(`Could not start libp2p in this browser - ${err.message}`, 'error')
+  if (!window.isSecureContext) {
+    appendOutput('This page was opened over plain http from another machine, where browsers ' +
+      'withhold some of the cryptography libp2p needs: open it over https, or as ' +
+      'http://localhost on the machine that runs `p2prtc web`.', 'hint')
+  }
+  throw err
+}
+
+// -- state ----------------------------------------------------------------------------------
+
+let ma // the last address dialled, as in the example
+const relayPeers = new Set() // peer ids (strings) of the relays we dialled
+const chatStreams = new Map() // peer id -> the stream our messages go out on
+const measuredRtt = new Map() // connection id -> ms (our own ping when the connection opened)
+const setupMs = new Map() // connection id -> ms from click to direct connection
+let reservationTimer = null
+
+const isDirectWebRTC = (conn) => WebRTC.matches(conn.remoteAddr)
+const isRelayed = (conn) => conn.limits != null || Circuit.matches(conn.remoteAddr)
+
+function connectionKind (conn) {
+  if (isDirectWebRTC(conn)) return 'direct WebRTC'
+  if (isRelayed(conn)) return 'relayed'
+  if (relayPeers.has(conn.remotePeer.toString())) return 'relay server'
+  return 'direct'
+}
+
+function openConnections () {
+  return node.getConnections().filter((c) => c.status === 'open')
+}
+
+/** One direct WebRTC connection per peer (the newest). */
+function directPeers () {
+  const byPeer = new Map()
+  for (const conn of openConnections()) {
+    if (isDirectWebRTC(conn)) byPeer.set(conn.remotePeer.toString(), conn)
+  }
+  return byPeer
+}
+
+// -- UI: connections and own addresses ---------------------------------------------------------
+
+function updateConnList () {
+  const items = openConnections().map((conn) => {
+    if (isDirectWebRTC(conn)) {
+      ma = conn.remoteAddr
+      sendSection.style.display = 'block'
+    }
+    const kind = connectionKind(conn)
+    const li = document.createElement('li')
+    li.dataset.kind = kind
+    li.dataset.peer = conn.remotePeer.toString()
+    const badge = document.createElement('span')
+    badge.className = `badge ${kind.replace(/\s+/g, '-')}`
+    badge.textContent = kind
+    const addr = document.createElement('code')
+    addr.textContent = conn.remoteAddr.toString()
+    li.append(badge, ' ', addr)
+    const rtt = conn.rtt ?? measuredRtt.get(conn.id)
+    const facts = []
+    if (setupMs.has(conn.id)) {
+      li.dataset.setupMs = String(Math.round(setupMs.get(conn.id)))
+      facts.push(`set up in ${Math.round(setupMs.get(conn.id))} ms`)
+    }
+    if (rtt != null) {
+      li.dataset.rtt = String(Math.round(rtt))
+      facts.push(`RTT ${Math.round(rtt)} ms`)
+    }
+    if (conn.limits != null) {
+      const l = conn.limits
+      const parts = []
+      if (l.seconds != null) parts.push(`${l.seconds} s`)
+      if (l.bytes != null) parts.push(formatBytes(Number(l.bytes)))
+      if (parts.length > 0) facts.push(`limited to ${parts.join(' / ')}`)
+    }
+    if (facts.length > 0) {
+      const span = document.createElement('span')
+      span.className = 'facts'
+      span.textContent = ` — ${facts.join(', ')}`
+      li.append(span)
+    }
+    return li
+  })
+  $('connections').replaceChildren(...items)
+}
+
+function updateOwnAddresses () {
+  const addrs = node.getMultiaddrs().filter((a) => WebRTC.matches(a))
+  $('multiaddrs').replaceChildren(...addrs.map((a) => {
+    const li = document.createElement('li')
+    li.textContent = a.toString()
+    return li
+  }))
+  // the address to share: preferably the one through the configured relay
+  const preferred = addrs.find((a) => config.relay != null && a.toString().startsWith(config.relay)) ?? addrs[0]
+  $('me-section').hidden = preferred == null
+  $('my-address').value = preferred?.toString() ?? ''
+  if (preferred != null && reservationTimer != null) {
+    clearTimeout(reservationTimer)
+    reservationTimer = null
+  }
+}
+
+async function pingConnection (conn) {
+  const signal = AbortSignal.timeout(PEER_DIAL_TIMEOUT)
+  const stream = await conn.newStream(PING_PROTOCOL, { signal, runOnLimitedConnection: true })
+  try {
+    const bytes = byteStream(stream)
+    const data = crypto.getRandomValues(new Uint8Array(32))
+    const t0 = performance.now()
+    await bytes.write(data)
+    const back = (await bytes.read({ bytes: 32, signal })).subarray()
+    const rtt = performance.now() - t0
+    if (!back.every((b, i) => b === data[i])) throw new Error('wrong ping reply')
+    await stream.close()
+    return rtt
+  } catch (err) {
+    stream.abort(err)
+    throw err
+  }
+}
+
+function measure (conn) {
+  pingConnection(conn)
+    .then((rtt) => { measuredRtt.set(conn.id, rtt); updateConnList() })
+    .catch(() => {}) // the RTT is shown when known; a failed ping says nothing useful here
+}
+
+node.addEventListener('connection:open', (event) => {
+  updateConnList()
+  measure(event.detail)
+})
+
+node.addEventListener('connection:close', (event) => {
+  const conn = event.detail
+  updateConnList()
+  measuredRtt.delete(conn.id)
+  setupMs.delete(conn.id)
+  const peer = conn.remotePeer.toString()
+  const stillOpen = openConnections().filter((c) => c.remotePeer.toString() === peer)
+  if (relayPeers.has(peer) && !isRelayed(conn) && stillOpen.length === 0) {
+    appendOutput('Lost the connection to the relay: peers already connected directly keep ' +
+      'chatting, new peers cannot reach you until you connect to the relay again.', 'hint')
+    $('connect-relay').textContent = 'Reconnect to relay'
+  } else if (isDirectWebRTC(conn) && !stillOpen.some(isDirectWebRTC)) {
+    appendOutput(`The direct connection to ${short(conn.remotePeer)} closed.`, 'hint')
+  }
+})
+
+node.addEventListener('self:peer:update', () => updateOwnAddresses())
+
+setInterval(updateConnList, REFRESH_INTERVAL) // picks up the connection monitor's RTTs
+
+// -- dialling -------------------------------------------------------------------------------------
+
+function watchReservation () {
+  if (reservationTimer != null || node.getMultiaddrs().some((a) => WebRTC.matches(a))) return
+  reservationTimer = setTimeout(() => {
+    reservationTimer = null
+    if (!node.getMultiaddrs().some((a) => WebRTC.matches(a))) {
+      appendOutput(`Connected to the relay, but it gave us no reservation within ${RESERVATION_WAIT / 1000} s: ` +
+        'its reservation limits may be reached (try again later), or it is not a circuit relay v2 ' +
+        'server. Without a reservation other peers cannot dial you; you can still dial them.', 'error')
+    }
+  }, RESERVATION_WAIT)
+}
+
+async function dial (text) {
+  try {
+    ma = multiaddr(text.trim())
+  } catch (err) {
+    appendOutput(`'${text}' is not a multiaddr - ${err.message}`, 'error')
+    return
+  }
+  appendOutput(`Dialing '${ma}'`)
+  if (Circuit.matches(ma) && !WebRTC.matches(ma)) {
+    appendOutput('Browsers chat only over direct WebRTC: dial the peer\'s address that ends in ' +
+      '/p2p-circuit/webrtc/p2p/<peer id>.', 'error')
+    return
+  }
+  const target = ma
+  const isPeer = WebRTC.matches(target)
+  const signal = AbortSignal.timeout(isPeer ? PEER_DIAL_TIMEOUT : RELAY_DIAL_TIMEOUT)
+  const t0 = performance.now()
+  try {
+    if (isPeer) {
+      const conn = await node.dial(target, { signal })
+      setupMs.set(conn.id, performance.now() - t0)
+      const rtt = await node.services.ping.ping(target, { signal })
+      appendOutput(`Connected to '${target}'`)
+      appendOutput(`RTT to ${target.getPeerId()} was ${rtt}ms`)
+      appendOutput(`Direct WebRTC connection to ${short(conn.remotePeer)} set up in ` +
+        `${Math.round(setupMs.get(conn.id))} ms: the relay is no longer needed for this chat.`, 'hint')
+      updateConnList()
+    } else {
+      const conn = await node.dial(target, { signal })
+      relayPeers.add(conn.remotePeer.toString())
+      appendOutput('Connected to relay')
+      $('connect-relay').textContent = 'Connected to relay'
+      updateConnList()
+      watchReservation()
+    }
+  } catch (err) {
+    if (signal.aborted) {
+      appendOutput(`Timed out connecting to '${target}'`, 'error')
+      explainTimeout(target, isPeer)
+    } else {
+      appendOutput(`Connecting to '${target}' failed - ${err.message}`, 'error')
+      explain(err)
+    }
+  }
+}
+
+function explainTimeout (target, isPeer) {
+  if (!isPeer) {
+    appendOutput('The relay did not answer: check the address, that the relay runs, and that its ' +
+      'port is reachable from this network.', 'hint')
+    return
+  }
+  const peer = target.getPeerId()
+  const relayed = openConnections().some((c) => c.remotePeer.toString() === peer && isRelayed(c))
+  if (relayed) {
+    appendOutput(noDirectPath(), 'hint')
+  } else {
+    appendOutput('The peer did not answer through the relay: is its page still open and ' +
+      'connected to the same relay? (Its address changes when it reloads.)', 'hint')
+  }
+}
+
+window.connect.onclick = () => dial(window.peer.value)
+window.peer.addEventListener('keydown', (e) => { if (e.key === 'Enter') dial(window.peer.value) })
+
+$('connect-relay').onclick = () => {
+  if (config.relay == null) return
+  dial(config.relay)
+}
+
+$('copy-address').onclick = async () => {
+  const input = $('my-address')
+  let copied = false
+  try {
+    await navigator.clipboard.writeText(input.value) // secure contexts only
+    copied = true
+  } catch {
+    input.select()
+    copied = document.execCommand('copy')
+  }
+  $('copy-address').textContent = copied ? 'Copied!' : 'Select and copy by hand'
+  setTimeout(() => { $('copy-address').textContent = 'Copy' }, 2000)
+}
+
+// -- chat: the example's protocol, one stream per peer --------------------------------------
+
+function attachChat (peer, stream) {
+  chatStreams.set(peer, stream)
+  const decoder = new TextDecoder()
+  stream.addEventListener('message', (evt) => {
+    appendOutput(`Received message '${decoder.decode(evt.data.subarray(), { stream: true })}'`)
+  })
+  return new Promise((resolve) => {
+    stream.addEventListener('close', () => {
+      if (chatStreams.get(peer) === stream) chatStreams.delete(peer)
+      resolve()
+    })
+  })
+}
+
+// the listener keeps the inbound stream and answers on it
+node.handle(CHAT_PROTOCOL, (stream, connection) => attachChat(connection.remotePeer.toString(), stream))
+
+async function sendMessage () {
+  const peers = directPeers()
+  if (peers.size === 0) {
+    appendOutput('No direct WebRTC connection to send on: connect to a peer first.', 'error')
+    return
+  }
+  const streams = []
+  for (const [peer, conn] of peers) {
+    let stream = chatStreams.get(peer)
+    if (stream == null) {
+      // the dialer opens the chat stream on its first message
+      appendOutput('Opening chat stream')
+      const signal = AbortSignal.timeout(PEER_DIAL_TIMEOUT)
+      try {
+        stream = await conn.newStream(CHAT_PROTOCOL, { signal })
+        attachChat(peer, stream)
+      } catch (err) {
+        appendOutput(signal.aborted ? 'Timed out opening chat stream' : `Opening chat stream failed - ${err.message}`, 'error')
+        continue
+      }
+    }
+    streams.push(stream)
+  }
+  const message = window.message.value.toString().trim()
+  if (message === '' || streams.length === 0) return
+  appendOutput(`Sending message '${message}'`)
+  for (const stream of streams) {
+    try {
+      if (!stream.send(encoder.encode(message))) await stream.onDrain()
+    } catch (err) {
+      appendOutput(`Error sending message - ${err.message}`, 'error')
+    }
+  }
+}
+
+window.send.onclick = sendMessage
+window.message.addEventListener('keydown', (e) => { if (e.key === 'Enter') sendMessage() })
+
+// -- files ----------------------------------------------------------------------------------
+
+function transferRow (direction, name, size, peer) {
+  const row = document.createElement('div')
+  row.className = `transfer ${direction}`
+  row.dataset.state = 'running'
+  const title = document.createElement('div')
+  title.className = 'title'
+  title.textContent = `${direction === 'out' ? 'Sending' : 'Receiving'} ${name} (${formatBytes(size)}) ` +
+    `${direction === 'out' ? 'to' : 'from'} ${short(peer)}`
+  const bar = document.createElement('progress')
+  bar.max = Math.max(size, 1)
+  bar.value = 0
+  const status = document.createElement('div')
+  status.className = 'status'
+  row.append(title, bar, status)
+  $('files').prepend(row)
+  return {
+    row,
+    progress (phase, done, total) {
+      bar.value = done
+      status.textContent = `${phase} ${formatBytes(done)} / ${formatBytes(total)}`
+    },
+    done (text, sha256) {
+      row.dataset.state = 'done'
+      bar.value = bar.max
+      status.textContent = text
+      if (sha256 != null) {
+        row.dataset.sha256 = sha256
+        const code = document.createElement('code')
+        code.className = 'sha256'
+        code.textContent = sha256
+        status.append(' sha256 ', code, ' ✓ verified')
+      }
+    },
+    failed (text) {
+      row.dataset.state = 'failed'
+      status.textContent = text
+      status.className = 'status error'
+    }
+  }
+}
+
+async function sendSelectedFile () {
+  const file = $('file').files?.[0]
+  if (file == null) {
+    appendOutput('Choose a file first.', 'error')
+    return
+  }
+  const peers = directPeers()
+  if (peers.size === 0) {
+    appendOutput('No direct WebRTC connection to send the file on: connect to a peer first.', 'error')
+    return
+  }
+  for (const [peer, conn] of peers) {
+    const ui = transferRow('out', file.name, file.size, peer)
+    appendOutput(`Sending file '${file.name}' (${file.size} bytes) to ${short(peer)}`)
+    try {
+      const { sha256, ms } = await sendFile(conn, file, ui.progress)
+      ui.done(`sent in ${(ms / 1000).toFixed(1)} s, the receiver confirmed`, sha256)
+      appendOutput(`Sent file '${file.name}' to ${short(peer)}, sha256 ${sha256} verified by the receiver`)
+    } catch (err) {
+      ui.failed(`failed: ${err.message}`)
+      appendOutput(`Sending file '${file.name}' failed - ${err.message}`, 'error')
+    }
+  }
+}
+
+$('send-file').onclick = sendSelectedFile
+
+node.handle(FILE_PROTOCOL, async (stream, connection) => {
+  const peer = connection.remotePeer.toString()
+  let ui = null
+  try {
+    const result = await receiveFile(stream, {
+      start: ({ name, size }) => {
+        ui = transferRow('in', name, size, peer)
+        appendOutput(`Receiving file '${name}' (${size} bytes) from ${short(peer)}`)
+        return (done, total) => ui.progress('received', done, total)
+      }
+    })
+    ui.done(`received in ${(result.ms / 1000).toFixed(1)} s,`, result.sha256)
+    const link = document.createElement('a')
+    link.href = URL.createObjectURL(result.blob)
+    link.download = result.name
+    link.className = 'download'
+    link.textContent = `Save ${result.name}`
+    ui.row.append(link)
+    appendOutput(`Received file '${result.name}' (${result.size} bytes), sha256 ${result.sha256} verified`)
+  } catch (err) {
+    ui?.failed(`failed: ${err.message}`)
+    appendOutput(`Receiving a file from ${short(peer)} failed - ${err.message}`, 'error')
+  }
+})
+
+// -- start ----------------------------------------------------------------------------------
+
+$('peer-id').textContent = node.peerId.toString()
+if (!hasWebCrypto()) $('crypto-note').hidden = false
+if (config.relay != null) {
+  $('relay-section').hidden = false
+  $('relay-addr').textContent = config.relay
+  window.peer.placeholder = 'the other peer\'s address: /…/p2p-circuit/webrtc/p2p/12D3KooW…'
+}
+if (config.demoPeer != null) {
+  $('demo-section').hidden = false
+  $('chat-python').onclick = () => {
+    window.peer.value = config.demoPeer
+    dial(config.demoPeer)
+  }
+}
+updateOwnAddresses()
+
+// a tiny hook for the browser console and tests; the page itself is driven through the UI
+window.p2prtcApp = { node, config }
+document.documentElement.dataset.ready = 'true'
+
+if (config.relay != null && config.autoConnect) dial(config.relay)

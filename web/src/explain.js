@@ -1,0 +1,46 @@
+// Plain-language explanations for what goes wrong when browsers meet through a relay.
+
+const RELAY_STATUS = {
+  NO_RESERVATION: 'the relay does not know that peer: it is not connected to this relay any more ' +
+    '(closed its page, or the relay restarted), or the address is mistyped',
+  RESOURCE_LIMIT_EXCEEDED: 'the relay is at its limits (too many reservations or relayed ' +
+    'connections right now); try again in a minute',
+  RESERVATION_REFUSED: 'the relay refused to keep a slot for us',
+  PERMISSION_DENIED: 'the relay does not allow this connection',
+  CONNECTION_FAILED: 'the relay could not reach that peer',
+  MALFORMED_MESSAGE: 'the relay did not understand the request (a different relay version?)'
+}
+
+/** One sentence saying what an error means for the person at the keyboard, or null. */
+export function explainError (err) {
+  const text = `${err?.name ?? ''} ${err?.message ?? err ?? ''} ` +
+    (Array.isArray(err?.errors) ? err.errors.map((e) => e?.message ?? '').join(' ') : '')
+  for (const [status, why] of Object.entries(RELAY_STATUS)) {
+    if (text.includes(status)) return `Relay: ${why}.`
+  }
+  if (/NoValidAddresses|no valid addresses/i.test(text)) {
+    return 'This browser cannot use that address: browsers reach a relay only over /ws, /wss, ' +
+      '/webrtc-direct or /webtransport, and peers only through a relay (/p2p-circuit/webrtc/...).'
+  }
+  if (/mixed content|insecure WebSocket|SecurityError/i.test(text)) {
+    return 'This page is served over https, so it may only use wss:// relays: give the relay a ' +
+      'TLS certificate (e.g. behind a reverse proxy) and use its /wss address.'
+  }
+  if (/ECONNREFUSED|WebSocket|websocket|connection refused|closed before/i.test(text)) {
+    return 'Could not reach the relay: is it running, is the address right, and is its port ' +
+      'open in the firewall?'
+  }
+  if (/RTCPeerConnection connection state became|ICE|signal timed out|SDPHandshake/i.test(text)) {
+    return noDirectPath()
+  }
+  if (/limit/i.test(text)) {
+    return 'The relay\'s limits for relayed connections (time or data) were reached.'
+  }
+  return null
+}
+
+export function noDirectPath () {
+  return 'No direct path possible (symmetric NAT? a firewall blocking UDP?) — chatting over the ' +
+    'relay is not possible from a browser. Try again once; if it keeps failing, one of you needs ' +
+    'another network (e.g. a phone hotspot instead of a corporate network or VPN).'
+}
