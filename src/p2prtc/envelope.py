@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from .errors import ProtocolError
 from .identity import Identity, PublicKey
 from .pb import envelope_pb2
-from .wire.varint import encode_length_prefixed, encode_uvarint
+from .wire.varint import encode_length_prefixed
 
 
 def _signing_bytes(domain: str, payload_type: bytes, payload: bytes) -> bytes:
@@ -23,8 +23,7 @@ class Envelope:
     payload: bytes
 
     @staticmethod
-    def seal(identity: Identity, domain: str, codec: int, payload: bytes) -> bytes:
-        payload_type = encode_uvarint(codec)
+    def seal(identity: Identity, domain: str, payload_type: bytes, payload: bytes) -> bytes:
         sig = identity.sign(_signing_bytes(domain, payload_type, payload))
         return envelope_pb2.Envelope(
             public_key=identity.public_key.to_protobuf(), payload_type=payload_type,

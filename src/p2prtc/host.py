@@ -16,6 +16,7 @@ from .multiaddr import Multiaddr
 from .peerstore import PeerStore
 from .transports.base import Listener, Transport
 from .transports.tcp import TcpTransport
+from .transports.webrtc_direct import WebRTCDirectTransport
 from .transports.websocket import WebSocketTransport
 from .upgrader import Upgrader
 from .wire import multistream
@@ -55,7 +56,8 @@ class Host:
         self.events = EventBus()
         self.upgrader = Upgrader(self.identity)
         self.transports: list[Transport] = [TcpTransport(self.upgrader),
-                                            WebSocketTransport(self.upgrader)]
+                                            WebSocketTransport(self.upgrader),
+                                            WebRTCDirectTransport(self)]
         self.announce_addrs: list[Multiaddr] = [Multiaddr(a) for a in announce]
         self.observed_addrs: list[Multiaddr] = []  # how others see us, via identify
         self._listeners: list[Listener] = []
@@ -288,14 +290,15 @@ class Host:
         if self._closed:
             return
         self._closed = True
+        # Connections first: a WebSocket listener waits for its open connections to end.
+        conns = self.connections()
+        await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
         for listener in self._listeners:
             try:
                 await listener.close()
             except Exception:
                 log.debug("closing listener failed", exc_info=True)
         self._listeners.clear()
-        conns = self.connections()
-        await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -307,15 +307,15 @@ def test_metrics_label_values_are_escaped():
 
 
 def test_envelope_seal_open():
-    data = Envelope.seal(ALICE, "test-domain", 0x0302, b"payload bytes")
+    data = Envelope.seal(ALICE, "test-domain", b"\x03\x02", b"payload bytes")
     env = Envelope.open(data, "test-domain")
     assert env.payload == b"payload bytes"
-    assert env.payload_type == b"\x82\x06"  # uvarint 0x0302
+    assert env.payload_type == b"\x03\x02"  # as go and js write the voucher codec
     assert env.public_key == ALICE.public_key
 
 
 def test_envelope_wrong_domain():
-    data = Envelope.seal(ALICE, "test-domain", 0x0302, b"payload")
+    data = Envelope.seal(ALICE, "test-domain", b"\x03\x02", b"payload")
     with pytest.raises(ProtocolError, match="signature"):
         Envelope.open(data, "other-domain")
 
@@ -325,7 +325,7 @@ def test_envelope_tamper_detection(field):
     from p2prtc.pb import envelope_pb2
 
     msg = envelope_pb2.Envelope()
-    msg.ParseFromString(Envelope.seal(ALICE, "d", 0x0302, b"payload"))
+    msg.ParseFromString(Envelope.seal(ALICE, "d", b"\x03\x02", b"payload"))
     if field == "public_key":
         msg.public_key = BOB.public_key.to_protobuf()  # someone else's key, same signature
     else:
@@ -359,7 +359,7 @@ def test_voucher_with_another_domain_is_refused():
     payload = circuit_pb2.ReservationVoucher(
         relay=ALICE.peer_id.to_bytes(), peer=BOB.peer_id.to_bytes(), expiration=1
     ).SerializeToString()
-    data = Envelope.seal(ALICE, "libp2p-peer-record", hop.VOUCHER_CODEC, payload)
+    data = Envelope.seal(ALICE, "libp2p-peer-record", hop.VOUCHER_PAYLOAD_TYPE, payload)
     with pytest.raises(ProtocolError):
         hop.open_voucher(data)
 
@@ -369,7 +369,7 @@ def test_voucher_signed_by_another_key_is_refused():
     payload = circuit_pb2.ReservationVoucher(
         relay=ALICE.peer_id.to_bytes(), peer=CAROL.peer_id.to_bytes(), expiration=1
     ).SerializeToString()
-    data = Envelope.seal(BOB, hop.VOUCHER_DOMAIN, hop.VOUCHER_CODEC, payload)
+    data = Envelope.seal(BOB, hop.VOUCHER_DOMAIN, hop.VOUCHER_PAYLOAD_TYPE, payload)
     with pytest.raises(ProtocolError, match="not signed by the relay"):
         hop.open_voucher(data)
 
@@ -378,7 +378,7 @@ def test_voucher_with_another_payload_type_is_refused():
     payload = circuit_pb2.ReservationVoucher(
         relay=ALICE.peer_id.to_bytes(), peer=BOB.peer_id.to_bytes(), expiration=1
     ).SerializeToString()
-    data = Envelope.seal(ALICE, hop.VOUCHER_DOMAIN, 0x0301, payload)  # 0x0301: a peer record
+    data = Envelope.seal(ALICE, hop.VOUCHER_DOMAIN, b"\x03\x01", payload)  # 0x0301: a peer record
     with pytest.raises(hop.MalformedMessage, match="payload type"):
         hop.open_voucher(data)
 
@@ -386,7 +386,7 @@ def test_voucher_with_another_payload_type_is_refused():
 def test_voucher_payload_missing_fields():
     payload = circuit_pb2.ReservationVoucher(
         relay=ALICE.peer_id.to_bytes()).SerializePartialToString()
-    data = Envelope.seal(ALICE, hop.VOUCHER_DOMAIN, hop.VOUCHER_CODEC, payload)
+    data = Envelope.seal(ALICE, hop.VOUCHER_DOMAIN, hop.VOUCHER_PAYLOAD_TYPE, payload)
     with pytest.raises(hop.MalformedMessage):
         hop.open_voucher(data)
 

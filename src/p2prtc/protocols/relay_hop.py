@@ -16,6 +16,9 @@ STOP = "/libp2p/circuit/relay/0.2.0/stop"
 MAX_MESSAGE_SIZE = 4096
 VOUCHER_DOMAIN = "libp2p-relay-rsvp"
 VOUCHER_CODEC = 0x0302
+# go and js write the codec as its two big-endian bytes, not as a varint; we do the same and
+# accept either form.
+VOUCHER_PAYLOAD_TYPE = b"\x03\x02"
 
 HopMessage = circuit_pb2.HopMessage
 StopMessage = circuit_pb2.StopMessage
@@ -80,13 +83,13 @@ def make_voucher(identity: Identity, peer: PeerId, expiration: int) -> bytes:
     payload = circuit_pb2.ReservationVoucher(
         relay=identity.peer_id.to_bytes(), peer=peer.to_bytes(), expiration=expiration
     ).SerializeToString()
-    return Envelope.seal(identity, VOUCHER_DOMAIN, VOUCHER_CODEC, payload)
+    return Envelope.seal(identity, VOUCHER_DOMAIN, VOUCHER_PAYLOAD_TYPE, payload)
 
 
 def open_voucher(data: bytes) -> circuit_pb2.ReservationVoucher:
     """Verify and decode a voucher: right payload type, and signed by the relay it names."""
     env = Envelope.open(data, VOUCHER_DOMAIN)
-    if env.payload_type != encode_uvarint(VOUCHER_CODEC):
+    if env.payload_type not in (VOUCHER_PAYLOAD_TYPE, encode_uvarint(VOUCHER_CODEC)):
         raise MalformedMessage(f"voucher envelope has payload type {env.payload_type.hex()}")
     voucher = parse_message(env.payload, circuit_pb2.ReservationVoucher)
     if PeerId.from_public_key(env.public_key).to_bytes() != voucher.relay:

@@ -181,7 +181,9 @@ class WebSocketTransport(Transport):
             return ws
 
         server = web.Server(handle, access_log=None)
-        runner = web.ServerRunner(server, handle_signals=False, access_log=None)
+        # Connections are closed by the host before its listeners; do not wait 60 s for stragglers.
+        runner = web.ServerRunner(server, handle_signals=False, access_log=None,
+                                  shutdown_timeout=2.0)
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True)
         await site.start()
