@@ -25,7 +25,7 @@ def addr_of(host, kind: str) -> str:
 
 async def echo_via(host, target, n: int) -> bytes:
     payload = os.urandom(n)
-    stream = await host.new_stream(target, [ECHO])
+    stream = await host.new_stream(target, [ECHO], allow_limited=True)
 
     async def send():
         view = memoryview(payload)
