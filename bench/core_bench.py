@@ -45,7 +45,7 @@ def dialer_listen(impl: str) -> list[str]:
 
 async def bench_setup(impl: str, runs: int, log) -> dict:
     listeners = [peer_process(impl, [TCP], name=f"{impl}-L{i}") for i in (1, 2)]
-    res = {"cold_s": [], "warm_s": [], "control_rtt_s": []}
+    res = {"cold_s": [], "warm_s": [], "control_rtt_s": [], "others_cpu_pct": []}
     try:
         await asyncio.gather(*(l.start() for l in listeners))
         targets = [addr_of(l) for l in listeners]
@@ -55,8 +55,10 @@ async def bench_setup(impl: str, runs: int, log) -> dict:
                 await d.start()
                 rtts = [(await timed(d, "connections"))[0] for _ in range(3)]
                 res["control_rtt_s"].append(min(rtts))
-                cold, _ = await timed(d, "ping", addr=targets[0])
-                warm, _ = await timed(d, "ping", addr=targets[1])
+                with CpuMeter({"d": pid_of(d), "l1": pid_of(listeners[0]), "l2": pid_of(listeners[1])}) as m:
+                    cold, _ = await timed(d, "ping", addr=targets[0])
+                    warm, _ = await timed(d, "ping", addr=targets[1])
+                res["others_cpu_pct"].append(m.percent("others"))
                 res["cold_s"].append(cold)
                 res["warm_s"].append(warm)
                 log(f"  setup {impl} run {i + 1}: cold {cold * 1000:.1f} ms, warm {warm * 1000:.1f} ms")
@@ -78,7 +80,7 @@ async def bench_transfer(dialer_impl: str, listener_impl: str, transport: str, t
                       ([TCP, WS] if dialer_impl == "py-libp2p" else [TCP]), name=f"{dialer_impl}-dialer")
     res = {"dialer": dialer_impl, "listener": listener_impl, "transport": transport, "test": test,
            "bytes": nbytes, "mb_s": [], "dialer_cpu_pct": [], "listener_cpu_pct": [],
-           "controller_cpu_s": [], "wall_s": [], "replies": []}
+           "controller_cpu_s": [], "others_cpu_pct": [], "wall_s": [], "replies": []}
     try:
         await asyncio.gather(lp.start(), dp.start())
         target = addr_of(lp, transport)
@@ -103,10 +105,11 @@ async def bench_transfer(dialer_impl: str, listener_impl: str, transport: str, t
             res["dialer_cpu_pct"].append(m.percent("dialer"))
             res["listener_cpu_pct"].append(m.percent("listener"))
             res["controller_cpu_s"].append(m.cpu["controller"])
+            res["others_cpu_pct"].append(m.percent("others"))
             res["replies"].append({k: v for k, v in reply.items() if k not in ("id", "ok")})
             log(f"  {test} {dialer_impl}->{listener_impl} {transport} run {i + 1}: "
                 f"{res['mb_s'][-1]:.1f} MB/s, dialer CPU {res['dialer_cpu_pct'][-1]:.0f}%, "
-                f"listener CPU {res['listener_cpu_pct'][-1]:.0f}%")
+                f"listener CPU {res['listener_cpu_pct'][-1]:.0f}%, rest of machine {res['others_cpu_pct'][-1]:.0f}%")
     finally:
         await stop_all([dp, lp])
     return res
@@ -125,23 +128,24 @@ def report(results: dict, labels: dict[str, str]) -> str:
     rows = []
     for impl in IMPLS:
         if impl in results["missing"]:
-            rows.append([labels.get(impl, impl), f"not run: {results['missing'][impl]}", "", "", "", "", ""])
+            rows.append([labels.get(impl, impl), f"not run: {results['missing'][impl]}", "", "", "", "", "", ""])
             continue
         r = setup.get(impl)
         if not r:
             continue
         if "error" in r:
-            rows.append([labels.get(impl, impl), f"failed: {r['error'][:120]}", "", "", "", "", ""])
+            rows.append([labels.get(impl, impl), f"failed: {r['error'].splitlines()[0][:120]}", "", "", "", "", "", ""])
             continue
         c, w = med(r["cold_s"]), med(r["warm_s"])
         rows.append([labels.get(impl, impl), fmt_range(r["cold_s"], 1, 1000), fmt_range(r["warm_s"], 1, 1000),
                      ratio(c, med(py.get("cold_s", []))), ratio(w, med(py.get("warm_s", []))),
                      ratio(w, med(js.get("warm_s", []))),
-                     f"{med(r['control_rtt_s']) * 1000:.2f}"])
+                     f"{med(r['control_rtt_s']) * 1000:.2f}", f"{med(r['others_cpu_pct']):.0f}%"])
     out.append(f"### Connection setup: dial + first ping reply, TCP+noise+yamux, ms, median (min-max) of {results['args']['setup_runs']}")
     out.append("")
     out.append(markdown_table(["impl", "cold (1st dial of a fresh process)", "warm (2nd dial)",
-                               "cold / py-libp2p", "warm / py-libp2p", "warm / js", "control RTT ms"], rows))
+                               "cold / py-libp2p", "warm / py-libp2p", "warm / js", "control RTT ms",
+                               "rest of machine"], rows))
     out.append("")
     out.append("Ratios are time ratios: lower is faster (goal for p2prtc: <= 0.20x py-libp2p).")
     out.append("")
@@ -160,12 +164,12 @@ def report(results: dict, labels: dict[str, str]) -> str:
         d, l, t, test = r["dialer"], r["listener"], r["transport"], r["test"]
         name = f"{labels.get(d, d)} -> {labels.get(l, l)}"
         if "error" in r:
-            rows.append([name, t, test, f"failed: {r['error'][:100]}", "", "", "", "", ""])
+            rows.append([name, t, test, f"failed: {r['error'].splitlines()[0][:100]}", "", "", "", "", "", ""])
             continue
         mine = med(r["mb_s"])
         rows.append([name, t, test, fmt_range(r["mb_s"]),
                      f"{med(r['dialer_cpu_pct']):.0f}%", f"{med(r['listener_cpu_pct']):.0f}%",
-                     f"{med(r['controller_cpu_s']):.2f}",
+                     f"{med(r['controller_cpu_s']):.2f}", f"{med(r['others_cpu_pct']):.0f}%",
                      ratio(mine, mbs("py-libp2p", "py-libp2p", t, test)),
                      ratio(mine, mbs("js", "js", t, test))])
     mb = results["args"]["mb"]
@@ -173,10 +177,11 @@ def report(results: dict, labels: dict[str, str]) -> str:
     out.append("")
     out.append(f"perf = {mb} MB upload over /perf/1.0.0 in 64 KiB writes; echo = {results['args']['echo_mb']} MB "
                "sent and echoed back at the same time (MB/s counts one direction). CPU = process CPU time / "
-               "wall time during the transfer (100% = one core; the dialer is the load generator).")
+               "wall time during the transfer (100% = one core; the dialer is the load generator); rest of machine = CPU used "
+               "meanwhile by every other process on the machine (other sessions' builds and tests: noise).")
     out.append("")
     out.append(markdown_table(["dialer -> listener", "transport", "test", "MB/s", "dialer CPU",
-                               "listener CPU", "controller CPU s", "vs py-libp2p (same test)",
+                               "listener CPU", "controller CPU s", "rest of machine", "vs py-libp2p (same test)",
                                "vs js (same test)"], rows))
     out.append("")
     # goals

@@ -214,9 +214,17 @@ async def stdin_lines():
 
 
 async def main_async(args: argparse.Namespace) -> None:
+    from libp2p.rcmgr import new_resource_manager
+    from libp2p.rcmgr.connection_limits import ConnectionLimits
+
     listen = [multiaddr.Multiaddr(a) for a in args.listen]
+    # py-libp2p's default resource manager refuses more than 256 inbound connections: lift it
+    # (the relay benchmark holds 1,000)
+    rcmgr = new_resource_manager(connection_limits=ConnectionLimits(
+        max_pending_inbound=1024, max_pending_outbound=1024, max_established_inbound=20000,
+        max_established_outbound=20000, max_established_per_peer=8, max_established_total=40000))
     host = new_host(
-        listen_addrs=listen, muxer_preference="YAMUX",
+        listen_addrs=listen, muxer_preference="YAMUX", resource_manager=rcmgr,
         connection_config=ConnectionConfig(max_connections=10000, high_watermark=10000,
                                            low_watermark=9000, max_connections_per_peer=8))
     async with host.run(listen_addrs=listen):

@@ -14,7 +14,7 @@ import { webSockets } from '@libp2p/websockets'
 import { multiaddr } from '@multiformats/multiaddr'
 import { Circuit, WebRTC } from '@multiformats/multiaddr-matcher'
 import { createLibp2p } from 'libp2p'
-import { explainError, noDirectPath } from './explain.js'
+import { errorText, explainError, noDirectPath } from './explain.js'
 import { FILE_PROTOCOL, receiveFile, sendFile } from './files.js'
 import { hasWebCrypto } from './sha256.js'
 
@@ -24,6 +24,7 @@ const PEER_DIAL_TIMEOUT = 5000 // as in the example: a /webrtc upgrade takes ~0.
 const RELAY_DIAL_TIMEOUT = 10000 // a relay across the internet, maybe over wss
 const RESERVATION_WAIT = 10000
 const REFRESH_INTERVAL = 5000
+const MEASURE_DELAY = 1000
 
 const $ = (id) => document.getElementById(id)
 const output = $('output')
@@ -38,10 +39,17 @@ function appendOutput (line, kind) {
   div.scrollIntoView({ block: 'nearest' })
 }
 
-function explain (err) {
-  const why = explainError(err)
+function explain (err, fallback = null) {
+  const why = explainError(err) ?? fallback
   if (why != null) appendOutput(why, 'hint')
 }
+
+const RELAY_UNREACHABLE = 'Could not reach the relay: check the address, that the relay runs, ' +
+  'and that its port is reachable from this network.'
+
+
+/** The last /p2p/ component: the peer an address leads to. */
+const peerIdOf = (addr) => addr.getComponents().findLast((c) => c.name === 'p2p')?.value
 
 const short = (peer) => {
   const s = peer.toString()
@@ -101,7 +109,7 @@ try {
   })
   await node.start()
 } catch (err) {
-  appendOutput(`Could not start libp2p in this browser - ${err.message}`, 'error')
+  appendOutput(`Could not start libp2p in this browser - ${errorText(err)}`, 'error')
   if (!window.isSecureContext) {
     appendOutput('This page was opened over plain http from another machine, where browsers ' +
       'withhold some of the cryptography libp2p needs: open it over https, or as ' +
@@ -112,7 +120,6 @@ try {
 
 // -- state ----------------------------------------------------------------------------------
 
-let ma // the last address dialled, as in the example
 const relayPeers = new Set() // peer ids (strings) of the relays we dialled
 const chatStreams = new Map() // peer id -> the stream our messages go out on
 const measuredRtt = new Map() // connection id -> ms (our own ping when the connection opened)
@@ -146,10 +153,7 @@ function directPeers () {
 
 function updateConnList () {
   const items = openConnections().map((conn) => {
-    if (isDirectWebRTC(conn)) {
-      ma = conn.remoteAddr
-      sendSection.style.display = 'block'
-    }
+    if (isDirectWebRTC(conn)) sendSection.style.display = 'block'
     const kind = connectionKind(conn)
     const li = document.createElement('li')
     li.dataset.kind = kind
@@ -224,10 +228,15 @@ async function pingConnection (conn) {
   }
 }
 
-function measure (conn) {
-  pingConnection(conn)
-    .then((rtt) => { measuredRtt.set(conn.id, rtt); updateConnList() })
-    .catch(() => {}) // the RTT is shown when known; a failed ping says nothing useful here
+// The ping service allows one outbound ping stream per connection, and a dial's own ping or
+// the connection monitor's may be running: measure a moment later, and once more on failure.
+function measure (conn, attempt = 0) {
+  setTimeout(() => {
+    if (conn.status !== 'open' || measuredRtt.has(conn.id)) return
+    pingConnection(conn)
+      .then((rtt) => { measuredRtt.set(conn.id, rtt); updateConnList() })
+      .catch(() => { if (attempt === 0) measure(conn, 1) })
+  }, MEASURE_DELAY * (attempt + 1))
 }
 
 node.addEventListener('connection:open', (event) => {
@@ -248,10 +257,17 @@ node.addEventListener('connection:close', (event) => {
     $('connect-relay').textContent = 'Reconnect to relay'
   } else if (isDirectWebRTC(conn) && !stillOpen.some(isDirectWebRTC)) {
     appendOutput(`The direct connection to ${short(conn.remotePeer)} closed.`, 'hint')
+  } else if (isRelayed(conn) && stillOpen.length === 0) {
+    appendOutput(`The relayed connection to ${short(conn.remotePeer)} closed: relays keep these ` +
+      'short (typically 2 minutes or 128 KiB) and browsers chat only over a direct WebRTC ' +
+      'connection, so connect again to retry the upgrade.', 'hint')
   }
 })
 
 node.addEventListener('self:peer:update', () => updateOwnAddresses())
+// self:peer:update is debounced by a second; a new reservation is announced at once here
+node.addEventListener('transport:listening', () => setTimeout(updateOwnAddresses, 0))
+node.addEventListener('transport:close', () => setTimeout(updateOwnAddresses, 0))
 
 setInterval(updateConnList, REFRESH_INTERVAL) // picks up the connection monitor's RTTs
 
@@ -270,19 +286,19 @@ function watchReservation () {
 }
 
 async function dial (text) {
+  let target
   try {
-    ma = multiaddr(text.trim())
+    target = multiaddr(text.trim())
   } catch (err) {
     appendOutput(`'${text}' is not a multiaddr - ${err.message}`, 'error')
     return
   }
-  appendOutput(`Dialing '${ma}'`)
-  if (Circuit.matches(ma) && !WebRTC.matches(ma)) {
+  appendOutput(`Dialing '${target}'`)
+  if (Circuit.matches(target) && !WebRTC.matches(target)) {
     appendOutput('Browsers chat only over direct WebRTC: dial the peer\'s address that ends in ' +
       '/p2p-circuit/webrtc/p2p/<peer id>.', 'error')
     return
   }
-  const target = ma
   const isPeer = WebRTC.matches(target)
   const signal = AbortSignal.timeout(isPeer ? PEER_DIAL_TIMEOUT : RELAY_DIAL_TIMEOUT)
   const t0 = performance.now()
@@ -291,8 +307,9 @@ async function dial (text) {
       const conn = await node.dial(target, { signal })
       setupMs.set(conn.id, performance.now() - t0)
       const rtt = await node.services.ping.ping(target, { signal })
+      measuredRtt.set(conn.id, rtt)
       appendOutput(`Connected to '${target}'`)
-      appendOutput(`RTT to ${target.getPeerId()} was ${rtt}ms`)
+      appendOutput(`RTT to ${peerIdOf(target)} was ${rtt}ms`)
       appendOutput(`Direct WebRTC connection to ${short(conn.remotePeer)} set up in ` +
         `${Math.round(setupMs.get(conn.id))} ms: the relay is no longer needed for this chat.`, 'hint')
       updateConnList()
@@ -309,19 +326,18 @@ async function dial (text) {
       appendOutput(`Timed out connecting to '${target}'`, 'error')
       explainTimeout(target, isPeer)
     } else {
-      appendOutput(`Connecting to '${target}' failed - ${err.message}`, 'error')
-      explain(err)
+      appendOutput(`Connecting to '${target}' failed - ${errorText(err)}`, 'error')
+      explain(err, isPeer ? null : RELAY_UNREACHABLE)
     }
   }
 }
 
 function explainTimeout (target, isPeer) {
   if (!isPeer) {
-    appendOutput('The relay did not answer: check the address, that the relay runs, and that its ' +
-      'port is reachable from this network.', 'hint')
+    appendOutput(RELAY_UNREACHABLE, 'hint')
     return
   }
-  const peer = target.getPeerId()
+  const peer = peerIdOf(target)
   const relayed = openConnections().some((c) => c.remotePeer.toString() === peer && isRelayed(c))
   if (relayed) {
     appendOutput(noDirectPath(), 'hint')
@@ -389,7 +405,7 @@ async function sendMessage () {
         stream = await conn.newStream(CHAT_PROTOCOL, { signal })
         attachChat(peer, stream)
       } catch (err) {
-        appendOutput(signal.aborted ? 'Timed out opening chat stream' : `Opening chat stream failed - ${err.message}`, 'error')
+        appendOutput(signal.aborted ? 'Timed out opening chat stream' : `Opening chat stream failed - ${errorText(err)}`, 'error')
         continue
       }
     }
@@ -402,7 +418,7 @@ async function sendMessage () {
     try {
       if (!stream.send(encoder.encode(message))) await stream.onDrain()
     } catch (err) {
-      appendOutput(`Error sending message - ${err.message}`, 'error')
+      appendOutput(`Error sending message - ${errorText(err)}`, 'error')
     }
   }
 }
@@ -523,8 +539,6 @@ if (config.demoPeer != null) {
 }
 updateOwnAddresses()
 
-// a tiny hook for the browser console and tests; the page itself is driven through the UI
-window.p2prtcApp = { node, config }
 document.documentElement.dataset.ready = 'true'
 
 if (config.relay != null && config.autoConnect) dial(config.relay)

@@ -11,10 +11,27 @@ const RELAY_STATUS = {
   MALFORMED_MESSAGE: 'the relay did not understand the request (a different relay version?)'
 }
 
+/**
+ * An error as text. Dials can fail with things that are not Errors: a WebSocket that cannot
+ * connect rejects with its 'error' Event, which has no message.
+ */
+export function errorText (err) {
+  if (err == null) return 'unknown error'
+  if (typeof err === 'string') return err
+  if (typeof Event !== 'undefined' && err instanceof Event) {
+    const ws = typeof WebSocket !== 'undefined' && err.target instanceof WebSocket
+    return ws ? `WebSocket connection to ${err.target.url} failed` : `${err.type} event`
+  }
+  let text = typeof err.message === 'string' ? err.message : ''
+  if (Array.isArray(err.errors) && err.errors.length > 0) {
+    text += `${text === '' ? '' : ': '}${err.errors.map(errorText).join('; ')}`
+  }
+  return text === '' ? String(err.name ?? err) : text
+}
+
 /** One sentence saying what an error means for the person at the keyboard, or null. */
 export function explainError (err) {
-  const text = `${err?.name ?? ''} ${err?.message ?? err ?? ''} ` +
-    (Array.isArray(err?.errors) ? err.errors.map((e) => e?.message ?? '').join(' ') : '')
+  const text = `${err?.name ?? ''} ${errorText(err)}`
   for (const [status, why] of Object.entries(RELAY_STATUS)) {
     if (text.includes(status)) return `Relay: ${why}.`
   }

@@ -5,11 +5,12 @@
 // SHA-256 and answers with one length-prefixed JSON {ok: true, sha256} or {ok: false, error}.
 
 import { byteStream } from '@libp2p/utils'
+import { errorText } from './explain.js'
 import { Sha256, hasWebCrypto, sha256Blob } from './sha256.js'
 
 export const FILE_PROTOCOL = '/p2prtc/file/1.0.0'
 const MAX_HEADER = 4096 // same limit as the Python side
-const CHUNK = 64 * 1024
+const CHUNK = 256 * 1024 // same as the Python side; progress updates per chunk
 // Received files are kept in memory until saved: refuse what a tab cannot reasonably hold.
 export const MAX_RECEIVE = 1024 * 1024 * 1024
 // byteStream's default buffer (4 MiB) is too small for a fast sender while the page is busy.
@@ -102,7 +103,7 @@ export async function sendFile (connection, file, progress = () => {}) {
   } catch (err) {
     stream.abort(err)
     if (err instanceof FileTransferError) throw err
-    throw new FileTransferError(`the transfer broke off: ${err.message}`)
+    throw new FileTransferError(`the transfer broke off: ${errorText(err)}`)
   }
 }
 
@@ -127,7 +128,7 @@ export async function receiveFile (stream, hooks = {}) {
     header = await readJson(bytes)
   } catch (err) {
     stream.abort(err)
-    throw new FileTransferError(`bad file header: ${err.message}`)
+    throw new FileTransferError(`bad file header: ${errorText(err)}`)
   }
   const name = safeName(header.name ?? 'file')
   const size = Number(header.size)
@@ -159,7 +160,7 @@ export async function receiveFile (stream, hooks = {}) {
   } catch (err) {
     if (err instanceof FileTransferError) throw err
     stream.abort(err)
-    throw new FileTransferError(`the transfer broke off after ${got} of ${size} bytes: ${err.message}`)
+    throw new FileTransferError(`the transfer broke off after ${got} of ${size} bytes: ${errorText(err)}`)
   }
   const blob = new Blob(parts)
   const sha256 = incremental != null ? incremental.hex() : await sha256Blob(blob)

@@ -154,7 +154,7 @@ class LabPeer:
             except (P2PError, OSError, asyncio.TimeoutError) as e:
                 self.emit("error", reason=f"throughput test failed: {e!r}")
 
-        summary["chat"] = await self._chat_roundtrip(peer, chat_text)
+        summary["chat"] = await self._chat_roundtrip(peer, chat_text) if chat_text else None
         return summary
 
     async def _chat_roundtrip(self, peer: PeerId, text: str) -> dict:
@@ -201,8 +201,18 @@ async def main_async(args: argparse.Namespace) -> int:
     peer = LabPeer(ice)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+
+    def on_signal() -> None:
+        # listening: leave the wait loop; dialing: abandon the dial and measurements (repeated:
+        # a cancellation racing with a finishing future can be lost in Python 3.11)
+        stop.set()
+        if args.mode == "dial" and not main_task.done():
+            main_task.cancel()
+            loop.call_later(0.5, on_signal)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     try:
         reader = await _stdin_reader()
         target = args.target
@@ -239,17 +249,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stun", action="append", help="ICE server URL (default: the relay's STUN)")
     p.add_argument("--pings", type=int, default=5)
     p.add_argument("--bytes", type=int, default=10 * 1000 * 1000)
-    p.add_argument("--chat", default="hello through the lab")
+    p.add_argument("--chat", default="hello through the lab",
+                   help="message for the chat round trip ('' skips it, e.g. with a browser listener)")
     p.add_argument("-v", "--verbose", action="count", default=0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING - 10 * args.verbose, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        import uvloop
-
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run(main_async(args))
         return uvloop.run(main_async(args))
-    except ImportError:
-        return asyncio.run(main_async(args))
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        return 143  # stopped by a signal, after closing the host
 
 
 if __name__ == "__main__":

@@ -35,7 +35,10 @@ def add_parser(subparsers, add_common) -> None:
                        help="bytes sent over the direct connection to measure throughput "
                             "(default 10 MB; 0 skips)")
         p.add_argument("--no-probe", action="store_true", help="skip the NAT behaviour probe")
-        p.add_argument("--keep-logs", metavar="DIR", help="keep the processes' logs in DIR")
+        p.add_argument("--keep-logs", metavar="DIR",
+                       help="keep the processes' logs (stderr, events) in DIR; with -v they "
+                            "carry debug output (default: a temporary directory, deleted unless "
+                            "something went wrong)")
 
     p = sub.add_parser("run", help="one pair of NAT types",
                        description="Build the lab with NAT type A and B, let A listen via the "
@@ -56,6 +59,13 @@ def add_parser(subparsers, add_common) -> None:
     add_common(p)
     p.set_defaults(func=cmd_matrix)
 
+    p = sub.add_parser("probe", help="build each NAT type and check it behaves as its name says",
+                       description="Builds every NAT type (or --types) and measures its mapping "
+                                   "and filtering with the probe; exit 1 on any mismatch.")
+    p.add_argument("--types", default=",".join(NAT_TYPES), metavar="T1,T2,...")
+    add_common(p)
+    p.set_defaults(func=cmd_probe)
+
     p = sub.add_parser("clean", help="delete namespaces left by lab runs that crashed")
     add_common(p)
     p.set_defaults(func=cmd_clean)
@@ -66,7 +76,7 @@ def _options(args, nat_a: str, nat_b: str):
 
     return RunOptions(nat_a=nat_a, nat_b=nat_b, peers=args.peers, delay_ms=args.delay,
                       loss_pct=args.loss, bytes=args.bytes, probe=not args.no_probe,
-                      keep_logs=args.keep_logs)
+                      keep_logs=args.keep_logs, verbose=args.verbose)
 
 
 class Printer:
@@ -100,21 +110,33 @@ class Printer:
 
 
 def _run(coro_fn) -> int:
-    """Run the lab coroutine; SIGTERM cancels it like Ctrl-C so cleanup always runs."""
+    """Run the lab coroutine; Ctrl-C and SIGTERM cancel it, so its cleanup always runs (also when
+    the shell started us with SIGINT ignored, as it does for background jobs)."""
     from ..cli import CliError, run_async
     from .netns import LabError
 
     async def main():
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+
+        def interrupt() -> None:
+            # Repeat until the task ends: a cancellation can be lost in a race with an awaited
+            # future completing (asyncio.wait_for in Python 3.11, in libraries too); the lab's
+            # cleanup itself shrugs off repeated cancellations.
+            if not task.done():
+                task.cancel()
+                loop.call_later(0.5, interrupt)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, interrupt)
         return await coro_fn()
 
     try:
         return run_async(main())
     except LabError as e:
         raise CliError(str(e)) from None
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        print("p2prtc: interrupted; the lab's namespaces were removed", file=sys.stderr)
         return 130
 
 
@@ -153,10 +175,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from .netns import LabError
     from .scenario import matrix_table, require_lab_support, run_matrix
 
-    types = tuple(t.strip() for t in args.types.split(",") if t.strip())
-    bad = [t for t in types if t not in NAT_TYPES]
-    if bad:
-        raise CliError(f"unknown NAT type(s) {', '.join(bad)}: use {HELP_TYPES}")
+    types = _types(args.types)
     try:
         require_lab_support()
     except LabError as e:
@@ -190,6 +209,49 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         if bad:
             print(f"p2prtc: {len(bad)} of {len(results)} pairs disagree with theory or their "
                   "probe", file=sys.stderr)
+            return 1
+        return 0
+
+    return _run(go)
+
+
+def _types(text: str) -> tuple[str, ...]:
+    from ..cli import CliError
+
+    types = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [t for t in types if t not in NAT_TYPES]
+    if bad or not types:
+        raise CliError(f"unknown NAT type(s) {', '.join(bad) or '(none)'}: use {HELP_TYPES}")
+    return types
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from ..cli import CliError
+    from .netns import LabError
+    from .scenario import require_lab_support, run_probes
+
+    types = _types(args.types)
+    try:
+        require_lab_support()
+    except LabError as e:
+        raise CliError(str(e)) from None
+    out = Printer(args.json)
+
+    async def go() -> int:
+        reports = await run_probes(types)
+        for nat in types:
+            rep = reports[nat]
+            if args.json:
+                out.emit("probe", nat=nat, **rep)
+            else:
+                mark = "ok" if rep["ok"] else "MISMATCH"
+                print(f"{nat:>15}: measured {rep.get('type')} (mapping {rep.get('mapping')}, "
+                      f"filtering {rep.get('filtering')}, {rep.get('hops')} NAT hop(s)) {mark}",
+                      flush=True)
+        bad = [n for n in types if not reports[n]["ok"]]
+        if bad:
+            print(f"p2prtc: the probe disagrees with the NAT built for: {', '.join(bad)}",
+                  file=sys.stderr)
             return 1
         return 0
 

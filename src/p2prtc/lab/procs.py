@@ -19,7 +19,8 @@ STOP_GRACE = 5.0
 
 
 class LabProcess:
-    """`ip netns exec NS argv...` with stdout parsed as JSON events and stderr kept in a log file."""
+    """`ip netns exec NS argv...` with stdout parsed as JSON events; stderr goes to NAME.log and
+    the events to NAME.events.jsonl in the log directory."""
 
     def __init__(self, name: str, ns: str, argv: list[str], log_dir: str,
                  on_event: Callable[[str, dict], None] | None = None) -> None:
@@ -36,6 +37,7 @@ class LabProcess:
 
     async def start(self) -> "LabProcess":
         self._log = open(self.log_path, "wb")
+        self._events_log = open(self.log_path[:-4] + ".events.jsonl", "wb")
         self.proc = await asyncio.create_subprocess_exec(
             *exec_argv(self.ns, self.argv), stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=self._log, start_new_session=True,
@@ -50,6 +52,8 @@ class LabProcess:
                 line = await self.proc.stdout.readline()
                 if not line:
                     break
+                self._events_log.write(line)
+                self._events_log.flush()
                 try:
                     ev = json.loads(line)
                 except ValueError:
@@ -104,8 +108,11 @@ class LabProcess:
                     await self._cond.wait()
 
         try:
-            return await asyncio.wait_for(wait(), timeout)
-        except asyncio.TimeoutError:
+            # asyncio.timeout, not wait_for: 3.11's wait_for loses a cancellation (Ctrl-C) that
+            # arrives as the awaited event does.
+            async with asyncio.timeout(timeout):
+                return await wait()
+        except TimeoutError:
             raise LabError(f"{self.name}: no {'/'.join(names)} within {timeout:.0f} s; "
                            f"log {self.log_path}") from None
 
@@ -132,6 +139,7 @@ class LabProcess:
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
         self._log.close()
+        self._events_log.close()
 
 
 class ProcessGroup:

@@ -43,7 +43,9 @@ class RunOptions:
     bytes: int = 10 * 1000 * 1000  # throughput test over the direct connection
     pings: int = 5
     probe: bool = True
+    probe_only: bool = False       # build, probe both NATs, tear down (no peers)
     keep_logs: str | None = None   # directory for the processes' logs (default: a temp dir)
+    verbose: int = 0               # -v for the relay and the peers (their logs, see keep_logs)
 
     def check(self) -> None:
         for t in (self.nat_a, self.nat_b):
@@ -67,7 +69,8 @@ class RunResult:
     direct: bool = False
     time_to_direct_ms: float | None = None
     relayed_ms: float | None = None
-    candidate_pair: dict | None = None
+    candidate_pair: dict | None = None           # as the dialer (B) sees it
+    listener_candidate_pair: dict | None = None  # as the listener (A) sees it
     rtt_ms: dict = field(default_factory=dict)
     throughput: dict | None = None
     chat: dict | None = None
@@ -126,11 +129,18 @@ class LabRun:
             self.note("lab-built", **self.lab.describe())
             await self._run(result)
         finally:
-            await self.procs.stop_all()
+            # Cleanup runs to the end even if Ctrl-C comes (again) meanwhile.
+            stopping = asyncio.ensure_future(self.procs.stop_all())
+            while not stopping.done():
+                try:
+                    await asyncio.shield(stopping)
+                except asyncio.CancelledError:
+                    continue
             self.lab.destroy()
             _LIVE.discard(self.lab)
             result.seconds = round(time.monotonic() - t0, 2)
-            if o.keep_logs is None and result.error is None and result.failure is None:
+            if o.keep_logs is None and result.error is None and (
+                    result.failure is None or result.matches_theory):
                 shutil.rmtree(self.procs.log_dir, ignore_errors=True)
                 result.logs = None
         return result
@@ -140,13 +150,15 @@ class LabRun:
         assert lab is not None
         relay = await self.procs.start("relay", lab.relay_ns, python_argv(
             "p2prtc", "relay", "--listen-ip", RELAY_IP, "--port", str(RELAY_PORT),
-            "--websocket-port", str(RELAY_WS_PORT), "--stun-port", str(STUN_PORT), "--json"))
+            "--websocket-port", str(RELAY_WS_PORT), "--stun-port", str(STUN_PORT), "--json",
+            *self._verbose))
         probe_srv = None
-        if o.probe:
+        if o.probe or o.probe_only:
             probe_srv = await self.procs.start("probe-server", lab.relay_ns, python_argv(
                 "p2prtc.lab.probe", "server", RELAY_IP, RELAY_IP2, "--port", str(PROBE_PORT)))
         # Start the peers' processes now: their imports (aiortc, Playwright) overlap the rest.
-        a_proc, b_proc = await self._start_peers()
+        if not o.probe_only:
+            a_proc, b_proc = await self._start_peers()
         ev = await relay.wait_event("listening", START_TIMEOUT)
         relay_tcp = next(a for a in ev["addrs"] if "/ws" not in a)
         relay_ws = next((a for a in ev["addrs"] if "/ws" in a), None)
@@ -154,8 +166,10 @@ class LabRun:
             await probe_srv.wait_event("probe-server", START_TIMEOUT)
         if o.delay_ms or o.loss_pct:
             await self._impair()
-        if o.probe:
+        if o.probe or o.probe_only:
             await self._probe(result)
+        if o.probe_only:
+            return
 
         listener_relay = relay_ws if self._a_is_browser else relay_tcp
         await a_proc.send_line(listener_relay)
@@ -169,6 +183,14 @@ class LabRun:
         await b_proc.send_line(target)
         done = await b_proc.wait_event("done", DIAL_REPORT_TIMEOUT)
         self._fill(result, done)
+        a_direct = [e for e in a_proc.events if e.get("event") == "connected"
+                    and e.get("transport") == "webrtc"]
+        if a_direct:
+            result.listener_candidate_pair = a_direct[-1].get("candidate_pair")
+
+    @property
+    def _verbose(self) -> list[str]:
+        return ["-" + "v" * self.opts.verbose] if self.opts.verbose else []
 
     @property
     def _a_is_browser(self) -> bool:
@@ -181,13 +203,15 @@ class LabRun:
     async def _start_peers(self) -> tuple[LabProcess, LabProcess]:
         o, lab = self.opts, self.lab
         stun = f"stun:{RELAY_IP}:{STUN_PORT}"
-        common = ["--stun", stun]
+        common = ["--stun", stun, *self._verbose]
         a_mod = "p2prtc.lab.browser_agent" if self._a_is_browser else "p2prtc.lab.agent"
         b_mod = "p2prtc.lab.browser_agent" if self._b_is_browser else "p2prtc.lab.agent"
         a = await self.procs.start("peer-a", lab.sides["a"].peer_ns,
                                    python_argv(a_mod, "listen", *common))
-        b = await self.procs.start("peer-b", lab.sides["b"].peer_ns, python_argv(
-            b_mod, "dial", *common, "--pings", str(o.pings), "--bytes", str(o.bytes)))
+        b_args = ["dial", *common, "--pings", str(o.pings), "--bytes", str(o.bytes)]
+        if self._a_is_browser:
+            b_args += ["--chat", ""]  # the browser harness page has no chat protocol
+        b = await self.procs.start("peer-b", lab.sides["b"].peer_ns, python_argv(b_mod, *b_args))
         return a, b
 
     async def _impair(self) -> None:
@@ -297,6 +321,21 @@ async def run_matrix(base: RunOptions, types: tuple[str, ...] = NAT_TYPES, on_ev
     return results
 
 
+async def run_probes(types: tuple[str, ...] = NAT_TYPES, on_event=None) -> dict[str, dict]:
+    """Build each NAT type (two per lab) and probe it: {type: probe report + "ok"}."""
+    out: dict[str, dict] = {}
+    todo = list(types)
+    while todo:
+        a, b = todo[0], todo[1] if len(todo) > 1 else todo[0]
+        todo = todo[2:]
+        r = await run_one(RunOptions(a, b, probe_only=True), on_event)
+        for side, nat in (("a", a), ("b", b)):
+            rep = dict(r.probes.get(side, {}))
+            rep["ok"] = rep.get("type") == nat
+            out[nat] = rep
+    return out
+
+
 # -- presenting results ---------------------------------------------------------------------------
 
 def _fmt_ms(v) -> str:
@@ -314,11 +353,14 @@ def describe_result(r: RunResult) -> str:
         lines.append(f"  PROBE MISMATCH: {m}")
     theory = "direct" if r.predicted_direct else "no direct path"
     if r.direct:
-        pair = r.candidate_pair or {}
         lines.append(f"  direct WebRTC in {_fmt_ms(r.time_to_direct_ms)} ms from the dial "
-                     f"(relayed connection after {_fmt_ms(r.relayed_ms)} ms); candidate pair "
-                     f"{pair.get('local')} {pair.get('local_addr')} <-> {pair.get('remote')} "
-                     f"{pair.get('remote_addr')}")
+                     + (f"(relayed connection after {_fmt_ms(r.relayed_ms)} ms)"
+                        if r.relayed_ms is not None else ""))
+        for who, pair in (("B", r.candidate_pair), ("A", r.listener_candidate_pair)):
+            if pair:
+                lines.append(f"  candidate pair as {who} sees it: {pair.get('local')} "
+                             f"{pair.get('local_addr')} <-> {pair.get('remote')} "
+                             f"{pair.get('remote_addr')}")
     else:
         lines.append(f"  no direct connection (reported {_fmt_ms(r.failure_reported_ms)} ms after "
                      f"the dial): {r.failure}")
@@ -341,8 +383,9 @@ def describe_result(r: RunResult) -> str:
     return "\n".join(lines)
 
 
-MATRIX_HEADER = ("| A | B | theory | measured | time to direct (ms) | pair (local/remote) | "
-                 "RTT relay / direct (ms) | MB/s | chat | note |")
+MATRIX_HEADER = ("| A (listens) | B (dials) | theory | measured | time to direct (ms) | "
+                 "pair at B (local/remote) | pair at A | RTT relay / direct (ms) | MB/s | chat | "
+                 "note |")
 
 
 def matrix_row(r: RunResult) -> str:
@@ -361,7 +404,7 @@ def matrix_row(r: RunResult) -> str:
         notes.append(f"failure reported after {_fmt_ms(r.failure_reported_ms)} ms")
     ttd = _fmt_ms(r.time_to_direct_ms) if r.direct else "-"
     return (f"| {r.nat_a} | {r.nat_b} | {theory} | {measured} | {ttd} | "
-            f"{_pair_types(r.candidate_pair)} | {rtts} | {mbps} | {chat} | {', '.join(notes)} |")
+            f"{_pair_types(r.candidate_pair)} | {_pair_types(r.listener_candidate_pair)} | {rtts} | {mbps} | {chat} | {', '.join(notes)} |")
 
 
 def matrix_table(results: list[RunResult]) -> str:

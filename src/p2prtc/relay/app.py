@@ -91,16 +91,13 @@ class RelayApp:
             wanted.append(f"/{proto}/{ip}/tcp/{o.port}")
             if o.websocket_port is not None:
                 wanted.append(f"/{proto}/{ip}/tcp/{o.websocket_port}/ws")
+            if o.webrtc_port is not None:
+                # certhash of a certificate derived from the identity: same key, same address
+                wanted.append(f"/{proto}/{ip}/udp/{o.webrtc_port}/webrtc-direct")
         for w in wanted:
             self.listen_addrs += await self.host.listen(w)
         if o.announce:
             self.host.announce_addrs = announce_addrs(self.listen_addrs, o.announce)
-        if o.webrtc_port is not None:
-            log.warning("--webrtc-port %d: WebRTC-direct is not served yet; continuing with "
-                        "TCP%s", o.webrtc_port, " and WebSocket" if o.websocket_port else "")
-            print(f"p2prtc relay: --webrtc-port {o.webrtc_port} is not served yet "
-                  "(WebRTC-direct is not implemented); serving the other transports",
-                  file=sys.stderr, flush=True)
         if o.stun_port:
             for ip in ips:
                 transport, proto = await start_stun_server(ip, o.stun_port)

@@ -167,6 +167,8 @@ class CircuitListener(Listener):
                     except asyncio.TimeoutError:
                         continue  # time to refresh on the same connection
                 reason = conn.close_reason or "connection closed"
+                if self.host._closed:
+                    return  # we are shutting down: nothing was lost
                 log.warning("lost the connection to relay %s (%s); reserving again",
                             self.relay_peer, reason)
                 self.host.events.emit("reservation-lost", self.relay_peer, reason)

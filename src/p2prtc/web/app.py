@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 DEFAULT_PORT = 5173  # Vite's, which the js example app is served with
 RELAY_STUN_PORT = 3478  # `p2prtc relay --stun-port` default
+SHUTDOWN_TIMEOUT = 2.0  # seconds in-flight requests get after Ctrl-C
 # Transports a browser can use to reach a relay.
 BROWSER_RELAY_TRANSPORTS = ("ws", "wss", "webrtc-direct", "webtransport")
 _HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -139,6 +140,9 @@ def config_for(cfg: WebConfig, request_host: str | None = None) -> dict:
     return doc
 
 
+CONFIG_KEY: web.AppKey["WebConfig"] = web.AppKey("config", WebConfig)
+
+
 @web.middleware
 async def _headers(request: web.Request, handler):
     resp = await handler(request)
@@ -162,7 +166,7 @@ def make_app(cfg: WebConfig, static_dir: Path = STATIC_DIR) -> web.Application:
                                  headers={"Cache-Control": "no-store"})
 
     app = web.Application(middlewares=[_headers])
-    app["config"] = cfg
+    app[CONFIG_KEY] = cfg
     app.router.add_get("/", index)
     app.router.add_get("/index.html", index)
     app.router.add_get("/config.json", config_json)
@@ -200,7 +204,9 @@ class WebServer:
         self.port = 0
 
     async def start(self, host: str, port: int) -> int:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        # Requests here are quick file reads: don't wait a minute for stragglers on Ctrl-C.
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=SHUTDOWN_TIMEOUT)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host or None, port, reuse_address=True)
         try:

@@ -101,7 +101,8 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 
 async def run_web(cfg: WebConfig, host: str, port: int, *, as_json: bool = False) -> int:
-    from .app import WebServer, config_for
+    from ..multiaddr import Multiaddr
+    from .app import WebServer, config_for, rewrite_for_request
 
     started = time.monotonic()
     server = WebServer(cfg)
@@ -123,6 +124,8 @@ async def run_web(cfg: WebConfig, host: str, port: int, *, as_json: bool = False
             lines = ["", f"  p2prtc web  ready in {(time.monotonic() - started) * 1000:.0f} ms", ""]
             lines += [f"  {label + ':':<9}{url}" for label, url in server.urls()]
             lines.append(f"  {'Relay:':<9}{doc['relay'] or 'none given: paste a relay address in the page'}")
+            if cfg.relay and rewrite_for_request(Multiaddr(cfg.relay), "192.0.2.1") != Multiaddr(cfg.relay):
+                lines.append(f"  {'':<9}(pages opened through a Network URL get that host instead)")
             ice = [u for s in doc["iceServers"] for u in s["urls"]]
             lines.append(f"  {'STUN:':<9}{', '.join(ice) or 'none (direct connections only between hosts that see each other)'}")
             lines += ["", "  press Ctrl-C to stop", ""]

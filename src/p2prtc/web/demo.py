@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import stat
 import sys
 import tempfile
@@ -48,7 +49,11 @@ class DemoError(RuntimeError):
 class _PrefixedOutput(Output):
     """The peer's human-readable lines, marked as coming from the Python peer."""
 
+    muted = False  # set while shutting down: "lost the relay" then is no news
+
     def event(self, name: str, human: str | None = None, /, **fields) -> None:
+        if self.muted:
+            return
         if human is not None:
             human = "\n".join(f"[python peer] {line}" for line in human.splitlines())
         super().event(name, human, **fields)
@@ -69,6 +74,10 @@ class EchoPeer(PeerApp):
         super()._on_file(r)
         self.host.spawn(self._reply(r.peer, f"echo: received {r.name} ({r.size} bytes, "
                                             f"sha256 {r.sha256})"))
+
+    async def close(self) -> None:
+        self.out.muted = True
+        await super().close()
 
     async def _reply(self, peer: PeerId, text: str) -> None:
         try:
@@ -109,13 +118,25 @@ LOOPBACK_ONLY_WARNING = (
     "Connect the machine to a network (any interface with an IPv4 address will do).")
 
 
+def udp_port_free(ip: str, port: int) -> bool:
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((ip, port))
+    except OSError:
+        return False
+    return True
+
+
 class Demo:
     def __init__(self, opts: DemoOptions) -> None:
         self.opts = opts
+        listen_ip = opts.host if opts.host not in ("", "localhost") else "127.0.0.1"
+        # Browser and Python peer share this machine: STUN is a nicety here, not a need, so a
+        # busy STUN port (another demo, a coturn) must not stop the demo.
+        self.stun_port = opts.stun_port if udp_port_free(listen_ip, opts.stun_port) else 0
         self.relay = RelayApp(RelayOptions(
             identity=Identity.generate(), port=opts.relay_port,
-            websocket_port=opts.websocket_port, stun_port=opts.stun_port,
-            listen_ip=opts.host if opts.host not in ("", "localhost") else "127.0.0.1"))
+            websocket_port=opts.websocket_port, stun_port=self.stun_port, listen_ip=listen_ip))
         self.save_dir = Path(tempfile.mkdtemp(prefix="p2prtc-demo-"))
         # Same machine as the browser: host candidates are enough, no STUN round trip.
         self.peer = EchoPeer(PeerOptions(identity=Identity.generate(), ice_servers=[],
@@ -131,13 +152,14 @@ class Demo:
         except OSError as e:
             raise DemoError(
                 f"cannot start the relay on {self.relay.opts.listen_ip} (TCP {o.relay_port}, "
-                f"WebSocket {o.websocket_port}, STUN {o.stun_port}/udp): {e.strerror or e}; "
+                f"WebSocket {o.websocket_port}): {e.strerror or e}; "
                 "choose other ports with --relay-port / --websocket-port") from None
         self.relay_ws = _pick(addrs, ws=True)
         relay_tcp = _pick(addrs, ws=False)
         await self.peer.listen(str(relay_tcp))
         self.peer_addr = Multiaddr(f"{self.relay_ws}/p2p-circuit/webrtc/p2p/{self.peer.host.peer_id}")
-        self.web = WebServer(WebConfig(relay=str(self.relay_ws), demo_peer=str(self.peer_addr)))
+        self.web = WebServer(WebConfig(relay=str(self.relay_ws), demo_peer=str(self.peer_addr),
+                                       stun=None if self.stun_port else []))
         try:
             await self.web.start(o.host, o.port)
         except OSError as e:
@@ -168,6 +190,10 @@ class Demo:
             "",
         ]
         print("\n".join(lines), flush=True)
+        if not self.stun_port:
+            print(f"note: UDP port {self.opts.stun_port} is in use, so the relay runs without its "
+                  "STUN server (not needed when everything is on this machine)",
+                  file=sys.stderr, flush=True)
         if loopback_only():
             print(LOOPBACK_ONLY_WARNING, file=sys.stderr, flush=True)
 
@@ -175,6 +201,10 @@ class Demo:
         if self.web is not None:
             await self.web.close()
         await self.peer.close()
+        # Connections first: the relay's WebSocket listener otherwise waits (aiohttp's 60 s
+        # shutdown timeout) for the handlers of browsers that are still connected.
+        await asyncio.gather(*(c.close() for c in self.relay.host.connections()),
+                             return_exceptions=True)
         await self.relay.close()
 
 

@@ -2,6 +2,7 @@
 //
 // window.harness.start(opts) creates a js-libp2p node like the one in
 // js-libp2p-example-webrtc-private-to-private (websockets + webRTC + circuit relay transport,
+// plus webRTCDirect to reach relays over webrtc-direct,
 // noise, yamux, identify, identifyPush, ping) and every other method mirrors a command of
 // peer.mjs, resolving to the same JSON-able reply ({ok: true, ...} or {ok: false, error}).
 // Events ({event: ...}) go to window.__harnessEvent when the controller exposed it (Playwright's
@@ -13,7 +14,7 @@ import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import { identify, identifyPush } from '@libp2p/identify'
 import { enable as enableLogs } from '@libp2p/logger'
 import { ping } from '@libp2p/ping'
-import { webRTC } from '@libp2p/webrtc'
+import { webRTC, webRTCDirect } from '@libp2p/webrtc'
 import { webSockets } from '@libp2p/websockets'
 import { createLibp2p } from 'libp2p'
 import { createHarness, errorText, registerProtocols } from './lib/harness.mjs'
@@ -64,6 +65,8 @@ async function start (opts = {}) {
       transports: [
         webSockets(),
         webRTC({ rtcConfiguration }),
+        // dials /webrtc-direct addresses (e.g. a relay's --webrtc-port); browsers cannot listen
+        webRTCDirect({ rtcConfiguration }),
         circuitRelayTransport()
       ],
       connectionEncrypters: [noise()],

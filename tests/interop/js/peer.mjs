@@ -1,6 +1,6 @@
 // A js-libp2p peer in Node 22, driven over JSON lines (see tests/interop/control.py).
 //
-//   node peer.mjs [--listen MA]... [--seed N] [--relay] [--circuit] [--webrtc]
+//   node peer.mjs [--listen MA]... [--seed N] [--relay] [--circuit] [--webrtc] [--webrtc-direct]
 //                 [--ice-servers JSON] [--rtc-config JSON]
 //
 // stdout carries only JSON lines: {"event": ...} events and {"id": N, "ok": ...} replies;
@@ -17,7 +17,7 @@ import { generateKeyPair, generateKeyPairFromSeed } from '@libp2p/crypto/keys'
 import { identify, identifyPush } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
-import { webRTC } from '@libp2p/webrtc'
+import { webRTC, webRTCDirect } from '@libp2p/webrtc'
 import { webSockets } from '@libp2p/websockets'
 import { createLibp2p } from 'libp2p'
 import { createHarness, errorText, registerProtocols } from './lib/harness.mjs'
@@ -47,6 +47,7 @@ try {
       relay: { type: 'boolean', default: false },
       circuit: { type: 'boolean', default: false },
       webrtc: { type: 'boolean', default: false },
+      'webrtc-direct': { type: 'boolean', default: false },
       'ice-servers': { type: 'string' },
       'rtc-config': { type: 'string' }
     },
@@ -90,6 +91,10 @@ const transports = [
 ]
 if (circuit) transports.push(circuitRelayTransport())
 if (flags.webrtc) transports.push(webRTC({ rtcConfiguration: rtcConfiguration() }))
+// dial and listen on /webrtc-direct (listen with --listen /ip4/127.0.0.1/udp/0/webrtc-direct)
+if (flags['webrtc-direct'] || listen.some(a => a.includes('/webrtc-direct'))) {
+  transports.push(webRTCDirect({ rtcConfiguration: rtcConfiguration() }))
+}
 
 const services = {
   identify: identify(),

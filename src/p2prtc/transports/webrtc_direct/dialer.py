@@ -18,12 +18,11 @@ from ...connection import Connection
 from ...errors import DialError, HandshakeError, P2PError
 from ...identity import Identity, PeerId
 from ...multiaddr import Multiaddr
-from ..webrtc.muxer import DataChannelMuxer
 from . import stun
 from .certificate import digest_from_certhash, ephemeral_certificate
 from .ice import IceChecker, random_ufrag
 from .peer import DatagramLink, DirectPeerConnection
-from .upgrade import authenticate, build_connection, direct_addr
+from .upgrade import DirectMuxer, authenticate, build_connection, direct_addr
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,8 @@ log = logging.getLogger(__name__)
 CHECK_RTO_INITIAL = 0.1
 CHECK_RTO_MAX = 1.6
 ICE_TIMEOUT = 10.0
-DIAL_TIMEOUT = 20.0
+# Below the Host's own dial deadline (20 s), so our message says which stage failed.
+DIAL_TIMEOUT = 15.0
 KEEPALIVE_INTERVAL = 2.5
 CONSENT_TIMEOUT = 30.0
 
@@ -110,7 +110,7 @@ async def dial(addr: Multiaddr, identity: Identity) -> Connection:
     pc = DirectPeerConnection(link, cert.rtc_certificate(), dtls_role="client",
                               expected_digest=expected)
     pc.on_closed.append(transport.close)
-    muxer = DataChannelMuxer(pc)
+    muxer = DirectMuxer(pc, client=True)
     stage = "ICE"
     try:
         async with asyncio.timeout(DIAL_TIMEOUT):
@@ -120,7 +120,8 @@ async def dial(addr: Multiaddr, identity: Identity) -> Connection:
             await pc.connect()
             stage = "Noise"
             secure = await authenticate(pc, identity, server=False, local_digest=cert.digest,
-                                        remote_digest=expected, remote_peer=peer)
+                                        remote_digest=expected, remote_peer=peer,
+                                        ready=muxer.server_ready)
     except TimeoutError:
         await pc.close(f"{stage} timed out")
         raise DialError(f"webrtc-direct dial to {ip}:{port} timed out during {stage}") from None

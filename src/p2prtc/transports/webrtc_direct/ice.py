@@ -68,7 +68,7 @@ def normalize_addr(addr: Any) -> tuple[str, int]:
     return (addr[0], addr[1])
 
 
-@dataclass
+@dataclass(eq=False)
 class IceSession:
     """One client of the ICE-lite server, identified by its ufrag."""
 

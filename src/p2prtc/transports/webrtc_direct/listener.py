@@ -26,12 +26,11 @@ from ...identity import Identity
 from ...multiaddr import Multiaddr
 from ...netutil import expand_unspecified
 from ..base import Listener
-from ..webrtc.muxer import DataChannelMuxer
 from . import stun
 from .certificate import DtlsCertificate
 from .ice import IceLiteAgent, IceSession, normalize_addr
 from .peer import DatagramLink, DirectPeerConnection
-from .upgrade import authenticate, build_connection, direct_addr
+from .upgrade import DirectMuxer, authenticate, build_connection, direct_addr
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +216,7 @@ class WebRTCDirectListener(Listener):
     async def _serve(self, client: _Client) -> None:
         pc = client.pc
         addr = client.session.addr
-        muxer = DataChannelMuxer(pc)  # takes the peer's channels from the first moment
+        muxer = DirectMuxer(pc, client=False)  # takes the peer's channels from the first moment
         stage = "DTLS"
         try:
             async with asyncio.timeout(UPGRADE_TIMEOUT):

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ...connection import Connection
-from ...errors import P2PError
 from ...multiaddr import Multiaddr
 from ..base import ConnectionHandler, Listener, Transport
 
@@ -49,10 +48,7 @@ class WebRTCDirectTransport(Transport):
         comps = addr.components()
         listener = WebRTCDirectListener(str(comps[0][1]), int(comps[1][1]), self.host.identity,
                                         certificate_for(self.host.identity), on_connection)
-        try:
-            await listener.start()
-        except OSError as e:
-            raise P2PError(f"cannot listen on {addr}: {e.strerror or e}") from None
+        await listener.start()  # OSError (port in use, ...) as for TCP listeners
         return listener
 
     async def dial(self, addr: Multiaddr) -> Connection:

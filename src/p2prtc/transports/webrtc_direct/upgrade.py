@@ -9,6 +9,7 @@ channel, exactly as on /webrtc (DataChannelStream, DataChannelMuxer).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from ...connection import Connection
@@ -22,23 +23,70 @@ from .peer import DirectPeerConnection
 
 log = logging.getLogger(__name__)
 
+# How long a client's first stream waits for a sign that the server's connection is set up
+# (see DirectMuxer); only servers that give no sign at all make a client wait this long.
+SERVER_READY_GRACE = 0.5
+
 TRANSPORT_NAME = "webrtc-direct"
 MUXER_PROTOCOL = "/webrtc-direct"
 SECURITY_PROTOCOL = "/noise"
 
 
+class DirectMuxer(DataChannelMuxer):
+    """The /webrtc data-channel muxer, plus one precaution for clients.
+
+    rust-libp2p's server (libp2p-webrtc 0.10) starts listening for data channels only after it
+    has closed its end of the Noise channel, so a stream the client opens the moment its own
+    Noise handshake ends is silently lost there. A client's first stream therefore waits until
+    the server shows it is ready: its FIN on channel 0 (rust, us), a channel it opens (js and
+    go open identify at once), or SERVER_READY_GRACE.
+    """
+
+    def __init__(self, pc: DirectPeerConnection, *, client: bool) -> None:
+        super().__init__(pc)
+        self.server_ready = asyncio.Event()
+        if not client:
+            self.server_ready.set()
+
+    def _on_datachannel(self, channel) -> None:
+        self.server_ready.set()
+        super()._on_datachannel(channel)
+
+    def _mark_closed(self, reason: str) -> None:
+        self.server_ready.set()
+        super()._mark_closed(reason)
+
+    async def open_stream(self) -> DataChannelStream:
+        if not self.server_ready.is_set():
+            try:
+                async with asyncio.timeout(SERVER_READY_GRACE):
+                    await self.server_ready.wait()
+            except TimeoutError:
+                pass
+            self.server_ready.set()
+        return await super().open_stream()
+
+
 async def authenticate(pc: DirectPeerConnection, identity: Identity, *, server: bool,
                        local_digest: bytes, remote_digest: bytes,
-                       remote_peer: PeerId | None = None) -> noise.SecureSession:
+                       remote_peer: PeerId | None = None,
+                       ready: asyncio.Event | None = None) -> noise.SecureSession:
     """Run Noise XX on the negotiated channel 0; raises HandshakeError on failure."""
     client_digest, server_digest = ((remote_digest, local_digest) if server
                                     else (local_digest, remote_digest))
     stream = DataChannelStream(pc.noise_channel)
     session = await noise.handshake(stream, identity, server, remote_peer,
                                     noise_prologue(client_digest, server_digest))
+    if ready is not None:
+        pc.spawn(_set_when(stream._remote_fin, ready))
     # Done with channel 0 (FIN, then wait for the peer's FIN_ACK and FIN, all bounded).
     pc.spawn(_close_quietly(stream))
     return session
+
+
+async def _set_when(event: asyncio.Event, target: asyncio.Event) -> None:
+    await event.wait()
+    target.set()
 
 
 async def _close_quietly(stream: DataChannelStream) -> None:
