@@ -140,16 +140,20 @@ def _run(coro_fn) -> int:
         return 130
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _require_support() -> None:
+    """Refuse, in one line, where the lab cannot run (not root, no namespaces)."""
     from ..cli import CliError
-    from .scenario import describe_result, require_lab_support, run_one
+    from .netns import unsupported_reason
 
-    from .netns import LabError
+    reason = unsupported_reason()
+    if reason:
+        raise CliError(reason)
 
-    try:
-        require_lab_support()
-    except LabError as e:
-        raise CliError(str(e)) from None
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .scenario import describe_result, run_one
+
+    _require_support()
     out = Printer(args.json)
 
     async def go() -> int:
@@ -171,15 +175,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    from ..cli import CliError
-    from .netns import LabError
-    from .scenario import matrix_table, require_lab_support, run_matrix
+    from .scenario import matrix_table, run_matrix
 
     types = _types(args.types)
-    try:
-        require_lab_support()
-    except LabError as e:
-        raise CliError(str(e)) from None
+    _require_support()
     out = Printer(args.json)
 
     def on_result(r) -> None:
@@ -226,15 +225,10 @@ def _types(text: str) -> tuple[str, ...]:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from ..cli import CliError
-    from .netns import LabError
-    from .scenario import require_lab_support, run_probes
+    from .scenario import run_probes
 
     types = _types(args.types)
-    try:
-        require_lab_support()
-    except LabError as e:
-        raise CliError(str(e)) from None
+    _require_support()
     out = Printer(args.json)
 
     async def go() -> int:
@@ -259,12 +253,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from ..cli import CliError
-    from .netns import remove_leftovers, unsupported_reason
+    from .netns import remove_leftovers
 
-    reason = unsupported_reason()
-    if reason:
-        raise CliError(reason)
+    _require_support()
     removed = remove_leftovers()
     if args.json:
         print(json.dumps({"event": "cleaned", "namespaces": removed}), flush=True)

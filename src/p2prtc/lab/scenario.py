@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from .nat import EXPECTED, NAT_TYPES, predict
-from .netns import LabError, remove_leftovers, sh, unsupported_reason
+from .netns import LabError, remove_leftovers, sh
 from .procs import LabProcess, ProcessGroup, python_argv
 from .topology import (PROBE_PORT, RELAY_IP, RELAY_IP2, RELAY_PORT, RELAY_WS_PORT, STUN_PORT,
                        Lab)
@@ -287,12 +287,6 @@ def _cleanup_at_exit() -> None:
             lab.destroy()
         except Exception:  # noqa: BLE001 - best effort at exit
             pass
-
-
-def require_lab_support() -> None:
-    reason = unsupported_reason()
-    if reason:
-        raise LabError(reason)
 
 
 async def run_one(opts: RunOptions, on_event=None) -> RunResult:

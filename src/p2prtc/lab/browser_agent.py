@@ -1,0 +1,309 @@
+"""A lab peer in headless Chromium: the js-libp2p harness page of the interop tests
+(tests/interop/jspeer.py, BrowserSession) driven from inside a peer's namespace, with the same
+command line and JSON events as `p2prtc.lab.agent`.
+
+    python -m p2prtc.lab.browser_agent listen [RELAY_WS_MULTIADDR] --stun URL
+    python -m p2prtc.lab.browser_agent dial [PEER_MULTIADDR] --stun URL [--pings N] [--bytes N]
+
+Everything runs inside the namespace `ip netns exec` put us in: the harness's static server (on
+127.0.0.1), Playwright's driver and Chromium. Needs the repository checkout (the harness lives in
+tests/interop/js, built by its install.sh) and /usr/bin/chromium.
+
+The candidate pair comes from the page's own RTCPeerConnection stats: an init script records every
+RTCPeerConnection the page creates (js-libp2p keeps them private).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("p2prtc.lab.browser_agent")
+
+REPO = Path(__file__).resolve().parents[3]
+DIAL_TIMEOUT = 30.0
+STEP_TIMEOUT = 60.0
+
+RECORD_PEER_CONNECTIONS = """
+(() => {
+  const Native = window.RTCPeerConnection
+  if (!Native || window.__labPCs) return
+  window.__labPCs = []
+  window.RTCPeerConnection = class extends Native {
+    constructor (...args) { super(...args); window.__labPCs.push(this) }
+  }
+})()
+"""
+
+SELECTED_PAIRS = """
+async () => {
+  const out = []
+  for (const pc of window.__labPCs || []) {
+    if (pc.connectionState !== 'connected') continue
+    const stats = await pc.getStats()
+    let pair = null
+    stats.forEach(s => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId)
+    })
+    if (!pair) stats.forEach(s => { if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s })
+    if (!pair) continue
+    const l = stats.get(pair.localCandidateId)
+    const r = stats.get(pair.remoteCandidateId)
+    out.push({
+      local: l.candidateType, remote: r.candidateType,
+      local_addr: `${l.address ?? l.ip}:${l.port}`, remote_addr: `${r.address ?? r.ip}:${r.port}`
+    })
+  }
+  return out
+}
+"""
+
+# /ipfs/ping/1.0.0 over the peer's limited (relayed) connection specifically: the harness's ping
+# command lets js pick the connection, which is the direct one once it exists.
+RELAYED_PING = """
+async ([peer, count]) => {
+  const node = window.harness.node
+  const conn = node.getConnections().find(c => c.remotePeer.toString() === peer &&
+    c.limits != null && c.status === 'open')
+  if (!conn) return { ok: false, error: 'no relayed connection left to ping over' }
+  const stream = await conn.newStream('/ipfs/ping/1.0.0', { runOnLimitedConnection: true })
+  const rtts = []
+  try {
+    for (let i = 0; i < count; i++) {
+      const payload = crypto.getRandomValues(new Uint8Array(32))
+      const echoed = new Promise((resolve, reject) => {
+        let have = 0
+        const timer = setTimeout(() => reject(new Error('no ping reply within 10 s')), 10000)
+        const onMessage = (evt) => {
+          have += (evt.data instanceof Uint8Array ? evt.data : evt.data.subarray()).byteLength
+          if (have >= 32) {
+            clearTimeout(timer)
+            stream.removeEventListener('message', onMessage)
+            resolve()
+          }
+        }
+        stream.addEventListener('message', onMessage)
+      })
+      const t0 = performance.now()
+      if (!stream.send(payload)) await stream.onDrain()
+      await echoed
+      rtts.push(performance.now() - t0)
+    }
+    await stream.close()
+  } catch (err) {
+    stream.abort(err)
+    return { ok: false, error: String(err) }
+  }
+  return { ok: true, rtts }
+}
+"""
+
+
+def emitter():
+    t0 = time.monotonic()
+
+    def emit(event: str, **fields) -> None:
+        sys.stdout.write(json.dumps({"event": event, "t": round(time.monotonic() - t0, 3),
+                                     **fields}) + "\n")
+        sys.stdout.flush()
+
+    return emit
+
+
+def _is_direct(conn: dict) -> bool:
+    """js names a /webrtc connection by the address it was dialed at (<relay>/p2p-circuit/webrtc/
+    p2p/<peer>); the relayed one lacks /webrtc and is limited."""
+    return "/webrtc" in conn.get("remoteAddr", "") and not conn.get("limited")
+
+
+class BrowserLabPeer:
+    def __init__(self, stun: list[str]) -> None:
+        self.emit = emitter()
+        self.stun = stun
+        self.session = None
+        self.page = None
+
+    async def start(self) -> None:
+        if str(REPO) not in sys.path:
+            sys.path.insert(0, str(REPO))
+        try:
+            from tests.interop.jspeer import BrowserSession
+        except ImportError as e:
+            raise RuntimeError(f"browser peers need the repository's test harness "
+                               f"(tests/interop/jspeer.py under {REPO}): {e}") from None
+        self.session = BrowserSession()
+        await self.session.start()
+        browser = self.session.browser
+        native_new_context = browser.new_context
+
+        async def new_context(**kwargs):
+            ctx = await native_new_context(**kwargs)
+            await ctx.add_init_script(script=RECORD_PEER_CONNECTIONS)
+            return ctx
+
+        browser.new_context = new_context
+        self.page = await self.session.new_peer("lab")
+        await self.page.start(ice_servers=[{"urls": u} for u in self.stun])
+        self.emit("ready", peer=self.page.peer_id)
+
+    async def selected_pair(self) -> dict | None:
+        pairs = await self.page.page.evaluate(SELECTED_PAIRS)
+        return pairs[-1] if pairs else None
+
+    async def listen(self, relay: str) -> None:
+        await self.page.dial(relay)
+        addr = await self.page.wait_for_addr("/p2p-circuit/webrtc", 30)
+        self.emit("listening", addrs=[addr])
+
+    async def report_connections(self) -> None:
+        from tests.interop.jspeer import BrowserPeerError
+
+        while True:
+            try:
+                ev = await self.page.wait_event("connection", timeout=3600)
+            except BrowserPeerError:
+                continue
+            direct = _is_direct(ev)
+            pair = await self.selected_pair() if direct else None
+            remote = ev.get("remoteAddr", "")
+            kind = "webrtc" if direct else "relay" if "/p2p-circuit" in remote else "ws"
+            self.emit("connected", peer=ev.get("peer"), transport=kind,
+                      limited=bool(ev.get("limited")), direction=ev.get("direction"),
+                      remote_addr=ev.get("remoteAddr"), candidate_pair=pair)
+
+    async def dial(self, target: str, pings: int, nbytes: int) -> dict:
+        from tests.interop.jspeer import BrowserPeerError
+
+        peer = target.rsplit("/p2p/", 1)[1]
+        summary: dict = {"direct": False}
+        self.emit("dialing", addr=target)
+        t0 = time.perf_counter()
+        try:
+            reply = await self.page.dial(target, timeout=DIAL_TIMEOUT)
+            ms = (time.perf_counter() - t0) * 1000
+            if _is_direct(reply):
+                summary.update(direct=True, ms=round(reply.get("ms", ms), 1),
+                               candidate_pair=await self.selected_pair())
+                self.emit("direct", **summary, remote_addr=reply.get("remoteAddr"))
+            else:
+                summary.update(ms=round(ms, 1), reason=f"dial gave {reply.get('remoteAddr')}")
+                self.emit("no-direct", ms=summary["ms"], reason=summary["reason"])
+        except BrowserPeerError as e:
+            ms = (time.perf_counter() - t0) * 1000
+            reason = str(e).split("; ", 1)[0]  # without the console tail
+            summary.update(ms=round(ms, 1), reason=reason)
+            self.emit("no-direct", ms=summary["ms"], reason=reason)
+
+        rtt: dict = {}
+        try:
+            r = await asyncio.wait_for(self.page.page.evaluate(RELAYED_PING, [peer, pings]),
+                                       STEP_TIMEOUT)
+            if r.get("ok"):
+                ms_list = [round(x, 2) for x in r["rtts"]]
+                rtt["relay"] = round(statistics.median(ms_list), 2)
+                self.emit("rtt", path="relay", ms=ms_list, median=rtt["relay"])
+            else:
+                self.emit("error", reason=f"ping over the relayed connection: {r.get('error')}")
+        except Exception as e:  # noqa: BLE001 - a measurement, not the verdict
+            self.emit("error", reason=f"ping over the relayed connection failed: {e}")
+        if summary["direct"]:
+            try:
+                ms_list = []
+                for _ in range(pings):
+                    r = await self.page.ping(peer=peer, timeout=STEP_TIMEOUT)
+                    ms_list.append(round(r["rtt_ms"], 2))
+                rtt["direct"] = round(statistics.median(ms_list), 2)
+                self.emit("rtt", path="direct", ms=ms_list, median=rtt["direct"])
+            except BrowserPeerError as e:
+                self.emit("error", reason=f"ping failed: {str(e).split('; ', 1)[0]}")
+            if nbytes > 0:
+                try:
+                    r = await self.page.perf(peer=peer, upload_bytes=nbytes, timeout=STEP_TIMEOUT)
+                    secs = r["upload_ms"] / 1000
+                    summary["throughput"] = {"bytes": nbytes, "seconds": round(secs, 3),
+                                             "MBps": round(nbytes / secs / 1e6, 2)}
+                    self.emit("throughput", **summary["throughput"])
+                except BrowserPeerError as e:
+                    self.emit("error", reason=f"throughput test failed: {str(e).split('; ', 1)[0]}")
+        summary["rtt_ms"] = rtt
+        summary["chat"] = None  # the harness page has no chat protocol
+        return summary
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    peer = BrowserLabPeer(args.stun or [])
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    main_task = asyncio.current_task()
+
+    def on_signal() -> None:
+        # listening: leave the wait loop; dialing: abandon the dial and measurements (repeated:
+        # a cancellation racing with a finishing future can be lost in Python 3.11)
+        stop.set()
+        if args.mode == "dial" and not main_task.done():
+            main_task.cancel()
+            loop.call_later(0.5, on_signal)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    try:
+        await peer.start()
+        target = args.target or (await reader.readline()).decode().strip()
+        if args.mode == "listen":
+            await peer.listen(target)
+            reporter = asyncio.ensure_future(peer.report_connections())
+
+            async def until_eof() -> None:
+                while await reader.readline():
+                    pass
+                stop.set()
+
+            eof = asyncio.ensure_future(until_eof())
+            await stop.wait()
+            reporter.cancel()
+            eof.cancel()
+            return 0
+        summary = await peer.dial(target, args.pings, args.bytes)
+        peer.emit("done", **summary)
+        return 0
+    except Exception as e:  # noqa: BLE001 - reported as the fatal error event
+        peer.emit("error", reason=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                  fatal=True)
+        return 1
+    finally:
+        await peer.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m p2prtc.lab.browser_agent")
+    p.add_argument("mode", choices=["listen", "dial"])
+    p.add_argument("target", nargs="?")
+    p.add_argument("--stun", action="append", help="ICE server URL for the page")
+    p.add_argument("--pings", type=int, default=5)
+    p.add_argument("--bytes", type=int, default=10 * 1000 * 1000)
+    p.add_argument("--chat", default=None, help="ignored: the harness page has no chat")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING - 10 * args.verbose, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(main_async(args))
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        return 143  # stopped by a signal, after closing the browser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""The NAT lab end to end: real NATs between network namespaces, a relay, two peers.
+
+What a user would see: the probe confirms each NAT; peers behind two port-restricted NATs (Python
+and browsers) and behind full cone x symmetric end up on a direct WebRTC connection whose
+candidate pair is host/srflx/prflx; behind two symmetric NATs the dial reports the failure within
+20 s, saying why, and chat still works over the relay; nothing is left behind, also after Ctrl-C
+or a killed run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from p2prtc.lab.netns import list_lab_namespaces, owner_pid
+from p2prtc.lab.scenario import RunOptions, run_one, run_probes
+
+pytestmark = [pytest.mark.lab]
+
+MB = 1000 * 1000
+ICE_TYPES = {"host", "srflx", "prflx"}
+
+
+def assert_direct(r, *, chat: bool = True) -> None:
+    assert r.probe_mismatches == [], r.probe_mismatches
+    assert r.direct, f"expected a direct connection: {r.failure} / {r.error}"
+    assert r.matches_theory
+    assert r.time_to_direct_ms is not None and r.time_to_direct_ms < 15000
+    assert r.candidate_pair["local"] in ICE_TYPES and r.candidate_pair["remote"] in ICE_TYPES
+    assert r.listener_candidate_pair is not None
+    assert r.listener_candidate_pair["remote"] in ICE_TYPES
+    assert r.rtt_ms.get("direct") is not None and r.rtt_ms.get("relay") is not None
+    assert r.throughput is not None and r.throughput["bytes"] > 0
+    if chat:
+        assert r.chat == {"ok": True, "via": "webrtc", "ms": r.chat["ms"]}
+
+
+async def test_probe_confirms_every_nat_type(lab):
+    reports = await run_probes()
+    wrong = {nat: rep for nat, rep in reports.items() if not rep["ok"]}
+    assert not wrong, wrong
+    assert reports["symmetric"]["mapping"] == "address-and-port-dependent"
+    assert reports["double"]["hops"] == 2
+
+
+async def test_port_restricted_pair_connects_directly(lab):
+    r = await run_one(RunOptions("port-restricted", "port-restricted", bytes=2 * MB))
+    assert_direct(r)
+    # Both NATs keep ports: B's checks go to A's server-reflexive address from STUN.
+    assert r.candidate_pair["remote"] == "srflx"
+    assert r.candidate_pair["remote_addr"].startswith("203.0.113.1:")
+
+
+async def test_full_cone_vs_symmetric_connects_directly(lab):
+    r = await run_one(RunOptions("full-cone", "symmetric", bytes=2 * MB))
+    assert_direct(r)
+    # A only learns B's symmetric-NAT port from B's checks: a peer-reflexive candidate.
+    assert r.listener_candidate_pair["remote"] == "prflx"
+
+
+async def test_symmetric_pair_falls_back_to_relay_and_says_why(lab):
+    r = await run_one(RunOptions("symmetric", "symmetric", bytes=2 * MB))
+    assert r.probe_mismatches == []
+    assert not r.direct and r.matches_theory
+    assert r.failure_reported_ms is not None and r.failure_reported_ms < 20000
+    assert "symmetric NAT on both sides" in r.failure
+    assert "no candidate pair works" in r.failure
+    assert "no direct WebRTC connection" in r.error
+    assert "relay" in r.error
+    # Chat both ways (message and its ack) over the limited relayed connection.
+    assert r.chat["ok"] and r.chat["via"] == "relay", r.chat
+    assert r.rtt_ms.get("relay") is not None and r.rtt_ms.get("direct") is None
+    assert r.throughput is None
+
+
+async def test_delay_and_loss_are_applied(lab):
+    r = await run_one(RunOptions("public", "port-restricted", delay_ms=25, loss_pct=1,
+                                 bytes=200_000, pings=5, probe=False))
+    assert r.direct, r.failure
+    # 25 ms on each side's way out: 50 ms round trip between the peers, at least.
+    assert r.rtt_ms["direct"] >= 50, r.rtt_ms
+    assert r.rtt_ms["relay"] >= 50, r.rtt_ms
+
+
+@pytest.fixture(scope="session")
+def js_harness():
+    from ..interop.jspeer import install
+
+    try:
+        install()
+    except Exception as e:  # noqa: BLE001 - the install's output is the failure message
+        pytest.fail(f"installing the js-libp2p harness failed:\n{e}", pytrace=False)
+    if not os.access("/usr/bin/chromium", os.X_OK):
+        pytest.fail("chromium is missing: apt-get install -y chromium", pytrace=False)
+
+
+@pytest.mark.browser
+async def test_port_restricted_pair_connects_directly_with_browsers(lab, js_harness):
+    r = await run_one(RunOptions("port-restricted", "port-restricted", peers="browser",
+                                 bytes=2 * MB))
+    assert_direct(r, chat=False)
+    assert r.chat is None  # the harness page has no chat protocol
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+def p2prtc(*args: str) -> list[str]:
+    return [sys.executable, "-m", "p2prtc", *args]
+
+
+async def start_cli(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *p2prtc(*args), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+
+
+async def wait_json_event(proc, name: str, timeout: float = 60) -> dict:
+    async def find() -> dict:
+        while True:
+            line = await proc.stdout.readline()
+            if not line:
+                raise AssertionError(f"no {name!r} event before the output ended: "
+                                     f"{(await proc.stderr.read()).decode()}")
+            ev = json.loads(line)
+            if ev["event"] == name:
+                return ev
+
+    return await asyncio.wait_for(find(), timeout)
+
+
+def namespaces_of(pid: int) -> list[str]:
+    return [n for n in list_lab_namespaces() if owner_pid(n) == pid]
+
+
+async def test_cli_run_json(lab):
+    proc = await start_cli("lab", "run", "--nat-a", "restricted", "--nat-b", "public", "--json",
+                           "--bytes", "500000")
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    events = [json.loads(line) for line in out.decode().splitlines()]
+    assert all("event" in e and "t" in e for e in events)
+    names = [e["event"] for e in events]
+    assert "lab-built" in names and "probed" in names and "direct" in names
+    result = events[-1]
+    assert result["event"] == "result"
+    assert result["direct"] and result["matches_theory"] and result["probe_mismatches"] == []
+    assert result["candidate_pair"]["local"] in ICE_TYPES
+    assert result["throughput"]["bytes"] == 500000
+    assert namespaces_of(proc.pid) == []
+
+
+async def test_cli_matrix_writes_markdown(lab, tmp_path):
+    md = tmp_path / "matrix.md"
+    proc = await start_cli("lab", "matrix", "--types", "public,full-cone", "--bytes", "200000",
+                           "--markdown", str(md))
+    out, err = await asyncio.wait_for(proc.communicate(), 180)
+    assert proc.returncode == 0, err.decode()
+    rows = md.read_text().splitlines()
+    assert len(rows) == 2 + 3  # header, separator, 3 unordered pairs
+    assert all("| direct | direct |" in row for row in rows[2:])
+    assert "MISMATCH" not in out.decode()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+async def test_interrupt_removes_everything(lab, sig):
+    proc = await start_cli("lab", "run", "--nat-a", "double", "--nat-b", "symmetric", "--json")
+    try:
+        await wait_json_event(proc, "listening")  # the relay runs inside the lab
+        # inet, relay; a, ra1, ra2 (double NAT); b, rb1
+        assert len(namespaces_of(proc.pid)) == 7
+    finally:
+        proc.send_signal(sig)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 130
+    assert err.decode().strip().count("\n") == 0 and "interrupted" in err.decode()
+    assert namespaces_of(proc.pid) == []
+
+
+async def test_leftovers_of_a_killed_run_are_removed(lab):
+    proc = await start_cli("lab", "run", "--nat-a", "full-cone", "--nat-b", "port-restricted",
+                           "--json")
+    await wait_json_event(proc, "listening")
+    proc.kill()
+    await proc.wait()
+    left = namespaces_of(proc.pid)
+    assert left, "the killed run should have left its namespaces"
+    events = []
+    await run_one(RunOptions("public", "public", probe_only=True),
+                  on_event=lambda source, ev: events.append(ev))
+    removed = next(e for e in events if e["event"] == "leftovers-removed")["namespaces"]
+    assert set(left) <= set(removed)
+    assert namespaces_of(proc.pid) == []
+
+
+def test_refuses_without_root(lab_supported):
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) is needed to drop root")
+    proc = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
+                           *p2prtc("lab", "run", "--nat-a", "public", "--nat-b", "public")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs root" in lines[0], proc.stderr
+    assert proc.stdout == ""
