@@ -43,34 +43,51 @@ def dialer_listen(impl: str) -> list[str]:
     return [TCP, WS] if impl == "py-libp2p" else [TCP]
 
 
-async def bench_setup(impl: str, runs: int, log) -> dict:
-    listeners = [peer_process(impl, [TCP], name=f"{impl}-L{i}") for i in (1, 2)]
-    res = {"cold_s": [], "warm_s": [], "control_rtt_s": [], "others_cpu_pct": []}
+async def bench_setup(impls: list[str], runs: int, log) -> dict:
+    """Round-robin over implementations (run 1 of each, then run 2 of each, ...), so that the
+    noise of a shared machine falls on all of them alike."""
+    out: dict[str, dict] = {}
+    listeners: dict[str, list] = {}
     try:
-        await asyncio.gather(*(l.start() for l in listeners))
-        targets = [addr_of(l) for l in listeners]
-        for i in range(runs):
-            d = peer_process(impl, dialer_listen(impl), name=f"{impl}-D{i}")
+        for impl in impls:
             try:
-                await d.start()
-                rtts = [(await timed(d, "connections"))[0] for _ in range(3)]
-                res["control_rtt_s"].append(min(rtts))
-                with CpuMeter({"d": pid_of(d), "l1": pid_of(listeners[0]), "l2": pid_of(listeners[1])}) as m:
-                    cold, _ = await timed(d, "ping", addr=targets[0])
-                    warm, _ = await timed(d, "ping", addr=targets[1])
-                res["others_cpu_pct"].append(m.percent("others"))
-                res["cold_s"].append(cold)
-                res["warm_s"].append(warm)
-                log(f"  setup {impl} run {i + 1}: cold {cold * 1000:.1f} ms, warm {warm * 1000:.1f} ms")
-            finally:
-                await d.stop()
+                ls = [peer_process(impl, [TCP], name=f"{impl}-L{i}") for i in (1, 2)]
+                listeners[impl] = ls
+                await asyncio.gather(*(l.start() for l in ls))
+                out[impl] = {"cold_s": [], "warm_s": [], "control_rtt_s": [], "others_cpu_pct": []}
+            except Exception as e:  # noqa: BLE001 - a failing peer is a row in the table
+                out[impl] = {"error": f"{type(e).__name__}: {e}"}
+        for i in range(runs):
+            for impl in impls:
+                res = out[impl]
+                if "error" in res:
+                    continue
+                ls = listeners[impl]
+                d = peer_process(impl, dialer_listen(impl), name=f"{impl}-D{i}")
+                try:
+                    await d.start()
+                    rtts = [(await timed(d, "connections"))[0] for _ in range(3)]
+                    res["control_rtt_s"].append(min(rtts))
+                    with CpuMeter({"d": pid_of(d), "l1": pid_of(ls[0]), "l2": pid_of(ls[1])}) as m:
+                        cold, _ = await timed(d, "ping", addr=addr_of(ls[0]))
+                        warm, _ = await timed(d, "ping", addr=addr_of(ls[1]))
+                    res["others_cpu_pct"].append(m.percent("others"))
+                    res["cold_s"].append(cold)
+                    res["warm_s"].append(warm)
+                    log(f"  setup {impl} run {i + 1}: cold {cold * 1000:.1f} ms, warm {warm * 1000:.1f} ms, "
+                        f"rest of machine {res['others_cpu_pct'][-1]:.0f}%")
+                except Exception as e:  # noqa: BLE001
+                    log(f"  setup {impl} run {i + 1} failed: {e}")
+                    res.setdefault("failures", []).append(f"{type(e).__name__}: {str(e)[:200]}")
+                finally:
+                    await d.stop()
     finally:
-        await stop_all(listeners)
-    return res
+        await stop_all([l for ls in listeners.values() for l in ls])
+    return out
 
 
 async def bench_transfer(dialer_impl: str, listener_impl: str, transport: str, test: str,
-                         nbytes: int, runs: int, log) -> dict:
+                         nbytes: int, runs: int, log, run_no: int | None = None) -> dict:
     """`test` is perf (upload nbytes) or echo (nbytes each way)."""
     listen = [TCP] if transport == "tcp" else [TCP, WS]
     if listener_impl == "rust":
@@ -80,7 +97,7 @@ async def bench_transfer(dialer_impl: str, listener_impl: str, transport: str, t
                       ([TCP, WS] if dialer_impl == "py-libp2p" else [TCP]), name=f"{dialer_impl}-dialer")
     res = {"dialer": dialer_impl, "listener": listener_impl, "transport": transport, "test": test,
            "bytes": nbytes, "mb_s": [], "dialer_cpu_pct": [], "listener_cpu_pct": [],
-           "controller_cpu_s": [], "others_cpu_pct": [], "wall_s": [], "replies": []}
+           "controller_cpu_s": [], "others_cpu_pct": [], "mb_per_cpu_s": [], "wall_s": [], "replies": []}
     try:
         await asyncio.gather(lp.start(), dp.start())
         target = addr_of(lp, transport)
@@ -106,8 +123,10 @@ async def bench_transfer(dialer_impl: str, listener_impl: str, transport: str, t
             res["listener_cpu_pct"].append(m.percent("listener"))
             res["controller_cpu_s"].append(m.cpu["controller"])
             res["others_cpu_pct"].append(m.percent("others"))
+            both = m.cpu["dialer"] + m.cpu["listener"]
+            res["mb_per_cpu_s"].append(nbytes / 1e6 / both if both > 0 else float("nan"))
             res["replies"].append({k: v for k, v in reply.items() if k not in ("id", "ok")})
-            log(f"  {test} {dialer_impl}->{listener_impl} {transport} run {i + 1}: "
+            log(f"  {test} {dialer_impl}->{listener_impl} {transport} run {run_no or i + 1}: "
                 f"{res['mb_s'][-1]:.1f} MB/s, dialer CPU {res['dialer_cpu_pct'][-1]:.0f}%, "
                 f"listener CPU {res['listener_cpu_pct'][-1]:.0f}%, rest of machine {res['others_cpu_pct'][-1]:.0f}%")
     finally:
@@ -159,30 +178,39 @@ def report(results: dict, labels: dict[str, str]) -> str:
         r = tp.get(key(d, l, t, test))
         return med(r["mb_s"]) if r and "mb_s" in r and r["mb_s"] else None
 
+    def eff_of(d, l, t, test):
+        r = tp.get(key(d, l, t, test))
+        return med(r["mb_per_cpu_s"]) if r and r.get("mb_per_cpu_s") else None
+
     rows = []
     for k, r in tp.items():
         d, l, t, test = r["dialer"], r["listener"], r["transport"], r["test"]
         name = f"{labels.get(d, d)} -> {labels.get(l, l)}"
         if "error" in r:
-            rows.append([name, t, test, f"failed: {r['error'].splitlines()[0][:100]}", "", "", "", "", "", ""])
+            rows.append([name, t, test, f"failed: {r['error'].splitlines()[0][:100]}", "", "", "", "", "", "", "", ""])
             continue
         mine = med(r["mb_s"])
-        rows.append([name, t, test, fmt_range(r["mb_s"]),
+        eff = med(r["mb_per_cpu_s"])
+        rows.append([name, t, test, fmt_range(r["mb_s"]), f"{eff:.0f}",
                      f"{med(r['dialer_cpu_pct']):.0f}%", f"{med(r['listener_cpu_pct']):.0f}%",
                      f"{med(r['controller_cpu_s']):.2f}", f"{med(r['others_cpu_pct']):.0f}%",
                      ratio(mine, mbs("py-libp2p", "py-libp2p", t, test)),
-                     ratio(mine, mbs("js", "js", t, test))])
+                     ratio(mine, mbs("js", "js", t, test)),
+                     ratio(eff, eff_of("py-libp2p", "py-libp2p", t, test))])
     mb = results["args"]["mb"]
     out.append(f"### Stream throughput on loopback, MB/s (1 MB = 1e6 bytes), median (min-max) of {results['args']['runs']}")
     out.append("")
     out.append(f"perf = {mb} MB upload over /perf/1.0.0 in 64 KiB writes; echo = {results['args']['echo_mb']} MB "
                "sent and echoed back at the same time (MB/s counts one direction). CPU = process CPU time / "
                "wall time during the transfer (100% = one core; the dialer is the load generator); rest of machine = CPU used "
-               "meanwhile by every other process on the machine (other sessions' builds and tests: noise).")
+               "meanwhile by every other process on the machine (other sessions' builds and tests: noise). "
+               "MB per CPU-s = MB moved per CPU-second spent by dialer + listener together: how much work the "
+               "stacks need per byte, which noise from other processes disturbs much less than MB/s. "
+               "Runs are round-robin over pairs, fresh processes for each.")
     out.append("")
-    out.append(markdown_table(["dialer -> listener", "transport", "test", "MB/s", "dialer CPU",
-                               "listener CPU", "controller CPU s", "rest of machine", "vs py-libp2p (same test)",
-                               "vs js (same test)"], rows))
+    out.append(markdown_table(["dialer -> listener", "transport", "test", "MB/s", "MB per CPU-s",
+                               "dialer CPU", "listener CPU", "controller CPU s", "rest of machine",
+                               "MB/s vs py-libp2p", "MB/s vs js", "MB per CPU-s vs py-libp2p"], rows))
     out.append("")
     # goals
     ours_setup = setup.get("p2prtc", {})
@@ -196,6 +224,9 @@ def report(results: dict, labels: dict[str, str]) -> str:
     if a and b:
         goal_lines.append(f"- throughput (tcp perf): p2prtc {a:.1f} MB/s vs py-libp2p {b:.1f} MB/s = {a / b:.2f}x "
                           f"(goal >= 2x): {'MET' if a / b >= 2 else 'MISSED'}")
+    a, b = eff_of("p2prtc", "p2prtc", "tcp", "perf"), eff_of("py-libp2p", "py-libp2p", "tcp", "perf")
+    if a and b:
+        goal_lines.append(f"- CPU cost (tcp perf): p2prtc {a:.0f} MB per CPU-s vs py-libp2p {b:.0f} = {a / b:.2f}x")
     out.append("### Goals")
     out.append("")
     out += goal_lines or ["- (p2prtc or py-libp2p results missing)"]
@@ -221,13 +252,8 @@ async def main_async(args) -> int:
     echo_bytes = int(args.echo_mb * 1e6)
 
     if not args.skip_setup:
-        for impl in ok:
-            log(f"setup: {impl}")
-            try:
-                results["setup"][impl] = await bench_setup(impl, args.setup_runs, log)
-            except Exception as e:  # noqa: BLE001 - a failing peer is a row in the table
-                results["setup"][impl] = {"error": f"{type(e).__name__}: {e}"}
-                log(f"  failed: {e}")
+        log("setup: " + ", ".join(ok))
+        results["setup"] = await bench_setup(ok, args.setup_runs, log)
 
     plan = []
     for impl in ok:
@@ -242,15 +268,30 @@ async def main_async(args) -> int:
             plan.append((impl, impl, "ws", "perf", nbytes))
     if args.only:
         plan = [p for p in plan if any(s in f"{p[0]}->{p[1]}/{p[2]}/{p[3]}" for s in args.only.split(","))]
-    for d, l, t, test, n in plan:
-        k = f"{d}->{l}/{t}/{test}"
-        log(f"throughput: {k}")
-        try:
-            results["throughput"][k] = await bench_transfer(d, l, t, test, n, args.runs, log)
-        except Exception as e:  # noqa: BLE001
-            results["throughput"][k] = {"dialer": d, "listener": l, "transport": t, "test": test,
-                                        "error": f"{type(e).__name__}: {str(e)[:300]}"}
-            log(f"  failed: {e}")
+    # Round-robin: run 1 of every pair, then run 2 of every pair, ... (fresh processes each time),
+    # so that other load on the machine spreads over all pairs rather than hitting one.
+    for r in range(args.runs):
+        for d, l, t, test, n in plan:
+            k = f"{d}->{l}/{t}/{test}"
+            log(f"throughput run {r + 1}: {k}")
+            try:
+                one = await bench_transfer(d, l, t, test, n, 1, log, run_no=r + 1)
+            except Exception as e:  # noqa: BLE001 - a failing pair is a row in the table
+                log(f"  failed: {e}")
+                prev = results["throughput"].setdefault(k, {"dialer": d, "listener": l, "transport": t,
+                                                            "test": test})
+                prev.setdefault("failures", []).append(f"{type(e).__name__}: {str(e)[:300]}")
+                if "mb_s" not in prev:
+                    prev["error"] = prev["failures"][0]
+                continue
+            prev = results["throughput"].get(k)
+            if prev is None or "mb_s" not in prev:
+                one["failures"] = (prev or {}).get("failures", [])
+                results["throughput"][k] = one
+            else:
+                for key, v in one.items():
+                    if isinstance(v, list):
+                        prev[key].extend(v)
 
     text = report(results, labels)
     print(text)

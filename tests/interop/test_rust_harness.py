@@ -171,8 +171,14 @@ async def test_reached_through_relay_circuit(rust_peer_factory, relay_transport)
     assert set(reservation["addrs"]) == set(circuit_addrs)
     await relay.wait_event("relay", kind="ReservationReqAccepted")
 
+    # As rust's relay-server: identify "/TODO/0.0.1", hop advertised, no /echo.
+    relay_info = await listener.identify(relay.peer_id)
+    assert relay_info["protocolVersion"] == "/TODO/0.0.1"
+    assert "/libp2p/circuit/relay/0.2.0/hop" in relay_info["protocols"]
+    assert "/echo/1.0.0" not in relay_info["protocols"]
+
     dialer = await rust_peer_factory(listen=[])
-    circuit = next(a for a in circuit_addrs if f"/{relay_transport}/" in a + "/" or relay_transport == "tcp")
+    circuit = next(a for a in circuit_addrs if a.startswith(relay.addr(relay_transport) + "/"))
     conn = await dialer.dial(circuit)
     assert conn["peer"] == listener.peer_id
     assert conn["relayed"] is True

@@ -33,6 +33,32 @@ import aioice.ice as _aioice_ice  # noqa: E402
 _aioice_ice.CONSENT_INTERVAL = 2
 _aioice_ice.CONSENT_FAILURES = 5
 
+
+def _patch_triggered_checks() -> None:
+    """RFC 8445 7.3.1.4: a check received for a pair whose own check is in progress triggers a
+    new check at once. aioice 0.13 waits for its retransmission timer instead (500 ms), which
+    behind NATs is exactly when our first check was dropped (the remote's NAT had no mapping
+    yet). We resend the in-flight request immediately; its answer completes the transaction."""
+    original = _aioice_ice.Connection.check_incoming
+    in_progress = _aioice_ice.CandidatePair.State.IN_PROGRESS
+
+    def check_incoming(self, message, addr, protocol):
+        original(self, message, addr, protocol)
+        try:
+            for pair in self._check_list:
+                if pair.protocol is protocol and pair.remote_addr == addr \
+                        and pair.state == in_progress:
+                    for tx in list(protocol.transactions.values()):
+                        if tx._Transaction__addr == addr:
+                            protocol.send_stun(tx._Transaction__request, addr)
+        except AttributeError:  # a different aioice: keep its own behaviour
+            pass
+
+    _aioice_ice.Connection.check_incoming = check_incoming
+
+
+_patch_triggered_checks()
+
 # Above this many bytes queued on a channel, writers wait (TESTING.md: pause above ~1 MiB,
 # resume at ~256 KiB).
 BUFFERED_HIGH = 1 << 20

@@ -40,7 +40,7 @@ def parse_direct_addr(addr: Multiaddr) -> tuple[str, int, list[bytes], PeerId | 
     """(ip, port, certificate digests, peer) of a webrtc-direct address; raises DialError."""
     comps = addr.components()
     names = [n for n, _ in comps]
-    if (len(names) < 4 or names[0] not in ("ip4", "ip6") or names[1] != "udp"
+    if (len(names) < 3 or names[0] not in ("ip4", "ip6") or names[1] != "udp"
             or names[2] != "webrtc-direct"):
         raise DialError(f"not a webrtc-direct address: {addr}")
     digests: list[bytes] = []

@@ -23,6 +23,10 @@ from .peer import DirectPeerConnection
 
 log = logging.getLogger(__name__)
 
+# Channels a peer may open before its connection is authenticated and handed to the host
+# (js-libp2p allows 10 "early streams"); more are closed, so an unauthenticated client cannot
+# make us hold thousands of channel objects for the length of a handshake.
+MAX_EARLY_CHANNELS = 16
 # How long a client's first stream waits for a sign that the server's connection is set up
 # (see DirectMuxer); only servers that give no sign at all make a client wait this long.
 SERVER_READY_GRACE = 0.5
@@ -33,7 +37,9 @@ SECURITY_PROTOCOL = "/noise"
 
 
 class DirectMuxer(DataChannelMuxer):
-    """The /webrtc data-channel muxer, plus one precaution for clients.
+    """The /webrtc data-channel muxer, plus two precautions.
+
+    At most MAX_EARLY_CHANNELS channels wait for the connection to be handed to the host.
 
     rust-libp2p's server (libp2p-webrtc 0.10) starts listening for data channels only after it
     has closed its end of the Noise channel, so a stream the client opens the moment its own
@@ -50,6 +56,11 @@ class DirectMuxer(DataChannelMuxer):
 
     def _on_datachannel(self, channel) -> None:
         self.server_ready.set()
+        if not self._started and len(self._early) >= MAX_EARLY_CHANNELS:
+            log.info("closing data channel %s: %d channels opened before the handshake ended",
+                     channel.id, MAX_EARLY_CHANNELS)
+            channel.close()
+            return
         super()._on_datachannel(channel)
 
     def _mark_closed(self, reason: str) -> None:
