@@ -1,0 +1,66 @@
+// Unit tests for the dependency-free modules of the page: `node --test test/` (Node >= 22).
+import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
+import { test } from 'node:test'
+import { errorText, explainError, noDirectPath } from '../src/explain.js'
+import { Sha256, sha256Blob } from '../src/sha256.js'
+
+const reference = (bytes) => createHash('sha256').update(bytes).digest('hex')
+
+test('Sha256 matches node:crypto for every length around the block boundaries', () => {
+  for (let n = 0; n < 200; n++) {
+    const data = Uint8Array.from({ length: n }, (_, i) => (i * 31 + n) & 0xff)
+    assert.equal(new Sha256().update(data).hex(), reference(data), `length ${n}`)
+  }
+})
+
+test('Sha256 is incremental: any split gives the same digest', () => {
+  const data = Uint8Array.from({ length: 100_003 }, (_, i) => (i * 7) & 0xff)
+  for (const piece of [1, 3, 63, 64, 65, 4096, 65537]) {
+    const h = new Sha256()
+    for (let off = 0; off < data.length; off += piece) h.update(data.subarray(off, off + piece))
+    assert.equal(h.hex(), reference(data), `pieces of ${piece}`)
+  }
+})
+
+test('Sha256 known answers', () => {
+  assert.equal(new Sha256().hex(), 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855')
+  assert.equal(new Sha256().update(new TextEncoder().encode('abc')).hex(),
+    'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad')
+})
+
+test('sha256Blob without WebCrypto streams through the fallback', async () => {
+  const data = Uint8Array.from({ length: 9 * 1024 * 1024 + 5 }, (_, i) => i & 0xff)
+  const seen = []
+  // as on a plain-http page from another host: an own property shadows Crypto's getter
+  Object.defineProperty(globalThis.crypto, 'subtle', { value: undefined, configurable: true })
+  try {
+    assert.equal(await sha256Blob(new Blob([data]), (done) => seen.push(done)), reference(data))
+  } finally {
+    delete globalThis.crypto.subtle
+  }
+  assert.deepEqual(seen, [4 * 1024 * 1024, 8 * 1024 * 1024, data.length])
+  assert.equal(await sha256Blob(new Blob([data])), reference(data)) // WebCrypto path
+})
+
+test('relay refusals and failed upgrades are explained', () => {
+  assert.match(explainError(new Error('failed to connect via relay with status NO_RESERVATION')),
+    /not connected to this relay/)
+  assert.match(explainError(new Error('failed to connect via relay with status RESOURCE_LIMIT_EXCEEDED')),
+    /relay is at its limits/)
+  assert.match(explainError(new Error('reservation failed with status RESERVATION_REFUSED')),
+    /refused/)
+  assert.equal(explainError(new Error('RTCPeerConnection connection state became "failed"')), noDirectPath())
+  assert.match(noDirectPath(), /No direct path possible \(symmetric NAT\?/)
+  assert.match(noDirectPath(), /chatting over the relay is not possible from a browser/)
+  assert.equal(explainError(new Error('something else entirely')), null)
+})
+
+test('errorText copes with Events, aggregates and plain values', () => {
+  assert.equal(errorText(new Error('boom')), 'boom')
+  assert.equal(errorText(new AggregateError([new Error('a'), new Error('b')], 'All multiaddr dials failed')),
+    'All multiaddr dials failed: a; b')
+  assert.equal(errorText(new Event('error')), 'error event')
+  assert.equal(errorText('text'), 'text')
+  assert.equal(errorText(undefined), 'unknown error')
+})
