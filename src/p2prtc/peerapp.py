@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -72,6 +74,15 @@ class Output:
         if self._progress_active:
             sys.stderr.write("\n")
             self._progress_active = False
+
+
+def stdin_is_pipe_or_tty() -> bool:
+    """A terminal, pipe or socket: what the event loop's connect_read_pipe can read."""
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):
+        return False
+    return sys.stdin.isatty() or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 def short(peer: PeerId) -> str:
@@ -274,12 +285,24 @@ class PeerApp:
             await self.send_text(line)
 
     async def read_stdin(self) -> None:
+        if not stdin_is_pipe_or_tty():
+            # /dev/null or a regular file (nohup, systemd, `< file`): finite, read it directly;
+            # the event loop's pipe reader cannot take these (uvloop aborts the process).
+            try:
+                data = sys.stdin.buffer.read()
+            except (OSError, ValueError, AttributeError):
+                data = b""
+            for line in data.decode("utf-8", errors="replace").splitlines():
+                await self.handle_line(line)
+            if self.opts.quit_on_eof:
+                self.stop.set()
+            return
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
         try:
             await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         except (ValueError, OSError):
-            return  # no usable stdin (closed or not a pipe/tty)
+            return  # no usable stdin
         while not self.stop.is_set():
             line = await reader.readline()
             if not line:

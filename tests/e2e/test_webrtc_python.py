@@ -14,9 +14,7 @@ import time
 import pytest
 
 from p2prtc.errors import DialError
-from p2prtc.identity import PeerId
 from p2prtc.protocols.chat import ChatService
-from p2prtc.protocols.echo import ECHO
 from p2prtc.protocols.filetransfer import FileService
 from p2prtc.relay.server import RelayService
 from p2prtc.transports.webrtc.transport import WebRTCTransport

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from p2prtc.protocols.echo import ECHO
 from p2prtc.relay.limits import RelayLimits
 from p2prtc.relay.server import RelayService
 from p2prtc.transports.webrtc.transport import WebRTCTransport

@@ -362,7 +362,6 @@ class RelayService:
         """Copy both ways until both sides end, a limit is hit, or either side resets."""
         L = self.limits
         limit_bytes = L.max_circuit_bytes
-        metrics = self.metrics
         over_limit = asyncio.Event()
 
         async def pump(src, dst, up: bool) -> None:

@@ -19,7 +19,6 @@ from ..connection import Connection
 from ..errors import DialError, P2PError, ProtocolError, StreamClosed
 from ..identity import PeerId
 from ..multiaddr import Multiaddr, MultiaddrError
-from ..pb import circuit_pb2
 from ..protocols import relay_hop as hop
 from ..protocols.relay_hop import HopMessage, StopMessage
 from .base import ConnectionHandler, Listener, RawConnection, Transport

@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import signal
 import socket
-import stat
 import sys
 import tempfile
 import time
@@ -24,7 +22,7 @@ from ..errors import P2PError
 from ..identity import Identity, PeerId
 from ..multiaddr import Multiaddr
 from ..netutil import ipv4_addresses, is_loopback
-from ..peerapp import Output, PeerApp, PeerOptions
+from ..peerapp import Output, PeerApp, PeerOptions, stdin_is_pipe_or_tty
 from ..protocols.filetransfer import FileResult
 from ..relay.app import RelayApp, RelayOptions
 from .app import DEFAULT_PORT, RELAY_STUN_PORT, WebConfig, WebServer
@@ -95,16 +93,6 @@ def _pick(addrs: list[Multiaddr], *, ws: bool) -> Multiaddr:
         raise DemoError(f"the relay has no {'WebSocket' if ws else 'TCP'} address: {addrs}")
     loop = [a for a in wanted if is_loopback(a.components()[0][1] or "")]
     return (loop or wanted)[0]
-
-
-def stdin_is_interactive() -> bool:
-    """A terminal or a pipe: what asyncio's connect_read_pipe can read. uvloop aborts the whole
-    process on /dev/null or a regular file, which is what stdin is under nohup, systemd or `&`."""
-    try:
-        mode = os.fstat(sys.stdin.fileno()).st_mode
-    except (OSError, ValueError, AttributeError):
-        return False
-    return sys.stdin.isatty() or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 def loopback_only() -> bool:
@@ -219,7 +207,7 @@ async def run_demo(opts: DemoOptions) -> int:
         log.info("demo up in %.0f ms", (time.monotonic() - started) * 1000)
         demo.banner()
         stdin_task = None
-        if stdin_is_interactive():  # chat from the terminal too
+        if stdin_is_pipe_or_tty():  # chat from the terminal too
             stdin_task = asyncio.ensure_future(demo.peer.read_stdin())
         await demo.peer.stop.wait()
         if stdin_task is not None:
