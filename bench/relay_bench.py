@@ -19,6 +19,10 @@ with every number, next to the relay's: on a 2-core machine the two compete.
 - memory: relay VmRSS when idle (just started) and with `--live` clients each holding a live
   reservation (and its connection), and the difference per reservation.
 
+Each of the first three is measured `--runs` times, round-robin over the relays (run 1 of each,
+then run 2, ...), and every table also gives the relay's CPU time per operation, which other
+load on the machine disturbs less than the rates.
+
 Relays are fresh processes for every measurement, limits lifted: p2prtc with its CLI flags; js
 by peer.mjs --relay (1024 reservations, no default circuit limit, connection manager limits
 raised); py-libp2p by bench/pylibp2p_peer.py --relay; rust by `p2prtc-interop-rust relay
@@ -36,7 +40,7 @@ import resource
 import sys
 import time
 
-from peers import (P2PRTC_PY, ROOT, TCP, ControlledProcess, CpuMeter, PeerProcessError, available,
+from peers import (ROOT, TCP, ControlledProcess, CpuMeter, PeerProcessError, available,
                    fmt_range, machine_info, markdown_table, med, peer_process, pid_of, ratio,
                    rss_kib, rust_binary, self_cpu, stop_all)
 
@@ -158,7 +162,9 @@ async def bench_reservations(impl: str, n: int, concurrency: int, log) -> dict:
             ok, errors = await bounded(n, concurrency, one)
         res = {"n": n, "ok": ok, "errors": errors[:5], "n_errors": len(errors), "wall_s": m.wall,
                "per_s": ok / m.wall, "relay_cpu_pct": m.percent("relay"),
-               "loadgen_cpu_pct": 100 * m.cpu["controller"] / m.wall, "others_cpu_pct": m.percent("others")}
+               "loadgen_cpu_pct": 100 * m.cpu["controller"] / m.wall, "others_cpu_pct": m.percent("others"),
+               "relay_cpu_ms_per_op": 1000 * m.cpu["relay"] / ok if ok else None,
+               "loadgen_cpu_ms_per_op": 1000 * m.cpu["controller"] / ok if ok else None}
         log(f"  reservations {impl}: {ok}/{n} in {m.wall:.2f} s = {res['per_s']:.0f}/s, relay CPU "
             f"{res['relay_cpu_pct']:.0f}%, load generator CPU {res['loadgen_cpu_pct']:.0f}%, rest of machine {res['others_cpu_pct']:.0f}%"
             + (f"; errors e.g. {errors[0]}" if errors else ""))
@@ -190,7 +196,9 @@ async def bench_circuits(impl: str, n: int, concurrency: int, log, n_dialers: in
             ok, errors = await bounded(n, concurrency, one)
         res = {"n": n, "ok": ok, "errors": errors[:5], "n_errors": len(errors), "wall_s": m.wall,
                "per_s": ok / m.wall, "relay_cpu_pct": m.percent("relay"),
-               "loadgen_cpu_pct": 100 * m.cpu["controller"] / m.wall, "others_cpu_pct": m.percent("others")}
+               "loadgen_cpu_pct": 100 * m.cpu["controller"] / m.wall, "others_cpu_pct": m.percent("others"),
+               "relay_cpu_ms_per_op": 1000 * m.cpu["relay"] / ok if ok else None,
+               "loadgen_cpu_ms_per_op": 1000 * m.cpu["controller"] / ok if ok else None}
         log(f"  circuits {impl}: {ok}/{n} in {m.wall:.2f} s = {res['per_s']:.0f}/s, relay CPU "
             f"{res['relay_cpu_pct']:.0f}%, load generator CPU {res['loadgen_cpu_pct']:.0f}%, rest of machine {res['others_cpu_pct']:.0f}%"
             + (f"; errors e.g. {errors[0]}" if errors else ""))
@@ -206,7 +214,7 @@ async def bench_relayed_throughput(impl: str, nbytes: int, runs: int, log) -> di
     lp = peer_process("p2prtc", [TCP], name="circuit-listener")
     dp = peer_process("p2prtc", [TCP], name="circuit-dialer")
     res = {"bytes": nbytes, "mb_s": [], "relay_cpu_pct": [], "dialer_cpu_pct": [],
-           "listener_cpu_pct": [], "others_cpu_pct": []}
+           "listener_cpu_pct": [], "others_cpu_pct": [], "relay_cpu_s_per_gb": []}
     try:
         await asyncio.gather(relay.start(), lp.start(), dp.start())
         raddr = relay_tcp_addr(relay)
@@ -221,9 +229,11 @@ async def bench_relayed_throughput(impl: str, nbytes: int, runs: int, log) -> di
             if reply["sha_sent"] != reply["sha_received"]:
                 raise PeerProcessError(f"relayed echo via {impl}: data differs")
             res["mb_s"].append(nbytes / 1e6 / m.wall)
+            # the relay forwards nbytes in each direction
+            res["relay_cpu_s_per_gb"].append(m.cpu["relay"] / (2 * nbytes / 1e9))
             for k in ("relay", "dialer", "listener", "others"):
                 res[f"{k}_cpu_pct"].append(m.percent(k))
-            log(f"  relayed echo via {impl} run {i + 1}: {res['mb_s'][-1]:.1f} MB/s, relay CPU "
+            log(f"  relayed echo via {impl}: {res['mb_s'][-1]:.1f} MB/s, relay CPU "
                 f"{res['relay_cpu_pct'][-1]:.0f}%, endpoints {res['dialer_cpu_pct'][-1]:.0f}% / "
                 f"{res['listener_cpu_pct'][-1]:.0f}%, rest of machine {res['others_cpu_pct'][-1]:.0f}%")
         return res
@@ -265,6 +275,27 @@ async def bench_memory(impl: str, live: int, concurrency: int, log) -> dict:
         await relay.stop()
 
 
+def _runs_median(x: dict | None, field: str) -> float | None:
+    if not x or "runs" not in x:
+        return None
+    vals = []
+    for run in x["runs"]:
+        v = run.get(field)
+        if isinstance(v, list):
+            vals.extend(v)
+        elif v is not None:
+            vals.append(v)
+    return med(vals) if vals else None
+
+
+def _runs_list(x: dict | None, field: str) -> list[float]:
+    out: list[float] = []
+    for run in (x or {}).get("runs", []):
+        v = run.get(field)
+        out.extend(v if isinstance(v, list) else [v] if v is not None else [])
+    return out
+
+
 def report(results: dict) -> str:
     m = results["machine"]
     a = results["args"]
@@ -273,51 +304,94 @@ def report(results: dict) -> str:
            "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), ""]
     r = results["relays"]
     labels = results["labels"]
+    shown = [i for i in RELAYS if i in labels]
 
     def val(impl, key, field):
         x = r.get(impl, {}).get(key)
-        if not x or "error" in x or "skipped" in x:
+        if not x or "skipped" in x:
             return None
-        v = x.get(field)
-        return med(v) if isinstance(v, list) else v
+        if key == "memory":
+            return x.get(field) if "error" not in x else None
+        return _runs_median(x, field)
 
-    rows = []
-    for impl in [i for i in RELAYS if i in labels]:
+    def unavailable(impl, key):
         if impl in results["missing"]:
-            rows.append([labels.get(impl, impl), f"not run: {results['missing'][impl]}"] + [""] * 7)
+            return f"not run: {results['missing'][impl]}"
+        x = r.get(impl, {}).get(key)
+        if x is None:
+            return "not measured"
+        if "skipped" in x:
+            return "not measured: " + x["skipped"]
+        if "error" in x:
+            return "failed: " + x["error"].splitlines()[0][:100]
+        return None
+
+    def rate_table(key: str, what: str) -> str:
+        rows = []
+        for impl in shown:
+            bad = unavailable(impl, key)
+            if bad:
+                rows.append([labels.get(impl, impl), bad] + [""] * 7)
+                continue
+            x = r[impl][key]
+            ok = sum(run["ok"] for run in x["runs"])
+            n = sum(run["n"] for run in x["runs"])
+            rows.append([labels.get(impl, impl), fmt_range(_runs_list(x, "per_s"), 0), f"{ok}/{n}",
+                         f"{val(impl, key, 'relay_cpu_ms_per_op'):.2f}",
+                         f"{val(impl, key, 'relay_cpu_pct'):.0f}%", f"{val(impl, key, 'loadgen_cpu_pct'):.0f}%",
+                         f"{val(impl, key, 'others_cpu_pct'):.0f}%",
+                         ratio(val(impl, key, "per_s"), val("js", key, "per_s")),
+                         ratio(val("js", key, "relay_cpu_ms_per_op"), val(impl, key, "relay_cpu_ms_per_op"))])
+        return markdown_table([ "relay", f"{what}/s median (min-max)", "ok", "relay CPU ms each",
+                               "relay CPU", "load gen CPU", "rest of machine", "rate vs js",
+                               "CPU efficiency vs js"], rows)
+
+    out.append(f"### Reservations: {a['reservations']} clients, {a['concurrency']} at a time, {a['runs']} runs")
+    out.append("")
+    out.append(rate_table("reservations", "reservations"))
+    out.append("")
+    out.append(f"### Circuit set-ups: {a['circuits']} circuits from 20 dialers, {a['concurrency']} at a time, {a['runs']} runs")
+    out.append("")
+    out.append(rate_table("circuits", "circuits"))
+    out.append("")
+    rows = []
+    for impl in shown:
+        bad = unavailable(impl, "throughput")
+        if bad:
+            rows.append([labels.get(impl, impl), bad] + [""] * 6)
             continue
-        x = r.get(impl, {})
-
-        def cell(key, fmt):
-            y = x.get(key)
-            if y is None:
-                return "not measured"
-            if "skipped" in y:
-                return "not measured: " + y["skipped"]
-            if "error" in y:
-                return "failed: " + y["error"].splitlines()[0][:100]
-            return fmt(y)
-
-        res_c = cell("reservations", lambda y: f"{y['per_s']:.0f}/s ({y['ok']}/{y['n']} in {y['wall_s']:.2f} s; "
-                                               f"relay CPU {y['relay_cpu_pct']:.0f}%, load gen {y['loadgen_cpu_pct']:.0f}%, rest {y['others_cpu_pct']:.0f}%)")
-        cir_c = cell("circuits", lambda y: f"{y['per_s']:.0f}/s ({y['ok']}/{y['n']} in {y['wall_s']:.2f} s; "
-                                           f"relay CPU {y['relay_cpu_pct']:.0f}%, load gen {y['loadgen_cpu_pct']:.0f}%, rest {y['others_cpu_pct']:.0f}%)")
-        thr_c = cell("throughput", lambda y: f"{fmt_range(y['mb_s'])} MB/s (relay CPU {med(y['relay_cpu_pct']):.0f}%, "
-                                             f"endpoints {med(y['dialer_cpu_pct']):.0f}%/{med(y['listener_cpu_pct']):.0f}%, rest {med(y['others_cpu_pct']):.0f}%)")
-        mem_c = cell("memory", lambda y: f"{y['idle_kib'] / 1024:.1f} -> {y['loaded_kib'] / 1024:.1f} MiB "
-                                         f"({y['live']} live; +{(y['per_reservation_kib'] or 0):.1f} KiB each)")
-        rows.append([labels.get(impl, impl), res_c, ratio(val(impl, "reservations", "per_s"), val("js", "reservations", "per_s")),
-                     cir_c, ratio(val(impl, "circuits", "per_s"), val("js", "circuits", "per_s")),
-                     thr_c, ratio(val(impl, "throughput", "mb_s"), val("js", "throughput", "mb_s")),
-                     mem_c, ratio(val(impl, "memory", "loaded_kib"), val("js", "memory", "loaded_kib"))])
-    out.append(f"### Relay: {a['reservations']} reservations and {a['circuits']} circuits at concurrency "
-               f"{a['concurrency']}; {a['mb']} MB echoed through one circuit (median of {a['runs']}); "
-               f"RSS with {a['live']} live reservations")
+        x = r[impl]["throughput"]
+        rows.append([labels.get(impl, impl), fmt_range(_runs_list(x, "mb_s")),
+                     f"{val(impl, 'throughput', 'relay_cpu_s_per_gb'):.2f}",
+                     f"{val(impl, 'throughput', 'relay_cpu_pct'):.0f}%",
+                     f"{val(impl, 'throughput', 'dialer_cpu_pct'):.0f}% / {val(impl, 'throughput', 'listener_cpu_pct'):.0f}%",
+                     f"{val(impl, 'throughput', 'others_cpu_pct'):.0f}%",
+                     ratio(val(impl, "throughput", "mb_s"), val("js", "throughput", "mb_s")),
+                     ratio(val("js", "throughput", "relay_cpu_s_per_gb"), val(impl, "throughput", "relay_cpu_s_per_gb"))])
+    out.append(f"### Relayed throughput: {a['mb']} MB echoed through one circuit (both directions at once), {a['runs']} runs")
     out.append("")
-    out.append(markdown_table(["relay", "reservations/s", "vs js", "circuit set-ups/s", "vs js",
-                               "relayed echo throughput", "vs js", "RSS idle -> loaded", "RSS vs js"], rows))
+    out.append(markdown_table(["relay", "MB/s (one direction)", "relay CPU-s per GB forwarded", "relay CPU",
+                               "endpoint CPU (dialer / listener)", "rest of machine", "MB/s vs js",
+                               "CPU efficiency vs js"], rows))
     out.append("")
-    out.append("Ratios: higher is better for rates and throughput; for memory lower is better (loaded RSS / js's).")
+    rows = []
+    for impl in shown:
+        bad = unavailable(impl, "memory")
+        if bad:
+            rows.append([labels.get(impl, impl), bad] + [""] * 5)
+            continue
+        y = r[impl]["memory"]
+        rows.append([labels.get(impl, impl), f"{y['idle_kib'] / 1024:.1f}", f"{y['loaded_kib'] / 1024:.1f}",
+                     f"{y['live']}/{y['wanted']}", f"{(y['per_reservation_kib'] or 0):.1f}",
+                     ratio(y["loaded_kib"], val("js", "memory", "loaded_kib")),
+                     ratio(y["per_reservation_kib"], (r.get("js", {}).get("memory") or {}).get("per_reservation_kib"))])
+    out.append(f"### Memory: relay RSS idle and with {a['live']} live reservations")
+    out.append("")
+    out.append(markdown_table(["relay", "idle MiB", "loaded MiB", "live", "KiB per reservation",
+                               "loaded vs js", "per reservation vs js"], rows))
+    out.append("")
+    out.append("Ratios: \"vs js\" for rates/throughput = ours / js's (higher is better); \"CPU efficiency vs js\" = "
+               "js's relay CPU per operation / ours (higher = we need less CPU); memory = ours / js's (lower is better).")
     out.append("")
     goals = []
     for key, field, better in (("reservations", "per_s", "high"), ("circuits", "per_s", "high"),
@@ -327,8 +401,15 @@ def report(results: dict) -> str:
             goals.append(f"- {key}: not comparable (missing result)")
             continue
         ok = ours > js if better == "high" else ours < js
+        extra = ""
+        cpu_field = {"reservations": "relay_cpu_ms_per_op", "circuits": "relay_cpu_ms_per_op",
+                     "throughput": "relay_cpu_s_per_gb"}.get(key)
+        if cpu_field:
+            oc, jc = val("p2prtc", key, cpu_field), val("js", key, cpu_field)
+            if oc and jc:
+                extra = f"; relay CPU per unit of work {oc:.3g} vs js {jc:.3g} ({jc / oc:.2f}x less)"
         goals.append(f"- {key}: p2prtc {ours:.1f} vs js {js:.1f} ({ours / js:.2f}x): "
-                     f"{'AHEAD' if ok else 'BEHIND'}")
+                     f"{'AHEAD' if ok else 'BEHIND'}{extra}")
     out.append("### Goal: ahead of the js relay on each")
     out.append("")
     out += goals
@@ -355,29 +436,43 @@ async def main_async(args) -> int:
     results = {"machine": machine_info(), "args": vars(args), "missing": missing, "relays": {},
                "labels": labels}
     phases = [p for p in args.phases.split(",") if p]
-    for impl in [i for i in impls if i not in missing]:
-        rr = results["relays"].setdefault(impl, {})
-        small = impl == "rust"
-        for phase in phases:
-            log(f"{phase}: {impl}")
-            try:
-                if phase == "reservations":
-                    rr[phase] = await bench_reservations(impl, args.rust_count if small else args.reservations,
-                                                         min(args.concurrency, 4) if small else args.concurrency, log)
-                elif phase == "circuits":
-                    rr[phase] = await bench_circuits(impl, args.rust_count if small else args.circuits,
-                                                     4 if small else args.concurrency, log,
-                                                     n_dialers=4 if small else 20)
-                elif phase == "throughput":
-                    rr[phase] = await bench_relayed_throughput(impl, int(args.mb * 1e6), args.runs, log)
-                elif phase == "memory":
-                    if small:
-                        rr[phase] = {"skipped": "rust relay keeps its 128-reservation cap"}
+    run_impls = [i for i in impls if i not in missing]
+    for impl in run_impls:
+        results["relays"][impl] = {}
+    for phase in phases:
+        # phase by phase, round-robin over the relays (run 1 of each, run 2 of each, ...), a fresh
+        # relay process each time, so that other load on the machine spreads over all of them
+        repeats = 1 if phase == "memory" else args.runs
+        for r in range(repeats):
+            for impl in run_impls:
+                rr = results["relays"][impl]
+                small = impl == "rust"
+                log(f"{phase} run {r + 1}: {impl}")
+                try:
+                    if phase == "reservations":
+                        one = await bench_reservations(impl, args.rust_count if small else args.reservations,
+                                                       min(args.concurrency, 4) if small else args.concurrency, log)
+                    elif phase == "circuits":
+                        one = await bench_circuits(impl, args.rust_count if small else args.circuits,
+                                                   4 if small else args.concurrency, log,
+                                                   n_dialers=4 if small else 20)
+                    elif phase == "throughput":
+                        one = await bench_relayed_throughput(impl, int(args.mb * 1e6), 1, log)
+                    else:
+                        if small:
+                            rr[phase] = {"skipped": "rust relay keeps its 128-reservation cap"}
+                            continue
+                        rr[phase] = await bench_memory(impl, args.live, args.concurrency, log)
                         continue
-                    rr[phase] = await bench_memory(impl, args.live, args.concurrency, log)
-            except Exception as e:  # noqa: BLE001 - a failing relay is a cell in the table
-                rr[phase] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
-                log(f"  failed: {e}")
+                except Exception as e:  # noqa: BLE001 - a failing relay is a cell in the table
+                    log(f"  failed: {e}")
+                    rr.setdefault(phase, {}).setdefault("failures", []).append(f"{type(e).__name__}: {str(e)[:300]}")
+                    if "runs" not in rr[phase]:
+                        rr[phase]["error"] = rr[phase]["failures"][0]
+                    continue
+                cur = rr.setdefault(phase, {})
+                cur.pop("error", None)
+                cur.setdefault("runs", []).append(one)
     print(report(results))
     if args.json:
         with open(args.json, "w") as f:
@@ -395,7 +490,8 @@ def main() -> int:
     p.add_argument("--rust-count", type=int, default=40,
                    help="reservations/circuits for the rust relay (its rate limits stay: 60/min per IP)")
     p.add_argument("--mb", type=float, default=50, help="MB echoed through the circuit")
-    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--runs", type=int, default=3,
+                   help="runs of the reservation, circuit and throughput measurements (round-robin)")
     p.add_argument("--live", type=int, default=1000, help="live reservations for the memory figure")
     p.add_argument("--json")
     args = p.parse_args()

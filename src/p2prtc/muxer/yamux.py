@@ -752,7 +752,9 @@ class YamuxStream(ByteStream):
         self._muxer._maybe_forget(self)
 
     async def close(self) -> None:
-        """Send FIN, discard unread input, wait (bounded) for the remote's FIN."""
+        """Send FIN and discard unread input; return without waiting for the remote's FIN (as
+        js and rust do). The stream lingers in the background until that FIN arrives, and is
+        reset if it has not come within STREAM_CLOSE_TIMEOUT."""
         self._discard_input()
         if self._read_error is not None or self._write_error is not None:
             self._muxer._maybe_forget(self)
@@ -760,16 +762,12 @@ class YamuxStream(ByteStream):
         if not self._write_closed:
             await self.close_write()
         if not self._eof and self._read_error is None:
-            try:
-                await asyncio.wait_for(self._wait_eof(), STREAM_CLOSE_TIMEOUT)
-            except TimeoutError:
-                log.info(
-                    "yamux: stream %d: no FIN from remote within %.0f s of close, resetting",
-                    self.stream_id,
-                    STREAM_CLOSE_TIMEOUT,
-                )
-                self.reset()
+            self._muxer._linger(self)
         self._muxer._maybe_forget(self)
+
+    async def wait_closed(self) -> None:
+        """Wait until the remote has ended its side too (FIN or reset)."""
+        await self._wait_eof()
 
     async def _wait_eof(self) -> None:
         while not self._eof and self._read_error is None:
@@ -860,6 +858,7 @@ class YamuxMuxer:
             max_streams=max_inbound_streams,
         )
         self._streams: dict[int, YamuxStream] = {}
+        self._lingering: set[asyncio.Task] = set()  # closed streams waiting for the remote FIN
         self._accept_queue: asyncio.Queue[YamuxStream | None] = asyncio.Queue()
         self._pings: dict[int, tuple[asyncio.Future[float], float]] = {}
         self.closed = asyncio.Event()
@@ -960,6 +959,20 @@ class YamuxMuxer:
         session.consumed(stream_id, n)
         if session.has_data_to_send:
             self._wakeup.set()
+
+    def _linger(self, stream: YamuxStream) -> None:
+        async def wait_for_fin() -> None:
+            try:
+                await asyncio.wait_for(stream._wait_eof(), STREAM_CLOSE_TIMEOUT)
+            except TimeoutError:
+                log.info("yamux: stream %d: no FIN from remote within %.0f s of close, resetting",
+                         stream.stream_id, STREAM_CLOSE_TIMEOUT)
+                stream.reset()
+            self._maybe_forget(stream)
+
+        task = asyncio.ensure_future(wait_for_fin())
+        self._lingering.add(task)
+        task.add_done_callback(self._lingering.discard)
 
     def _maybe_forget(self, stream: YamuxStream) -> None:
         if not self._session.has_stream(stream.stream_id):
@@ -1095,6 +1108,8 @@ class YamuxMuxer:
         self._pings.clear()
         self._accept_queue.put_nowait(None)
         self._drained.set()
+        for task in list(self._lingering):
+            task.cancel()
         self._teardown_task = asyncio.create_task(self._teardown(flush), name="yamux-teardown")
 
     async def _teardown(self, flush: bool) -> None:

@@ -10,6 +10,7 @@ anything into the relayed bytes.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from dataclasses import dataclass, field
@@ -51,24 +52,31 @@ class Reservation:
 
 
 class ReservationTable:
-    """Live reservations by peer and connection."""
+    """Live reservations by peer and connection.
+
+    Counts are kept as we go and expiry uses a heap (entries made stale by a renewal are skipped),
+    so admitting a reservation costs O(log n) however many are live.
+    """
 
     def __init__(self, limits: RelayLimits) -> None:
         self.limits = limits
         self._by_peer: dict[PeerId, dict[int, Reservation]] = {}
+        self._count = 0
+        self._expiry: list[tuple[float, int, PeerId]] = []  # (expires, conn id, peer)
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self._by_peer.values())
+        return self._count
 
     def expire(self, now: float) -> int:
         dropped = 0
-        for peer in list(self._by_peer):
-            table = self._by_peer[peer]
-            for cid in [cid for cid, r in table.items() if r.expires <= now or r.conn.is_closed]:
-                del table[cid]
+        heap = self._expiry
+        while heap and heap[0][0] <= now:
+            expires, cid, peer = heapq.heappop(heap)
+            table = self._by_peer.get(peer)
+            r = table.get(cid) if table else None
+            if r is not None and r.expires == expires:  # not renewed since
+                self._drop(peer, cid)
                 dropped += 1
-            if not table:
-                del self._by_peer[peer]
         return dropped
 
     def admit(self, peer: PeerId, conn: Connection, expires: float) -> str | None:
@@ -76,21 +84,29 @@ class ReservationTable:
         table = self._by_peer.get(peer, {})
         if conn.id in table:  # renewal on the same connection
             table[conn.id].expires = expires
+            heapq.heappush(self._expiry, (expires, conn.id, peer))
             return None
-        if len(self) >= self.limits.max_reservations:
+        if self._count >= self.limits.max_reservations:
             return "too many reservations"
         if len(table) >= self.limits.max_reservations_per_peer:
             return "too many reservations for this peer"
         self._by_peer.setdefault(peer, {})[conn.id] = Reservation(peer, conn, expires)
+        self._count += 1
+        heapq.heappush(self._expiry, (expires, conn.id, peer))
         return None
 
+    def _drop(self, peer: PeerId, cid: int) -> bool:
+        table = self._by_peer.get(peer)
+        if not table or table.pop(cid, None) is None:
+            return False
+        if not table:
+            del self._by_peer[peer]
+        self._count -= 1
+        return True
+
     def remove_connection(self, conn: Connection) -> bool:
-        table = self._by_peer.get(conn.remote_peer)
-        if table and table.pop(conn.id, None) is not None:
-            if not table:
-                del self._by_peer[conn.remote_peer]
-            return True
-        return False
+        # Its heap entry goes stale and is skipped when it comes up.
+        return self._drop(conn.remote_peer, conn.id)
 
     def connection_for(self, peer: PeerId, now: float) -> Connection | None:
         live = [r for r in self._by_peer.get(peer, {}).values()
