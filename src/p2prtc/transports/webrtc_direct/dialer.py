@@ -21,7 +21,7 @@ from ...multiaddr import Multiaddr
 from . import stun
 from .certificate import digest_from_certhash, ephemeral_certificate
 from .ice import IceChecker, random_ufrag
-from .peer import DatagramLink, DirectPeerConnection
+from .peer import DatagramLink, DirectPeerConnection, tune_socket
 from .upgrade import DirectMuxer, authenticate, build_connection, direct_addr
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ async def dial(addr: Multiaddr, identity: Identity) -> Connection:
             _ClientProtocol, remote_addr=(ip, port), family=family)
     except OSError as e:
         raise DialError(f"cannot reach {ip}:{port}/udp: {e.strerror or e}") from None
+    tune_socket(transport)
     checker = IceChecker(random_ufrag(), (ip, port))
     link = DatagramLink(transport.sendto, role="controlling")
     checked = asyncio.Event()

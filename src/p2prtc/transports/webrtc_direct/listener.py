@@ -29,7 +29,7 @@ from ..base import Listener
 from . import stun
 from .certificate import DtlsCertificate
 from .ice import IceLiteAgent, IceSession, normalize_addr
-from .peer import DatagramLink, DirectPeerConnection
+from .peer import DatagramLink, DirectPeerConnection, tune_socket
 from .upgrade import DirectMuxer, authenticate, build_connection, direct_addr
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,7 @@ class WebRTCDirectListener(Listener):
         family = socket.AF_INET6 if ":" in self.ip else socket.AF_INET
         self._transport, _ = await loop.create_datagram_endpoint(
             lambda: _UdpProtocol(self), local_addr=(self.ip, self.port), family=family)
+        tune_socket(self._transport)
         sockname = self._transport.get_extra_info("sockname")
         self.port = sockname[1]
         self.addrs = [direct_addr(ip, self.port, self.certificate.digest)
