@@ -27,7 +27,7 @@ from .upgrade import DirectMuxer, authenticate, build_connection, direct_addr
 log = logging.getLogger(__name__)
 
 # ICE: retransmit checks from this interval, doubling up to the cap (RFC 8445 / 8489 style).
-CHECK_RTO_INITIAL = 0.1
+CHECK_RTO_INITIAL = 0.025
 CHECK_RTO_MAX = 1.6
 ICE_TIMEOUT = 10.0
 # Below the Host's own dial deadline (20 s), so our message says which stage failed.
@@ -113,12 +113,16 @@ async def dial(addr: Multiaddr, identity: Identity) -> Connection:
     pc.on_closed.append(transport.close)
     muxer = DirectMuxer(pc, client=True)
     stage = "ICE"
+    t0 = loop.time()
+    stamps: dict[str, float] = {}
     try:
         async with asyncio.timeout(DIAL_TIMEOUT):
             await _check(checker, transport, proto, checked, ip, port)
+            stamps["ice_ms"] = loop.time()
             pc.spawn(_keepalive(checker, transport, pc))
             stage = "DTLS"
-            await pc.connect()
+            await pc.connect()  # DTLS, then SCTP and the Noise channel
+            stamps["dtls_sctp_ms"] = loop.time()
             stage = "Noise"
             secure = await authenticate(pc, identity, server=False, local_digest=cert.digest,
                                         remote_digest=expected, remote_peer=peer,
@@ -139,7 +143,12 @@ async def dial(addr: Multiaddr, identity: Identity) -> Connection:
     local = direct_addr(sockname[0], sockname[1], cert.digest)
     conn = build_connection(pc, muxer, secure, direction="outbound", local_addr=local,
                             remote_addr=direct_addr(ip, port, expected).with_peer_id(secure.remote_peer))
+    stamps["noise_ms"] = loop.time()
     conn.details["ufrag"] = checker.ufrag
+    prev = t0
+    for name, t in stamps.items():  # time spent in each stage
+        conn.details[name] = round((t - prev) * 1000, 1)
+        prev = t
     return conn
 
 
