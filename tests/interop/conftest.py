@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import pytest
 
+from typing import Any, AsyncIterator, Awaitable, Callable
+
 from .jspeer import BrowserSession, NodePeer, install
+from .rustpeer import RustPeer, RustUnavailable, rust_binary
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +69,35 @@ async def browser_factory(js_installed):
     yield make
     if session is not None:
         await session.close()
+
+
+@pytest.fixture(scope="session")
+def rust_built() -> str:
+    """Path of the built rust interop binary (built once per session; minutes when cold)."""
+    try:
+        return rust_binary()
+    except RustUnavailable as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+@pytest.fixture
+async def rust_peer_factory(rust_built: str) -> AsyncIterator[Callable[..., Awaitable[RustPeer]]]:
+    """`await rust_peer_factory(listen=[...], seed=N)` starts a peer (returns after `ready`);
+    `await rust_peer_factory(mode="relay", websocket_port=0, no_limits=True)` starts a relay.
+    Every process started is stopped when the test ends."""
+    started: list[RustPeer] = []
+
+    async def make(mode: str = "peer", *, start_timeout: float = 60, **kw: Any) -> RustPeer:
+        if mode == "peer":
+            proc = RustPeer.peer(rust_built, **kw)
+        elif mode == "relay":
+            proc = RustPeer.relay(rust_built, **kw)
+        else:
+            raise ValueError(f"mode must be 'peer' or 'relay', not {mode!r}")
+        started.append(proc)
+        await proc.start(timeout=start_timeout)
+        return proc
+
+    yield make
+    for proc in reversed(started):
+        await proc.stop()

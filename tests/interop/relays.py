@@ -60,3 +60,24 @@ class JsRelay:
 
     async def stop(self) -> None:
         await self.peer.stop()
+
+
+class RustRelay:
+    """rust-libp2p's relay-server behaviour plus WebSocket (tests/interop/rust `relay`)."""
+
+    kind = "rust"
+
+    def __init__(self, factory) -> None:
+        self.factory = factory
+        self.proc = None
+
+    async def start(self) -> "RustRelay":
+        self.proc = await self.factory(mode="relay", listen_ip=lab_ip(), websocket_port=0,
+                                       quic=False)
+        return self
+
+    def addr(self, kind: str = "ws") -> str:
+        return self.proc.addr(kind)
+
+    async def stop(self) -> None:
+        await self.proc.stop()

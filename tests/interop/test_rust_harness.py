@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 
 import pytest
 
-# Until the lead merges conftest_rust.py into conftest.py.
-from .conftest_rust import rust_built, rust_peer_factory  # noqa: F401
 from .control import PeerProcessError
 
 pytestmark = pytest.mark.interop
@@ -25,6 +24,16 @@ ALL_LISTEN = [
     "/ip4/127.0.0.1/udp/0/webrtc-direct",
     "/ip4/127.0.0.1/udp/0/quic-v1",
 ]
+
+
+def has_non_loopback_ipv4() -> bool:
+    """webrtc-rs (like aioice) gathers no ICE candidate on a host that has only loopback."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("198.51.100.1", 9))  # UDP connect: picks a route, sends nothing
+            return not s.getsockname()[0].startswith("127.")
+    except OSError:
+        return False
 
 
 def without_p2p(addr: str) -> str:
@@ -84,6 +93,8 @@ async def test_dial_ping_identify_echo(rust_peer_factory, transport):
     assert [c["peer"] for c in conns] == [listener.peer_id]
 
 
+@pytest.mark.skipif(not has_non_loopback_ipv4(),
+                    reason="only loopback here: webrtc-rs gathers no ICE candidates (add a veth)")
 async def test_webrtc_direct(rust_peer_factory):
     """rust <-> rust webrtc-direct, within what libp2p-webrtc 0.10.0-alpha (webrtc-rs 0.17) does:
     - a received data-channel message over 8192 bytes kills the stream ("Short buffer (size:

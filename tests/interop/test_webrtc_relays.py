@@ -1,4 +1,4 @@
-"""/webrtc through each relay implementation (ours as the CLI, js-libp2p's in Node):
+"""/webrtc through each relay implementation (ours as the CLI, js-libp2p's in Node, rust-libp2p's):
 Python<->Python, Python<->Chromium and Python<->Node (node-datachannel), each side dialing.
 The connection must be direct WebRTC, and survive the relay being stopped."""
 
@@ -12,16 +12,17 @@ from p2prtc.identity import PeerId
 from p2prtc.protocols.chat import ChatService
 from p2prtc.transports.webrtc.transport import WebRTCTransport
 
-from .relays import JsRelay, P2prtcRelay
+from .relays import JsRelay, P2prtcRelay, RustRelay
 from .test_core_js import echo_via
 
 pytestmark = pytest.mark.interop
 MB = 1 << 20
 
 
-@pytest.fixture(params=["p2prtc", "js"])
-async def relay(request, node_peer_factory):
-    r = P2prtcRelay() if request.param == "p2prtc" else JsRelay(node_peer_factory)
+@pytest.fixture(params=["p2prtc", "js", "rust"])
+async def relay(request, node_peer_factory, rust_peer_factory):
+    r = {"p2prtc": P2prtcRelay, "js": lambda: JsRelay(node_peer_factory),
+         "rust": lambda: RustRelay(rust_peer_factory)}[request.param]()
     await r.start()
     yield r
     await r.stop()

@@ -33,6 +33,8 @@ HOP_TIMEOUT = 15.0
 REFRESH_MARGIN = 120.0
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 60.0
+# How long to wait for a relay to announce the hop protocol after identify (see _identified).
+HOP_ANNOUNCE_WAIT = 3.0
 
 
 class CircuitStream(RawConnection):
@@ -147,6 +149,7 @@ class CircuitListener(Listener):
             try:
                 conn = await self.host.dial(self.relay_addr)
                 self.host.events.emit("relay-connected", self.relay_peer, conn)
+                await self._identified(conn)
                 while not conn.is_closed:
                     info = await reserve(conn)
                     self.reservation = info
@@ -187,6 +190,28 @@ class CircuitListener(Listener):
             # Retry timer (not synchronisation): jittered exponential backoff.
             await asyncio.sleep(backoff * (0.75 + random.random() / 2))
             backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _identified(self, conn: Connection) -> None:
+        """Let identify finish first, as js does: a rust relay only serves hop once identify has
+        given it an external address, and a relay that does not serve hop at all is worth a
+        clear error rather than a failed negotiation."""
+        if self.host.identify is None:
+            return
+        try:
+            info = await self.host.identify.identified(conn)
+        except (P2PError, TimeoutError, asyncio.TimeoutError):
+            return  # reserve anyway: the hop request itself will tell
+        if not info.protocols or hop.HOP in info.protocols:
+            return
+        # rust's relay adds hop once it learns an external address (from our identify) and
+        # then pushes its new protocol list: give that push a moment.
+        try:
+            await self.host.events.wait_for(
+                "identified", lambda peer, i, c: c is conn and hop.HOP in i.protocols,
+                timeout=HOP_ANNOUNCE_WAIT)
+        except asyncio.TimeoutError:
+            raise DialError(f"{self.relay_addr} does not offer circuit relay v2 "
+                            f"({hop.HOP})") from None
 
     async def close(self) -> None:
         self._task.cancel()

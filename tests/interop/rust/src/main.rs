@@ -85,7 +85,7 @@ pub struct RelayOpts {
     /// UDP port for webrtc-direct (certificate generated at start).
     #[arg(long)]
     pub webrtc_port: Option<u16>,
-    /// IP address to listen on.
+    /// IP address to listen on [default: 127.0.0.1, or ::1 with --use-ipv6 true].
     #[arg(long)]
     pub listen_ip: Option<IpAddr>,
     /// Like the upstream example: `--use-ipv6 true` listens on ::1 unless --listen-ip is given.
@@ -97,9 +97,9 @@ pub struct RelayOpts {
     /// Do not listen on QUIC (upstream listens on udp/<port>/quic-v1 too).
     #[arg(long)]
     pub no_quic: bool,
-    /// Only use identify-observed addresses as external addresses (exactly like upstream).
-    /// By default the relay also announces its own listen addresses, so a reservation made
-    /// before identify finished still carries addresses.
+    /// Take external addresses only from identify (exactly like upstream). By default the relay
+    /// also announces its listen addresses: rust's relay server speaks the hop protocol only once
+    /// it has an external address, so upstream refuses reservations made before identify ran.
     #[arg(long)]
     pub observed_addrs_only: bool,
     /// Seconds an idle connection stays open (swarm default: 10).
@@ -130,13 +130,10 @@ fn main() {
     // QUIC (libp2p-tls) enables rustls' aws-lc-rs backend and WebRTC's DTLS enables ring; with
     // both compiled in, rustls cannot pick a process default and DTLS panics. Pick ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let builder = if std::env::var_os("P2PRTC_RUST_CURRENT_THREAD").is_some() {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    let mut builder = builder;
-    let runtime = match builder.enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start tokio: {e}");
