@@ -19,8 +19,11 @@ code and replace what is below and beside it:
   offers no SRTP profile). `start()` still asserts a non-empty fingerprint list: we pass a
   placeholder that `_validate_peer_identity` ignores.
 - `_SctpTransport(RTCSctpTransport)` tells us when the association closes (aiortc emits no
-  event for that) and never reuses stream id 0 (reserved for the Noise handshake channel):
-  aiortc starts looking for a free id at `_data_channel_id`, so the DTLS client starts at 2.
+  event for that), never reuses stream id 0 (reserved for the Noise handshake channel: aiortc
+  starts looking for a free id at `_data_channel_id`, so the DTLS client starts at 2), and
+  drops packets quietly once DTLS is closed (`_send_chunk`). Delayed SACKs (every second
+  packet) come from webrtc/engine.py's patch of RTCSctpTransport, which applies here too.
+- Our UDP sockets get large kernel buffers (`tune_socket`): SCTP bursts overflowed the default.
 """
 
 from __future__ import annotations
@@ -56,7 +59,6 @@ SCTP_PORT = 5000
 # full socket buffer would (SCTP retransmits). ~1.5 MB at most per connection.
 LINK_QUEUE = 1024
 NOISE_CHANNEL_ID = 0
-MAX_DEFERRED_SACKS = 8
 # Kernel buffer of our UDP sockets. SCTP on loopback or a fast LAN sends bursts far larger than
 # the default (~208 KiB = ~90 datagrams of truesize); the overflow is dropped and recovered by
 # retransmission at a fraction of the speed (measured: 5 MB/s with drops, see bench). Linux caps
@@ -96,10 +98,6 @@ class DatagramLink:
     @property
     def closed(self) -> bool:
         return self._closed
-
-    @property
-    def backlog(self) -> int:
-        return len(self._queue)
 
     def touch(self) -> None:
         self.last_received = self.loop.time()
@@ -172,21 +170,15 @@ class DirectDtlsTransport(RTCDtlsTransport):
 
 class _SctpTransport(RTCSctpTransport):
     on_closed: Callable[[], None] | None = None
-    link: DatagramLink | None = None
-    _sacks_deferred = 0
 
-    async def _send_sack(self) -> None:
-        # aiortc acknowledges every packet it receives (RFC 4960 6.2 asks for at least every
-        # second one). While more datagrams from the peer are already queued, we acknowledge
-        # once for the whole burst instead: half the packets and Python work per byte on a
-        # busy receiver. Idle links still get their SACK at once (queue empty), and at most
-        # MAX_DEFERRED_SACKS packets go unacknowledged.
-        link = self.link
-        if link is not None and link.backlog and self._sacks_deferred < MAX_DEFERRED_SACKS:
-            self._sacks_deferred += 1
-            return
-        self._sacks_deferred = 0
-        await super()._send_sack()
+    async def _send_chunk(self, chunk) -> None:
+        try:
+            await super()._send_chunk(chunk)
+        except ConnectionError:
+            # DTLS is closed, so the connection is ending (its close path says why). aiortc
+            # sends from fire-and-forget tasks (ensure_future), whose error would otherwise be
+            # logged as "Task exception was never retrieved"; a packet for a dead link is lost.
+            pass
 
     def _set_state(self, state) -> None:  # type: ignore[override]
         super()._set_state(state)
@@ -209,7 +201,6 @@ class DirectPeerConnection:
         self.dtls = DirectDtlsTransport(link, certificate, role=dtls_role,
                                         expected_digest=expected_digest)
         self.sctp = _SctpTransport(self.dtls, port=SCTP_PORT)
-        self.sctp.link = link
         self.sctp.on_closed = lambda: self._set_state("closed")
         self.sctp.on("datachannel", self._datachannel)
         self.dtls.on("statechange", self._dtls_state)
