@@ -245,3 +245,83 @@ def machine_info() -> dict:
 
 async def stop_all(procs) -> None:
     await asyncio.gather(*(p.stop() for p in procs if p is not None), return_exceptions=True)
+
+
+# --- process trees (multi-process peers such as Chromium) -------------------------------------
+
+def process_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds) for every process on the machine, from /proc/PID/stat.
+
+    utime+stime of a process include its threads that have exited (a Chromium thread pool
+    may retire threads mid-measurement); the 10 ms tick resolution is fine for transfers that
+    take a second or more."""
+    out = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        out[int(name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK)
+    return out
+
+
+def descendants(table: dict[int, tuple[int, float]], root: int, include_root: bool = True) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        out.add(pid)
+        todo += children.get(pid, [])
+    if not include_root:
+        out.discard(root)
+    return out & set(table)
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+class GroupCpuMeter:
+    """CPU seconds of groups of processes between __enter__ and __exit__, plus this process's
+    whole tree ("ours") and the rest of the machine ("others", from /proc/stat).
+
+    `groups` maps a name to a function (process table -> set of pids), evaluated at the start
+    and again at the end, so processes that appear meanwhile (a Chromium renderer) count from
+    zero; processes that exit meanwhile are lost (none do during a transfer here)."""
+
+    def __init__(self, groups: dict[str, "object"]) -> None:
+        self.groups = groups
+
+    def __enter__(self) -> "GroupCpuMeter":
+        self.m0 = machine_busy_seconds()
+        self.t0 = time.perf_counter()
+        self.tab0 = process_table()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = time.perf_counter() - self.t0
+        tab1 = process_table()
+        m1 = machine_busy_seconds()
+
+        def used(pids: set[int]) -> float:
+            return sum(max(0.0, tab1[p][1] - (self.tab0[p][1] if p in self.tab0 else 0.0))
+                       for p in pids if p in tab1)
+
+        self.pids = {k: set(fn(self.tab0)) | set(fn(tab1)) for k, fn in self.groups.items()}
+        self.cpu = {k: used(p) for k, p in self.pids.items()}
+        ours = descendants(self.tab0, os.getpid()) | descendants(tab1, os.getpid())
+        self.cpu["ours"] = used(ours)
+        self.cpu["others"] = max(0.0, (m1 - self.m0) - self.cpu["ours"])
+        self.used = used
+
+    def percent(self, key: str) -> float:
+        return 100.0 * self.cpu[key] / self.wall if self.wall > 0 else 0.0

@@ -201,7 +201,7 @@ async def test_demo_one_click_chat_with_the_python_peer(browser):
         await page.own_webrtc_address(relay_addr)
 
         t = Timer()
-        for attempt in range(2):
+        for attempt in range(3):
             start = len(await page.output_lines())
             await page.page.click("#chat-python")
             line = await page.wait_until_output(
@@ -209,7 +209,7 @@ async def test_demo_one_click_chat_with_the_python_peer(browser):
                 start, "result of the one-click dial", 20)
             if line.startswith("Connected to '"):
                 break
-            assert attempt == 0, await page.describe()
+            assert attempt < 2, await page.describe()
             page.dial_retries += 1
         assert line == f"Connected to '{peer_addr}'"
         report("demo one-click", click_to_connected_ms=round(t.ms()), dial_retries=page.dial_retries)

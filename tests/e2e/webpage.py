@@ -255,7 +255,7 @@ class AppPage:
         items = await self.page.locator("#multiaddrs li").all_text_contents()
         return next(a for a in items if a.startswith(relay + "/p2p-circuit/webrtc/p2p/"))
 
-    async def dial_peer(self, addr: str, retries: int = 1, timeout: float = 20) -> float:
+    async def dial_peer(self, addr: str, retries: int = 3, timeout: float = 20) -> float:
         """Dial a peer's /webrtc address; retry when the page reports a time-out or failure
         (js-libp2p's browser<->browser dial loses a race now and then). Returns the setup time
         in ms the page measured."""

@@ -5,7 +5,7 @@ dials the first through the relay (reaching the relay over webrtc-direct too) an
 upgrade to a direct /webrtc connection and exchange messages both ways.
 
 The js browser<->browser /webrtc step has a known race (~15% of dials fail, see
-tests/interop/js/README.md): that one dial is retried once and the retry is logged.
+tests/interop/js/README.md): that one dial is retried (up to 3 times) and each retry is logged.
 """
 
 from __future__ import annotations
@@ -71,12 +71,15 @@ async def test_two_browsers_reserve_over_webrtc_direct_then_chat_over_webrtc(rel
     assert "/webrtc-direct/" in target, f"reservation was not made over webrtc-direct: {target}"
 
     b = await browser_factory(name="dialer")
-    try:
-        dialed = await b.dial(target)
-    except BrowserPeerError as e:
-        log.warning("browser->browser /webrtc dial failed once (known js race), retrying: %s",
-                    str(e).splitlines()[0])
-        dialed = await b.dial(target)
+    for attempt in range(4):  # the js race hits ~10% of dials; four independent tries
+        try:
+            dialed = await b.dial(target)
+            break
+        except BrowserPeerError as e:
+            if attempt == 3:
+                raise
+            log.warning("browser->browser /webrtc dial failed (known js race), retrying: %s",
+                        str(e).splitlines()[0])
     assert dialed["peer"] == a.peer_id
     conns = [c for c in await b.connections() if c["peer"] == a.peer_id]
     # js names the direct connection by the address dialed (<relay>/p2p-circuit/webrtc/p2p/<a>)
