@@ -101,6 +101,40 @@ def _patch_delayed_sack() -> None:
 
 _patch_delayed_sack()
 
+
+def _patch_reopened_stream_ids() -> None:
+    """A DATA_CHANNEL_OPEN on a stream id aiortc still holds trips an `assert` inside aiortc's
+    SCTP receive path, which ends the whole connection (seen once in ~55 browser streams: the
+    browser reused the id of a channel it had closed before our side's reset completed). A
+    closing channel on that id is finished on the spot; an open one is kept and the new open
+    ignored, so only that one stream fails."""
+    from aiortc import rtcsctptransport as sctp
+
+    cls = sctp.RTCSctpTransport
+    original = getattr(cls, "_data_channel_receive", None)
+    dcep, channel_open = getattr(sctp, "WEBRTC_DCEP", None), getattr(sctp, "DATA_CHANNEL_OPEN", None)
+    if original is None or dcep is None or channel_open is None:
+        return
+
+    async def receive(self, stream_id: int, pp_id: int, data: bytes) -> None:
+        if pp_id == dcep and data and data[0] == channel_open:
+            existing = self._data_channels.get(stream_id)
+            if existing is not None:
+                if existing.readyState in ("closing", "closed"):
+                    self._data_channel_inbound_reset.discard(stream_id)
+                    self._data_channel_outbound_reset.discard(stream_id)
+                    self._data_channels.pop(stream_id, None)
+                    existing._setReadyState("closed")
+                else:
+                    log.info("ignoring a data channel open on stream %d: already in use", stream_id)
+                    return
+        await original(self, stream_id, pp_id, data)
+
+    cls._data_channel_receive = receive
+
+
+_patch_reopened_stream_ids()
+
 # Above this many bytes queued on a channel, writers wait (TESTING.md: pause above ~1 MiB,
 # resume at ~256 KiB).
 BUFFERED_HIGH = 1 << 20
