@@ -70,7 +70,7 @@ class RelayApp:
         self.host = Host(opts.identity, agent_version=f"p2prtc-relay/{_version()}")
         self.metrics = RelayMetrics()
         self.relay = RelayService(self.host, opts.limits, self.metrics)
-        self.stun = None
+        self.stun_transports: list = []
         self._metrics_runner: web.AppRunner | None = None
         self.listen_addrs: list[Multiaddr] = []
         self.started = time.monotonic()
@@ -100,8 +100,8 @@ class RelayApp:
             self.host.announce_addrs = announce_addrs(self.listen_addrs, o.announce)
         if o.stun_port:
             for ip in ips:
-                transport, proto = await start_stun_server(ip, o.stun_port)
-                self.stun = (transport, proto)
+                transport, _proto = await start_stun_server(ip, o.stun_port)
+                self.stun_transports.append(transport)
                 log.info("STUN server on %s:%d/udp", ip, o.stun_port)
         if o.metrics_port is not None:
             await self._start_metrics(o.listen_ip, o.metrics_port)
@@ -126,8 +126,8 @@ class RelayApp:
         log.info("metrics on http://%s:%d/metrics", ip, port)
 
     async def close(self) -> None:
-        if self.stun is not None:
-            self.stun[0].close()
+        for transport in self.stun_transports:
+            transport.close()
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
         await self.host.close()
@@ -153,7 +153,6 @@ async def run_relay(opts: RelayOptions) -> int:
     print(f"Local peer id: {app.host.peer_id}", file=sys.stderr, flush=True)
     if opts.json:
         app.emit("listening", addrs=[str(a) for a in addrs], peer=str(app.host.peer_id))
-        app.host.events.on("reservation", lambda *a: None)
     else:
         for a in addrs:
             print(f"Listening on {a}", flush=True)
