@@ -96,7 +96,7 @@ def describe(conn: Connection) -> str:
         how = f" ({pair['local']} {pair['local_addr']} <-> {pair['remote']} {pair['remote_addr']})" \
             if pair else ""
         return f"direct WebRTC{how}"
-    if conn.limited:
+    if conn.transport == "circuit" or conn.limited:  # a relay may also grant unlimited circuits
         lim = conn.details.get("limit", {})
         extra = ""
         if lim:
@@ -140,7 +140,7 @@ class PeerApp:
             self.out.event("relay-connected", f"Connected to relay {conn.remote_addr}",
                            relay=str(conn.remote_addr.with_peer_id(peer)))
             return
-        direct = conn.transport == "webrtc" or not conn.limited
+        direct = conn.transport != "circuit"  # relayed, even when the relay sets no limits
         ms = conn.details.get("upgrade_ms")
         if ms is None and peer in self._dial_started:
             ms = (time.perf_counter() - self._dial_started[peer]) * 1000
@@ -149,7 +149,7 @@ class PeerApp:
         self.peers.append(peer)
         took = f" in {ms:.0f} ms" if ms is not None else ""
         text = f"Connected to {short(peer)} via {describe(conn)}{took}"
-        if conn.limited and conn.direction == "inbound":
+        if conn.transport == "circuit" and conn.direction == "inbound":
             text += "; waiting for its direct WebRTC upgrade"
         self.out.event("connected", text, peer=str(peer), addr=str(conn.remote_addr),
                        transport="relay" if conn.transport == "circuit" else conn.transport,

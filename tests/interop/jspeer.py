@@ -114,7 +114,46 @@ async def _wait_for_addr(peer, match: str, timeout: float) -> str:
                 raise
 
 
-class NodePeer(ControlledProcess):
+class HarnessCommands:
+    """The harness commands, the same for a Node peer and a browser page: both provide
+    `call(cmd, timeout, **args)` and `ready`."""
+
+    async def wait_for_addr(self, match: str, timeout: float = 30) -> str:
+        """Wait until one of our own addresses contains `match` (e.g. "/p2p-circuit/webrtc")."""
+        return await _wait_for_addr(self, match, timeout)
+
+    async def dial(self, addr: str, timeout: float = 60) -> dict[str, Any]:
+        return await self.call("dial", timeout=timeout, addr=str(addr))
+
+    async def ping(self, peer: str | None = None, addr: str | None = None, timeout: float = 60) -> dict[str, Any]:
+        return await self.call("ping", timeout=timeout, **_target(peer, addr))
+
+    async def identify(self, peer: str, timeout: float = 60) -> dict[str, Any]:
+        return await self.call("identify", timeout=timeout, peer=peer)
+
+    async def echo(self, peer: str | None = None, addr: str | None = None, *, bytes: int,
+                   chunk: int | None = None, protocol: str | None = None,
+                   timeout: float = 120) -> dict[str, Any]:
+        args: dict[str, Any] = {"bytes": bytes, **_target(peer, addr)}
+        if chunk is not None:
+            args["chunk"] = chunk
+        if protocol is not None:
+            args["protocol"] = protocol
+        return await self.call("echo", timeout=timeout, **args)
+
+    async def perf(self, peer: str | None = None, addr: str | None = None, *, upload_bytes: int = 0,
+                   download_bytes: int = 0, timeout: float = 300) -> dict[str, Any]:
+        return await self.call("perf", timeout=timeout, upload_bytes=upload_bytes,
+                               download_bytes=download_bytes, **_target(peer, addr))
+
+    async def connections(self) -> list[dict[str, Any]]:
+        return (await self.call("connections"))["connections"]
+
+    async def hangup(self, peer: str) -> None:
+        await self.call("hangup", peer=peer)
+
+
+class NodePeer(HarnessCommands, ControlledProcess):
     """A js-libp2p peer in Node 22 (tests/interop/js/peer.mjs), driven over JSON lines.
 
     Always: tcp, websockets, noise, yamux, identify, identifyPush, ping, /echo/1.0.0 and
@@ -171,40 +210,6 @@ class NodePeer(ControlledProcess):
             if kind not in ("tcp", "ws") and kind in a:
                 return a
         raise LookupError(f"{self.name} has no {kind!r} address among {self.addrs}")
-
-    async def wait_for_addr(self, match: str, timeout: float = 30) -> str:
-        """Wait until one of our own addresses contains `match` (e.g. "/p2p-circuit/webrtc")."""
-        return await _wait_for_addr(self, match, timeout)
-
-    async def dial(self, addr: str, timeout: float = 60) -> dict[str, Any]:
-        return await self.call("dial", timeout=timeout, addr=str(addr))
-
-    async def ping(self, peer: str | None = None, addr: str | None = None, timeout: float = 60) -> dict[str, Any]:
-        return await self.call("ping", timeout=timeout, **_target(peer, addr))
-
-    async def identify(self, peer: str, timeout: float = 60) -> dict[str, Any]:
-        return await self.call("identify", timeout=timeout, peer=peer)
-
-    async def echo(self, peer: str | None = None, addr: str | None = None, *, bytes: int,
-                   chunk: int | None = None, protocol: str | None = None,
-                   timeout: float = 120) -> dict[str, Any]:
-        args: dict[str, Any] = {"bytes": bytes, **_target(peer, addr)}
-        if chunk is not None:
-            args["chunk"] = chunk
-        if protocol is not None:
-            args["protocol"] = protocol
-        return await self.call("echo", timeout=timeout, **args)
-
-    async def perf(self, peer: str | None = None, addr: str | None = None, *, upload_bytes: int = 0,
-                   download_bytes: int = 0, timeout: float = 300) -> dict[str, Any]:
-        return await self.call("perf", timeout=timeout, upload_bytes=upload_bytes,
-                               download_bytes=download_bytes, **_target(peer, addr))
-
-    async def connections(self) -> list[dict[str, Any]]:
-        return (await self.call("connections"))["connections"]
-
-    async def hangup(self, peer: str) -> None:
-        await self.call("hangup", peer=peer)
 
     async def stop(self) -> None:
         # ask politely (lets js close connections cleanly), then ControlledProcess terminates
@@ -327,7 +332,7 @@ class BrowserSession:
             self._runner = None
 
 
-class BrowserPeer:
+class BrowserPeer(HarnessCommands):
     """A js-libp2p peer in a Chromium page (tests/interop/js/browser.mjs).
 
     Methods mirror NodePeer's. The page's console and errors go to `self.log_path` (and to this
@@ -426,40 +431,6 @@ class BrowserPeer:
 
     async def wait_event(self, name: str, timeout: float = 30, **match: Any) -> dict[str, Any]:
         return await self._events.wait(name, timeout, self._describe, **match)
-
-    async def wait_for_addr(self, match: str, timeout: float = 30) -> str:
-        """Wait until one of our own addresses contains `match` (e.g. "/p2p-circuit/webrtc")."""
-        return await _wait_for_addr(self, match, timeout)
-
-    async def dial(self, addr: str, timeout: float = 60) -> dict[str, Any]:
-        return await self.call("dial", timeout=timeout, addr=str(addr))
-
-    async def ping(self, peer: str | None = None, addr: str | None = None, timeout: float = 60) -> dict[str, Any]:
-        return await self.call("ping", timeout=timeout, **_target(peer, addr))
-
-    async def identify(self, peer: str, timeout: float = 60) -> dict[str, Any]:
-        return await self.call("identify", timeout=timeout, peer=peer)
-
-    async def echo(self, peer: str | None = None, addr: str | None = None, *, bytes: int,
-                   chunk: int | None = None, protocol: str | None = None,
-                   timeout: float = 120) -> dict[str, Any]:
-        args: dict[str, Any] = {"bytes": bytes, **_target(peer, addr)}
-        if chunk is not None:
-            args["chunk"] = chunk
-        if protocol is not None:
-            args["protocol"] = protocol
-        return await self.call("echo", timeout=timeout, **args)
-
-    async def perf(self, peer: str | None = None, addr: str | None = None, *, upload_bytes: int = 0,
-                   download_bytes: int = 0, timeout: float = 300) -> dict[str, Any]:
-        return await self.call("perf", timeout=timeout, upload_bytes=upload_bytes,
-                               download_bytes=download_bytes, **_target(peer, addr))
-
-    async def connections(self) -> list[dict[str, Any]]:
-        return (await self.call("connections"))["connections"]
-
-    async def hangup(self, peer: str) -> None:
-        await self.call("hangup", peer=peer)
 
     async def close(self) -> None:
         if self.page is not None:
