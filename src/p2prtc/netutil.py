@@ -61,3 +61,18 @@ def is_private(ip: str) -> bool:
         return ipaddress.ip_address(ip).is_private
     except ValueError:
         return False
+
+
+def bind_udp(host: str, port: int) -> "socket.socket":
+    """A bound UDP socket. IPv6 sockets are IPv6-only, so that `::` and `0.0.0.0` can both hold
+    the same port (asyncio does the same for TCP servers; for datagrams it does not)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock

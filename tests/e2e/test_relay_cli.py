@@ -157,3 +157,22 @@ async def test_port_in_use_is_one_line_and_exit_1():
     assert proc.returncode == 1
     lines = [l for l in err.decode().splitlines() if l.startswith("p2prtc:")]
     assert lines and "cannot listen" in lines[0], err.decode()
+
+
+async def test_use_ipv6_listens_on_both_families_and_serves_over_ipv6():
+    tcp, ws, udp = free_port(), free_port(), free_port(socket.SOCK_DGRAM)
+    proc = await start_relay("--use-ipv6", "--port", str(tcp), "--websocket-port", str(ws),
+                             "--webrtc-port", str(udp), "--stun-port", str(udp + 1 if udp < 65535 else 0))
+    client = Host()
+    try:
+        lines: list[str] = []
+        while not any(l.startswith("Listening on /ip6/") and "/webrtc-direct/" in l for l in lines):
+            lines += await read_listening(proc, 1)
+        six = next(l for l in lines if l.startswith(f"Listening on /ip6/::1/tcp/{tcp}/p2p/"))
+        conn = await client.dial(six.split(" ", 2)[2])
+        assert conn.remote_addr.has("ip6")
+        assert (await client.ping_service.ping(conn))[0] < 1
+    finally:
+        if proc.returncode is None:
+            await stop(proc)
+        await client.close()

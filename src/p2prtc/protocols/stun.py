@@ -9,8 +9,9 @@ import asyncio
 import binascii
 import ipaddress
 import logging
-import socket
 import struct
+
+from ..netutil import bind_udp
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +114,5 @@ class StunServerProtocol(asyncio.DatagramProtocol):
 
 
 async def start_stun_server(host: str, port: int) -> tuple[asyncio.DatagramTransport, StunServerProtocol]:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     loop = asyncio.get_running_loop()
-    transport, proto = await loop.create_datagram_endpoint(
-        StunServerProtocol, local_addr=(host, port), family=family, reuse_port=False
-    )
-    return transport, proto
+    return await loop.create_datagram_endpoint(StunServerProtocol, sock=bind_udp(host, port))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from ...connection import Connection
 from ...errors import HandshakeError, P2PError
 from ...identity import Identity
 from ...multiaddr import Multiaddr
-from ...netutil import expand_unspecified
+from ...netutil import bind_udp, expand_unspecified
 from ..base import Listener
 from . import stun
 from .certificate import DtlsCertificate
@@ -118,9 +117,8 @@ class WebRTCDirectListener(Listener):
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in self.ip else socket.AF_INET
         self._transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self), local_addr=(self.ip, self.port), family=family)
+            lambda: _UdpProtocol(self), sock=bind_udp(self.ip, self.port))
         tune_socket(self._transport)
         sockname = self._transport.get_extra_info("sockname")
         self.port = sockname[1]
