@@ -297,7 +297,7 @@ async def test_noise_frame_truncated_after_yamux(server, caplog):
     await secure.raw.write(whole[: len(whole) // 2])
     await secure.raw.close_write()
     await assert_ends(secure)
-    assert logged(caplog, "yamux: connection error", "stream ended inside a noise frame")
+    assert logged(caplog, "yamux: connection lost", "stream ended inside a noise frame")
     await assert_good_peer_works(server)
 
 

@@ -1011,7 +1011,9 @@ class YamuxMuxer:
                     return
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the connection broke (reset, I/O error, bad lower layer)
+        except (StreamClosed, ProtocolError) as exc:  # reset, relay gone, bad lower layer
+            reason = f"connection lost: {exc}"
+        except Exception as exc:  # an I/O error or a bug below us
             reason = f"connection error: {exc!r}"
         if self._teardown_task is None:
             log.info("yamux: %s", reason)
