@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve Prometheus metrics on http://IP:P/metrics")
     p.add_argument("--use-ipv6", action="store_true", help="also listen on IPv6 (::)")
     lim = p.add_argument_group("limits (defaults are rust-libp2p's relay defaults)")
-    d = RelayLimitsDefaults()
+    from .relay.limits import RelayLimits
+
+    d = RelayLimits()
     lim.add_argument("--max-reservations", type=int, default=d.max_reservations)
     lim.add_argument("--max-reservations-per-peer", type=int, default=d.max_reservations_per_peer)
     lim.add_argument("--reservation-duration", type=float, default=d.reservation_duration,
@@ -164,12 +166,6 @@ def cmd_peer(args: argparse.Namespace) -> int:
         return run_async(run_peer(opts, dial=args.peer))
     except (P2PError, ValueError) as e:
         raise CliError(str(e)) from None
-
-
-def RelayLimitsDefaults():
-    from .relay.limits import RelayLimits
-
-    return RelayLimits()
 
 
 def _fmt_rate(rate) -> str:

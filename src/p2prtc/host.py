@@ -109,6 +109,16 @@ class Host:
             self.events.emit("listen-addrs-changed")
 
     @property
+    def listeners(self) -> list[Listener]:
+        return list(self._listeners)
+
+    async def listen_via_relay(self, relay_addr: Multiaddr | str, timeout: float = 20.0):
+        """Reserve on a relay (`<relay>/p2p/<id>`) and keep the reservation alive; returns the
+        first ReservationInfo. Our `<relay>/p2p-circuit` addresses join listen_addrs."""
+        await self.listen(Multiaddr(relay_addr).encapsulate("/p2p-circuit"))
+        return await self._listeners[-1].reserved(timeout)
+
+    @property
     def listen_addrs(self) -> list[Multiaddr]:
         return [a for listener in self._listeners for a in listener.addrs]
 

@@ -205,10 +205,9 @@ class PeerApp:
             raise DialError("the relay address must end with /p2p/<relay peer id>")
         self.relays.add(relay_addr.peer_id())
         self.out.event("peer", f"Peer id: {self.host.peer_id}", peer=str(self.host.peer_id))
-        await self.host.listen(relay_addr.encapsulate("/p2p-circuit"), "/webrtc")
-        listener = next(l for l in self.host._listeners if hasattr(l, "first_attempt"))
+        await self.host.listen("/webrtc")
         try:
-            await asyncio.wait_for(asyncio.shield(listener.first_attempt), RELAY_TIMEOUT)
+            await self.host.listen_via_relay(relay_addr, RELAY_TIMEOUT)
         except asyncio.TimeoutError:
             raise DialError(f"no reservation on {relay} within {RELAY_TIMEOUT:.0f} s") from None
         if not self.opts.json:

@@ -107,13 +107,11 @@ class ControlPeer:
                 "downloaded": r["downloaded"]}
 
     async def cmd_listen_relay(self, args: dict) -> dict:
-        addr = Multiaddr(args["addr"]).encapsulate("/p2p-circuit")
         before = set(self.host.listen_addrs)
-        await self.host.listen(addr)
-        listener = self.host._listeners[-1]
-        info = await asyncio.wait_for(listener.first_attempt, 30)
-        return {"addrs": [str(a.with_peer_id(self.host.peer_id)) for a in listener.addrs
-                          if a not in before], "expires": info.expires}
+        info = await self.host.listen_via_relay(args["addr"], 30)
+        return {"addrs": [str(a.with_peer_id(self.host.peer_id)) for a in self.host.listen_addrs
+                          if a not in before and a.protocols()[-1] == "p2p-circuit"],
+                "expires": info.expires}
 
     async def cmd_connections(self, args: dict) -> dict:
         return {"connections": [

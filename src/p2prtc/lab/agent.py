@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import logging
-import signal
 import statistics
 import sys
 import time
@@ -36,6 +35,7 @@ from ..multiaddr import Multiaddr
 from ..protocols.chat import ChatService
 from ..protocols.perf import PerfService
 from ..transports.webrtc.transport import WebRTCTransport
+from .procs import stop_on_signals
 
 log = logging.getLogger("p2prtc.lab.agent")
 
@@ -200,19 +200,7 @@ async def main_async(args: argparse.Namespace) -> int:
         ice = [] if args.stun == ["none"] else args.stun
     peer = LabPeer(ice)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    main_task = asyncio.current_task()
-
-    def on_signal() -> None:
-        # listening: leave the wait loop; dialing: abandon the dial and measurements (repeated:
-        # a cancellation racing with a finishing future can be lost in Python 3.11)
-        stop.set()
-        if args.mode == "dial" and not main_task.done():
-            main_task.cancel()
-            loop.call_later(0.5, on_signal)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
+    stop_on_signals(args.mode, stop)
     try:
         reader = await _stdin_reader()
         target = args.target

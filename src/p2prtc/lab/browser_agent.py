@@ -19,11 +19,12 @@ import argparse
 import asyncio
 import json
 import logging
-import signal
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from .procs import stop_on_signals
 
 log = logging.getLogger("p2prtc.lab.browser_agent")
 
@@ -243,20 +244,9 @@ class BrowserLabPeer:
 
 async def main_async(args: argparse.Namespace) -> int:
     peer = BrowserLabPeer(args.stun or [])
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    main_task = asyncio.current_task()
-
-    def on_signal() -> None:
-        # listening: leave the wait loop; dialing: abandon the dial and measurements (repeated:
-        # a cancellation racing with a finishing future can be lost in Python 3.11)
-        stop.set()
-        if args.mode == "dial" and not main_task.done():
-            main_task.cancel()
-            loop.call_later(0.5, on_signal)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
+    stop_on_signals(args.mode, stop)
+    loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     try:

@@ -162,3 +162,20 @@ class ProcessGroup:
 
 def python_argv(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
+
+
+def stop_on_signals(mode: str, stop: asyncio.Event) -> None:
+    """For a lab agent (run inside a namespace): SIGINT/SIGTERM set `stop`; a dialing agent's
+    main task is also cancelled, again every 0.5 s until it ends (a cancellation racing with a
+    finishing future can be lost in Python 3.11)."""
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+
+    def on_signal() -> None:
+        stop.set()
+        if mode == "dial" and main_task is not None and not main_task.done():
+            main_task.cancel()
+            loop.call_later(0.5, on_signal)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)

@@ -191,6 +191,11 @@ class CircuitListener(Listener):
             await asyncio.sleep(backoff * (0.75 + random.random() / 2))
             backoff = min(backoff * 2, BACKOFF_MAX)
 
+    async def reserved(self, timeout: float | None = None) -> ReservationInfo:
+        """The first reservation; raises DialError if the first attempt failed (the listener
+        keeps retrying in the background either way)."""
+        return await asyncio.wait_for(asyncio.shield(self.first_attempt), timeout)
+
     async def _identified(self, conn: Connection) -> None:
         """Let identify finish first, as js does: a rust relay only serves hop once identify has
         given it an external address, and a relay that does not serve hop at all is worth a
