@@ -133,11 +133,16 @@ class LabPeer:
         for path, conn in (("relay", relayed), ("direct", direct)):
             if conn is None:
                 continue
-            try:
-                rtts = await asyncio.wait_for(self.host.ping_service.ping(conn, pings),
-                                              STEP_TIMEOUT)
-            except (P2PError, OSError, asyncio.TimeoutError) as e:
-                self.emit("error", reason=f"ping over the {path} connection failed: {e}")
+            rtts = None
+            for attempt in (1, 2):  # with --loss a stream set-up can lose to SCTP's 1 s RTO
+                try:
+                    rtts = await asyncio.wait_for(self.host.ping_service.ping(conn, pings),
+                                                  STEP_TIMEOUT)
+                    break
+                except (P2PError, OSError, asyncio.TimeoutError) as e:
+                    self.emit("error", reason=f"ping over the {path} connection failed "
+                                              f"(attempt {attempt}): {e or type(e).__name__}")
+            if rtts is None:
                 continue
             ms_list = [round(r * 1000, 2) for r in rtts]
             rtt[path] = round(statistics.median(ms_list), 2)
