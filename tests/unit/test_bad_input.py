@@ -10,6 +10,7 @@ ping and echo.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import struct
@@ -36,12 +37,12 @@ T = 5.0
 MS_HEADER = ms.encode_message(ms.PROTOCOL_ID)
 
 
-@pytest.fixture
-async def server(caplog):
+@contextlib.asynccontextmanager
+async def echo_server(caplog, listen: str):
     caplog.set_level(logging.INFO)
     h = Host()
     h.set_stream_handler(ECHO, handle_echo)
-    addrs = await h.listen("/ip4/127.0.0.1/tcp/0")
+    addrs = await h.listen(listen)
     h.test_addr = addrs[0].with_peer_id(h.peer_id)
     h.test_port = int(addrs[0].value_for("tcp"))
     try:
@@ -51,6 +52,12 @@ async def server(caplog):
         # Nothing the remote did may surface as an unhandled error.
         errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert not errors, [r.getMessage() for r in errors]
+
+
+@pytest.fixture
+async def server(caplog):
+    async with echo_server(caplog, "/ip4/127.0.0.1/tcp/0") as h:
+        yield h
 
 
 async def raw_connect(port: int) -> TcpStream:
@@ -416,18 +423,8 @@ async def test_many_bad_connections_at_once(server, caplog):
 
 @pytest.fixture
 async def ws_server(caplog):
-    caplog.set_level(logging.INFO)
-    h = Host()
-    h.set_stream_handler(ECHO, handle_echo)
-    addrs = await h.listen("/ip4/127.0.0.1/tcp/0/ws")
-    h.test_addr = addrs[0].with_peer_id(h.peer_id)
-    h.test_port = int(addrs[0].value_for("tcp"))
-    try:
+    async with echo_server(caplog, "/ip4/127.0.0.1/tcp/0/ws") as h:
         yield h
-    finally:
-        await asyncio.wait_for(h.close(), 15)
-        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-        assert not errors, [r.getMessage() for r in errors]
 
 
 @pytest.mark.parametrize("kind", ["binary", "text", "binary-then-close"])
