@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--webrtc-port", type=int, metavar="P", help="WebRTC-direct UDP port")
     p.add_argument("--stun-port", type=int, default=3478, metavar="P",
                    help="STUN server UDP port (default 3478, 0 disables)")
+    p.add_argument("--stun-alt-port", type=int, metavar="P",
+                   help="second STUN port for NAT behaviour discovery (RFC 5780 CHANGE-REQUEST, "
+                        "OTHER-ADDRESS; default: the STUN port + 1 when free, 0 disables)")
+    p.add_argument("--stun-alt-ip", metavar="IP",
+                   help="second IP of this host for STUN (RFC 5780: lets peers tell full-cone "
+                        "from restricted NATs); needs --listen-ip")
     p.add_argument("--listen-ip", default="0.0.0.0", metavar="IP",
                    help="address to listen on (default 0.0.0.0)")
     p.add_argument("--announce", action="append", default=[], metavar="IP",
@@ -209,9 +215,20 @@ def cmd_relay(args: argparse.Namespace) -> int:
     )
     if args.no_circuit_limits:
         limits.lift_circuit_limits()
+    if args.stun_alt_ip is not None:
+        import ipaddress
+
+        try:
+            if ipaddress.ip_address(args.listen_ip).is_unspecified:
+                raise CliError("--stun-alt-ip needs --listen-ip (the primary address the "
+                               "second one pairs with)")
+            ipaddress.ip_address(args.stun_alt_ip)
+        except ValueError as e:
+            raise CliError(f"--stun-alt-ip: {e}") from None
     opts = RelayOptions(
         identity=load_identity(args), port=args.port, websocket_port=args.websocket_port,
         webrtc_port=args.webrtc_port, stun_port=args.stun_port, listen_ip=args.listen_ip,
+        stun_alt_port=args.stun_alt_port, stun_alt_ip=args.stun_alt_ip,
         use_ipv6=args.use_ipv6, announce=args.announce, metrics_port=args.metrics_port,
         limits=limits, json=args.json,
     )

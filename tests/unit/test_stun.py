@@ -82,7 +82,7 @@ def binding_request(txid: bytes | None = None, *, fingerprint: bool = True,
 
 
 def test_parse_rfc5769_sample_request():
-    assert parse_binding_request(RFC5769_REQUEST) == RFC5769_TXID
+    assert parse_binding_request(RFC5769_REQUEST).txid == RFC5769_TXID
 
 
 def test_parse_rfc5769_request_with_broken_fingerprint():
@@ -102,22 +102,22 @@ def test_parse_rfc5769_request_with_flipped_body_byte():
 
 def test_parse_minimal_requests():
     txid = os.urandom(12)
-    assert parse_binding_request(binding_request(txid, fingerprint=False)) == txid
-    assert parse_binding_request(binding_request(txid)) == txid
-    assert parse_binding_request(binding_request(txid, software=b"odd len")) == txid
+    assert parse_binding_request(binding_request(txid, fingerprint=False)).txid == txid
+    assert parse_binding_request(binding_request(txid)).txid == txid
+    assert parse_binding_request(binding_request(txid, software=b"odd len")).txid == txid
 
 
 def test_parse_request_built_by_aioice():
     req = aioice_stun.Message(aioice_stun.Method.BINDING, aioice_stun.Class.REQUEST)
     req.attributes["SOFTWARE"] = "aioice"
     req.add_fingerprint()
-    assert parse_binding_request(bytes(req)) == req.transaction_id
+    assert parse_binding_request(bytes(req)).txid == req.transaction_id
 
 
 @pytest.mark.parametrize("data, match", [
-    (b"", "size"),
-    (b"\x00\x01\x00\x00\x21\x12\xa4\x42" + b"\x00" * 11, "size"),  # 19 bytes
-    (b"\x00" * 1501, "size"),
+    (b"", "not a STUN message"),
+    (b"\x00\x01\x00\x00\x21\x12\xa4\x42" + b"\x00" * 11, "not a STUN message"),  # 19 bytes
+    (b"\x00" * 1501, "not a STUN message"),
     (struct.pack(">HHI12s", 0x0101, 0, 0x2112A442, b"\0" * 12), "type"),  # a response
     (struct.pack(">HHI12s", 0x0011, 0, 0x2112A442, b"\0" * 12), "type"),  # an indication
     (struct.pack(">HHI12s", 0x0001, 0, 0x12345678, b"\0" * 12), "cookie"),  # RFC 3489
@@ -140,7 +140,7 @@ def test_parse_rejects(data, match):
 @given(st.binary(max_size=200))
 def test_garbage_only_raises_not_stun(data):
     try:
-        txid = parse_binding_request(data)
+        txid = parse_binding_request(data).txid
     except NotStun:
         return
     assert len(txid) == 12 and data[:2] == b"\x00\x01"
@@ -153,7 +153,7 @@ def test_garbage_attributes_only_raise_not_stun(txid, body, length_delta):
     length = len(body) if length_delta % 3 else length_delta
     data = struct.pack(">HHI12s", 0x0001, length, 0x2112A442, txid) + body
     try:
-        assert parse_binding_request(data) == txid
+        assert parse_binding_request(data).txid == txid
     except NotStun:
         pass
 
@@ -246,9 +246,9 @@ class _AioiceClient(asyncio.DatagramProtocol):
 
 
 async def _round_trip(host: str) -> None:
-    transport, server = await stun.start_stun_server(host, 0)
+    server = await stun.start_stun_server(host, 0)
     try:
-        server_addr = transport.get_extra_info("sockname")[:2]
+        server_addr = server.addresses[stun.PRIMARY]
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         ctransport, client = await loop.create_datagram_endpoint(
@@ -263,7 +263,7 @@ async def _round_trip(host: str) -> None:
         finally:
             ctransport.close()
     finally:
-        transport.close()
+        server.close()
 
 
 async def test_udp_round_trip_ipv4_with_aioice_client():
@@ -293,12 +293,12 @@ class _Collector(asyncio.DatagramProtocol):
 
 
 async def test_server_ignores_garbage_and_keeps_answering():
-    transport, server = await stun.start_stun_server("127.0.0.1", 0)
+    server = await stun.start_stun_server("127.0.0.1", 0)
     loop = asyncio.get_running_loop()
     ctransport, client = await loop.create_datagram_endpoint(
         _Collector, local_addr=("127.0.0.1", 0))
     try:
-        server_addr = transport.get_extra_info("sockname")
+        server_addr = server.addresses[stun.PRIMARY]
         ours = ctransport.get_extra_info("sockname")
         # (no empty datagram: asyncio's sendto() silently skips those)
         garbage = [b"hello", os.urandom(20), b"\x00\x01" + os.urandom(40),
@@ -321,4 +321,4 @@ async def test_server_ignores_garbage_and_keeps_answering():
         assert server.answered == 2
     finally:
         ctransport.close()
-        transport.close()
+        server.close()

@@ -1,118 +1,223 @@
-"""A STUN server for binding requests (RFC 5389 / 8489): tells a peer the address and port its
-packets come from, so peers need no public STUN service. The codec is sans-I/O; the asyncio
-datagram protocol at the end is the only I/O.
+"""The relay's STUN server: binding requests (RFC 8489) tell a peer the address and port its
+packets come from, so peers need no public STUN service; RFC 5780's NAT behaviour discovery lets a
+peer learn how its NAT maps and filters.
+
+For RFC 5780 the server listens on up to four sockets, one per *role* `(ip, port)`: `(0, 0)` the
+primary address, `(0, 1)` the primary IP with the alternate port, `(1, 0)` and `(1, 1)` the
+alternate IP. Every success response carries RESPONSE-ORIGIN (the socket it leaves from) and, when
+there is an alternate, OTHER-ADDRESS; a CHANGE-REQUEST is answered from the socket it names, or
+with error 420 when that socket does not exist (RFC 5780 section 6.1). One deviation from RFC 5780,
+which assumes a second IP: with only an alternate port, OTHER-ADDRESS names the same IP with the
+other port, so that a client can still tell port-dependent filtering and mapping.
+
+`StunResponder` is the sans-I/O core (datagram in, role and datagram out); `StunServer` binds the
+sockets and is the only I/O. The message codec is `transports/webrtc_direct/stun.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import binascii
 import ipaddress
 import logging
-import struct
+import socket
+from collections import OrderedDict
+from dataclasses import dataclass
 
 from ..netutil import bind_udp
+from ..transports.webrtc_direct import stun as codec
+from ..transports.webrtc_direct.stun import BINDING_REQUEST, HEADER, MAGIC_COOKIE, StunError
+
+__all__ = ["BINDING_REQUEST", "HEADER", "MAGIC_COOKIE", "NotStun", "StunResponder", "StunServer", "build_binding_success",
+           "parse_binding_request", "start_stun_server"]
 
 log = logging.getLogger(__name__)
 
-MAGIC_COOKIE = 0x2112A442
-BINDING_REQUEST = 0x0001
-BINDING_SUCCESS = 0x0101
-ATTR_MAPPED_ADDRESS = 0x0001
-ATTR_XOR_MAPPED_ADDRESS = 0x0020
-ATTR_SOFTWARE = 0x8022
-ATTR_FINGERPRINT = 0x8028
-FINGERPRINT_XOR = 0x5354554E
-HEADER = struct.Struct(">HHI12s")
-SOFTWARE = b"p2prtc"
-# Requests larger than this are not binding requests we need to read.
-MAX_REQUEST_SIZE = 1500
+SOFTWARE = codec.SOFTWARE
+# Requests larger than this are not binding requests we need to read (one Ethernet MTU).
+MAX_REQUEST_SIZE = codec.MAX_MESSAGE_SIZE
+# Route lookups cached for a wildcard-bound socket (which local IP answers which client IP).
+ORIGIN_CACHE_SIZE = 1024
+
+Role = tuple[int, int]  # (0 primary / 1 alternate IP, 0 primary / 1 alternate port)
+PRIMARY: Role = (0, 0)
 
 
 class NotStun(ValueError):
     """The datagram is not a STUN binding request (ignored, never answered)."""
 
 
-def parse_binding_request(data: bytes) -> bytes:
-    """Return the transaction id of a well-formed binding request, else raise NotStun."""
-    if len(data) < HEADER.size or len(data) > MAX_REQUEST_SIZE:
-        raise NotStun("wrong size")
-    msg_type, length, cookie, txid = HEADER.unpack_from(data)
-    if msg_type != BINDING_REQUEST:
-        raise NotStun(f"message type 0x{msg_type:04x}")
-    if cookie != MAGIC_COOKIE:
-        raise NotStun("no magic cookie (RFC 3489 clients are not served)")
-    if length % 4 or HEADER.size + length != len(data):
-        raise NotStun("length field does not match the datagram")
-    # Walk the attributes so a truncated one is caught; check FINGERPRINT when present.
-    pos = HEADER.size
-    while pos < len(data):
-        if pos + 4 > len(data):
-            raise NotStun("truncated attribute header")
-        attr_type, attr_len = struct.unpack_from(">HH", data, pos)
-        end = pos + 4 + attr_len
-        if end > len(data):
-            raise NotStun("truncated attribute")
-        if attr_type == ATTR_FINGERPRINT:
-            if attr_len != 4 or end != len(data):
-                raise NotStun("misplaced FINGERPRINT")
-            (fp,) = struct.unpack_from(">I", data, pos + 4)
-            if fp != _fingerprint(data[:pos]):
-                raise NotStun("bad FINGERPRINT")
-        pos = end + (-attr_len % 4)
-    return txid
+def parse_binding_request(data: bytes) -> codec.StunMessage:
+    """The parsed binding request, else raise NotStun."""
+    try:
+        msg = codec.parse(data)
+    except StunError as e:
+        raise NotStun(str(e)) from None
+    if msg.msg_type != codec.BINDING_REQUEST:
+        raise NotStun(f"message type 0x{msg.msg_type:04x}")
+    return msg
 
 
-def _fingerprint(prefix_with_header: bytes) -> int:
-    return (binascii.crc32(prefix_with_header) ^ FINGERPRINT_XOR) & 0xFFFFFFFF
+def build_binding_success(txid: bytes, host: str, port: int, *,
+                          origin: tuple[str, int] | None = None,
+                          other: tuple[str, int] | None = None) -> bytes:
+    """A binding success for a client seen at host:port; RESPONSE-ORIGIN / OTHER-ADDRESS when
+    given. MAPPED-ADDRESS too, for RFC 3489-era clients."""
+    attrs = [(codec.ATTR_XOR_MAPPED_ADDRESS, codec.xor_address_value((host, port), txid)),
+             (codec.ATTR_MAPPED_ADDRESS, codec.address_value((host, port)))]
+    if origin is not None:
+        attrs.append((codec.ATTR_RESPONSE_ORIGIN, codec.address_value(origin)))
+    if other is not None:
+        attrs.append((codec.ATTR_OTHER_ADDRESS, codec.address_value(other)))
+    attrs.append((codec.ATTR_SOFTWARE, SOFTWARE))
+    return codec.build(codec.BINDING_SUCCESS, txid, attrs)
 
 
-def _attr(attr_type: int, value: bytes) -> bytes:
-    return struct.pack(">HH", attr_type, len(value)) + value + b"\0" * (-len(value) % 4)
+@dataclass(frozen=True)
+class Reply:
+    role: Role    # the socket to send from
+    data: bytes
 
 
-def build_binding_success(txid: bytes, host: str, port: int) -> bytes:
-    ip = ipaddress.ip_address(host)
-    family = 0x01 if ip.version == 4 else 0x02
-    packed = ip.packed
-    xor_key = struct.pack(">I", MAGIC_COOKIE) + txid
-    xport = port ^ (MAGIC_COOKIE >> 16)
-    xaddr = bytes(a ^ b for a, b in zip(packed, xor_key))
-    attrs = (
-        _attr(ATTR_XOR_MAPPED_ADDRESS, struct.pack(">BBH", 0, family, xport) + xaddr)
-        + _attr(ATTR_MAPPED_ADDRESS, struct.pack(">BBH", 0, family, port) + packed)
-        + _attr(ATTR_SOFTWARE, SOFTWARE)
-    )
-    body_len = len(attrs) + 8  # including the FINGERPRINT attribute that follows
-    head = HEADER.pack(BINDING_SUCCESS, body_len, MAGIC_COOKIE, txid)
-    msg = head + attrs
-    return msg + _attr(ATTR_FINGERPRINT, struct.pack(">I", _fingerprint(msg)))
+class StunResponder:
+    """Sans-I/O: which socket answers a request and with what. `local` maps each role the server
+    has to its bound address; an unspecified IP (0.0.0.0) is filled in per request by the caller
+    (`local_ip`), as only the kernel knows which of its addresses a client reached."""
+
+    def __init__(self, local: dict[Role, tuple[str, int]]) -> None:
+        if PRIMARY not in local:
+            raise ValueError("a STUN server needs its primary address")
+        self.local = dict(local)
+
+    def other_role(self, role: Role) -> Role | None:
+        """The OTHER-ADDRESS of a socket: other IP and port, else other IP, else other port."""
+        i, p = role
+        for cand in ((1 - i, 1 - p), (1 - i, p), (i, 1 - p)):
+            if cand in self.local:
+                return cand
+        return None
+
+    def address(self, role: Role, local_ip: str | None = None) -> tuple[str, int] | None:
+        ip, port = self.local[role]
+        if ipaddress.ip_address(ip).is_unspecified:
+            if local_ip is None:
+                return None
+            ip = local_ip
+        return ip, port
+
+    def handle(self, data: bytes, arrived_on: Role, source: tuple[str, int],
+               local_ip: str | None = None) -> Reply:
+        """The reply to `data` from `source`, received on the socket of `arrived_on`.
+        Raises NotStun for anything that is not a binding request (never answered)."""
+        msg = parse_binding_request(data)
+        change_ip, change_port = msg.change_request()
+        i, p = arrived_on
+        role = (i ^ int(change_ip), p ^ int(change_port))
+        if role not in self.local:
+            what = " and ".join(w for w, on in (("IP", change_ip), ("port", change_port)) if on)
+            return Reply(arrived_on, codec.binding_error(
+                msg.txid, codec.ERROR_UNKNOWN_ATTRIBUTE,
+                f"no alternate {what} to answer from"))
+        other = self.other_role(role)
+        return Reply(role, build_binding_success(
+            msg.txid, source[0], source[1],
+            origin=self.address(role, local_ip),
+            other=self.address(other, local_ip) if other is not None else None))
 
 
-class StunServerProtocol(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.transport: asyncio.DatagramTransport | None = None
-        self.answered = 0
-        self.ignored = 0
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+class _RoleProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: "StunServer", role: Role) -> None:
+        self.server = server
+        self.role = role
 
     def datagram_received(self, data: bytes, addr) -> None:
-        try:
-            txid = parse_binding_request(data)
-        except NotStun as e:
-            self.ignored += 1
-            log.debug("ignoring datagram from %s: %s", addr[0], e)
-            return
-        assert self.transport is not None
-        self.transport.sendto(build_binding_success(txid, addr[0], addr[1]), addr)
-        self.answered += 1
+        self.server.datagram_received(self.role, data, addr)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("STUN socket error: %s", exc)
 
 
-async def start_stun_server(host: str, port: int) -> tuple[asyncio.DatagramTransport, StunServerProtocol]:
+class StunServer:
+    """The sockets of one STUN server (see `start_stun_server`)."""
+
+    def __init__(self) -> None:
+        self.transports: dict[Role, asyncio.DatagramTransport] = {}
+        self.responder: StunResponder | None = None
+        self.answered = 0
+        self.ignored = 0
+        self._origins: OrderedDict[str, str] = OrderedDict()
+
+    @property
+    def addresses(self) -> dict[Role, tuple[str, int]]:
+        return dict(self.responder.local) if self.responder else {}
+
+    def datagram_received(self, role: Role, data: bytes, addr) -> None:
+        assert self.responder is not None
+        local_ip = None
+        if ipaddress.ip_address(self.responder.local[role][0]).is_unspecified:
+            local_ip = self._local_ip_for(addr[0])
+        try:
+            reply = self.responder.handle(data, role, (addr[0], addr[1]), local_ip)
+        except NotStun as e:
+            self.ignored += 1
+            log.debug("ignoring datagram from %s: %s", addr[0], e)
+            return
+        transport = self.transports.get(reply.role)
+        if transport is None or transport.is_closing():
+            return
+        transport.sendto(reply.data, addr)
+        self.answered += 1
+
+    def _local_ip_for(self, client_ip: str) -> str | None:
+        """The address the kernel answers `client_ip` from (a route lookup: connecting a UDP
+        socket sends nothing)."""
+        ip = self._origins.get(client_ip)
+        if ip is not None:
+            self._origins.move_to_end(client_ip)
+            return ip
+        family = socket.AF_INET6 if ":" in client_ip else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                s.connect((client_ip, 9))
+                ip = s.getsockname()[0]
+        except OSError:
+            return None
+        self._origins[client_ip] = ip
+        if len(self._origins) > ORIGIN_CACHE_SIZE:
+            self._origins.popitem(last=False)
+        return ip
+
+    def close(self) -> None:
+        for t in self.transports.values():
+            t.close()
+
+
+async def start_stun_server(host: str, port: int, *, alt_port: int | None = None,
+                            alt_ip: str | None = None) -> StunServer:
+    """A STUN server on host:port (0: any free port), plus host:alt_port and, with alt_ip, the
+    same two ports on alt_ip (RFC 5780's four sockets). alt_port 0 picks a free one."""
+    if alt_ip is not None and ipaddress.ip_address(host).is_unspecified:
+        raise ValueError("a second STUN IP needs a specific primary IP, not "
+                         f"{host} (give the relay --listen-ip)")
     loop = asyncio.get_running_loop()
-    return await loop.create_datagram_endpoint(StunServerProtocol, sock=bind_udp(host, port))
+    server = StunServer()
+    socks: dict[Role, socket.socket] = {}
+    try:
+        socks[PRIMARY] = bind_udp(host, port)
+        port = socks[PRIMARY].getsockname()[1]
+        if alt_port is not None:
+            socks[(0, 1)] = bind_udp(host, alt_port)
+            alt_port = socks[(0, 1)].getsockname()[1]
+        if alt_ip is not None:
+            socks[(1, 0)] = bind_udp(alt_ip, port)
+            if alt_port is not None:
+                socks[(1, 1)] = bind_udp(alt_ip, alt_port)
+    except OSError:
+        for s in socks.values():
+            s.close()
+        raise
+    server.responder = StunResponder({r: s.getsockname()[:2] for r, s in socks.items()})
+    for role, sock in socks.items():
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda role=role: _RoleProtocol(server, role), sock=sock)
+        server.transports[role] = transport
+    return server

@@ -17,7 +17,7 @@ from aiohttp import web
 from ..host import Host
 from ..identity import Identity
 from ..multiaddr import Multiaddr
-from ..protocols.stun import start_stun_server
+from ..protocols.stun import StunServer, start_stun_server
 from .limits import RelayLimits
 from .metrics import RelayMetrics
 from .server import RelayService
@@ -32,6 +32,9 @@ class RelayOptions:
     websocket_port: int | None = None
     webrtc_port: int | None = None
     stun_port: int = 3478
+    # RFC 5780's alternate port (None: stun_port + 1 if free; 0: none) and second IP.
+    stun_alt_port: int | None = None
+    stun_alt_ip: str | None = None
     listen_ip: str = "0.0.0.0"
     use_ipv6: bool = False
     announce: list[str] = field(default_factory=list)
@@ -70,7 +73,7 @@ class RelayApp:
         self.host = Host(opts.identity, agent_version=f"p2prtc-relay/{_version()}")
         self.metrics = RelayMetrics()
         self.relay = RelayService(self.host, opts.limits, self.metrics)
-        self.stun_transports: list = []
+        self.stun_servers: list[StunServer] = []
         self._metrics_runner: web.AppRunner | None = None
         self.listen_addrs: list[Multiaddr] = []
         self.started = time.monotonic()
@@ -100,13 +103,36 @@ class RelayApp:
             self.host.announce_addrs = announce_addrs(self.listen_addrs, o.announce)
         if o.stun_port:
             for ip in ips:
-                transport, _proto = await start_stun_server(ip, o.stun_port)
-                self.stun_transports.append(transport)
-                log.info("STUN server on %s:%d/udp", ip, o.stun_port)
+                await self._start_stun(ip)
         if o.metrics_port is not None:
             await self._start_metrics(o.listen_ip, o.metrics_port)
         self.host.events.on("connection", lambda c: log.debug("connection %r", c))
         return self.printed_addrs()
+
+    async def _start_stun(self, ip: str) -> None:
+        o = self.opts
+        alt_ip = o.stun_alt_ip
+        if alt_ip is not None and (":" in alt_ip) != (":" in ip):
+            alt_ip = None  # the second IP serves the primary address of its own family
+        alt_port = o.stun_alt_port
+        if alt_port is None:  # the default: the next port, unless it is taken
+            alt_port = o.stun_port + 1 if o.stun_port < 65535 else 0
+            try:
+                server = await start_stun_server(ip, o.stun_port, alt_port=alt_port or None,
+                                                 alt_ip=alt_ip)
+            except OSError as e:
+                if not alt_port:
+                    raise
+                log.info("STUN alternate port %d/udp is not free (%s): serving STUN on %d "
+                            "without it (no RFC 5780 port changes)", alt_port,
+                            e.strerror or e, o.stun_port)
+                server = await start_stun_server(ip, o.stun_port, alt_ip=alt_ip)
+        else:
+            server = await start_stun_server(ip, o.stun_port, alt_port=alt_port or None,
+                                             alt_ip=alt_ip)
+        self.stun_servers.append(server)
+        log.info("STUN server on %s", ", ".join(f"{a}:{p}/udp"
+                                                 for a, p in server.addresses.values()))
 
     def printed_addrs(self) -> list[Multiaddr]:
         addrs = self.host.announce_addrs or self.listen_addrs
@@ -126,8 +152,8 @@ class RelayApp:
         log.info("metrics on http://%s:%d/metrics", ip, port)
 
     async def close(self) -> None:
-        for transport in self.stun_transports:
-            transport.close()
+        for server in self.stun_servers:
+            server.close()
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
         await self.host.close()

@@ -1,9 +1,12 @@
-"""STUN for ICE connectivity checks (RFC 8489, RFC 8445 section 7), sans-I/O.
+"""STUN (RFC 8489) for ICE connectivity checks (RFC 8445 section 7) and NAT behaviour discovery
+(RFC 5780), sans-I/O. The one STUN codec of p2prtc: webrtc-direct, the relay's STUN server
+(`protocols/stun.py`) and the NAT probe (`nat.py`) all use it.
 
-Only what webrtc-direct needs: Binding requests, success and error responses and indications
-with USERNAME, MESSAGE-INTEGRITY (short-term credentials: the key is the ICE password), PRIORITY,
-USE-CANDIDATE, ICE-CONTROLLING/-CONTROLLED, XOR-MAPPED-ADDRESS and FINGERPRINT. Parsing never
-raises anything but `StunError`, so a datagram from the network cannot take down the caller.
+Binding requests, success and error responses and indications with USERNAME, MESSAGE-INTEGRITY
+(short-term credentials: the key is the ICE password), PRIORITY, USE-CANDIDATE,
+ICE-CONTROLLING/-CONTROLLED, (XOR-)MAPPED-ADDRESS, FINGERPRINT, and RFC 5780's CHANGE-REQUEST,
+RESPONSE-ORIGIN and OTHER-ADDRESS. Parsing never raises anything but `StunError`, so a datagram
+from the network cannot take down the caller.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ BINDING_INDICATION = 0x0011
 BINDING_SUCCESS = 0x0101
 BINDING_ERROR = 0x0111
 
+ATTR_MAPPED_ADDRESS = 0x0001
+ATTR_CHANGE_REQUEST = 0x0003  # RFC 5780 section 7.2
 ATTR_USERNAME = 0x0006
 ATTR_MESSAGE_INTEGRITY = 0x0008
 ATTR_ERROR_CODE = 0x0009
@@ -35,6 +40,14 @@ ATTR_SOFTWARE = 0x8022
 ATTR_FINGERPRINT = 0x8028
 ATTR_ICE_CONTROLLED = 0x8029
 ATTR_ICE_CONTROLLING = 0x802A
+ATTR_RESPONSE_ORIGIN = 0x802B  # RFC 5780 section 7.3
+ATTR_OTHER_ADDRESS = 0x802C  # RFC 5780 section 7.4
+
+# CHANGE-REQUEST flags (RFC 5780 section 7.2): answer from the other IP / the other port.
+CHANGE_IP = 0x04
+CHANGE_PORT = 0x02
+# RFC 8489 14.8: 420 Unknown Attribute; RFC 5780 6.1 uses it when a change cannot be served.
+ERROR_UNKNOWN_ATTRIBUTE = 420
 
 FINGERPRINT_XOR = 0x5354554E
 INTEGRITY_SIZE = 20  # HMAC-SHA1
@@ -91,6 +104,23 @@ class StunMessage:
         if raw is None:
             return None
         return _unxor_address(raw, self.txid)
+
+    def mapped_address(self) -> tuple[str, int] | None:
+        return _plain_address(self.attrs.get(ATTR_MAPPED_ADDRESS))
+
+    def response_origin(self) -> tuple[str, int] | None:
+        return _plain_address(self.attrs.get(ATTR_RESPONSE_ORIGIN))
+
+    def other_address(self) -> tuple[str, int] | None:
+        return _plain_address(self.attrs.get(ATTR_OTHER_ADDRESS))
+
+    def change_request(self) -> tuple[bool, bool]:
+        """(change IP, change port) asked for by CHANGE-REQUEST; (False, False) without one."""
+        raw = self.attrs.get(ATTR_CHANGE_REQUEST)
+        if raw is None or len(raw) != 4:
+            return False, False
+        flags = raw[3]
+        return bool(flags & CHANGE_IP), bool(flags & CHANGE_PORT)
 
     def error_code(self) -> int | None:
         raw = self.attrs.get(ATTR_ERROR_CODE)
@@ -202,6 +232,22 @@ def binding_error(txid: bytes, code: int, reason: str, key: bytes | None = None)
     return build(BINDING_ERROR, txid, [(ATTR_ERROR_CODE, value)], integrity_key=key)
 
 
+def change_request_value(change_ip: bool, change_port: bool) -> bytes:
+    """The value of a CHANGE-REQUEST attribute."""
+    return struct.pack(">I", (CHANGE_IP if change_ip else 0) | (CHANGE_PORT if change_port else 0))
+
+
+def address_value(addr: tuple[str, int]) -> bytes:
+    """MAPPED-ADDRESS format (also RESPONSE-ORIGIN and OTHER-ADDRESS): family, port, address."""
+    ip = ipaddress.ip_address(addr[0])
+    return struct.pack(">BBH", 0, 0x01 if ip.version == 4 else 0x02, addr[1]) + ip.packed
+
+
+def xor_address_value(addr: tuple[str, int], txid: bytes) -> bytes:
+    """XOR-MAPPED-ADDRESS format."""
+    return _xor_address(addr, txid)
+
+
 # -- helpers -------------------------------------------------------------------------------------
 
 def _attr(attr_type: int, value: bytes) -> bytes:
@@ -222,6 +268,17 @@ def _xor_address(addr: tuple[str, int], txid: bytes) -> bytes:
     key = struct.pack(">I", MAGIC_COOKIE) + txid
     xaddr = bytes(a ^ b for a, b in zip(ip.packed, key))
     return struct.pack(">BBH", 0, family, addr[1] ^ (MAGIC_COOKIE >> 16)) + xaddr
+
+
+def _plain_address(raw: bytes | None) -> tuple[str, int] | None:
+    if raw is None or len(raw) < 4:
+        return None
+    family = raw[1]
+    port = struct.unpack_from(">H", raw, 2)[0]
+    size = 4 if family == 0x01 else 16 if family == 0x02 else 0
+    if not size or len(raw) != 4 + size:
+        return None
+    return str(ipaddress.ip_address(raw[4:])), port
 
 
 def _unxor_address(raw: bytes, txid: bytes) -> tuple[str, int] | None:
