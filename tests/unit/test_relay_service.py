@@ -22,7 +22,7 @@ from p2prtc.protocols.relay_hop import HopMessage, StopMessage
 from p2prtc.relay.limits import RateLimit, RelayLimits
 from p2prtc.relay.server import RelayService
 from p2prtc.streams import read_length_prefixed, write_length_prefixed
-from p2prtc.transports.circuit import ReservationInfo, reserve
+from p2prtc.transports.circuit import CircuitStream, ReservationInfo, reserve
 from p2prtc.transports.tcp import READ_BUFFER_LIMIT, TcpStream
 
 T = 5.0  # upper bound of any single wait
@@ -493,3 +493,101 @@ async def test_stop_with_unexpected_or_malformed_message(net):
         reply = await asyncio.wait_for(hop.read_message(s, StopMessage), T)
         assert reply.status == status
         s.reset()
+
+
+# -- (g) a circuit's slot is freed as soon as either side goes away (issue 10, point 6) ----------
+
+
+async def _relayed(net, raddr, b) -> tuple[Host, object, object]:
+    """A new host A with a relayed connection to B; returns (A, A's conn, B's conn)."""
+    a = net.host()
+    conn = await asyncio.wait_for(a.dial(circuit_addr(raddr, b.peer_id)), T)
+    bconn = await peer_connection(b, a.peer_id)
+    await echo_roundtrip(a, conn, size=1000)
+    return a, conn, bconn
+
+
+def _closed_lines(caplog, src, dst) -> list[str]:
+    head = f"circuit {src} -> {dst} closed: "
+    return [r.getMessage()[len(head):] for r in caplog.records if r.getMessage().startswith(head)]
+
+
+async def test_circuits_freed_when_the_source_connection_drops(net, caplog):
+    """The dialer goes away without ending the circuit (as a process that exits): its connection
+    to the relay closes and nothing else arrives. Twice the per-peer cap in a row must connect."""
+    caplog.set_level(logging.INFO)
+    relay, svc, raddr = await net.relay()
+    b, _ = await net.listener(raddr)
+    for _ in range(2 * svc.limits.max_circuits_per_peer):
+        a, conn, bconn = await _relayed(net, raddr, b)
+        assert len(svc.circuits) == 1 and svc.metrics.circuits_active == 1
+        await a.best_connection(relay.peer_id).close()
+        # B learns at once that its relayed connection is over, and by then the slot is free.
+        await asyncio.wait_for(bconn.wait_closed(), T)
+        assert len(svc.circuits) == 0 and svc.metrics.circuits_active == 0
+        (reason,) = _closed_lines(caplog, a.peer_id, b.peer_id)
+        assert reason.startswith("the source's connection to the relay closed"), reason
+    assert svc.metrics.circuits_total == 2 * svc.limits.max_circuits_per_peer
+
+
+async def test_circuit_freed_when_the_destination_connection_drops(net, caplog):
+    caplog.set_level(logging.INFO)
+    relay, svc, raddr = await net.relay()
+    b, _ = await net.listener(raddr)
+    a, conn, bconn = await _relayed(net, raddr, b)
+    await b.best_connection(relay.peer_id).close()
+    await asyncio.wait_for(conn.wait_closed(), T)
+    assert len(svc.circuits) == 0 and svc.metrics.circuits_active == 0
+    (reason,) = _closed_lines(caplog, a.peer_id, b.peer_id)
+    assert reason.startswith("the destination's connection to the relay closed"), reason
+    # A still holds its relay connection; the relay is fine with new circuits once B is back.
+    assert not a.best_connection(relay.peer_id).is_closed
+
+
+async def test_circuit_freed_when_a_peer_resets_the_relayed_stream(net, caplog):
+    """A relayed connection made by hand so that the test holds its stream: after a reset of
+    the spliced stream the relay ends the other half and frees the slot."""
+    caplog.set_level(logging.INFO)
+    relay, svc, raddr = await net.relay()
+    b, _ = await net.listener(raddr)
+    a = net.host()
+    relay_conn = await asyncio.wait_for(a.dial(raddr), T)
+    s = await a.new_stream(relay_conn, [hop.HOP])
+    await hop.write_message(s, connect_msg(b.peer_id))
+    reply = await asyncio.wait_for(hop.read_message(s, HopMessage), T)
+    assert reply.status == hop.OK
+    base = raddr.encapsulate("/p2p-circuit")
+    raw = CircuitStream(s, base.encapsulate(f"/p2p/{a.peer_id}"), base.encapsulate(f"/p2p/{b.peer_id}"))
+    conn = await asyncio.wait_for(a.upgrader.upgrade_outbound(raw, b.peer_id, "circuit",
+                                                              limited=True), T)
+    conn.start(lambda stream: stream.reset())
+    try:
+        bconn = await peer_connection(b, a.peer_id)
+        await asyncio.wait_for(a.ping_service.ping(conn), T)
+        raw.reset()
+        await asyncio.wait_for(bconn.wait_closed(), T)
+        assert len(svc.circuits) == 0 and svc.metrics.circuits_active == 0
+        (reason,) = _closed_lines(caplog, a.peer_id, b.peer_id)
+        assert reason.startswith("the source reset the stream"), reason
+        assert not relay_conn.is_closed  # only the circuit ended
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("closer", ["source", "destination"])
+async def test_circuit_freed_when_the_relayed_connection_is_closed(net, caplog, closer):
+    """A peer closes the relayed connection (after a /webrtc upgrade, say): FIN both ways."""
+    caplog.set_level(logging.INFO)
+    relay, svc, raddr = await net.relay()
+    b, _ = await net.listener(raddr)
+    a, conn, bconn = await _relayed(net, raddr, b)
+    mine, theirs = (conn, bconn) if closer == "source" else (bconn, conn)
+    await mine.close()
+    await asyncio.wait_for(theirs.wait_closed(), T)
+    await asyncio.wait_for(_until(lambda: len(svc.circuits) == 0), T)
+    assert svc.metrics.circuits_active == 0
+    (reason,) = _closed_lines(caplog, a.peer_id, b.peer_id)
+    assert reason.startswith("closed by both peers"), reason
+    # Both keep their relay connections.
+    assert not a.best_connection(relay.peer_id).is_closed
+    assert not b.best_connection(relay.peer_id).is_closed

@@ -327,33 +327,31 @@ class RelayService:
         circuit = self.circuits.admit(src, dst)
         if circuit is None:
             return await refuse(hop.RESOURCE_LIMIT_EXCEEDED, "too many circuits")
+        # From here on the slot is taken; every way out of this method gives it back.
         try:
-            dst_stream = await self._open_stop(dst_conn, src)
-        except (P2PError, OSError, TimeoutError) as e:
-            self.circuits.remove(circuit)
-            return await refuse(hop.CONNECTION_FAILED, f"target {dst} did not accept: {e}",
-                                "target did not accept")
-        limit = self._limit()
-        ok = HopMessage(type=HopMessage.STATUS, status=hop.OK)
-        if limit is not None:
-            ok.limit.CopyFrom(limit)
-        try:
-            await hop.write_message(stream, ok)
-        except P2PError as e:
-            self.circuits.remove(circuit)
-            dst_stream.reset()
-            log.info("circuit %s -> %s: source went away: %s", src, dst, e)
-            return
-        self.metrics.circuits_total += 1
-        self.metrics.circuits_active = len(self.circuits)
-        log.info("circuit %s -> %s opened", src, dst)
-        try:
-            reason = await self._splice(circuit, stream, dst_stream)
+            try:
+                dst_stream = await self._open_stop(dst_conn, src)
+            except (P2PError, OSError, TimeoutError) as e:
+                self.circuits.remove(circuit)
+                return await refuse(hop.CONNECTION_FAILED, f"target {dst} did not accept: {e}",
+                                    "target did not accept")
+            limit = self._limit()
+            ok = HopMessage(type=HopMessage.STATUS, status=hop.OK)
+            if limit is not None:
+                ok.limit.CopyFrom(limit)
+            try:
+                await hop.write_message(stream, ok)
+            except P2PError as e:
+                dst_stream.reset()
+                log.info("circuit %s -> %s: source went away: %s", src, dst, e)
+                return
+            self.metrics.circuits_total += 1
+            self.metrics.circuits_active = len(self.circuits)
+            log.info("circuit %s -> %s opened", src, dst)
+            await self._splice(circuit, stream, dst_stream, conn, dst_conn)
         finally:
             self.circuits.remove(circuit)
             self.metrics.circuits_active = len(self.circuits)
-        log.info("circuit %s -> %s closed: %s (%d B up, %d B down, %.1f s)", src, dst, reason,
-                 circuit.bytes_up, circuit.bytes_down, time.monotonic() - circuit.opened)
 
     async def _open_stop(self, dst_conn: Connection, src: PeerId):
         async with asyncio.timeout(STOP_TIMEOUT):
@@ -374,63 +372,99 @@ class RelayService:
             raise ProtocolError(f"stop answered {hop.status_name(reply.status)}")
         return s
 
-    async def _splice(self, circuit: Circuit, a, b) -> str:
-        """Copy both ways until both sides end, a limit is hit, or either side resets."""
+    async def _splice(self, circuit: Circuit, a, b, a_conn: Connection,
+                      b_conn: Connection) -> None:
+        """Copy both ways until both sides end (FIN each way), a limit is hit, either side
+        resets its stream, or either side's connection to the relay closes.
+
+        A side that ends only its write half is waiting for the other's data (half-close), so
+        the circuit lives on; one whose stream or connection breaks can never send or receive
+        again, so the circuit ends at once and the other side's stream is reset: nothing else
+        would tell that peer, and its relayed connection would hold the slot until the
+        duration limit."""
         L = self.limits
         limit_bytes = L.max_circuit_bytes
         over_limit = asyncio.Event()
 
         async def pump(src, dst, up: bool) -> None:
+            src_side, dst_side = ("source", "destination") if up else ("destination", "source")
             sent = 0
             while True:
-                data = await src.read(SPLICE_CHUNK)
-                if not data:
-                    await dst.close_write()
-                    return
-                if limit_bytes and sent + len(data) > limit_bytes:
-                    allowed = limit_bytes - sent
-                    if allowed:
-                        await dst.write(data[:allowed])
-                        self._count(circuit, up, allowed)
-                    over_limit.set()
-                    return
-                await dst.write(data)
+                try:
+                    data = await src.read(SPLICE_CHUNK)
+                except P2PError as e:
+                    raise _SideEnded(f"the {src_side} reset the stream ({e})") from None
+                try:
+                    if not data:
+                        await dst.close_write()
+                        return
+                    if limit_bytes and sent + len(data) > limit_bytes:
+                        allowed = limit_bytes - sent
+                        if allowed:
+                            await dst.write(data[:allowed])
+                            self._count(circuit, up, allowed)
+                        over_limit.set()
+                        return
+                    await dst.write(data)
+                except P2PError as e:
+                    raise _SideEnded(f"the {dst_side} reset the stream ({e})") from None
                 sent += len(data)
                 self._count(circuit, up, len(data))
 
         pumps = [asyncio.ensure_future(pump(a, b, True)), asyncio.ensure_future(pump(b, a, False))]
-        both = asyncio.gather(*pumps, return_exceptions=True)
-        limit_wait = asyncio.ensure_future(over_limit.wait())
-        reason = "closed by both peers"
+        watchers = [asyncio.ensure_future(over_limit.wait()),
+                    asyncio.ensure_future(a_conn.wait_closed()),
+                    asyncio.ensure_future(b_conn.wait_closed())]
+
+        def outcome() -> tuple[str, bool] | None:
+            """(reason, abrupt) once the circuit is over, else None."""
+            if over_limit.is_set():
+                return f"data limit of {limit_bytes} bytes reached", False
+            failed = [p.exception() for p in pumps if p.done() and p.exception() is not None]
+            if all(p.done() for p in pumps) and not failed:
+                return "closed by both peers", False
+            # A connection's streams fail as soon as it starts to close, before wait_closed()
+            # returns: name the connection whenever it is the cause.
+            for side, c in (("source", a_conn), ("destination", b_conn)):
+                if c.is_closed:
+                    return f"the {side}'s connection to the relay closed ({c.close_reason})", True
+            if failed:
+                return str(failed[0]), True
+            return None
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + L.max_circuit_duration if L.max_circuit_duration else None
+        reason, abrupt = "relay shutting down", False
         try:
-            done, _ = await asyncio.wait(
-                [both, limit_wait],
-                timeout=L.max_circuit_duration or None,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            if not done:
-                reason = f"duration limit of {L.max_circuit_duration:.0f} s reached"
-            elif over_limit.is_set():
-                reason = f"data limit of {limit_bytes} bytes reached"
-            else:
-                for p in pumps:
-                    if p.done() and not p.cancelled() and p.exception() is not None:
-                        reason = f"a side ended abruptly: {p.exception()}"
-        except asyncio.CancelledError:
-            reason = "relay shutting down"
-            raise
+            while True:
+                waiting = [f for f in (*pumps, *watchers) if not f.done()]
+                timeout = None if deadline is None else max(0.0, deadline - loop.time())
+                done, _ = await asyncio.wait(waiting, timeout=timeout,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    reason = f"duration limit of {L.max_circuit_duration:.0f} s reached"
+                    break
+                result = outcome()
+                if result is not None:
+                    reason, abrupt = result
+                    break
         finally:
-            limit_wait.cancel()
-            for p in pumps:
-                p.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
-            if reason.startswith("a side ended"):
+            for f in (*pumps, *watchers):
+                f.cancel()
+            await asyncio.gather(*pumps, *watchers, return_exceptions=True)
+            # The slot is given back before either peer hears of the end: a peer that saw its
+            # relayed connection close may dial again at once.
+            self.circuits.remove(circuit)
+            self.metrics.circuits_active = len(self.circuits)
+            log.info("circuit %s -> %s closed: %s (%d B up, %d B down, %.1f s)", circuit.src,
+                     circuit.dst, reason, circuit.bytes_up, circuit.bytes_down,
+                     time.monotonic() - circuit.opened)
+            if abrupt:
                 a.reset()
                 b.reset()
             else:
                 # A clean end for both peers: FIN both ways, then close (reset if they linger).
                 await asyncio.gather(_close_gracefully(a), _close_gracefully(b))
-        return reason
 
     def _count(self, circuit: Circuit, up: bool, n: int) -> None:
         if up:
@@ -438,6 +472,10 @@ class RelayService:
         else:
             circuit.bytes_down += n
         self.metrics.bytes_relayed += n
+
+
+class _SideEnded(Exception):
+    """One side of a circuit reset its stream (or its stream broke): the circuit is over."""
 
 
 async def _close_gracefully(stream) -> None:
