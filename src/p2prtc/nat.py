@@ -79,6 +79,8 @@ def parse_addr(text: str, default_port: int | None = None) -> Addr:
         host, _, port = text.partition(":")
     else:
         host, port = text, ""
+        if ":" in text:
+            ipaddress.IPv6Address(text)  # ValueError unless a bare IPv6 address
     if not port:
         if default_port is None:
             raise ValueError(f"no port in {text!r}")
@@ -118,7 +120,7 @@ class NatBehaviour:
         parts = []
         t = self.lab_type
         mapping = {
-            NONE: "no NAT: the STUN server sees our own address",
+            NONE: "the STUN server sees our own address",
             EI: "the NAT keeps one public port per socket whatever the destination "
                 "(endpoint-independent mapping)",
             AD: "the NAT uses a new public port for each destination address "

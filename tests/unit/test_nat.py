@@ -138,7 +138,7 @@ def test_stun_server_for(target, want):
     assert nat.stun_server_for(target) == want
 
 
-@pytest.mark.parametrize("target", ["stun:host:notaport", "stun:host:0", "/tcp/4884"])
+@pytest.mark.parametrize("target", ["stun:host:notaport", "stun:host:0", "/tcp/4884", "a:b:c"])
 def test_stun_server_for_rejects(target):
     with pytest.raises(ValueError):
         nat.stun_server_for(target)
