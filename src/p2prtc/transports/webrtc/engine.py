@@ -3,7 +3,9 @@
 Everything above this module (stream layer, muxer, signaling) talks to `PeerConnection` and
 `DataChannel` only, so a faster engine (libdatachannel, say) can replace aiortc here without
 touching them. aiortc specifics worth knowing:
-- it does not trickle: the local description it returns carries every candidate;
+- it does not trickle: its local description waits for every STUN/TURN answer. We give it no STUN
+  server (host candidates take milliseconds), send the SDP at once, and find server-reflexive
+  candidates ourselves on its sockets afterwards (`PeerConnection.local_candidates`);
 - it never offers 127.0.0.1 as a host candidate, so a loopback-only host has no candidates;
 - until told that remote candidates have ended it keeps waiting for more, so callers set their own
   deadline for ICE.
@@ -12,128 +14,22 @@ touching them. aiortc specifics worth knowing:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
-from aiortc.sdp import candidate_from_sdp
+from aioice.ice import server_reflexive_candidate
+from aiortc.rtcicetransport import candidate_from_aioice, parse_stun_turn_uri
+from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
 
 from ...errors import ProtocolError
+from . import aiortc_compat
 
 log = logging.getLogger(__name__)
 
-# aioice checks consent (RFC 7675) every 5 s and gives up after 6 misses: a vanished peer would
-# take 30 s to notice. Check every 2 s, give up after 5 misses (~10 s), as a chat user expects.
-# Process-wide settings of aioice 0.13 (module constants read at each check).
-import aioice.ice as _aioice_ice  # noqa: E402
-
-_aioice_ice.CONSENT_INTERVAL = 2
-_aioice_ice.CONSENT_FAILURES = 5
-
-
-def _patch_triggered_checks() -> None:
-    """RFC 8445 7.3.1.4: a check received for a pair whose own check is in progress triggers a
-    new check at once. aioice 0.13 waits for its retransmission timer instead (500 ms), which
-    behind NATs is exactly when our first check was dropped (the remote's NAT had no mapping
-    yet). We resend the in-flight request immediately; its answer completes the transaction."""
-    original = _aioice_ice.Connection.check_incoming
-    in_progress = _aioice_ice.CandidatePair.State.IN_PROGRESS
-
-    def check_incoming(self, message, addr, protocol):
-        original(self, message, addr, protocol)
-        try:
-            for pair in self._check_list:
-                if pair.protocol is protocol and pair.remote_addr == addr \
-                        and pair.state == in_progress:
-                    for tx in list(protocol.transactions.values()):
-                        if tx._Transaction__addr == addr:
-                            protocol.send_stun(tx._Transaction__request, addr)
-        except AttributeError:  # a different aioice: keep its own behaviour
-            pass
-
-    _aioice_ice.Connection.check_incoming = check_incoming
-
-
-_patch_triggered_checks()
-
-
-# SCTP delayed acknowledgement (RFC 4960 6.2): acknowledge every second packet, or within
-# SACK_DELAY of the first unacknowledged one, and at once when there are gaps or duplicates.
-# aiortc 1.16 acknowledges every packet, and the SACK work on both ends was the largest cost of a
-# bulk transfer in our profiles (building, sending, and at the sender parsing and walking the
-# sent queue for each one).
-SACK_DELAY = 0.02
-
-
-def _patch_delayed_sack() -> None:
-    from aiortc import rtcsctptransport as sctp
-
-    cls = sctp.RTCSctpTransport
-    if not hasattr(cls, "_send_sack") or not hasattr(cls, "_handle_data"):
-        return  # a different aiortc: leave it alone
-    send_now = cls._send_sack
-
-    async def send_sack(self) -> None:
-        timer = getattr(self, "_p2prtc_sack_timer", None)
-        if self._sack_misordered or self._sack_duplicates \
-                or getattr(self, "_p2prtc_unacked", 0) >= 1:
-            self._p2prtc_unacked = 0
-            if timer is not None:
-                timer.cancel()
-                self._p2prtc_sack_timer = None
-            await send_now(self)
-            return
-        self._p2prtc_unacked = 1
-        if timer is None:
-            def fire() -> None:
-                self._p2prtc_sack_timer = None
-                if self._sack_needed and self._association_state == cls.State.ESTABLISHED:
-                    self._p2prtc_unacked = 1
-                    asyncio.ensure_future(send_sack(self))
-
-            self._p2prtc_sack_timer = asyncio.get_running_loop().call_later(SACK_DELAY, fire)
-
-    cls._send_sack = send_sack
-
-
-_patch_delayed_sack()
-
-
-def _patch_reopened_stream_ids() -> None:
-    """A DATA_CHANNEL_OPEN on a stream id aiortc still holds trips an `assert` inside aiortc's
-    SCTP receive path, which ends the whole connection (seen once in ~55 browser streams: the
-    browser reused the id of a channel it had closed before our side's reset completed). A
-    closing channel on that id is finished on the spot; an open one is kept and the new open
-    ignored, so only that one stream fails."""
-    from aiortc import rtcsctptransport as sctp
-
-    cls = sctp.RTCSctpTransport
-    original = getattr(cls, "_data_channel_receive", None)
-    dcep, channel_open = getattr(sctp, "WEBRTC_DCEP", None), getattr(sctp, "DATA_CHANNEL_OPEN", None)
-    if original is None or dcep is None or channel_open is None:
-        return
-
-    async def receive(self, stream_id: int, pp_id: int, data: bytes) -> None:
-        if pp_id == dcep and data and data[0] == channel_open:
-            existing = self._data_channels.get(stream_id)
-            if existing is not None:
-                if existing.readyState in ("closing", "closed"):
-                    self._data_channel_inbound_reset.discard(stream_id)
-                    self._data_channel_outbound_reset.discard(stream_id)
-                    self._data_channels.pop(stream_id, None)
-                    existing._setReadyState("closed")
-                else:
-                    log.info("ignoring a data channel open on stream %d: already in use", stream_id)
-                    return
-        await original(self, stream_id, pp_id, data)
-
-    cls._data_channel_receive = receive
-
-
-_patch_reopened_stream_ids()
+aiortc_compat.apply()
 
 # Above this many bytes queued on a channel, writers wait (TESTING.md: pause above ~1 MiB,
 # resume at ~256 KiB).
@@ -249,19 +145,64 @@ class CandidatePair:
         return f"{self.local_type} {self.local_addr} <-> {self.remote_type} {self.remote_addr}"
 
 
-def ice_servers_from_urls(urls: list[str]) -> list[RTCIceServer]:
-    return [RTCIceServer(urls=u) for u in urls]
+# Server-reflexive candidates are gathered after the SDP has left and trickled to the remote;
+# a STUN server that has not answered by then is reported (once per process) and given up on.
+# aioice's own gathering waits 5 s; 3 s is ~6 retransmissions (RTO 500 ms, doubling).
+STUN_TIMEOUT = 3.0
+
+_unanswered_reported: set[str] = set()
+
+
+@dataclass(frozen=True)
+class IceServer:
+    """One `stun:`/`turn:`/`turns:` URL (RFC 7064/7065) with its credentials."""
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    transport: str = "udp"
+    username: str | None = None
+    credential: str | None = None
+
+    @classmethod
+    def parse(cls, url: str, username: str | None = None,
+              credential: str | None = None) -> "IceServer":
+        try:
+            parsed = parse_stun_turn_uri(url)
+        except (ValueError, KeyError, AttributeError) as e:
+            raise ValueError(f"not a STUN/TURN URL: {url!r} ({e})") from None
+        return cls(url, parsed["scheme"], parsed["host"], parsed["port"],
+                   parsed.get("transport") or "udp", username, credential)
+
+
+def parse_ice_servers(urls: list[str]) -> list[IceServer]:
+    return [IceServer.parse(u) for u in urls]
 
 
 class PeerConnection:
-    """An RTCPeerConnection with just what libp2p's /webrtc needs."""
+    """An RTCPeerConnection with just what libp2p's /webrtc needs, trickling its candidates.
 
-    def __init__(self, ice_servers: list[str]) -> None:
-        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers_from_urls(ice_servers)))
+    aiortc gathers host candidates only (milliseconds), so the offer or answer leaves at once;
+    server-reflexive candidates for every STUN server are found afterwards on the same sockets
+    and come out of `local_candidates()` as RTCIceCandidate.toJSON() dicts, ending with None.
+    TURN servers are still gathered by aiortc itself before the SDP (issue 11 trickles them).
+    """
+
+    def __init__(self, ice_servers: list[str],
+                 on_warning: Callable[[str], None] | None = None) -> None:
+        servers = parse_ice_servers(ice_servers)
+        self._stun = [s for s in servers if s.scheme == "stun"]
+        turn = [RTCIceServer(urls=s.url) for s in servers if s.scheme != "stun"]
+        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=turn))
         self.on_datachannel: Callable[[DataChannel], None] | None = None
         self.on_state: Callable[[str], None] | None = None
+        self.on_warning = on_warning
         self._connected = asyncio.Event()
         self._ended = asyncio.Event()
+        self._trickle: asyncio.Queue[dict | None] = asyncio.Queue()
+        self._gathering: asyncio.Task | None = None
+        self._mid = "0"
         self._pc.on("datachannel", self._datachannel)
         self._pc.on("connectionstatechange", self._state)
 
@@ -292,17 +233,14 @@ class PeerConnection:
         await self._connected.wait()
         return self._pc.connectionState == "connected"
 
-    async def wait_ended(self) -> None:
-        await self._ended.wait()
-
     def create_channel(self, label: str = "") -> DataChannel:
         return DataChannel(self._pc.createDataChannel(label, ordered=True))
 
     async def create_offer(self) -> str:
-        """Our offer SDP, with all our candidates (gathering finishes first)."""
+        """Our offer SDP with our host candidates; the rest trickle (`local_candidates`)."""
         offer = await self._pc.createOffer()
         await self._pc.setLocalDescription(offer)
-        return self._pc.localDescription.sdp
+        return self._local_sdp()
 
     async def accept_offer(self, sdp: str) -> str:
         """Apply the remote offer; return our answer SDP with all our candidates."""
@@ -312,7 +250,74 @@ class PeerConnection:
             raise ProtocolError(f"unusable SDP offer: {e}") from None
         answer = await self._pc.createAnswer()
         await self._pc.setLocalDescription(answer)
-        return self._pc.localDescription.sdp
+        return self._local_sdp()
+
+    def _local_sdp(self) -> str:
+        """The SDP to send: aiortc marks it `a=end-of-candidates` (its gathering is over), but
+        more candidates will trickle, and a peer that believed the mark would ignore them."""
+        lines = self._pc.localDescription.sdp.splitlines()
+        for line in lines:
+            if line.startswith("a=mid:"):
+                self._mid = line[len("a=mid:"):].strip()
+                break
+        if self._gathering is None:
+            self._gathering = asyncio.ensure_future(self._gather_reflexive())
+        return "".join(f"{line}\r\n" for line in lines if line != "a=end-of-candidates")
+
+    async def local_candidates(self):
+        """Candidates found after the SDP left, as RTCIceCandidate.toJSON() dicts; the last
+        item is None (end of candidates)."""
+        if self._gathering is None:
+            return
+        while True:
+            item = await self._trickle.get()
+            yield item
+            if item is None:
+                return
+
+    async def _gather_reflexive(self) -> None:
+        try:
+            connection = aiortc_compat.ice_connection(self._pc)
+            protocols = [p for p in aiortc_compat.host_protocols(connection)
+                         if ":" not in p.local_candidate.host]  # STUN here is IPv4 (as aioice)
+            if self._stun and connection is None:
+                log.info("cannot trickle with this aiortc: no server-reflexive candidates")
+            elif self._stun and protocols:
+                await asyncio.gather(*(self._ask(connection, server, protocols)
+                                       for server in self._stun))
+        finally:
+            self._trickle.put_nowait(None)
+
+    async def _ask(self, connection, server: IceServer, protocols: list) -> None:
+        """Server-reflexive candidates from one STUN server, one per host socket."""
+        async def one(protocol):
+            async with asyncio.timeout(STUN_TIMEOUT):
+                cand, _ = await server_reflexive_candidate(protocol, (server.host, server.port))
+            return cand
+
+        results = await asyncio.gather(*(one(p) for p in protocols), return_exceptions=True)
+        found = [c for c in results if not isinstance(c, BaseException)]
+        for cand in found:
+            known = {(c.type, c.host, c.port, c.related_address, c.related_port)
+                     for c in connection.local_candidates}
+            if (cand.type, cand.host, cand.port, cand.related_address, cand.related_port) in known:
+                continue
+            aiortc_compat.add_local_candidate(connection, cand)
+            self._trickle.put_nowait({
+                "candidate": "candidate:" + candidate_to_sdp(candidate_from_aioice(cand)),
+                "sdpMid": self._mid, "sdpMLineIndex": 0})
+        if not found and not self._ended.is_set():
+            failures = [e for e in results if not isinstance(e, TimeoutError)]
+            why = str(failures[0]) if failures else f"no answer within {STUN_TIMEOUT:.0f} s"
+            text = (f"STUN server {server.url} did not help ({why}): this side offers no "
+                    "server-reflexive candidate, so a direct path through NATs may fail")
+            if server.url not in _unanswered_reported:
+                _unanswered_reported.add(server.url)
+                log.warning("%s", text)
+                if self.on_warning is not None:
+                    self.on_warning(text)
+            else:
+                log.debug("%s", text)
 
     async def accept_answer(self, sdp: str) -> None:
         try:
@@ -342,29 +347,22 @@ class PeerConnection:
         await self._pc.addIceCandidate(cand)
 
     def selected_pair(self) -> CandidatePair | None:
-        try:
-            conn = self._pc.sctp.transport.transport._connection
-            pair = conn._nominated.get(1)
-        except AttributeError:
-            return None
+        connection = aiortc_compat.ice_connection(self._pc)
+        pair = aiortc_compat.selected_pair(connection) if connection is not None else None
         if pair is None:
             return None
-        lc, rc = pair.local_candidate, pair.remote_candidate
+        lc, rc = pair
         return CandidatePair(lc.type, f"{lc.host}:{lc.port}", rc.type, f"{rc.host}:{rc.port}")
 
     def local_candidate_types(self) -> list[str]:
-        try:
-            conn = self._pc.sctp.transport.transport._connection
-            return sorted({c.type for c in conn.local_candidates})
-        except AttributeError:
-            return []
+        connection = aiortc_compat.ice_connection(self._pc)
+        return sorted({c.type for c in connection.local_candidates}) if connection else []
 
     async def close(self) -> None:
-        await self._pc.close()
         self._ended.set()
         self._connected.set()
+        if self._gathering is not None and not self._gathering.done():
+            self._gathering.cancel()
+            await asyncio.gather(self._gathering, return_exceptions=True)
+        await self._pc.close()
 
-
-def candidate_json(line: str, mid: str = "0", mline: int = 0) -> str:
-    """An `a=candidate:` value as RTCIceCandidate.toJSON() text."""
-    return json.dumps({"candidate": f"candidate:{line}", "sdpMid": mid, "sdpMLineIndex": mline})

@@ -2,7 +2,8 @@
 
 The initiator (A, who opened the relayed connection) creates the `init` channel and sends its
 offer; the responder (B) answers; both send ICE candidates as `RTCIceCandidate.toJSON()` until
-connected. aiortc puts all its candidates into its SDP, so we only read trickled candidates.
+connected. Our SDP leaves at once with host candidates; server-reflexive ones follow as
+ICE_CANDIDATE messages, then a null candidate (end of candidates; js accepts and skips it).
 js never signals end-of-candidates, so both roles stop at our own deadline.
 """
 
@@ -74,9 +75,18 @@ async def _read_candidates(stream, pc: PeerConnection, counts: dict) -> None:
             log.info("ignoring remote ICE candidate: %s", e)
 
 
+async def _send_candidates(stream, pc: PeerConnection) -> None:
+    """Trickle our late candidates (runs until gathering ends or it is cancelled)."""
+    async for init in pc.local_candidates():
+        if pc.connection_state == "connected":
+            return  # as js: candidates found after connecting are of no use
+        await _write(stream, Msg.ICE_CANDIDATE, json.dumps(init))
+
+
 async def _connect_with_candidates(stream, pc: PeerConnection, timeout: float) -> None:
     counts: dict = {}
     reader = asyncio.ensure_future(_read_candidates(stream, pc, counts))
+    writer = asyncio.ensure_future(_send_candidates(stream, pc))
     connected = asyncio.ensure_future(pc.wait_connected())
     try:
         done, _ = await asyncio.wait({connected}, timeout=timeout)
@@ -89,9 +99,9 @@ async def _connect_with_candidates(stream, pc: PeerConnection, timeout: float) -
             raise NoDirectPath(f"{why} (our candidate types: {local}; remote candidates "
                                f"received: {counts.get('received', 0)} trickled)")
     finally:
-        reader.cancel()
-        connected.cancel()
-        await asyncio.gather(reader, connected, return_exceptions=True)
+        for task in (reader, writer, connected):
+            task.cancel()
+        await asyncio.gather(reader, writer, connected, return_exceptions=True)
 
 
 async def initiate(stream, pc: PeerConnection, *, timeout: float = ICE_TIMEOUT) -> dict:
@@ -102,6 +112,7 @@ async def initiate(stream, pc: PeerConnection, *, timeout: float = ICE_TIMEOUT) 
     init = pc.create_channel("init")
     offer = await pc.create_offer()
     await _write(stream, Msg.SDP_OFFER, offer)
+    t_offer = time.perf_counter()
     answer = await _read(stream)
     if answer is None:
         raise ProtocolError("signaling stream ended before the SDP answer")
@@ -121,7 +132,8 @@ async def initiate(stream, pc: PeerConnection, *, timeout: float = ICE_TIMEOUT) 
     except TimeoutError:
         log.debug("init channel did not open/close in time; going on")
         init.close()
-    return {"answer_ms": (t_answer - t0) * 1000, "connected_ms": (t_connected - t0) * 1000}
+    return {"offer_ms": (t_offer - t0) * 1000, "answer_ms": (t_answer - t0) * 1000,
+            "connected_ms": (t_connected - t0) * 1000}
 
 
 async def respond(stream, pc: PeerConnection, *, timeout: float = ICE_TIMEOUT) -> dict:
@@ -133,11 +145,14 @@ async def respond(stream, pc: PeerConnection, *, timeout: float = ICE_TIMEOUT) -
         raise ProtocolError("signaling stream ended before the SDP offer")
     if offer.type != Msg.SDP_OFFER:
         raise ProtocolError(f"expected an SDP offer, got message type {offer.type}")
+    t_offer = time.perf_counter()
     answer = await pc.accept_offer(offer.data)
     await _write(stream, Msg.SDP_ANSWER, answer)
+    t_answer = time.perf_counter()
     await _connect_with_candidates(stream, pc, timeout)
     t_connected = time.perf_counter()
-    return {"connected_ms": (t_connected - t0) * 1000}
+    return {"answer_after_offer_ms": (t_answer - t_offer) * 1000,
+            "connected_ms": (t_connected - t0) * 1000}
 
 
 def watch_init_channel(channel: DataChannel) -> None:

@@ -83,6 +83,12 @@ class WebRTCTransport(Transport):
             return list(self.ice_servers)
         return stun_url_for(relay_addr) if relay_addr is not None else []
 
+    def _peer_connection(self, relay_addr: Multiaddr | None) -> PeerConnection:
+        # A STUN server that does not answer costs nothing but a warning (host "warning" event):
+        # our SDP leaves before any STUN answer, so the default guess of the relay's host is safe.
+        return PeerConnection(self._ice_for(relay_addr),
+                              on_warning=lambda text: self.host.events.emit("warning", text))
+
     def can_dial(self, addr: Multiaddr) -> bool:
         return split_webrtc_addr(addr) is not None
 
@@ -104,7 +110,7 @@ class WebRTCTransport(Transport):
             relayed = await self.host.dial(relay_addr.encapsulate(f"/p2p-circuit/p2p/{peer}"))
         t_relayed = time.perf_counter()
         stream = await relayed.new_stream([SIGNALING_PROTOCOL])
-        pc = PeerConnection(self._ice_for(relay_addr))
+        pc = self._peer_connection(relay_addr)
         muxer = DataChannelMuxer(pc)
         try:
             async with asyncio.timeout(DIAL_TIMEOUT):
@@ -133,7 +139,7 @@ class WebRTCTransport(Transport):
             stream.reset()
             return
         t0 = time.perf_counter()
-        pc = PeerConnection(self._ice_for(_relay_part(relayed.remote_addr)))
+        pc = self._peer_connection(_relay_part(relayed.remote_addr))
         muxer = DataChannelMuxer(pc)
         try:
             async with asyncio.timeout(DIAL_TIMEOUT):

@@ -1,0 +1,220 @@
+"""Everything we do to aiortc/aioice beyond their public API, in one place.
+
+`apply()` installs our patches once per process, only on the versions they were written and
+tested against (`TESTED`); on any other version it logs once and leaves that library's own
+behaviour alone. The accessors below read aioice internals that trickle ICE needs (aiortc does
+not trickle: its gatherer waits for every STUN/TURN answer before the SDP can leave); each
+returns None when the internals are not what we expect, and the caller falls back.
+
+Patches (each with its reason):
+- consent checks every 2 s, 5 misses (a vanished peer is noticed in ~10 s, not 30 s);
+- an immediate triggered check for in-progress pairs (RFC 8445 7.3.1.4);
+- delayed SCTP SACKs (RFC 4960 6.2);
+- a DATA_CHANNEL_OPEN on a stream id still held no longer trips an assert that ended the
+  connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# The versions each patch and accessor was written against (pyproject pins the same ranges).
+TESTED = {"aiortc": ("1.16.",), "aioice": ("0.13.",)}
+
+_applied: dict[str, bool] = {}
+
+
+def version_ok(dist: str) -> bool:
+    try:
+        version = importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return version.startswith(TESTED[dist])
+
+
+def active() -> dict[str, bool]:
+    """Which patches are installed (for tests and `-v` logs)."""
+    return dict(_applied)
+
+
+def apply() -> dict[str, bool]:
+    """Install the patches once; returns which are active."""
+    if _applied:
+        return active()
+    ice_ok, sctp_ok = version_ok("aioice"), version_ok("aiortc")
+    for dist, ok in (("aioice", ice_ok), ("aiortc", sctp_ok)):
+        if not ok:
+            log.warning("%s %s is not a version p2prtc was tested with (%s); running it without "
+                        "our patches", dist, _version(dist), "/".join(TESTED[dist]))
+    _applied["consent"] = ice_ok and _patch_consent()
+    _applied["triggered_checks"] = ice_ok and _patch_triggered_checks()
+    _applied["delayed_sack"] = sctp_ok and _patch_delayed_sack()
+    _applied["reopened_stream_ids"] = sctp_ok and _patch_reopened_stream_ids()
+    return active()
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+# aioice checks consent (RFC 7675) every 5 s and gives up after 6 misses: a vanished peer would
+# take 30 s to notice. Check every 2 s, give up after 5 misses (~10 s), as a chat user expects.
+CONSENT_INTERVAL = 2
+CONSENT_FAILURES = 5
+
+
+def _patch_consent() -> bool:
+    import aioice.ice as ice
+
+    if not hasattr(ice, "CONSENT_INTERVAL") or not hasattr(ice, "CONSENT_FAILURES"):
+        return False
+    ice.CONSENT_INTERVAL = CONSENT_INTERVAL  # module constants, read at each check
+    ice.CONSENT_FAILURES = CONSENT_FAILURES
+    return True
+
+
+def _patch_triggered_checks() -> bool:
+    """RFC 8445 7.3.1.4: a check received for a pair whose own check is in progress triggers a
+    new check at once. aioice 0.13 waits for its retransmission timer instead (500 ms), which
+    behind NATs is exactly when our first check was dropped (the remote's NAT had no mapping
+    yet). We resend the in-flight request immediately; its answer completes the transaction."""
+    import aioice.ice as ice
+
+    original = getattr(ice.Connection, "check_incoming", None)
+    if original is None:
+        return False
+    in_progress = ice.CandidatePair.State.IN_PROGRESS
+
+    def check_incoming(self, message, addr, protocol):
+        original(self, message, addr, protocol)
+        try:
+            for pair in self._check_list:
+                if pair.protocol is protocol and pair.remote_addr == addr \
+                        and pair.state == in_progress:
+                    for tx in list(protocol.transactions.values()):
+                        if tx._Transaction__addr == addr:
+                            protocol.send_stun(tx._Transaction__request, addr)
+        except AttributeError:  # internals moved: keep aioice's own behaviour
+            pass
+
+    ice.Connection.check_incoming = check_incoming
+    return True
+
+
+# SCTP delayed acknowledgement (RFC 4960 6.2): acknowledge every second packet, or within
+# SACK_DELAY of the first unacknowledged one, and at once when there are gaps or duplicates.
+# aiortc 1.16 acknowledges every packet, and the SACK work on both ends was the largest cost of a
+# bulk transfer in our profiles (building, sending, and at the sender parsing and walking the
+# sent queue for each one).
+SACK_DELAY = 0.02
+
+
+def _patch_delayed_sack() -> bool:
+    from aiortc import rtcsctptransport as sctp
+
+    cls = sctp.RTCSctpTransport
+    if not hasattr(cls, "_send_sack") or not hasattr(cls, "_handle_data"):
+        return False
+    send_now = cls._send_sack
+
+    async def send_sack(self) -> None:
+        timer = getattr(self, "_p2prtc_sack_timer", None)
+        if self._sack_misordered or self._sack_duplicates \
+                or getattr(self, "_p2prtc_unacked", 0) >= 1:
+            self._p2prtc_unacked = 0
+            if timer is not None:
+                timer.cancel()
+                self._p2prtc_sack_timer = None
+            await send_now(self)
+            return
+        self._p2prtc_unacked = 1
+        if timer is None:
+            def fire() -> None:
+                self._p2prtc_sack_timer = None
+                if self._sack_needed and self._association_state == cls.State.ESTABLISHED:
+                    self._p2prtc_unacked = 1
+                    asyncio.ensure_future(send_sack(self))
+
+            self._p2prtc_sack_timer = asyncio.get_running_loop().call_later(SACK_DELAY, fire)
+
+    cls._send_sack = send_sack
+    return True
+
+
+def _patch_reopened_stream_ids() -> bool:
+    """A DATA_CHANNEL_OPEN on a stream id aiortc still holds trips an `assert` inside aiortc's
+    SCTP receive path, which ends the whole connection (seen once in ~55 browser streams: the
+    browser reused the id of a channel it had closed before our side's reset completed). A
+    closing channel on that id is finished on the spot; an open one is kept and the new open
+    ignored, so only that one stream fails."""
+    from aiortc import rtcsctptransport as sctp
+
+    cls = sctp.RTCSctpTransport
+    original = getattr(cls, "_data_channel_receive", None)
+    dcep, channel_open = getattr(sctp, "WEBRTC_DCEP", None), getattr(sctp, "DATA_CHANNEL_OPEN", None)
+    if original is None or dcep is None or channel_open is None:
+        return False
+
+    async def receive(self, stream_id: int, pp_id: int, data: bytes) -> None:
+        if pp_id == dcep and data and data[0] == channel_open:
+            existing = self._data_channels.get(stream_id)
+            if existing is not None:
+                if existing.readyState in ("closing", "closed"):
+                    self._data_channel_inbound_reset.discard(stream_id)
+                    self._data_channel_outbound_reset.discard(stream_id)
+                    self._data_channels.pop(stream_id, None)
+                    existing._setReadyState("closed")
+                else:
+                    log.info("ignoring a data channel open on stream %d: already in use", stream_id)
+                    return
+        await original(self, stream_id, pp_id, data)
+
+    cls._data_channel_receive = receive
+    return True
+
+
+# -- ICE internals that trickle needs ---------------------------------------------------------
+
+def ice_connection(pc: Any) -> Any | None:
+    """The aioice Connection behind an RTCPeerConnection's data channel transport."""
+    try:
+        return pc.sctp.transport.transport._connection
+    except AttributeError:
+        return None
+
+
+def host_protocols(connection: Any) -> list[Any]:
+    """The UDP sockets (aioice StunProtocol) of our host candidates."""
+    try:
+        return [p for p in connection._protocols
+                if p.local_candidate is not None and p.local_candidate.type == "host"]
+    except AttributeError:
+        return []
+
+
+def add_local_candidate(connection: Any, candidate: Any) -> None:
+    """Record a candidate found after the SDP left (for our own reporting: a server-reflexive
+    candidate shares its base's socket, so ICE pairs and checks need nothing new)."""
+    try:
+        connection._local_candidates.append(candidate)
+    except AttributeError:
+        pass
+
+
+def selected_pair(connection: Any) -> tuple[Any, Any] | None:
+    """(local, remote) aioice Candidates of the nominated pair, or None."""
+    try:
+        pair = connection._nominated.get(1)
+    except AttributeError:
+        return None
+    if pair is None:
+        return None
+    return pair.local_candidate, pair.remote_candidate
