@@ -1,7 +1,11 @@
 // A js-libp2p peer in Node 22, driven over JSON lines (see tests/interop/control.py).
 //
 //   node peer.mjs [--listen MA]... [--seed N] [--relay] [--circuit] [--webrtc] [--webrtc-direct]
-//                 [--ice-servers JSON] [--rtc-config JSON]
+//                 [--ice-servers JSON] [--rtc-config JSON] [--example-relay]
+//
+// --example-relay: a relay set up as js-libp2p-example-webrtc-private-to-private's relay.js is
+// (WebSocket transport only, identify + circuitRelayServer with only maxReservations lifted, every
+// other limit and the connection manager at js-libp2p's defaults); give it a /ws --listen address.
 //
 // stdout carries only JSON lines: {"event": ...} events and {"id": N, "ok": ...} replies;
 // everything else (libp2p's DEBUG logs, our diagnostics) goes to stderr.
@@ -45,6 +49,7 @@ try {
       listen: { type: 'string', multiple: true, default: [] },
       seed: { type: 'string' },
       relay: { type: 'boolean', default: false },
+      'example-relay': { type: 'boolean', default: false },
       circuit: { type: 'boolean', default: false },
       webrtc: { type: 'boolean', default: false },
       'webrtc-direct': { type: 'boolean', default: false },
@@ -111,28 +116,48 @@ if (flags.relay) {
   })
 }
 
-let node
-try {
-  node = await createLibp2p({
-    privateKey: await privateKey(),
+// What relay.js configures, and nothing else: the seed's js relay as its authors run it.
+function exampleRelayConfig () {
+  if (flags.relay || circuit || flags['webrtc-direct']) usage('--example-relay goes without --relay/--circuit/--webrtc*')
+  if (!listen.every(a => a.endsWith('/ws'))) usage('--example-relay listens on /ws addresses only')
+  return {
     addresses: { listen },
-    transports,
+    transports: [webSockets()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
-    services,
-    connectionGater: {
-      // allow dialling loopback and private addresses (the lab uses documentation ranges)
-      denyDialMultiaddr: () => false
-    },
-    connectionManager: {
-      maxConnections: 4096,
-      // js refuses more than 5 inbound connections per second from one host by default;
-      // every test peer is on 127.0.0.1
-      inboundConnectionThreshold: 100000,
-      maxIncomingPendingConnections: 1024
+    services: {
+      identify: identify(),
+      relay: circuitRelayServer({ reservations: { maxReservations: Infinity } })
     }
-  })
-  await registerProtocols(node)
+  }
+}
+
+let node
+try {
+  if (flags['example-relay']) {
+    node = await createLibp2p({ privateKey: await privateKey(), ...exampleRelayConfig() })
+  } else {
+    node = await createLibp2p({
+      privateKey: await privateKey(),
+      addresses: { listen },
+      transports,
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      services,
+      connectionGater: {
+        // allow dialling loopback and private addresses (the lab uses documentation ranges)
+        denyDialMultiaddr: () => false
+      },
+      connectionManager: {
+        maxConnections: 4096,
+        // js refuses more than 5 inbound connections per second from one host by default;
+        // every test peer is on 127.0.0.1
+        inboundConnectionThreshold: 100000,
+        maxIncomingPendingConnections: 1024
+      }
+    })
+    await registerProtocols(node)
+  }
 } catch (err) {
   log('failed to start:', errorText(err), err?.stack ?? '')
   process.exit(1)
