@@ -15,9 +15,10 @@ STUN: `p2prtc relay --stun-alt-port/--stun-alt-ip`):
   The mapped address equal to our own: no NAT.
 - filtering, on a second socket that has sent only to A1:P1: CHANGE-REQUEST asking for the answer
   from A2:P2 and, at the same time, from A1:P2 (RFC 5780 4.4). The first arrives: endpoint-
-  independent; only the second: address-dependent; neither within `FILTER_WAIT`: address-and-
-  port-dependent. A server that cannot change IP leaves us "port-independent" (one of the first
-  two); a server that answers from where we sent (ignoring CHANGE-REQUEST) or not at all: unknown.
+  independent; only the second: address-dependent; neither within a few round trips (at most
+  `FILTER_WAIT`): address-and-port-dependent. A server that cannot change IP leaves us
+  "port-independent" (one of the first two); a server that answers from where we sent (ignoring
+  CHANGE-REQUEST) or not at all: unknown.
 """
 
 from __future__ import annotations
@@ -41,8 +42,11 @@ SERVER_TIMEOUT = 0.8
 # A mapping probe to the server's other address that is not answered by then is "unknown".
 MAPPING_TIMEOUT = 0.5
 # How long a filtering probe waits for an answer from another address/port; silence means the
-# NAT dropped it. Longer than any sane RTT to the relay, short enough for DETECT_TIMEOUT.
+# NAT dropped it: FILTER_WAIT_RTTS round trips as measured by the first request, within
+# [FILTER_WAIT_MIN, FILTER_WAIT] (room for one retransmission; short enough for DETECT_TIMEOUT).
 FILTER_WAIT = 0.5
+FILTER_WAIT_MIN = 0.2
+FILTER_WAIT_RTTS = 4
 # Retransmissions of one request (seconds after the first send), well inside the waits above;
 # RFC 8489's 500 ms RTO would leave no room for a second try.
 RETRANSMIT_AT = (0.1, 0.3)
@@ -367,7 +371,9 @@ async def _mapping(client: _StunClient, r: ProbeResults) -> None:
 
 
 async def _filtering(client: _StunClient, r: ProbeResults) -> None:
+    t0 = time.monotonic()
     got = await client.request(r.server, SERVER_TIMEOUT)
+    wait = min(FILTER_WAIT, max(FILTER_WAIT_MIN, FILTER_WAIT_RTTS * (time.monotonic() - t0)))
     if got is None or got[0].msg_type != codec.BINDING_SUCCESS:
         return
     other = got[0].other_address()
@@ -376,7 +382,7 @@ async def _filtering(client: _StunClient, r: ProbeResults) -> None:
     server_ip = r.server[0]
 
     async def change(change_ip: bool) -> bool | None:
-        ans = await client.request(r.server, FILTER_WAIT, change_ip=change_ip, change_port=True)
+        ans = await client.request(r.server, wait, change_ip=change_ip, change_port=True)
         if ans is None:
             return False
         msg, src = ans
@@ -456,6 +462,15 @@ class NatDetector:
     """Runs `detect` once in the background for a peer; `result(wait)` gives it (or None)."""
     server: Addr | None
     task: asyncio.Task | None = field(default=None, repr=False)
+
+    @classmethod
+    def known(cls, behaviour: NatBehaviour) -> "NatDetector":
+        """A detector whose result is already there (tests, or a behaviour learned elsewhere)."""
+        d = cls(None)
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(behaviour)
+        d.task = fut
+        return d
 
     def start(self) -> asyncio.Task:
         if self.task is None:

@@ -1,0 +1,143 @@
+"""`/p2prtc/nat/1.0.0` between real Hosts over a relayed (limited) connection on loopback: the
+dialer learns the listener's NAT behaviour and vice versa, a pair theory rules out is reported
+at once naming both, and a peer that does not speak it or sends garbage costs nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from p2prtc.errors import ProtocolError
+from p2prtc.host import Host
+from p2prtc.nat import AD, APD, EI, UNKNOWN, NatBehaviour, NatDetector
+from p2prtc.protocols import natinfo
+from p2prtc.protocols.natinfo import NATINFO_PROTOCOL, NatInfoService
+from p2prtc.relay.limits import RelayLimits
+from p2prtc.relay.server import RelayService
+from p2prtc.streams import read_length_prefixed, write_length_prefixed
+
+T = 5.0
+PORT_RESTRICTED = NatBehaviour(EI, APD, ("203.0.113.1", 4000), "203.0.113.10:3478")
+SYMMETRIC = NatBehaviour(APD, APD, ("203.0.113.2", 5000), "203.0.113.10:3478")
+RESTRICTED = NatBehaviour(EI, AD, ("203.0.113.2", 6000), "203.0.113.10:3478")
+
+
+class Net:
+    def __init__(self) -> None:
+        self.hosts: list[Host] = []
+
+    async def relay(self):
+        h = Host()
+        self.hosts.append(h)
+        RelayService(h, RelayLimits())
+        addrs = await h.listen("/ip4/127.0.0.1/tcp/0")
+        return addrs[0].with_peer_id(h.peer_id)
+
+    async def pair(self, a_nat: NatBehaviour | None, b_nat: NatBehaviour | None, *,
+                   b_speaks: bool = True):
+        """A listens via the relay, B dials it: (A's service, B's service, B's relayed conn)."""
+        raddr = await self.relay()
+        a, b = Host(), Host()
+        self.hosts += [a, b]
+        sa = NatInfoService(a)
+        if a_nat is not None:
+            sa.start(NatDetector.known(a_nat))
+        sb = None
+        if b_speaks:
+            sb = NatInfoService(b)
+            if b_nat is not None:
+                sb.start(NatDetector.known(b_nat))
+        await a.listen_via_relay(raddr, T)
+        conn = await b.dial(raddr.encapsulate(f"/p2p-circuit/p2p/{a.peer_id}"))
+        assert conn.limited
+        return a, sa, b, sb, conn
+
+    async def close(self) -> None:
+        for h in reversed(self.hosts):
+            await h.close()
+
+
+@pytest.fixture
+async def net():
+    n = Net()
+    yield n
+    await n.close()
+
+
+def test_encode_decode():
+    assert natinfo.decode(natinfo.encode(RESTRICTED)) == RESTRICTED
+    assert natinfo.decode(natinfo.encode(None)) is None
+    assert natinfo.decode(natinfo.encode(NatBehaviour(UNKNOWN, UNKNOWN))) is None
+    assert natinfo.decode(b'{"mapping": "bogus"}') is None
+    for bad in (b"\xff", b"[1, 2]", b"not json", b'"str"'):
+        with pytest.raises(ProtocolError):
+            natinfo.decode(bad)
+
+
+async def test_ruled_out_pair_is_reported_on_both_sides(net):
+    a, sa, b, sb, conn = await net.pair(PORT_RESTRICTED, SYMMETRIC)
+    learned = asyncio.ensure_future(a.events.wait_for("nat-peer", timeout=T))
+    t0 = time.monotonic()
+    reason = await sb.check(conn)
+    assert time.monotonic() - t0 < 1.0
+    assert reason is not None and "no direct path possible" in reason
+    assert SYMMETRIC.short() in reason and PORT_RESTRICTED.short() in reason
+    assert reason.index(SYMMETRIC.short()) < reason.index(PORT_RESTRICTED.short())  # ours first
+    assert sb.peers[a.peer_id] == PORT_RESTRICTED
+    peer, theirs, a_reason = await learned
+    assert peer == b.peer_id and theirs == SYMMETRIC
+    assert a_reason is not None and a_reason.index(PORT_RESTRICTED.short()) < a_reason.index(
+        SYMMETRIC.short())
+    assert sa.ruled_out(b.peer_id) == a_reason and sb.ruled_out(a.peer_id) == reason
+
+
+async def test_compatible_pair_goes_ahead(net):
+    a, sa, b, sb, conn = await net.pair(RESTRICTED, SYMMETRIC)
+    assert await sb.check(conn) is None
+    assert sb.peers[a.peer_id] == RESTRICTED
+    await a.events.wait_for("nat-peer", timeout=T)
+    assert sa.peers[b.peer_id] == SYMMETRIC
+
+
+async def test_unknown_side_never_rules_out(net):
+    a, sa, b, sb, conn = await net.pair(PORT_RESTRICTED, NatBehaviour(UNKNOWN, UNKNOWN))
+    assert await sb.check(conn) is None
+    assert sb.peers[a.peer_id] == PORT_RESTRICTED  # we still learn theirs
+
+
+async def test_peer_without_the_protocol_answers_fast(net):
+    # B speaks it, A (like a js peer) does not: here A is the dialer.
+    raddr = await net.relay()
+    a, b = Host(), Host()
+    net.hosts += [a, b]
+    sb = NatInfoService(b)
+    sb.start(NatDetector.known(SYMMETRIC))
+    await b.listen_via_relay(raddr, T)
+    conn = await a.dial(raddr.encapsulate(f"/p2p-circuit/p2p/{b.peer_id}"))
+    t0 = time.monotonic()
+    assert await natinfo.exchange(conn, PORT_RESTRICTED) == SYMMETRIC
+    # ... and the other way round: B asks A, who has no handler.
+    inbound = next(c for c in b.connections(a.peer_id) if not c.is_closed)
+    assert await natinfo.exchange(inbound, SYMMETRIC) is None
+    assert time.monotonic() - t0 < 1.0
+
+
+async def test_garbage_from_the_peer_ends_only_that_stream(net, caplog):
+    a, sa, b, sb, conn = await net.pair(PORT_RESTRICTED, SYMMETRIC)
+    for payload in (b"\x00" * 10, b"{not json", b"x" * 3000):
+        stream = await conn.new_stream([NATINFO_PROTOCOL])
+        if len(payload) > natinfo.MAX_MESSAGE_SIZE:
+            from p2prtc.wire.varint import encode_uvarint
+
+            await stream.write(encode_uvarint(len(payload)) + payload[:100])
+        else:
+            await write_length_prefixed(stream, payload)
+        # A answers with its own behaviour (written first), then drops the stream.
+        got = await asyncio.wait_for(read_length_prefixed(stream, 4096), T)
+        assert natinfo.decode(got) == PORT_RESTRICTED
+        stream.reset()
+    assert b.peer_id not in sa.peers
+    # The connection and the protocol still work.
+    assert await sb.check(conn) is not None
