@@ -76,6 +76,9 @@ class WebRTCTransport(Transport):
         self.host = host
         self.ice_servers = ice_servers
         self.listening = False
+        # protocols.natinfo.NatInfoService, when the app runs NAT detection: NAT behaviours that
+        # rule out a direct path end the dial before signalling (issue 10).
+        self.natinfo = None
         host.set_stream_handler(SIGNALING_PROTOCOL, self._handle_signaling, allow_limited=True)
 
     def _ice_for(self, relay_addr: Multiaddr | None) -> list[str]:
@@ -109,6 +112,10 @@ class WebRTCTransport(Transport):
         if relayed is None:
             relayed = await self.host.dial(relay_addr.encapsulate(f"/p2p-circuit/p2p/{peer}"))
         t_relayed = time.perf_counter()
+        reason = await self.natinfo.check(relayed) if self.natinfo is not None else None
+        if reason:
+            raise DialError(f"no direct WebRTC connection to {peer}: {reason}; "
+                            "the relayed connection stays up")
         stream = await relayed.new_stream([SIGNALING_PROTOCOL])
         pc = self._peer_connection(relay_addr)
         muxer = DataChannelMuxer(pc)
@@ -136,6 +143,11 @@ class WebRTCTransport(Transport):
         if not self.listening:
             log.info("refusing WebRTC signaling from %s: not listening on /webrtc",
                      relayed.remote_peer.short())
+            stream.reset()
+            return
+        reason = self.natinfo.ruled_out(relayed.remote_peer) if self.natinfo is not None else None
+        if reason:
+            self.host.events.emit("webrtc-failed", relayed.remote_peer, reason)
             stream.reset()
             return
         t0 = time.perf_counter()
