@@ -98,16 +98,6 @@ class Host:
         self.events.emit("listen-addrs-changed")
         return bound
 
-    async def add_listener(self, listener: Listener) -> None:
-        """Register a listener made outside `listen()` (e.g. a relay reservation)."""
-        self._listeners.append(listener)
-        self.events.emit("listen-addrs-changed")
-
-    async def remove_listener(self, listener: Listener) -> None:
-        if listener in self._listeners:
-            self._listeners.remove(listener)
-            self.events.emit("listen-addrs-changed")
-
     @property
     def listeners(self) -> list[Listener]:
         return list(self._listeners)
@@ -141,10 +131,6 @@ class Host:
         is its Connection. Handlers run on limited (relayed) connections only if allowed."""
         self._handlers[protocol] = _Handler(handler, allow_limited)
         self.events.emit("protocols-changed")
-
-    def remove_stream_handler(self, protocol: str) -> None:
-        if self._handlers.pop(protocol, None) is not None:
-            self.events.emit("protocols-changed")
 
     @property
     def protocols(self) -> list[str]:
