@@ -24,6 +24,7 @@ from .identity import Identity, PeerId
 from .multiaddr import Multiaddr
 from .protocols.chat import ChatService
 from .protocols.filetransfer import FileResult, FileService
+from .protocols.natinfo import NatInfoService, stun_server_of
 from .transports.webrtc.transport import WebRTCTransport
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,8 @@ class PeerApp:
         self.host = Host(opts.identity)
         self.webrtc = WebRTCTransport(self.host, opts.ice_servers)
         self.host.add_transport(self.webrtc, first=True)
+        self.natinfo = NatInfoService(self.host)  # detection starts with listen/dial
+        self.webrtc.natinfo = self.natinfo
         self.chat = ChatService(self.host, self._on_message, self._on_chat_closed)
         self.files = FileService(self.host, opts.save_dir, on_start=self._on_file_start,
                                  on_received=self._on_file)
@@ -123,6 +126,8 @@ class PeerApp:
         ev.on("connection", self._on_connection)
         ev.on("disconnection", self._on_disconnection)
         ev.on("reservation", self._on_reservation)
+        ev.on("nat-detected", self._on_nat)
+        ev.on("nat-peer", self._on_nat_peer)
         ev.on("reservation-lost", lambda relay, reason: self.out.event(
             "error", f"Lost the relay {short(relay)} ({reason}); reserving again…",
             reason=f"relay connection lost: {reason}"))
@@ -179,6 +184,14 @@ class PeerApp:
         self.out.event("reservation", text, relay=str(info.relay), expires=info.expires)
         self.out.event("listening", None, addrs=addrs)
 
+    def _on_nat(self, b) -> None:
+        self.out.event("nat", f"NAT: {b.describe()}", **b.to_dict())
+
+    def _on_nat_peer(self, peer: PeerId, b, reason: str | None) -> None:
+        self.out.event("nat-peer", f"{short(peer)} is behind {b.short()}"
+                       + (f"; {reason}" if reason else ""),
+                       peer=str(peer), **b.to_dict(), ruled_out=reason)
+
     def _on_message(self, peer: PeerId, text: str) -> None:
         self.out.event("message", f"<{short(peer)}> {text}", peer=str(peer), text=text)
 
@@ -204,6 +217,7 @@ class PeerApp:
         if relay_addr.peer_id() is None:
             raise DialError("the relay address must end with /p2p/<relay peer id>")
         self.relays.add(relay_addr.peer_id())
+        self.natinfo.start(stun_server_of(self.opts.ice_servers, relay_addr))
         self.out.event("peer", f"Peer id: {self.host.peer_id}", peer=str(self.host.peer_id))
         await self.host.listen("/webrtc")
         try:
@@ -222,6 +236,8 @@ class PeerApp:
         relay_part = addr.split_last("p2p-circuit")
         if relay_part is not None and relay_part[0].peer_id() is not None:
             self.relays.add(relay_part[0].peer_id())
+        self.natinfo.start(stun_server_of(self.opts.ice_servers,
+                                          relay_part[0] if relay_part is not None else None))
         self.out.event("peer", f"Peer id: {self.host.peer_id}", peer=str(self.host.peer_id))
         self.out.event("dialing", f"Dialing {addr}", addr=str(addr))
         self._dial_started[peer] = time.perf_counter()
