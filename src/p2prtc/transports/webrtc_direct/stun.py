@@ -4,8 +4,9 @@
 
 Binding requests, success and error responses and indications with USERNAME, MESSAGE-INTEGRITY
 (short-term credentials: the key is the ICE password), PRIORITY, USE-CANDIDATE,
-ICE-CONTROLLING/-CONTROLLED, (XOR-)MAPPED-ADDRESS, FINGERPRINT, and RFC 5780's CHANGE-REQUEST,
-RESPONSE-ORIGIN and OTHER-ADDRESS. Parsing never raises anything but `StunError`, so a datagram
+ICE-CONTROLLING/-CONTROLLED, (XOR-)MAPPED-ADDRESS, FINGERPRINT, RFC 5780's CHANGE-REQUEST,
+RESPONSE-ORIGIN and OTHER-ADDRESS, and TURN (RFC 8656: the methods, attributes, long-term
+credentials and ChannelData framing, in the block at the end; the server is `relay/turn.py`). Parsing never raises anything but `StunError`, so a datagram
 from the network cannot take down the caller.
 """
 
@@ -17,7 +18,7 @@ import hmac
 import ipaddress
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MAGIC_COOKIE = 0x2112A442
 HEADER = struct.Struct(">HHI12s")
@@ -79,6 +80,9 @@ class StunMessage:
     attrs: dict[int, bytes]
     # Byte offset of the MESSAGE-INTEGRITY attribute header, if present (for verification).
     integrity_offset: int | None = None
+    # Every attribute in order, repeats included (`attrs` keeps the first of each type; TURN's
+    # CreatePermission may carry several XOR-PEER-ADDRESS).
+    attr_list: list[tuple[int, bytes]] = field(default_factory=list)
 
     @property
     def username(self) -> str | None:
@@ -129,10 +133,11 @@ class StunMessage:
         return (raw[2] & 0x7) * 100 + raw[3]
 
 
-def parse(data: bytes) -> StunMessage:
-    """Parse a STUN message; check its length fields and its FINGERPRINT if it has one."""
+def parse(data: bytes, max_size: int = MAX_MESSAGE_SIZE) -> StunMessage:
+    """Parse a STUN message; check its length fields and its FINGERPRINT if it has one.
+    `max_size`: TURN carries whole datagrams in DATA, so its messages may exceed one MTU."""
     n = len(data)
-    if n < HEADER_SIZE or n > MAX_MESSAGE_SIZE:
+    if n < HEADER_SIZE or n > max_size:
         raise StunError(f"{n}-byte datagram is not a STUN message")
     msg_type, length, cookie, txid = HEADER.unpack_from(data)
     if msg_type & 0xC000 or cookie != MAGIC_COOKIE:
@@ -140,6 +145,7 @@ def parse(data: bytes) -> StunMessage:
     if length % 4 or HEADER_SIZE + length != n:
         raise StunError("STUN length field does not match the datagram")
     attrs: dict[int, bytes] = {}
+    attr_list: list[tuple[int, bytes]] = []
     integrity_offset = None
     pos = HEADER_SIZE
     count = 0
@@ -154,7 +160,8 @@ def parse(data: bytes) -> StunMessage:
         end = start + attr_len
         if end > n:
             raise StunError("truncated STUN attribute")
-        if integrity_offset is not None and attr_type != ATTR_FINGERPRINT:
+        if integrity_offset is not None and attr_type not in (ATTR_FINGERPRINT,
+                                                              ATTR_MESSAGE_INTEGRITY_SHA256):
             # RFC 8489 14.5: only FINGERPRINT may follow MESSAGE-INTEGRITY (and agents must
             # ignore anything else after it); we are strict: nothing else is covered by the MAC.
             raise StunError("attribute after MESSAGE-INTEGRITY")
@@ -170,11 +177,13 @@ def parse(data: bytes) -> StunMessage:
             integrity_offset = pos
         if attr_type == ATTR_USERNAME and attr_len > MAX_USERNAME:
             raise StunError("USERNAME too long")
-        attrs.setdefault(attr_type, bytes(data[start:end]))
+        value = bytes(data[start:end])
+        attrs.setdefault(attr_type, value)
+        attr_list.append((attr_type, value))
         pos = end + (-attr_len % 4)
     if pos != n:
         raise StunError("STUN attribute padding runs past the datagram")
-    return StunMessage(msg_type, txid, attrs, integrity_offset)
+    return StunMessage(msg_type, txid, attrs, integrity_offset, attr_list)
 
 
 def verify_integrity(data: bytes, msg: StunMessage, key: bytes) -> bool:
@@ -292,3 +301,121 @@ def _unxor_address(raw: bytes, txid: bytes) -> tuple[str, int] | None:
         return None
     packed = bytes(a ^ b for a, b in zip(raw[4:], key))
     return str(ipaddress.ip_address(packed)), port
+
+
+# -- TURN (RFC 8656) -----------------------------------------------------------------------------
+# Methods (RFC 8656 section 18); a message type interleaves method and class bits (RFC 8489 5).
+METHOD_BINDING = 0x001
+METHOD_ALLOCATE = 0x003
+METHOD_REFRESH = 0x004
+METHOD_SEND = 0x006
+METHOD_DATA = 0x007
+METHOD_CREATE_PERMISSION = 0x008
+METHOD_CHANNEL_BIND = 0x009
+CLASS_REQUEST = 0b00
+CLASS_INDICATION = 0b01
+CLASS_SUCCESS = 0b10
+CLASS_ERROR = 0b11
+
+ATTR_UNKNOWN_ATTRIBUTES = 0x000A
+ATTR_CHANNEL_NUMBER = 0x000C
+ATTR_LIFETIME = 0x000D
+ATTR_XOR_PEER_ADDRESS = 0x0012
+ATTR_DATA = 0x0013
+ATTR_REALM = 0x0014
+ATTR_NONCE = 0x0015
+ATTR_XOR_RELAYED_ADDRESS = 0x0016
+ATTR_REQUESTED_ADDRESS_FAMILY = 0x0017
+ATTR_EVEN_PORT = 0x0018
+ATTR_REQUESTED_TRANSPORT = 0x0019
+ATTR_DONT_FRAGMENT = 0x001A
+ATTR_MESSAGE_INTEGRITY_SHA256 = 0x001C  # RFC 8489 14.6
+ATTR_RESERVATION_TOKEN = 0x0022
+ATTR_ADDITIONAL_ADDRESS_FAMILY = 0x8000
+
+TRANSPORT_UDP = 17  # REQUESTED-TRANSPORT protocol number (RFC 8656 18.8: only UDP is defined)
+FAMILY_IPV4 = 0x01
+FAMILY_IPV6 = 0x02
+# RFC 8489 14.9 / 14.10: REALM and NONCE are under 128 characters (at most 763 bytes).
+MAX_REALM = 763
+MAX_NONCE = 763
+# A STUN/TURN message over TCP or carrying a whole UDP datagram: 16-bit length + header.
+MAX_TURN_MESSAGE_SIZE = HEADER_SIZE + 0xFFFF
+# ChannelData (RFC 8656 12.4): channel numbers 0x4000-0x4FFF, a 4-byte header.
+CHANNEL_MIN = 0x4000
+CHANNEL_MAX = 0x4FFF
+CHANNEL_HEADER = struct.Struct(">HH")
+
+
+def message_type(method: int, cls: int) -> int:
+    return ((method & 0xF80) << 2) | ((method & 0x070) << 1) | (method & 0x00F) \
+        | ((cls & 0b10) << 7) | ((cls & 0b01) << 4)
+
+
+def method_of(msg_type: int) -> int:
+    return ((msg_type & 0x3E00) >> 2) | ((msg_type & 0x00E0) >> 1) | (msg_type & 0x000F)
+
+
+def class_of(msg_type: int) -> int:
+    return ((msg_type & 0x0100) >> 7) | ((msg_type & 0x0010) >> 4)
+
+
+def long_term_key(username: str, realm: str, password: str) -> bytes:
+    """RFC 8489 9.2.2: MD5(username ":" realm ":" password) (no SASLprep: we hand out ASCII)."""
+    return hashlib.md5(f"{username}:{realm}:{password}".encode("utf-8")).digest()
+
+
+def error_code_value(code: int, reason: str) -> bytes:
+    return struct.pack(">HBB", 0, code // 100, code % 100) + reason.encode("utf-8")
+
+
+def text_attr(msg: StunMessage, attr_type: int) -> str | None:
+    """A UTF-8 attribute (REALM, NONCE, SOFTWARE), None if absent or not UTF-8."""
+    raw = msg.attrs.get(attr_type)
+    if raw is None:
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def xor_addresses(msg: StunMessage, attr_type: int) -> list[tuple[str, int] | None]:
+    """Every XOR-encoded address attribute of that type, in order (None for a malformed one)."""
+    return [_unxor_address(v, msg.txid) for t, v in msg.attr_list if t == attr_type]
+
+
+def looks_like_channel_data(data: bytes) -> bool:
+    """RFC 8656 12 / RFC 7983: ChannelData starts with 0b01 (64-79 in the first byte)."""
+    return len(data) >= 4 and 0x40 <= data[0] <= 0x4F
+
+
+def channel_data(channel: int, payload: bytes, *, pad: bool = False) -> bytes:
+    """A ChannelData message; over TCP (`pad`) it is padded to a multiple of 4 bytes."""
+    out = CHANNEL_HEADER.pack(channel, len(payload)) + payload
+    return out + b"\0" * (-len(payload) % 4) if pad else out
+
+
+def parse_channel_data(data: bytes) -> tuple[int, bytes]:
+    """(channel number, payload); the datagram may carry padding after the payload."""
+    if len(data) < 4:
+        raise StunError("truncated ChannelData")
+    channel, length = CHANNEL_HEADER.unpack_from(data)
+    if not CHANNEL_MIN <= channel <= CHANNEL_MAX:
+        raise StunError(f"ChannelData with invalid channel number 0x{channel:04x}")
+    if 4 + length > len(data):
+        raise StunError("ChannelData length runs past the datagram")
+    return channel, bytes(data[4:4 + length])
+
+
+def stream_frame_length(head: bytes) -> int | None:
+    """Over TCP (RFC 8656 12.5 / RFC 8489 6.2.2) STUN messages and ChannelData follow each other:
+    the byte length of the frame starting with these (>= 4) bytes, ChannelData padded to 4;
+    None if it is neither (the stream is garbage)."""
+    kind = head[0] >> 6
+    (length,) = struct.unpack_from(">H", head, 2)
+    if kind == 0:
+        return HEADER_SIZE + length
+    if kind == 1 and head[0] <= 0x4F:
+        return 4 + length + (-length % 4)
+    return None
