@@ -1,8 +1,8 @@
 """Issue 10, point 6: dialers that come and go must not use up a listener's circuits on our relay.
 
 One `p2prtc relay`, one `p2prtc listen`, then DIALERS `p2prtc dial` processes one after another:
-each reaches the listener over direct WebRTC, sends a chat line the listener receives, and exits
-(end of stdin, or `/quit`). The relay allows 4 circuits per peer (rust's default), so the fifth
+each reaches the listener over direct WebRTC, sends a chat line the listener receives, and leaves
+(end of stdin, `/quit`, or SIGKILL). The relay allows 4 circuits per peer (rust's default), so the fifth
 dial failed with RESOURCE_LIMIT_EXCEEDED while the relay held the slots of dialers long gone.
 Every one must connect, the relay must end each dialer's circuit as soon as the dialer exits
 (the listener sees its relayed connection close), and its metrics must count no circuit left.
@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import time
 
 from ..netns import lab_ip
 from .webpage import Cli, free_port
 
 DIALERS = 30
+# How each dialer leaves, in turn.
+LEAVE = ("end of input", "/quit", "killed")
 # Each step waits on one event; a dial to direct WebRTC takes ~0.5 s here (process start included).
 STEP_TIMEOUT = 20.0
 CLOSED_LINE = re.compile(r"circuit (\S+) -> (\S+) closed: (.+) \(\d+ B up")
@@ -88,12 +91,15 @@ async def test_thirty_dialers_in_a_row_through_our_relay():
                 text = f"hello {i} from {peer}"
                 await dialer.send_line(text)
                 await listener.wait_event("message", STEP_TIMEOUT, peer=peer, text=text)
-                if i % 2:
+                how = LEAVE[i % len(LEAVE)]
+                if how == "/quit":
                     await dialer.send_line("/quit")
+                elif how == "end of input":
+                    dialer.proc.stdin.close()  # as a script's pipe ends
                 else:
-                    dialer.proc.stdin.close()  # end of input, as a script's pipe ends
+                    dialer.proc.kill()  # a crash: nothing is closed, the kernel ends the TCP
                 rc = await asyncio.wait_for(dialer.proc.wait(), STEP_TIMEOUT)
-                assert rc == 0, dialer.describe()
+                assert rc == (-signal.SIGKILL if how == "killed" else 0), dialer.describe()
                 # The relay ends the gone dialer's circuit at once: the listener's relayed
                 # connection to it closes (and the relay freed the slot before saying so).
                 await relayed_connection_ended(listener, peer)
