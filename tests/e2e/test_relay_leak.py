@@ -1,9 +1,10 @@
 """Issue 10, point 6: dialers that come and go must not use up a listener's circuits on our relay.
 
 One `p2prtc relay`, one `p2prtc listen`, then DIALERS `p2prtc dial` processes one after another:
-each reaches the listener over direct WebRTC, sends a chat line the listener receives, and leaves
-(end of stdin, `/quit`, or SIGKILL). The relay allows 4 circuits per peer (rust's default), so the fifth
-dial failed with RESOURCE_LIMIT_EXCEEDED while the relay held the slots of dialers long gone.
+each reaches the listener over direct WebRTC, sends a chat line the listener receives, and
+leaves (end of stdin, `/quit`, or SIGKILL). The relay allows 4 circuits per peer (rust's
+default), so the fifth dial failed with RESOURCE_LIMIT_EXCEEDED while the relay held the slots
+of dialers long gone.
 Every one must connect, the relay must end each dialer's circuit as soon as the dialer exits
 (the listener sees its relayed connection close), and its metrics must count no circuit left.
 """

@@ -557,7 +557,8 @@ async def test_circuit_freed_when_a_peer_resets_the_relayed_stream(net, caplog):
     reply = await asyncio.wait_for(hop.read_message(s, HopMessage), T)
     assert reply.status == hop.OK
     base = raddr.encapsulate("/p2p-circuit")
-    raw = CircuitStream(s, base.encapsulate(f"/p2p/{a.peer_id}"), base.encapsulate(f"/p2p/{b.peer_id}"))
+    raw = CircuitStream(s, base.encapsulate(f"/p2p/{a.peer_id}"),
+                        base.encapsulate(f"/p2p/{b.peer_id}"))
     conn = await asyncio.wait_for(a.upgrader.upgrade_outbound(raw, b.peer_id, "circuit",
                                                               limited=True), T)
     conn.start(lambda stream: stream.reset())
