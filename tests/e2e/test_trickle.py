@@ -8,8 +8,12 @@ dialed by a Python peer whose STUN server is a black hole (the seed's relays ser
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import logging
 import socket
+import subprocess
 import time
 
 import pytest
@@ -145,3 +149,125 @@ async def test_node_js_peer_both_ways_without_stun_answers(relay, host_factory, 
     took = time.perf_counter() - t0
     assert "/webrtc" in dialed["remoteAddr"] and not dialed.get("limited"), dialed
     assert took < DIRECT_DEADLINE_S + 0.5, f"Node -> Python took {took:.2f} s"
+
+
+def turn_credentials(secret: str, user: str, ttl: int = 600) -> tuple[str, str]:
+    """The TURN REST API scheme (coturn's use-auth-secret)."""
+    username = f"{int(time.time()) + ttl}:{user}"
+    digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
+    return username, base64.b64encode(digest).decode()
+
+
+COTURN_PORTS = (49160, 49260)  # coturn's relayed ports in these tests
+
+
+@pytest.fixture
+async def coturn(tmp_path):
+    """coturn (Debian) on the namespace's address, REST-API credentials; yields (url, secret)."""
+    ip, secret = lab_ip(), "test-secret"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((ip, 0))
+        port = s.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        "turnserver", "-n", "--no-cli", "--no-tls", "--no-dtls", "--listening-ip", ip,
+        "--relay-ip", ip, "--listening-port", str(port), "--min-port", str(COTURN_PORTS[0]),
+        "--max-port", str(COTURN_PORTS[1]), "--use-auth-secret", "--static-auth-secret", secret,
+        "--realm", "p2prtc.test", "--log-file", str(tmp_path / "coturn.log"),
+        "--pidfile", str(tmp_path / "coturn.pid"), "--allow-loopback-peers",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        await wait_for_stun(ip, port, proc)
+        yield f"turn:{ip}:{port}?transport=udp", secret
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def wait_for_stun(ip: str, port: int, proc, timeout: float = 15.0) -> None:
+    """Until a STUN binding request to ip:port is answered (the server is up)."""
+    from aioice import stun
+
+    loop = asyncio.get_running_loop()
+    answered = loop.create_future()
+
+    class Client(asyncio.DatagramProtocol):
+        def datagram_received(self, data, addr):
+            if not answered.done():
+                answered.set_result(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Client, local_addr=(ip, 0))
+    request = bytes(stun.Message(message_method=stun.Method.BINDING,
+                                 message_class=stun.Class.REQUEST))
+    try:
+        async with asyncio.timeout(timeout):
+            while not answered.done():
+                assert proc.returncode is None, "coturn exited"
+                transport.sendto(request, (ip, port))
+                await asyncio.wait({answered}, timeout=0.2)  # retransmission timer
+    finally:
+        transport.close()
+
+
+async def test_relay_candidate_from_turn_trickles_and_carries_data(coturn):
+    """The offer leaves at once; the TURN allocation's relay candidate follows (after the
+    holdback that lets direct pairs win); with only that candidate given to the other side, ICE
+    connects through coturn and a data channel carries bytes both ways."""
+    url, secret = coturn
+    user, password = turn_credentials(secret, "a")
+    a = engine.PeerConnection([engine.IceServer.parse(url, user, password)])
+    b = engine.PeerConnection([])
+    cleanups: list = []
+    try:
+        opened = asyncio.get_running_loop().create_future()
+        b.on_datachannel = lambda ch: opened.done() or opened.set_result(ch)
+        ch_a = a.create_channel("data")
+        t0 = time.perf_counter()
+        offer = await a.create_offer()
+        assert (time.perf_counter() - t0) * 1000 < SDP_DEADLINE_MS
+        # B hears of A only through its TURN relay address.
+        offer_relay_only = "\r\n".join(line for line in offer.split("\r\n")
+                                       if not line.startswith("a=candidate:")) + "\r\n"
+        answer = await b.accept_offer(offer_relay_only)
+        # ... and A's host sockets cannot reach B: only packets from coturn's relay ports pass.
+        (b_port,) = {line.split()[5] for line in answer.split("\r\n")
+                     if line.startswith("a=candidate:")}
+        rule = ["INPUT", "-p", "udp", "--dport", b_port, "!", "--sport",
+                f"{COTURN_PORTS[0]}:{COTURN_PORTS[1]}", "-j", "DROP"]
+        subprocess.run(["iptables", "-I", *rule], check=True)
+        cleanups.append(lambda: subprocess.run(["iptables", "-D", *rule], check=True))
+        await a.accept_answer(answer)
+        trickled = [c async for c in a.local_candidates()]
+        relay = [c for c in trickled[:-1] if " typ relay " in c["candidate"]]
+        assert relay, trickled
+        assert time.perf_counter() - t0 >= engine.RELAY_HOLDBACK
+        for c in relay:
+            await b.add_candidate(c)
+        assert await asyncio.wait_for(a.wait_connected(), 10)
+        assert a.selected_pair().local_type == "relay", a.selected_pair()
+        ch_b = await asyncio.wait_for(opened, 10)
+        got: asyncio.Queue = asyncio.Queue()
+        ch_b.on_message = got.put_nowait
+        await ch_a.wait_open()
+        ch_a.send(b"via coturn")
+        assert await asyncio.wait_for(got.get(), 10) == b"via coturn"
+    finally:
+        await a.close()
+        await b.close()
+        for undo in cleanups:
+            undo()
+
+
+async def test_turn_server_that_never_answers_is_one_warning(black_hole):
+    turn = engine.IceServer.parse(black_hole.replace("stun:", "turn:") + "?transport=udp",
+                                  "u", "p")
+    warnings: list[str] = []
+    pc = engine.PeerConnection([turn], on_warning=warnings.append)
+    try:
+        pc.create_channel("init")
+        t0 = time.perf_counter()
+        await pc.create_offer()
+        assert (time.perf_counter() - t0) * 1000 < SDP_DEADLINE_MS
+        assert [c async for c in pc.local_candidates()] == [None]
+        assert len(warnings) == 1 and "TURN server" in warnings[0] and turn.url in warnings[0]
+    finally:
+        await pc.close()

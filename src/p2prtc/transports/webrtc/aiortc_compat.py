@@ -218,3 +218,34 @@ def selected_pair(connection: Any) -> tuple[Any, Any] | None:
     if pair is None:
         return None
     return pair.local_candidate, pair.remote_candidate
+
+
+def new_protocol(connection: Any) -> Any:
+    """A socket protocol for `connection` (what aioice uses for each candidate's socket)."""
+    import aioice.ice as ice
+
+    return ice.StunProtocol(connection)
+
+
+def add_local_protocol(connection: Any, protocol: Any) -> bool:
+    """Add a socket found after ICE began (a TURN allocation) to ICE: pair its candidate with
+    every remote candidate; the check loop picks the new pairs up while remote candidates are
+    still expected (always, for us: js never ends its list). False if aioice is not as known."""
+    try:
+        if connection._closing or connection._check_list_done:
+            return False
+        connection._protocols.append(protocol)
+        for remote in list(connection._remote_candidates):
+            connection._pair_remote_candidate(remote)
+        connection.sort_check_list()
+        return True
+    except AttributeError:
+        return False
+
+
+async def close_protocol(protocol: Any) -> None:
+    """Close a candidate's socket that ICE does not own (for TURN: deallocate)."""
+    try:
+        await asyncio.wait_for(protocol.close(), 2.0)
+    except (TimeoutError, OSError, AttributeError) as e:
+        log.debug("closing a candidate socket: %s", e)

@@ -14,13 +14,14 @@ touching them. aiortc specifics worth knowing:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
-from aioice.ice import server_reflexive_candidate
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aioice.ice import relayed_candidate, server_reflexive_candidate
 from aiortc.rtcicetransport import candidate_from_aioice, parse_stun_turn_uri
 from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
 
@@ -149,6 +150,12 @@ class CandidatePair:
 # a STUN server that has not answered by then is reported (once per process) and given up on.
 # aioice's own gathering waits 5 s; 3 s is ~6 retransmissions (RTO 500 ms, doubling).
 STUN_TIMEOUT = 3.0
+# A TURN allocation takes two round trips (401 challenge, then the signed request).
+TURN_TIMEOUT = 5.0
+# Relay candidates join ICE this long after gathering starts (see PeerConnection._ask_turn):
+# direct pairs in the NAT lab connect in 60-160 ms, a dropped first check is resent within
+# aioice's 500 ms RTO (or at once by our triggered-check patch).
+RELAY_HOLDBACK = 0.5
 
 _unanswered_reported: set[str] = set()
 
@@ -164,6 +171,10 @@ class IceServer:
     transport: str = "udp"
     username: str | None = None
     credential: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return "STUN" if self.scheme == "stun" else "TURN"
 
     @classmethod
     def parse(cls, url: str, username: str | None = None,
@@ -184,17 +195,18 @@ class PeerConnection:
     """An RTCPeerConnection with just what libp2p's /webrtc needs, trickling its candidates.
 
     aiortc gathers host candidates only (milliseconds), so the offer or answer leaves at once;
-    server-reflexive candidates for every STUN server are found afterwards on the same sockets
-    and come out of `local_candidates()` as RTCIceCandidate.toJSON() dicts, ending with None.
-    TURN servers are still gathered by aiortc itself before the SDP (issue 11 trickles them).
+    server-reflexive candidates (every STUN server, on the host sockets) and relay candidates
+    (every TURN server, a socket of their own added to ICE) are found afterwards and come out of
+    `local_candidates()` as RTCIceCandidate.toJSON() dicts, ending with None.
     """
 
-    def __init__(self, ice_servers: list[str],
+    def __init__(self, ice_servers: list[str | IceServer],
                  on_warning: Callable[[str], None] | None = None) -> None:
-        servers = parse_ice_servers(ice_servers)
+        servers = [s if isinstance(s, IceServer) else IceServer.parse(s) for s in ice_servers]
         self._stun = [s for s in servers if s.scheme == "stun"]
-        turn = [RTCIceServer(urls=s.url) for s in servers if s.scheme != "stun"]
-        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=turn))
+        self._turn = [s for s in servers if s.scheme != "stun"]
+        self._unused_turn: list = []  # allocations ICE has not taken (ours to close)
+        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.on_datachannel: Callable[[DataChannel], None] | None = None
         self.on_state: Callable[[str], None] | None = None
         self.on_warning = on_warning
@@ -261,7 +273,7 @@ class PeerConnection:
                 self._mid = line[len("a=mid:"):].strip()
                 break
         if self._gathering is None:
-            self._gathering = asyncio.ensure_future(self._gather_reflexive())
+            self._gathering = asyncio.ensure_future(self._gather_late())
         return "".join(f"{line}\r\n" for line in lines if line != "a=end-of-candidates")
 
     async def local_candidates(self):
@@ -275,20 +287,47 @@ class PeerConnection:
             if item is None:
                 return
 
-    async def _gather_reflexive(self) -> None:
+    async def _gather_late(self) -> None:
+        """Server-reflexive candidates from every STUN server and a relay candidate from every
+        TURN server, all at once; each is trickled as soon as it is found."""
         try:
             connection = aiortc_compat.ice_connection(self._pc)
+            if connection is None:
+                if self._stun or self._turn:
+                    log.info("cannot trickle with this aiortc: host candidates only")
+                return
             protocols = [p for p in aiortc_compat.host_protocols(connection)
                          if ":" not in p.local_candidate.host]  # STUN here is IPv4 (as aioice)
-            if self._stun and connection is None:
-                log.info("cannot trickle with this aiortc: no server-reflexive candidates")
-            elif self._stun and protocols:
-                await asyncio.gather(*(self._ask(connection, server, protocols)
-                                       for server in self._stun))
+            jobs = [self._ask_stun(connection, s, protocols) for s in self._stun if protocols]
+            jobs += [self._ask_turn(connection, s) for s in self._turn]
+            await asyncio.gather(*jobs)
         finally:
             self._trickle.put_nowait(None)
 
-    async def _ask(self, connection, server: IceServer, protocols: list) -> None:
+    def _found(self, connection, cand) -> None:
+        known = {(c.type, c.host, c.port, c.related_address, c.related_port)
+                 for c in connection.local_candidates}
+        if (cand.type, cand.host, cand.port, cand.related_address, cand.related_port) in known:
+            return
+        aiortc_compat.add_local_candidate(connection, cand)
+        self._trickle.put_nowait({
+            "candidate": "candidate:" + candidate_to_sdp(candidate_from_aioice(cand)),
+            "sdpMid": self._mid, "sdpMLineIndex": 0})
+
+    def _unhelpful(self, server: IceServer, why: str, consequence: str) -> None:
+        """Say once per process that a STUN/TURN server failed us (later: debug level)."""
+        if self._ended.is_set():
+            return
+        text = f"{server.kind} server {server.url} did not help ({why}): {consequence}"
+        if server.url in _unanswered_reported:
+            log.debug("%s", text)
+            return
+        _unanswered_reported.add(server.url)
+        log.warning("%s", text)
+        if self.on_warning is not None:
+            self.on_warning(text)
+
+    async def _ask_stun(self, connection, server: IceServer, protocols: list) -> None:
         """Server-reflexive candidates from one STUN server, one per host socket."""
         async def one(protocol):
             async with asyncio.timeout(STUN_TIMEOUT):
@@ -298,26 +337,51 @@ class PeerConnection:
         results = await asyncio.gather(*(one(p) for p in protocols), return_exceptions=True)
         found = [c for c in results if not isinstance(c, BaseException)]
         for cand in found:
-            known = {(c.type, c.host, c.port, c.related_address, c.related_port)
-                     for c in connection.local_candidates}
-            if (cand.type, cand.host, cand.port, cand.related_address, cand.related_port) in known:
-                continue
-            aiortc_compat.add_local_candidate(connection, cand)
-            self._trickle.put_nowait({
-                "candidate": "candidate:" + candidate_to_sdp(candidate_from_aioice(cand)),
-                "sdpMid": self._mid, "sdpMLineIndex": 0})
-        if not found and not self._ended.is_set():
+            self._found(connection, cand)
+        if not found:
             failures = [e for e in results if not isinstance(e, TimeoutError)]
-            why = str(failures[0]) if failures else f"no answer within {STUN_TIMEOUT:.0f} s"
-            text = (f"STUN server {server.url} did not help ({why}): this side offers no "
-                    "server-reflexive candidate, so a direct path through NATs may fail")
-            if server.url not in _unanswered_reported:
-                _unanswered_reported.add(server.url)
-                log.warning("%s", text)
-                if self.on_warning is not None:
-                    self.on_warning(text)
-            else:
-                log.debug("%s", text)
+            self._unhelpful(server, str(failures[0]) if failures
+                            else f"no answer within {STUN_TIMEOUT:.0f} s",
+                            "this side offers no server-reflexive candidate, so a direct path "
+                            "through NATs may fail")
+
+    async def _ask_turn(self, connection, server: IceServer) -> None:
+        """A relay candidate from one TURN server. It joins ICE (paired with every remote
+        candidate, checked after the direct pairs) only RELAY_HOLDBACK after gathering began,
+        so a direct pair whose first check a NAT dropped still wins over the relay."""
+        started = asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(TURN_TIMEOUT):
+                cand, protocol = await relayed_candidate(
+                    component=1, hide_related_address=False,
+                    protocol_factory=lambda: aiortc_compat.new_protocol(connection),
+                    turn_server=(server.host, server.port), turn_username=server.username,
+                    turn_password=server.credential, turn_ssl=server.scheme == "turns",
+                    turn_transport=server.transport)
+        except Exception as e:  # TURN errors come as many types (OSError, STUN errors, timeouts)
+            why = f"no allocation within {TURN_TIMEOUT:.0f} s" if isinstance(e, TimeoutError) \
+                else (str(e) or type(e).__name__)
+            self._unhelpful(server, why, "no relay candidate from it")
+            return
+        if self._ended.is_set():
+            await aiortc_compat.close_protocol(protocol)
+            return
+        self._unused_turn.append(protocol)  # until ICE takes it
+        wait = RELAY_HOLDBACK - (asyncio.get_running_loop().time() - started)
+        if wait > 0 and not self._connected.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._connected.wait()  # woken early only by success: then unused
+        if self._ended.is_set():
+            return  # close() closes it
+        if self._connected.is_set():
+            log.debug("relay candidate %s:%s not needed: connected directly", cand.host, cand.port)
+        elif aiortc_compat.add_local_protocol(connection, protocol):
+            self._unused_turn.remove(protocol)  # ICE closes it with the connection
+            self._found(connection, cand)
+            return
+        self._unused_turn.remove(protocol)
+        await aiortc_compat.close_protocol(protocol)
 
     async def accept_answer(self, sdp: str) -> None:
         try:
@@ -364,5 +428,8 @@ class PeerConnection:
         if self._gathering is not None and not self._gathering.done():
             self._gathering.cancel()
             await asyncio.gather(self._gathering, return_exceptions=True)
-        await self._pc.close()
+        await self._pc.close()  # closes the TURN sockets ICE took; the others are ours to close
+        unused, self._unused_turn = self._unused_turn, []
+        for protocol in unused:
+            await aiortc_compat.close_protocol(protocol)
 
