@@ -80,6 +80,31 @@ async def test_symmetric_pair_falls_back_to_relay_and_says_why(lab):
     assert r.throughput is None
 
 
+async def test_nat_detected_and_ruled_out_pair_fails_at_once(lab):
+    """Port-restricted x symmetric: both peers detect their NAT with the relay's RFC 5780 STUN,
+    exchange it, and the dialer gives up on a direct path within 2 s, naming both NATs."""
+    r = await run_one(RunOptions("port-restricted", "symmetric", bytes=0, pings=2))
+    assert r.probe_mismatches == []
+    assert (r.nat_a_detected, r.nat_b_detected) == ("port-restricted", "symmetric"), r.to_dict()
+    assert not r.direct and r.matches_theory
+    assert r.failure_reported_ms is not None and r.failure_reported_ms < 2000, r.to_dict()
+    assert "no direct path possible" in r.error, r.error
+    assert "symmetric NAT" in r.error and "port-restricted NAT" in r.error
+    assert "relayed connection stays up" in r.error
+    assert r.chat["ok"] and r.chat["via"] == "relay", r.chat
+
+
+@pytest.mark.parametrize("nat_a, nat_b", [("full-cone", "restricted"), ("public", "double"),
+                                          ("restricted", "symmetric")])
+async def test_nat_detected_as_built(lab, nat_a, nat_b):
+    """Full cone and restricted told apart (the relay's second IP), a double NAT seen as the
+    port-restricted NAT it behaves as, and a pair theory allows still connects directly."""
+    r = await run_one(RunOptions(nat_a, nat_b, bytes=200_000, pings=2, probe=False))
+    want_b = "port-restricted" if nat_b == "double" else nat_b
+    assert (r.nat_a_detected, r.nat_b_detected) == (nat_a, want_b), r.to_dict()
+    assert r.direct and r.matches_theory, r.to_dict()
+
+
 async def test_delay_and_loss_are_applied(lab):
     r = await run_one(RunOptions("public", "port-restricted", delay_ms=25, loss_pct=1,
                                  bytes=200_000, pings=5, probe=False))

@@ -11,6 +11,10 @@ before the address is known.
 chat message with "ack: <message>" (so the dialer sees chat work both ways). It runs until stdin
 ends or SIGTERM.
 
+Both run NAT detection against their STUN server (`--stun`, else the relay's) and report
+`nat {mapping, filtering, type, public, server}`; peers exchange it before signalling
+(`nat-peer {peer, ..., ruled_out}`), and a pair theory rules out fails the dial at once.
+
 `dial` dials the /webrtc address and reports:
 `direct {ms, candidate_pair, ...}` or `no-direct {ms, reason}`; `rtt {path, ms}` over the relayed
 and over the direct connection; `throughput` over the direct connection (/perf/1.0.0 upload);
@@ -33,6 +37,7 @@ from ..host import Host
 from ..identity import PeerId
 from ..multiaddr import Multiaddr
 from ..protocols.chat import ChatService
+from ..protocols.natinfo import NatInfoService, stun_server_of
 from ..protocols.perf import PerfService
 from ..transports.webrtc.transport import WebRTCTransport
 from .procs import stop_on_signals
@@ -66,6 +71,9 @@ class LabPeer:
         self.host = Host()
         self.webrtc = WebRTCTransport(self.host, ice_servers)
         self.host.add_transport(self.webrtc, first=True)
+        self.ice_servers = ice_servers
+        self.natinfo = NatInfoService(self.host)
+        self.webrtc.natinfo = self.natinfo
         self.perf = PerfService(self.host)
         self.chat = ChatService(self.host, self._on_message)
         self.messages: asyncio.Queue[tuple[PeerId, str]] = asyncio.Queue()
@@ -75,6 +83,12 @@ class LabPeer:
             "disconnected", **conn_info(c), reason=c.close_reason))
         self.host.events.on("webrtc-failed", lambda peer, reason: self.emit(
             "webrtc-failed", peer=str(peer), reason=reason))
+        self.host.events.on("nat-detected", lambda b: self.emit("nat", **b.to_dict()))
+        self.host.events.on("nat-peer", lambda peer, b, reason: self.emit(
+            "nat-peer", peer=str(peer), **b.to_dict(), ruled_out=reason))
+
+    def detect_nat(self, relay: Multiaddr | None) -> None:
+        self.natinfo.start(stun_server_of(self.ice_servers, relay))
 
     def _on_message(self, peer: PeerId, text: str) -> None:
         stream = self.chat.streams.get(peer)
@@ -94,6 +108,7 @@ class LabPeer:
 
     async def listen(self, relay: str) -> None:
         self.replying = True
+        self.detect_nat(Multiaddr(relay))
         await self.host.listen(Multiaddr(relay).encapsulate("/p2p-circuit"), "/webrtc")
         listener = next(lis for lis in self.host._listeners if hasattr(lis, "first_attempt"))
         await asyncio.wait_for(asyncio.shield(listener.first_attempt), RESERVATION_TIMEOUT)
@@ -105,6 +120,8 @@ class LabPeer:
         addr = Multiaddr(target)
         peer = addr.peer_id()
         summary: dict = {"direct": False}
+        relay_part = addr.split_last("p2p-circuit")
+        self.detect_nat(relay_part[0] if relay_part is not None else None)
         self.emit("dialing", addr=target)
         t0 = time.perf_counter()
         direct: Connection | None = None
@@ -129,6 +146,10 @@ class LabPeer:
         relayed = next((c for c in self.host.connections(peer) if c.limited and not c.is_closed),
                        None)
         summary["relayed_connection"] = relayed is not None
+        mine = await self.natinfo.own_behaviour()
+        summary["nat"] = mine.to_dict() if mine is not None else None
+        theirs = self.natinfo.peers.get(peer)
+        summary["peer_nat"] = theirs.to_dict() if theirs is not None else None
         rtt: dict = {}
         for path, conn in (("relay", relayed), ("direct", direct)):
             if conn is None:

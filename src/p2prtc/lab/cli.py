@@ -103,6 +103,9 @@ class Printer:
         elif source == "lab" and name == "probed":
             for m in ev.get("mismatches", []):
                 print(f"PROBE MISMATCH: {m}", flush=True)
+        elif source in ("peer-a", "peer-b") and name == "nat":
+            print(f"{source} detected: {ev.get('type')} (mapping {ev.get('mapping')}, filtering "
+                  f"{ev.get('filtering')}, public {ev.get('public')})", flush=True)
         elif source == "peer-b" and name == "direct":
             print(f"direct WebRTC after {ev.get('ms')} ms", flush=True)
         elif source == "peer-b" and name == "no-direct":

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from .nat import EXPECTED, NAT_TYPES, predict
 from .netns import LabError, remove_leftovers, sh
 from .procs import LabProcess, ProcessGroup, python_argv
-from .topology import (PROBE_PORT, RELAY_IP, RELAY_IP2, RELAY_PORT, RELAY_WS_PORT, STUN_PORT,
-                       Lab)
+from .topology import (PROBE_PORT, RELAY_IP, RELAY_IP2, RELAY_PORT, RELAY_WS_PORT, STUN_ALT_PORT,
+                       STUN_PORT, Lab)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ PEER_MODES = ("python", "browser", "mixed")
 START_TIMEOUT = 30.0      # a process (Python + aiortc import, or Chromium) is up and reporting
 RESERVATION_TIMEOUT = 45.0
 DIAL_REPORT_TIMEOUT = 150.0  # dial + pings + 10 MB + chat, with delay/loss
+NAT_EVENT_TIMEOUT = 5.0  # the listener's NAT detection (bounded at 1.4 s) has long ended by then
 
 
 @dataclass
@@ -76,7 +77,11 @@ class RunResult:
     chat: dict | None = None
     failure: str | None = None       # why there is no direct connection (user-facing)
     error: str | None = None         # the dial error as reported by the peer
-    failure_reported_ms: float | None = None
+    failure_reported_ms: float | None = None  # from B's dial to its failure (no direct path)
+    # The NAT types (lab names) as the peers detected them with the relay's STUN (RFC 5780);
+    # None for a browser peer, which does not detect.
+    nat_a_detected: str | None = None
+    nat_b_detected: str | None = None
     probes: dict = field(default_factory=dict)
     probe_mismatches: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -150,7 +155,8 @@ class LabRun:
         assert lab is not None
         relay = await self.procs.start("relay", lab.relay_ns, python_argv(
             "p2prtc", "relay", "--listen-ip", RELAY_IP, "--port", str(RELAY_PORT),
-            "--websocket-port", str(RELAY_WS_PORT), "--stun-port", str(STUN_PORT), "--json",
+            "--websocket-port", str(RELAY_WS_PORT), "--stun-port", str(STUN_PORT),
+            "--stun-alt-port", str(STUN_ALT_PORT), "--stun-alt-ip", RELAY_IP2, "--json",
             *self._verbose))
         probe_srv = None
         if o.probe or o.probe_only:
@@ -183,6 +189,10 @@ class LabRun:
         await b_proc.send_line(target)
         done = await b_proc.wait_event("done", DIAL_REPORT_TIMEOUT)
         self._fill(result, done)
+        result.nat_b_detected = (done.get("nat") or {}).get("type")
+        if not self._a_is_browser:
+            nat_a = await a_proc.wait_event("nat", NAT_EVENT_TIMEOUT)
+            result.nat_a_detected = nat_a.get("type")
         a_direct = [e for e in a_proc.events if e.get("event") == "connected"
                     and e.get("transport") == "webrtc"]
         if a_direct:
@@ -332,6 +342,12 @@ async def run_probes(types: tuple[str, ...] = NAT_TYPES, on_event=None) -> dict[
 
 # -- presenting results ---------------------------------------------------------------------------
 
+def detected_as(nat: str) -> str:
+    """The lab type a peer's NAT detection should report for NAT type `nat`: a double NAT (two
+    port-restricted routers) behaves as one port-restricted NAT."""
+    return "port-restricted" if nat == "double" else nat
+
+
 def _fmt_ms(v) -> str:
     return "-" if v is None else f"{v:.0f}" if v >= 10 else f"{v:.1f}"
 
@@ -345,6 +361,9 @@ def describe_result(r: RunResult) -> str:
                      f"{p.get('filtering')}, mapped {p.get('mapped', {}).get('stun')})")
     for m in r.probe_mismatches:
         lines.append(f"  PROBE MISMATCH: {m}")
+    if r.nat_a_detected or r.nat_b_detected:
+        lines.append(f"  NAT detected by the peers: A {r.nat_a_detected or '-'}, "
+                     f"B {r.nat_b_detected or '-'}")
     theory = "direct" if r.predicted_direct else "no direct path"
     if r.direct:
         lines.append(f"  direct WebRTC in {_fmt_ms(r.time_to_direct_ms)} ms from the dial "
@@ -396,6 +415,11 @@ def matrix_row(r: RunResult) -> str:
         notes.append("probe mismatch: " + "; ".join(r.probe_mismatches))
     if not r.direct:
         notes.append(f"failure reported after {_fmt_ms(r.failure_reported_ms)} ms")
+    wrong = [f"{side} detected {got}" for side, nat, got in (("A", r.nat_a, r.nat_a_detected),
+                                                              ("B", r.nat_b, r.nat_b_detected))
+             if got is not None and got != detected_as(nat)]
+    if wrong:
+        notes.append("NAT " + ", ".join(wrong))
     ttd = _fmt_ms(r.time_to_direct_ms) if r.direct else "-"
     return (f"| {r.nat_a} | {r.nat_b} | {theory} | {measured} | {ttd} | "
             f"{_pair_types(r.candidate_pair)} | {_pair_types(r.listener_candidate_pair)} | {rtts} | {mbps} | {chat} | {', '.join(notes)} |")

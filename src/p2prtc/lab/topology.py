@@ -1,7 +1,8 @@
 """Build the lab: an internet bridge, the relay host, and one network per side with its NAT.
 
 Addresses (documentation ranges only, RFC 5737):
-  internet 203.0.113.0/24: relay .10 (and .11, the probe's second address), router A .1,
+  internet 203.0.113.0/24: relay .10 (and .11, the second address of the probe and of the
+  relay's STUN server), router A .1,
   router B .2, public peers A .21 / B .22;
   LANs: A 198.51.100.0/26 (router .1, peer .2), B 198.51.100.64/26 (router .65, peer .66);
   between the two routers of a double NAT: A 198.51.100.128/26, B 198.51.100.192/26.
@@ -25,6 +26,9 @@ RELAY_PORT = 4884
 RELAY_WS_PORT = 8080
 STUN_PORT = 3478
 PROBE_PORT = 3479  # probe server: RELAY_IP and RELAY_IP2, this port and the next
+# The relay's RFC 5780 STUN sockets: RELAY_IP and RELAY_IP2, STUN_PORT and this one (the peers'
+# NAT detection tells full cone from restricted with the second IP).
+STUN_ALT_PORT = 3481
 
 
 @dataclass(frozen=True)
