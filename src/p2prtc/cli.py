@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Private-to-private WebRTC with libp2p: relay, browser app, Python peer, NAT lab.",
     )
     parser.add_argument("--version", action="version", version=f"p2prtc {__version__}")
+    # also accepted before the command (`p2prtc -v listen ...`); added to the command's own -v
+    parser.add_argument("-v", "--verbose", action="count", default=0, dest="global_verbose",
+                        help="debug logs on stderr (-vv for more); also after the command")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -291,6 +294,11 @@ def cmd_id(args: argparse.Namespace) -> int:
     return 0
 
 
+def verbosity(args: argparse.Namespace) -> int:
+    """-v/-vv counted before and after the command name."""
+    return getattr(args, "global_verbose", 0) + getattr(args, "verbose", 0)
+
+
 def setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, stream=sys.stderr,
@@ -309,7 +317,7 @@ def run_async(coro) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(getattr(args, "verbose", 0))
+    setup_logging(verbosity(args))
     try:
         return args.func(args)
     except CliError as e:

@@ -66,6 +66,13 @@ class Connection:
         self.opened_at = time.monotonic()
         # Filled by the transport when useful to show (e.g. ICE candidate pair of a WebRTC conn).
         self.details: dict[str, Any] = {}
+        # Set by the circuit transport on relayed connections: bytes and time used against the
+        # relay's limits (a transports.circuit_limit.CircuitMeter).
+        self.limit_meter: Any = None
+        # Set by a transport that can say in words why this connection ended (a relay's limit,
+        # the relay gone): called once with the muxer's low-level reason.
+        self.explain_end: Callable[[str], str] | None = None
+        self._end_reason: str | None = None
 
     def start(self, on_stream: Callable[[Any], None]) -> None:
         self.muxer.on_stream = on_stream
@@ -78,6 +85,17 @@ class Connection:
     @property
     def close_reason(self) -> str | None:
         return self.muxer.close_reason
+
+    @property
+    def end_reason(self) -> str | None:
+        """Why the connection ended, in words where the transport knows more than the muxer
+        (None while open). Worked out on first use, which should be when it ends."""
+        low = self.muxer.close_reason
+        if low is None or self.explain_end is None:
+            return low
+        if self._end_reason is None:
+            self._end_reason = self.explain_end(low)
+        return self._end_reason
 
     async def new_stream(self, protocols: Sequence[str]):
         """Open a stream and negotiate one of `protocols` (in order of preference)."""

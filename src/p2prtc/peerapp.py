@@ -22,14 +22,19 @@ from .errors import DialError, P2PError
 from .host import Host
 from .identity import Identity, PeerId
 from .multiaddr import Multiaddr
-from .protocols.chat import ChatService
+from .protocols.chat import ChatService, NotSent
 from .protocols.filetransfer import FileResult, FileService
 from .protocols.natinfo import NatInfoService, stun_server_of
+from .transports.webrtc import transport as webrtc_transport
 from .transports.webrtc.transport import WebRTCTransport
 
 log = logging.getLogger(__name__)
 
 RELAY_TIMEOUT = 20.0
+# A listener reports an inbound relayed connection as `connected` (transport relay) when no
+# direct WebRTC connection and no upgrade failure came within this time: the dialer's whole
+# /webrtc dial, and a little more.
+UPGRADE_WAIT = webrtc_transport.DIAL_TIMEOUT + 2.0
 
 
 @dataclass
@@ -91,6 +96,14 @@ def short(peer: PeerId) -> str:
     return f"{s[:6]}…{s[-6:]}"
 
 
+def browser_dialable(addr: Multiaddr) -> bool:
+    """Whether a browser can dial this address: its relay is reached over WebSocket (ws, wss,
+    tls/ws) or WebRTC-direct; browsers cannot open TCP or QUIC connections."""
+    parts = addr.split_last("p2p-circuit")
+    protos = (parts[0] if parts is not None else addr).protocols()
+    return any(p in protos for p in ("ws", "wss", "webrtc-direct"))
+
+
 def describe(conn: Connection) -> str:
     if conn.transport == "webrtc":
         pair = conn.details.get("candidate_pair")
@@ -121,6 +134,12 @@ class PeerApp:
         self.relays: set[PeerId] = set()
         self.peers: list[PeerId] = []  # chat partners, most recent last
         self._dial_started: dict[PeerId, float] = {}
+        # ids of the connections reported `connected` (one event per connection, final kind)
+        self._reported: set[int] = set()
+        # ids of relayed connections a direct one replaced (their end is no disconnection)
+        self._superseded: set[int] = set()
+        # inbound relayed connections waiting for the dialer's WebRTC upgrade (listener side)
+        self._awaiting: dict[PeerId, tuple[Connection, asyncio.TimerHandle]] = {}
         self.stop = asyncio.Event()
         ev = self.host.events
         ev.on("connection", self._on_connection)
@@ -128,16 +147,21 @@ class PeerApp:
         ev.on("reservation", self._on_reservation)
         ev.on("nat-detected", self._on_nat)
         ev.on("nat-peer", self._on_nat_peer)
+        # retries, not failures: `warning`
         ev.on("reservation-lost", lambda relay, reason: self.out.event(
-            "error", f"Lost the relay {short(relay)} ({reason}); reserving again…",
-            reason=f"relay connection lost: {reason}"))
+            "warning", f"Lost the relay {short(relay)} ({reason}); reserving again…",
+            reason=f"relay connection lost: {reason}; reserving again"))
         ev.on("relay-error", lambda addr, reason: self.out.event(
-            "error", f"Relay {addr}: {reason} (retrying)", reason=f"relay: {reason}"))
-        ev.on("webrtc-failed", lambda peer, reason: self.out.event(
-            "error", f"No direct WebRTC path with {short(peer)}: {reason}. "
-                     "Chat goes over the relay while it allows.", reason=reason, peer=str(peer)))
+            "warning", f"Relay {addr}: {reason} (retrying)", reason=f"relay: {reason}; retrying"))
+        ev.on("webrtc-failed", self._on_webrtc_failed)
+        ev.on("warning", lambda text: self.out.event("warning", f"Warning: {text}", reason=text))
 
     # -- events ----------------------------------------------------------------------------
+
+    # Events a script can trust: `relayed` for the relayed connection an upgrade runs over, then
+    # one `connected` per connection with its final kind: webrtc/direct once the upgrade works,
+    # relay/not direct once it failed (dialer: the /webrtc dial failed; listener: the upgrade
+    # failed or none came within UPGRADE_WAIT); `disconnected` when that connection ends.
 
     def _on_connection(self, conn: Connection) -> None:
         peer = conn.remote_peer
@@ -145,44 +169,113 @@ class PeerApp:
             self.out.event("relay-connected", f"Connected to relay {conn.remote_addr}",
                            relay=str(conn.remote_addr.with_peer_id(peer)))
             return
-        direct = conn.transport != "circuit"  # relayed, even when the relay sets no limits
-        ms = conn.details.get("upgrade_ms")
-        if ms is None and peer in self._dial_started:
-            ms = (time.perf_counter() - self._dial_started[peer]) * 1000
         if peer in self.peers:
             self.peers.remove(peer)
         self.peers.append(peer)
+        if conn.transport != "circuit":
+            self._report_connected(conn)
+            return
+        # relayed, even when the relay sets no limits
+        inbound = conn.direction == "inbound"
+        text = f"Relayed connection with {short(peer)} through {describe(conn)}"
+        if inbound and self.webrtc.listening:
+            text += "; waiting for its direct WebRTC upgrade"
+        self.out.event("relayed", text, peer=str(peer), addr=str(conn.remote_addr),
+                       limit=conn.details.get("limit"))
+        if inbound:
+            if not self.webrtc.listening:
+                self._report_connected(conn)
+                return
+            old = self._awaiting.pop(peer, None)
+            if old is not None:
+                old[1].cancel()
+            timer = asyncio.get_running_loop().call_later(UPGRADE_WAIT, self._upgrade_overdue,
+                                                          conn)
+            self._awaiting[peer] = (conn, timer)
+        # outbound: dial() reports it once the upgrade has failed
+
+    def _upgrade_overdue(self, conn: Connection) -> None:
+        entry = self._awaiting.get(conn.remote_peer)
+        if entry is not None and entry[0] is conn:
+            del self._awaiting[conn.remote_peer]
+            self._report_connected(conn)
+
+    def _on_webrtc_failed(self, peer: PeerId, reason: str) -> None:
+        self.out.event("error", f"No direct WebRTC path with {short(peer)}: {reason}. "
+                                "Chat goes over the relay while it allows.",
+                       reason=reason, peer=str(peer))
+        entry = self._awaiting.pop(peer, None)
+        if entry is not None:
+            entry[1].cancel()
+            self._report_connected(entry[0])
+
+    def _report_connected(self, conn: Connection) -> None:
+        """The one `connected` event of `conn`, with its final transport."""
+        if conn.id in self._reported or conn.is_closed:
+            return
+        peer = conn.remote_peer
+        relayed = conn.transport == "circuit"
+        if not relayed:
+            entry = self._awaiting.pop(peer, None)
+            if entry is not None:
+                entry[1].cancel()
+            self._superseded.update(c.id for c in self.host.connections(peer)
+                                    if c.transport == "circuit")
+        self._reported.add(conn.id)
+        ms = conn.details.get("upgrade_ms")
+        if ms is None and peer in self._dial_started:
+            ms = (time.perf_counter() - self._dial_started[peer]) * 1000
         took = f" in {ms:.0f} ms" if ms is not None else ""
         text = f"Connected to {short(peer)} via {describe(conn)}{took}"
-        if conn.transport == "circuit" and conn.direction == "inbound":
-            text += "; waiting for its direct WebRTC upgrade"
+        if relayed:
+            text += " (no direct connection: chat goes over the relay while it allows)"
         self.out.event("connected", text, peer=str(peer), addr=str(conn.remote_addr),
-                       transport="relay" if conn.transport == "circuit" else conn.transport,
-                       direct=direct, ms=round(ms, 1) if ms is not None else None,
+                       transport="relay" if relayed else conn.transport,
+                       direct=not relayed, ms=round(ms, 1) if ms is not None else None,
                        candidate_pair=conn.details.get("candidate_pair"))
 
     def _on_disconnection(self, conn: Connection) -> None:
         peer = conn.remote_peer
-        reason = conn.close_reason or "closed"
         if peer in self.relays:
             return
+        reason = conn.end_reason or "closed"
+        entry = self._awaiting.get(peer)
+        if entry is not None and entry[0] is conn:
+            del self._awaiting[peer]
+            entry[1].cancel()
         still = [c for c in self.host.connections(peer) if not c.is_closed]
-        self.out.event("disconnected",
-                       f"Disconnected from {short(peer)} ({describe(conn)}): {reason}"
-                       + ("" if still else ""), peer=str(peer), reason=reason,
-                       transport=conn.transport)
+        kind = "relay" if conn.transport == "circuit" else conn.transport
+        self._reported.discard(conn.id)
+        if conn.id in self._superseded:  # the relayed connection a direct one replaced
+            self._superseded.discard(conn.id)
+            direct_up = any(c.transport != "circuit" for c in still)
+            self.out.event("relayed-closed", f"The relayed connection with {short(peer)} ended "
+                                             f"({reason})"
+                                             + ("; the direct connection stays" if direct_up else ""),
+                           peer=str(peer), reason=reason)
+        else:  # a connection reported `connected`, or a relayed one that never got that far
+            self.out.event("disconnected", f"Disconnected from {short(peer)} ({describe(conn)}): "
+                                           f"{reason}", peer=str(peer), reason=reason,
+                           transport=kind)
         if not still and peer in self.peers:
             self.peers.remove(peer)
 
     def _on_reservation(self, info) -> None:
         self.relays.add(info.relay)
-        addrs = [str(a.with_peer_id(self.host.peer_id)) for a in self.host.listen_addrs
+        addrs = [a.with_peer_id(self.host.peer_id) for a in self.host.listen_addrs
                  if a.has("webrtc")]
+        # browsers can only use some: those first (a browser user copies the first one)
+        browser = [str(a) for a in addrs if browser_dialable(a)]
+        others = [str(a) for a in addrs if not browser_dialable(a)]
         expires = time.strftime("%H:%M:%S", time.localtime(info.expires))
         text = f"Reserved a slot on relay {short(info.relay)} until {expires}.\n" \
-               "Dialable address (share it):\n  " + "\n  ".join(addrs)
+               "Dialable addresses (share one):"
+        if browser:
+            text += "\n  for browsers:\n    " + "\n    ".join(browser)
+        if others:
+            text += "\n  for Python/rust/Node peers:\n    " + "\n    ".join(others)
         self.out.event("reservation", text, relay=str(info.relay), expires=info.expires)
-        self.out.event("listening", None, addrs=addrs)
+        self.out.event("listening", None, addrs=browser + others, browser_addrs=browser)
 
     def _on_nat(self, b) -> None:
         self.out.event("nat", f"NAT: {b.describe()}", **b.to_dict())
@@ -242,27 +335,39 @@ class PeerApp:
         self.out.event("dialing", f"Dialing {addr}", addr=str(addr))
         self._dial_started[peer] = time.perf_counter()
         try:
-            await self.host.dial(addr)
+            conn = await self.host.dial(addr)
         except DialError as e:
             relayed = self.host.best_connection(peer, allow_limited=True)
             if relayed is None or not addr.has("webrtc"):
                 raise
             self.out.event("error", f"{e}\nChatting over the relay instead ({describe(relayed)}).",
                            reason=str(e))
+            self._report_connected(relayed)
+        else:
+            self._report_connected(conn)  # a relayed one when dialing a plain circuit address
         if not self.opts.json:
             print("Type a message and press Enter to send it; /send FILE sends a file; /quit "
                   "leaves.", flush=True)
 
     async def send_text(self, text: str) -> None:
+        """`sent` only for a message written into an open stream within the relay's limits;
+        otherwise `undelivered` naming the message and why."""
         if not self.peers:
-            self.out.event("error", "Nobody to send to yet.", reason="no connected peer")
+            self.out.event("undelivered", f"Not sent (nobody to send to yet): {text}",
+                           peer=None, text=text, reason="not sent: no connected peer")
             return
         for peer in list(self.peers):
             try:
                 await self.chat.send(peer, text)
+            except NotSent as e:
+                reason = f"not sent: {e}"
+            except (P2PError, OSError, ValueError) as e:
+                reason = f"not delivered: {e}"
+            else:
                 self.out.event("sent", None, peer=str(peer), text=text)
-            except (P2PError, OSError) as e:
-                self.out.event("error", f"Could not send to {short(peer)}: {e}", reason=str(e))
+                continue
+            self.out.event("undelivered", f"Message to {short(peer)} {reason}: {text}",
+                           peer=str(peer), text=text, reason=reason)
 
     async def send_file(self, path: str) -> None:
         p = Path(path).expanduser()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from ..errors import P2PError
@@ -16,6 +17,11 @@ log = logging.getLogger(__name__)
 CHAT = "/libp2p/examples/chat/1.0.0"
 # One message per read; js sends a message in one write, which arrives as one chunk.
 MAX_MESSAGE = 64 * 1024
+
+
+class NotSent(P2PError):
+    """The message was not written: the relayed connection it would go over has no room left
+    under the relay's limits (it would be cut off and lost on the way)."""
 
 
 class ChatService:
@@ -83,4 +89,14 @@ class ChatService:
         if len(data) > MAX_MESSAGE:
             raise ValueError(f"message longer than {MAX_MESSAGE} bytes")
         stream = await self._stream_for(peer)
+        conn = stream.connection
+        meter = conn.limit_meter
+        if meter is not None:
+            why = meter.refuse(len(data), time.monotonic())
+            if why is not None:
+                if meter.data_used_up():
+                    # nothing useful fits any more: end it now rather than at the relay's cut
+                    # (frees the relay's slot; the peer's own count tells it why)
+                    self.host.spawn(conn.close())
+                raise NotSent(why)
         await stream.write(data)

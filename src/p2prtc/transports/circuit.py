@@ -19,9 +19,11 @@ from ..connection import Connection
 from ..errors import DialError, P2PError, ProtocolError, StreamClosed
 from ..identity import PeerId
 from ..multiaddr import Multiaddr, MultiaddrError
+from ..muxer.yamux import GO_AWAY_NORMAL
 from ..protocols import relay_hop as hop
 from ..protocols.relay_hop import HopMessage, StopMessage
 from .base import ConnectionHandler, Listener, RawConnection, Transport
+from .circuit_limit import CircuitMeter
 
 if TYPE_CHECKING:
     from ..host import Host
@@ -38,19 +40,30 @@ HOP_ANNOUNCE_WAIT = 3.0
 
 
 class CircuitStream(RawConnection):
-    """A hop or stop stream that has become a relayed byte stream."""
+    """A hop or stop stream that has become a relayed byte stream; every byte either way is
+    counted on `meter` (what the relay counts against its limits)."""
 
     transport_name = "circuit"
 
-    def __init__(self, stream, local_addr: Multiaddr, remote_addr: Multiaddr) -> None:
+    def __init__(self, stream, local_addr: Multiaddr, remote_addr: Multiaddr,
+                 meter: CircuitMeter | None = None) -> None:
         self._s = stream
         self.local_addr = local_addr
         self.remote_addr = remote_addr
+        self.meter = meter or CircuitMeter(started=time.monotonic())
+
+    @property
+    def relay_connection(self) -> Connection:
+        """Our connection to the relay that carries this circuit."""
+        return self._s.connection
 
     async def read(self, n: int = 65536) -> bytes:
-        return await self._s.read(n)
+        data = await self._s.read(n)
+        self.meter.on_received(len(data))
+        return data
 
     async def write(self, data) -> None:
+        self.meter.on_sent(len(data))
         await self._s.write(data)
 
     async def close_write(self) -> None:
@@ -272,11 +285,12 @@ class CircuitTransport(Transport):
                             f"{hop.status_name(reply.status)}")
         limit = reply.limit if reply.HasField("limit") else None
         base = relay_addr.with_peer_id(relay_peer).encapsulate("/p2p-circuit")
+        stream.connection = relay_conn
         raw = CircuitStream(stream, base.encapsulate(f"/p2p/{self.host.peer_id}"),
-                            base.encapsulate(f"/p2p/{dst}"))
+                            base.encapsulate(f"/p2p/{dst}"), _meter(limit))
         conn = await self.host.upgrader.upgrade_outbound(raw, dst, "circuit",
                                                          limited=is_limited(limit))
-        _note_limit(conn, limit)
+        _note_limit(conn, limit, raw)
         return conn
 
     async def listen(self, addr: Multiaddr, on_connection: ConnectionHandler) -> Listener:
@@ -310,20 +324,42 @@ class CircuitTransport(Transport):
         limit = msg.limit if msg.HasField("limit") else None
         base = relay_conn.remote_addr.with_peer_id(relay_conn.remote_peer).encapsulate("/p2p-circuit")
         raw = CircuitStream(stream, base.encapsulate(f"/p2p/{self.host.peer_id}"),
-                            base.encapsulate(f"/p2p/{src}"))
+                            base.encapsulate(f"/p2p/{src}"), _meter(limit))
         conn = await self.host.upgrader.upgrade_inbound(raw, "circuit", limited=is_limited(limit))
         if conn.remote_peer != src:
             log.warning("relayed connection claimed to be from %s but authenticated as %s",
                         src, conn.remote_peer)
             await conn.close()
             return
-        _note_limit(conn, limit)
+        _note_limit(conn, limit, raw)
         self.host._add_connection(conn)
 
 
-def _note_limit(conn: Connection, limit) -> None:
+def _meter(limit) -> CircuitMeter:
+    """Started before the upgrade: the relay counts the handshake bytes too (the listener's
+    clock starts before the relay's, the dialer's up to one round trip after it)."""
+    return CircuitMeter(limit.duration if limit is not None else 0,
+                        limit.data if limit is not None else 0, started=time.monotonic())
+
+
+def _note_limit(conn: Connection, limit, raw: CircuitStream) -> None:
     if limit is not None:
         conn.details["limit"] = {"duration": limit.duration, "data": limit.data}
+    meter = raw.meter
+    conn.limit_meter = meter
+    relay_conn = raw.relay_connection
+    session = getattr(conn.muxer, "session", None)  # the YamuxSession
+    if session is not None:
+        # written by the application, not yet handed to the circuit: counts all the same
+        meter.queued = lambda: session.pending_bytes
+
+    def explain_end(low_level: str) -> str:
+        # yamux: did the peer say goodbye (GoAway normal) before the end?
+        return meter.end_reason(
+            low_level, time.monotonic(), relay_gone=relay_conn.is_closed,
+            peer_left=getattr(session, "remote_go_away", None) == GO_AWAY_NORMAL)
+
+    conn.explain_end = explain_end
 
 
 async def _stop_status(stream, code: int) -> None:

@@ -1,0 +1,206 @@
+"""Honest endings on a relayed-only chat: `p2prtc listen` / `p2prtc dial` (CLI subprocesses)
+through `p2prtc relay` with small circuit limits, UDP blocked so that there is no direct path.
+
+Every line the dialer reports `sent` arrives; every other line is reported `undelivered` with the
+reason; when the relay's limit ends the relayed connection, both sides say which limit, in words.
+Also the event contract: `relayed` for the relayed connection, then exactly one `connected`
+(transport relay, direct false) once the WebRTC upgrade has failed.
+
+Run inside the test namespace: scripts/netns-run .venv/bin/python -m pytest tests/e2e/test_relay_limits.py -q
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+
+import pytest
+
+from ..netns import lab_ip
+from .webpage import Cli
+
+KIB = 1024
+LINE = re.compile(r"<line (\d+)>")
+
+
+@pytest.fixture
+def udp_blocked():
+    """Drop every UDP datagram to this namespace's veth address: ICE cannot work, the relay (TCP)
+    still does. (Only inside the test namespace made by scripts/netns-run.)"""
+    rule = ["-d", lab_ip(), "-p", "udp", "-j", "DROP"]
+    subprocess.run(["iptables", "-I", "INPUT", *rule], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["iptables", "-D", "INPUT", *rule], check=False)
+
+
+@pytest.fixture
+async def clis():
+    started: list[Cli] = []
+
+    async def make(*args: str, name: str) -> Cli:
+        cli = Cli(*args, name=name)
+        started.append(cli)
+        return await cli.start()
+
+    yield make
+    for cli in reversed(started):
+        import json
+        with open(f"/tmp/dbg-{cli.name}.jsonl", "w") as f:
+            f.write("\n".join(json.dumps(e) for e in cli.events))
+        with open(f"/tmp/dbg-{cli.name}.err", "w") as f:
+            f.write(cli.stderr_text())
+        if cli.proc is not None and cli.proc.returncode is None:
+            cli.proc.kill()
+            await cli.proc.wait()
+
+
+async def start_relay(*limits: str) -> tuple[asyncio.subprocess.Process, str]:
+    """`p2prtc relay` on the veth address with the given limit flags; returns it and its TCP
+    address."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "p2prtc", "relay", "--listen-ip", lab_ip(), "--port", "0",
+        "--websocket-port", "0", "--stun-port", "0", *limits,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    addrs: list[str] = []
+    while len(addrs) < 2:
+        line = await asyncio.wait_for(proc.stdout.readline(), 20)
+        assert line, "p2prtc relay exited before listening"
+        if line.startswith(b"Listening on "):
+            addrs.append(line.decode().split(" ", 2)[2].strip())
+    return proc, next(a for a in addrs if "/ws" not in a)
+
+
+@pytest.fixture
+async def relay_factory():
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def make(*limits: str) -> str:
+        proc, addr = await start_relay(*limits)
+        procs.append(proc)
+        return addr
+
+    yield make
+    for proc in procs:
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
+
+
+async def listener(clis, relay_addr: str) -> tuple[Cli, str]:
+    cli = await clis("listen", relay_addr, "--json", "--stun", "none", name="listener")
+    ev = await cli.wait_event("listening", timeout=30)
+    # browser-dialable (WebSocket) addresses come first, labelled as such
+    browser = ev["browser_addrs"]
+    assert browser and all("/ws/" in a for a in browser), ev
+    assert ev["addrs"][:len(browser)] == browser, ev
+    tcp = [a for a in ev["addrs"] if a not in browser and "/p2p-circuit/webrtc/" in a]
+    assert tcp, ev
+    return cli, tcp[0]
+
+
+def received_lines(cli: Cli) -> set[int]:
+    """Line numbers in the listener's `message` events (chat has no framing: one read may hold
+    several lines)."""
+    got: set[int] = set()
+    for e in cli.events:
+        if e["event"] == "message":
+            got.update(int(n) for n in LINE.findall(e["text"]))
+    return got
+
+
+def outcomes(cli: Cli) -> tuple[set[int], dict[int, str]]:
+    sent = {int(LINE.search(e["text"]).group(1)) for e in cli.events if e["event"] == "sent"}
+    undelivered = {int(LINE.search(e["text"]).group(1)): e["reason"] for e in cli.events
+                   if e["event"] == "undelivered"}
+    return sent, undelivered
+
+
+def one_connected(cli: Cli, peer: str) -> dict:
+    """The event contract: `relayed` first, then exactly one `connected` for the peer."""
+    kinds = [e["event"] for e in cli.events if e.get("peer") == peer
+             and e["event"] in ("relayed", "connected")]
+    assert kinds == ["relayed", "connected"], (kinds, cli.describe())
+    ev = next(e for e in cli.events if e["event"] == "connected" and e["peer"] == peer)
+    assert ev["transport"] == "relay" and ev["direct"] is False and "/p2p-circuit" in ev["addr"], ev
+    return ev
+
+
+async def test_data_limit_every_line_arrives_or_is_reported(relay_factory, clis, udp_blocked):
+    relay_addr = await relay_factory("--max-circuit-bytes", str(64 * KIB))
+    lis, addr = await listener(clis, relay_addr)
+    lis_peer = (await lis.wait_event("peer"))["peer"]
+    dialer = await clis("dial", addr, "--json", "--stun", "none", name="dialer")
+    dial_peer = (await dialer.wait_event("peer"))["peer"]
+    # no direct path: both sides settle on the relayed connection, and say so once
+    await dialer.wait_event("connected", peer=lis_peer, timeout=40)
+    await lis.wait_event("connected", peer=dial_peer, timeout=40)
+    one_connected(dialer, lis_peer)
+    one_connected(lis, dial_peer)
+    relayed = next(e for e in dialer.events if e["event"] == "relayed")
+    assert relayed["limit"] == {"duration": 120, "data": 64 * KIB}, relayed
+
+    n = 1000  # ~90 KiB of chat: more than the relay lets through
+    for i in range(n):
+        await dialer.send_line(f"<line {i:04d}> " + "x" * 70)
+    await dialer._wait(lambda: True if sum(map(len, outcomes(dialer))) >= n else None,
+                       f"an outcome for each of {n} lines", 60)
+    sent, undelivered = outcomes(dialer)
+    assert sent | set(undelivered) == set(range(n)) and not sent & set(undelivered)
+    assert undelivered, "the relay's limit was never reached: the test proves nothing"
+    assert set(undelivered.values()) == {
+        "not sent: the relay's 64 KiB data limit for this relayed connection is used up"}
+    assert max(sent) < min(undelivered), "a line went out after the limit was used up"
+
+    # both sides say why the relayed connection ended
+    ended = await dialer.wait_event("disconnected", peer=lis_peer, timeout=30)
+    assert ended["reason"] == "the relay's 64 KiB data limit was reached", ended
+    ended = await lis.wait_event("disconnected", peer=dial_peer, timeout=30)
+    assert ended["reason"] == "the relay's 64 KiB data limit was reached", ended
+    # what was read before the end is still shown (it may come after the `disconnected` line)
+    try:
+        await lis._wait(lambda: True if sent <= received_lines(lis) else None,
+                        "every line reported sent", 30)
+    except AssertionError:
+        missing = sent - received_lines(lis)
+        raise AssertionError(f"{len(missing)} lines reported sent never arrived: "
+                             f"{sorted(missing)[:20]}") from None
+    assert not [e for e in dialer.events if e["event"] == "error"
+                and "WebRTC" not in e["reason"]], dialer.describe()
+    print(f"[relay limits] 64 KiB data limit: {len(sent)} of {n} lines sent and arrived, "
+          f"{len(undelivered)} reported not sent")
+
+
+async def test_time_limit_ends_it_in_words(relay_factory, clis):
+    """A plain relayed dial (no upgrade attempted) on a relay with an 8 s time limit: lines go
+    through until the limit, then both sides say it was the time limit."""
+    relay_addr = await relay_factory("--max-circuit-duration", "8", "--max-circuit-bytes", "0")
+    lis, addr = await listener(clis, relay_addr)
+    lis_peer = (await lis.wait_event("peer"))["peer"]
+    plain = addr.replace("/p2p-circuit/webrtc/", "/p2p-circuit/")
+    dialer = await clis("dial", plain, "--json", name="dialer")
+    dial_peer = (await dialer.wait_event("peer"))["peer"]
+    ev = await dialer.wait_event("connected", peer=lis_peer, timeout=30)
+    assert ev["transport"] == "relay" and ev["direct"] is False, ev
+    one_connected(dialer, lis_peer)
+
+    i = 0
+    while not any(e["event"] == "disconnected" for e in dialer.events):
+        await dialer.send_line(f"<line {i:04d}> hello")
+        await dialer._wait(lambda: True if sum(map(len, outcomes(dialer))) > i else None,
+                           f"the outcome of line {i}", 15)
+        if i in outcomes(dialer)[0]:  # wait for it to arrive before sending the next one
+            await lis._wait(lambda: True if i in received_lines(lis) else None,
+                            f"line {i}", 15)
+        i += 1
+        assert i < 100_000
+    ended = await dialer.wait_event("disconnected", peer=lis_peer, timeout=30)
+    assert ended["reason"] == "the relay's 8-second time limit was reached", ended
+    ended = await lis.wait_event("disconnected", peer=dial_peer, timeout=30)
+    assert ended["reason"] == "the relay's 8-second time limit was reached", ended
+    sent, undelivered = outcomes(dialer)
+    assert len(sent) > 10 and sent <= received_lines(lis)
+    assert all(r.startswith("not ") for r in undelivered.values()), undelivered
