@@ -472,14 +472,16 @@ class NatDetector:
         d.task = fut
         return d
 
-    def start(self) -> asyncio.Task:
+    def start(self, spawn=asyncio.ensure_future) -> asyncio.Task:
+        """Start the detection (once) as a task made by `spawn` (e.g. `Host.spawn`, so that
+        closing the host ends it)."""
         if self.task is None:
             if self.server is None:
                 async def none() -> NatBehaviour:
                     return unknown(None, "no STUN server to ask")
-                self.task = asyncio.ensure_future(none())
+                self.task = spawn(none())
             else:
-                self.task = asyncio.ensure_future(detect(*self.server))
+                self.task = spawn(detect(*self.server))
         return self.task
 
     @property
@@ -495,6 +497,11 @@ class NatDetector:
             return await asyncio.wait_for(asyncio.shield(task), wait)
         except TimeoutError:
             return None
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if task.cancelled() and not (me is not None and me.cancelling()):
+                return None  # the detection was stopped (host closing), not we
+            raise
 
     def cancel(self) -> None:
         if self.task is not None:

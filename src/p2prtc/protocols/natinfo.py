@@ -125,7 +125,7 @@ class NatInfoService:
         if self.detector is not None:
             return
         self.detector = server if isinstance(server, NatDetector) else NatDetector(server)
-        task = self.detector.start()
+        task = self.detector.start(self.host.spawn)
         task.add_done_callback(self._detected)
 
     def _detected(self, task: asyncio.Task) -> None:
