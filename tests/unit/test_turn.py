@@ -1,0 +1,497 @@
+"""The sans-I/O TURN core (relay/turn.py), driven with aioice's STUN codec as the client side (an
+independent implementation) and ours only where aioice lacks a feature (several
+XOR-PEER-ADDRESS in one CreatePermission)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from aioice import stun as astun
+
+from p2prtc.relay import turn
+from p2prtc.relay.turn import (CloseRelay, FiveTuple, OpenRelay, StreamFramer, ToClient, ToPeer,
+                               TurnLimits, TurnServer)
+from p2prtc.transports.webrtc_direct import stun as codec
+
+SECRET = "s3cret"
+NOW = 1_800_000_000.0
+PEER = ("198.51.100.20", 5000)
+RELAYED = ("198.51.100.7", 50000)
+
+
+def five(port=40000, transport="udp") -> FiveTuple:
+    return FiveTuple(transport, ("198.51.100.9", port), ("198.51.100.7", 3478))
+
+
+def creds(peer="12D3KooWPeer", expiry=NOW + 3600, secret=SECRET):
+    user = turn.rest_username(peer, int(expiry))
+    return user, turn.rest_password(secret, user)
+
+
+class Client:
+    """A TURN client's request side over one 5-tuple."""
+
+    def __init__(self, server: TurnServer, ft: FiveTuple | None = None, user=None, password=None):
+        self.server = server
+        self.five = ft or five()
+        u, p = creds()
+        self.user = user or u
+        self.password = password or p
+        self.realm = None
+        self.nonce = None
+        self.key = None
+        self.allocation = None
+
+    def message(self, method, attrs: dict, *, auth=True) -> astun.Message:
+        m = astun.Message(message_method=method, message_class=astun.Class.REQUEST)
+        m.attributes.update(attrs)
+        if auth and self.key is not None:
+            m.attributes["USERNAME"] = self.user
+            m.attributes["REALM"] = self.realm
+            m.attributes["NONCE"] = self.nonce
+            m.add_message_integrity(self.key)
+        return m
+
+    def send(self, data: bytes, now=NOW):
+        return self.server.client_datagram(data, self.five, now)
+
+    def request(self, method, attrs=None, now=NOW) -> astun.Message:
+        """One transaction; on a 401/438 with a NONCE, take the realm and nonce and retry once,
+        as aioice does. The parsed answer."""
+        for attempt in range(2):
+            [out] = self._open(self.send(bytes(self.message(method, attrs or {})), now), now)
+            assert isinstance(out, ToClient) and out.five == self.five
+            resp = astun.parse_message(out.data)
+            if attempt == 0 and error(resp) in (401, 438) and "NONCE" in resp.attributes:
+                assert "MESSAGE-INTEGRITY" not in resp.attributes  # 401/438 are not signed
+                self.nonce = resp.attributes["NONCE"]
+                self.realm = resp.attributes.get("REALM", self.realm)
+                self.key = codec.long_term_key(self.user, self.realm, self.password)
+                continue
+            if self.key is not None and error(resp) not in (401, 438):
+                assert resp.check_message_integrity(self.key), resp  # aioice insists
+            return resp
+        return resp
+
+    def _open(self, actions, now):
+        out = []
+        for a in actions:
+            if isinstance(a, OpenRelay):
+                self.allocation = a.allocation
+                out += self.server.relay_opened(a.allocation, RELAYED, now)
+            else:
+                out.append(a)
+        return out
+
+    def allocate(self, now=NOW, **attrs) -> astun.Message:
+        return self.request(astun.Method.ALLOCATE,
+                            {"REQUESTED-TRANSPORT": 0x11000000, **attrs}, now)
+
+
+def error(resp) -> int | None:
+    return resp.attributes["ERROR-CODE"][0] if resp.message_class == astun.Class.ERROR else None
+
+
+def refused(server, reason) -> int:
+    return server.stats.refusals[reason]
+
+
+@pytest.fixture
+def server():
+    return TurnServer(SECRET, "p2prtc.test")
+
+
+def allocated(server, **kw) -> Client:
+    c = Client(server, **kw)
+    resp = c.allocate()
+    assert resp.message_class == astun.Class.RESPONSE, resp
+    return c
+
+
+# -- credentials -------------------------------------------------------------------------------
+
+def test_rest_credentials_match_coturns_formula():
+    # coturn: password = base64(hmac_sha1(static-auth-secret, username))
+    import base64
+    import hashlib
+    import hmac
+    user, pw = creds(expiry=1700000000)
+    assert user == "1700000000:12D3KooWPeer"
+    assert pw == base64.b64encode(hmac.new(b"s3cret", user.encode(), hashlib.sha1).digest()).decode()
+    assert turn.rest_expiry(user) == 1700000000 and turn.peer_of(user) == "12D3KooWPeer"
+    assert turn.rest_expiry("alice") is None
+
+
+def test_allocate_challenge_then_success(server):
+    c = Client(server)
+    first = c.send(bytes(c.message(astun.Method.ALLOCATE, {"REQUESTED-TRANSPORT": 0x11000000})))
+    [out] = first
+    resp = astun.parse_message(out.data)
+    assert error(resp) == 401 and resp.attributes["REALM"] == "p2prtc.test"
+    assert resp.attributes["NONCE"]
+    assert refused(server, turn.CHALLENGE) == 0  # the normal first step is no refusal
+    resp = c.allocate(LIFETIME=1200)
+    assert resp.message_class == astun.Class.RESPONSE
+    assert resp.attributes["XOR-RELAYED-ADDRESS"] == RELAYED
+    assert resp.attributes["XOR-MAPPED-ADDRESS"] == c.five.client
+    assert resp.attributes["LIFETIME"] == 1200
+    assert server.stats.allocations_active == 1 and server.stats.allocations_total == 1
+
+
+def test_lifetime_clamped_to_default_and_max(server):
+    c = Client(server, five(1))
+    assert c.allocate(LIFETIME=5).attributes["LIFETIME"] == turn.DEFAULT_LIFETIME
+    c = Client(server, five(2))
+    assert c.allocate(LIFETIME=99999).attributes["LIFETIME"] == turn.MAX_LIFETIME
+
+
+def test_allocate_retransmission_and_mismatch(server):
+    c = allocated(server)
+    m = c.message(astun.Method.ALLOCATE, {"REQUESTED-TRANSPORT": 0x11000000})
+    first = c.send(bytes(m))
+    assert error(astun.parse_message(first[0].data)) == 437  # a new transaction: mismatch
+    again = c.send(bytes(m))  # the very same request again (a retransmission of *that* one)
+    assert error(astun.parse_message(again[0].data)) == 437
+    # a retransmission of the original Allocate gets the original answer
+    a = server.by_five[c.five]
+    orig = astun.Message(message_method=astun.Method.ALLOCATE, message_class=astun.Class.REQUEST,
+                         transaction_id=a.allocate_txid)
+    orig.attributes.update({"REQUESTED-TRANSPORT": 0x11000000, "USERNAME": c.user,
+                            "REALM": c.realm, "NONCE": c.nonce})
+    orig.add_message_integrity(c.key)
+    [out] = c.send(bytes(orig))
+    assert out.data == a.allocate_response
+
+
+def test_unsupported_transport_and_family(server):
+    c = Client(server)
+    assert error(c.allocate(**{"REQUESTED-TRANSPORT": 0x06000000})) == 442
+    c = Client(server, five(2))
+    resp = c.request(astun.Method.ALLOCATE, {})
+    assert error(resp) == 400
+
+
+def test_refresh_and_delete(server):
+    c = allocated(server)
+    resp = c.request(astun.Method.REFRESH, {"LIFETIME": 300})
+    assert resp.message_class == astun.Class.RESPONSE and resp.attributes["LIFETIME"] == 300
+    assert server.by_five[c.five].expires == NOW + 300
+    actions = c.send(bytes(c.message(astun.Method.REFRESH, {"LIFETIME": 0})))
+    assert isinstance(actions[0], ToClient) and actions[1] == CloseRelay(c.allocation)
+    assert astun.parse_message(actions[0].data).attributes["LIFETIME"] == 0
+    assert server.stats.allocations_active == 0
+    assert error(c.request(astun.Method.REFRESH, {"LIFETIME": 600})) == 437
+
+
+def test_expiry_closes_the_relay(server):
+    c = allocated(server)
+    assert server.expire(NOW + turn.DEFAULT_LIFETIME - 1) == []
+    assert server.expire(NOW + turn.DEFAULT_LIFETIME) == [CloseRelay(c.allocation)]
+    assert server.allocations == {}
+
+
+def test_tcp_client_closed_ends_its_allocation(server):
+    c = allocated(server, ft=five(transport="tcp"))
+    assert server.client_closed(c.five) == [CloseRelay(c.allocation)]
+    assert server.client_closed(c.five) == []
+
+
+# -- relaying ----------------------------------------------------------------------------------
+
+def test_send_indication_and_data_indication(server):
+    c = allocated(server)
+    send = astun.Message(message_method=astun.Method.SEND, message_class=astun.Class.INDICATION)
+    send.attributes.update({"XOR-PEER-ADDRESS": PEER, "DATA": b"hello"})
+    assert c.send(bytes(send)) == []  # no permission yet: dropped, counted
+    assert refused(server, "send-without-permission") == 1
+    resp = c.request(astun.Method.CREATE_PERMISSION, {"XOR-PEER-ADDRESS": PEER})
+    assert resp.message_class == astun.Class.RESPONSE
+    assert c.send(bytes(send)) == [ToPeer(c.allocation, PEER, b"hello")]
+    # the peer answers from another port of the same IP: permissions are per IP
+    [out] = server.peer_datagram(c.allocation, b"back", (PEER[0], 6000), NOW)
+    ind = astun.parse_message(out.data)
+    assert ind.message_method == astun.Method.DATA and ind.message_class == astun.Class.INDICATION
+    assert ind.attributes["XOR-PEER-ADDRESS"] == (PEER[0], 6000)
+    assert ind.attributes["DATA"] == b"back"
+    assert server.stats.bytes_relayed == 9
+
+
+def test_channel_bind_and_channel_data_udp_and_tcp(server):
+    for ft in (five(), five(transport="tcp")):
+        c = allocated(server, ft=ft)
+        resp = c.request(astun.Method.CHANNEL_BIND, {"CHANNEL-NUMBER": 0x4001,
+                                                     "XOR-PEER-ADDRESS": PEER})
+        assert resp.message_class == astun.Class.RESPONSE
+        assert c.send(codec.channel_data(0x4001, b"abc")) == [ToPeer(c.allocation, PEER, b"abc")]
+        # padded ChannelData over UDP is fine too
+        assert c.send(codec.channel_data(0x4001, b"abc", pad=True)) == \
+            [ToPeer(c.allocation, PEER, b"abc")]
+        [out] = server.peer_datagram(c.allocation, b"xyz", PEER, NOW)
+        pad = ft.transport == "tcp"
+        assert out.data == codec.channel_data(0x4001, b"xyz", pad=pad)
+        assert len(out.data) == (8 if pad else 7)
+        # refresh the binding: same number, same peer
+        assert c.request(astun.Method.CHANNEL_BIND, {"CHANNEL-NUMBER": 0x4001,
+                                                     "XOR-PEER-ADDRESS": PEER}).message_class \
+            == astun.Class.RESPONSE
+
+
+def test_channel_bind_errors(server):
+    c = allocated(server)
+    assert c.request(astun.Method.CHANNEL_BIND, {"CHANNEL-NUMBER": 0x4001,
+                                                 "XOR-PEER-ADDRESS": PEER}).message_class \
+        == astun.Class.RESPONSE
+    assert error(c.request(astun.Method.CHANNEL_BIND, {"CHANNEL-NUMBER": 0x3FFF,
+                                                       "XOR-PEER-ADDRESS": PEER})) == 400
+    assert error(c.request(astun.Method.CHANNEL_BIND, {
+        "CHANNEL-NUMBER": 0x4001, "XOR-PEER-ADDRESS": ("198.51.100.21", 1)})) == 400
+    assert error(c.request(astun.Method.CHANNEL_BIND, {"CHANNEL-NUMBER": 0x4002,
+                                                       "XOR-PEER-ADDRESS": PEER})) == 400
+    assert error(c.request(astun.Method.CHANNEL_BIND, {"CHANNEL-NUMBER": 0x4002})) == 400
+
+
+def test_create_permission_with_several_peers(server):
+    c = allocated(server)
+    txid = codec.new_transaction_id()
+    peers = [("198.51.100.30", 1), ("198.51.100.31", 2)]
+    data = codec.build(codec.message_type(codec.METHOD_CREATE_PERMISSION, codec.CLASS_REQUEST),
+                       txid, [(codec.ATTR_XOR_PEER_ADDRESS, codec.xor_address_value(p, txid))
+                              for p in peers] + [
+                           (codec.ATTR_USERNAME, c.user.encode()),
+                           (codec.ATTR_REALM, c.realm.encode()),
+                           (codec.ATTR_NONCE, c.nonce)], integrity_key=c.key)
+    [out] = c.send(data)
+    assert codec.class_of(codec.parse(out.data).msg_type) == codec.CLASS_SUCCESS
+    assert set(server.by_five[c.five].permissions) == {"198.51.100.30", "198.51.100.31"}
+
+
+def test_permission_and_channel_expire(server):
+    c = Client(server)
+    c.allocate(LIFETIME=3600)
+    c.request(astun.Method.CHANNEL_BIND, {"CHANNEL-NUMBER": 0x4001, "XOR-PEER-ADDRESS": PEER})
+    later = NOW + turn.PERMISSION_LIFETIME
+    assert server.peer_datagram(c.allocation, b"x", PEER, later) == []
+    assert refused(server, "peer-without-permission") == 1
+    server.expire(NOW + turn.CHANNEL_LIFETIME)
+    assert server.by_five[c.five].channels == {}
+    assert c.send(codec.channel_data(0x4001, b"x"), now=NOW + turn.CHANNEL_LIFETIME) == []
+    assert refused(server, "unknown-channel") == 1
+
+
+# -- abuse (issue 11 point 6) ------------------------------------------------------------------
+
+def test_no_open_relay_peer_without_permission_is_dropped(server):
+    c = allocated(server)
+    c.request(astun.Method.CREATE_PERMISSION, {"XOR-PEER-ADDRESS": PEER})
+    for i in range(100):
+        assert server.peer_datagram(c.allocation, b"spam", ("198.51.100.66", 1000 + i), NOW) == []
+    assert refused(server, "peer-without-permission") == 100
+    assert server.stats.bytes_relayed == 0
+
+
+def test_forbidden_peer_addresses(server):
+    c = allocated(server)
+    for bad in (("127.0.0.1", 80), ("0.0.0.0", 1), ("224.0.0.1", 1), ("255.255.255.255", 1),
+                ("240.0.0.1", 1)):
+        assert error(c.request(astun.Method.CREATE_PERMISSION, {"XOR-PEER-ADDRESS": bad})) == 403
+    assert error(c.request(astun.Method.CREATE_PERMISSION,
+                           {"XOR-PEER-ADDRESS": ("2001:db8::1", 1)})) == 443
+    assert server.by_five[c.five].permissions == {}
+    assert refused(server, "forbidden-peer") == 5
+    ok = TurnServer(SECRET, allow_loopback_peers=True)
+    c = allocated(ok)
+    assert c.request(astun.Method.CREATE_PERMISSION,
+                     {"XOR-PEER-ADDRESS": ("127.0.0.1", 80)}).message_class == astun.Class.RESPONSE
+
+
+def test_allocation_flood_per_peer_and_total():
+    server = TurnServer(SECRET, limits=TurnLimits(max_allocations=5, max_allocations_per_peer=3))
+    for i in range(3):
+        allocated(server, ft=five(i))
+    assert error(Client(server, five(10)).allocate()) == 486
+    assert refused(server, "quota-per-peer") == 1
+    for i in range(2):
+        u, p = creds(peer=f"other{i}")
+        allocated(server, ft=five(20 + i), user=u, password=p)
+    u, p = creds(peer="third")
+    assert error(Client(server, five(30), user=u, password=p).allocate()) == 486
+    assert refused(server, "quota-total") == 1
+    assert len(server.allocations) == 5
+    # freeing one makes room again
+    server.client_closed(five(0))
+    assert Client(server, five(11)).allocate().message_class == astun.Class.RESPONSE
+
+
+def test_permission_and_channel_caps():
+    server = TurnServer(SECRET, limits=TurnLimits(max_permissions=2, max_channels=1))
+    c = allocated(server)
+    for ip in ("198.51.100.40", "198.51.100.41"):
+        c.request(astun.Method.CREATE_PERMISSION, {"XOR-PEER-ADDRESS": (ip, 1)})
+    assert error(c.request(astun.Method.CREATE_PERMISSION,
+                           {"XOR-PEER-ADDRESS": ("198.51.100.42", 1)})) == 508
+    c.request(astun.Method.CHANNEL_BIND, {"CHANNEL-NUMBER": 0x4000,
+                                          "XOR-PEER-ADDRESS": ("198.51.100.40", 1)})
+    assert error(c.request(astun.Method.CHANNEL_BIND, {
+        "CHANNEL-NUMBER": 0x4001, "XOR-PEER-ADDRESS": ("198.51.100.41", 1)})) == 508
+
+
+def test_channel_data_for_unknown_channel_or_without_allocation(server):
+    stranger = Client(server, five(999))
+    assert stranger.send(codec.channel_data(0x4000, b"x")) == []
+    assert refused(server, "no-allocation") == 1
+    c = allocated(server)
+    assert c.send(codec.channel_data(0x4ABC, b"x")) == []
+    assert refused(server, "unknown-channel") == 1
+    assert c.send(b"\x40\x00\x00\x09abc") == []  # length past the datagram
+    assert refused(server, "garbage") == 1
+
+
+def test_bad_message_integrity(server):
+    c = allocated(server)
+    c.key = codec.long_term_key(c.user, c.realm, "not the password")
+    [out] = c.send(bytes(c.message(astun.Method.REFRESH, {"LIFETIME": 600})))
+    resp = astun.parse_message(out.data)
+    assert error(resp) == 401 and "NONCE" in resp.attributes
+    assert refused(server, "bad-integrity") == 1
+    # a tampered message after a valid MAC
+    c = Client(server, five(2))
+    c.allocate()
+    raw = bytearray(bytes(c.message(astun.Method.REFRESH, {"LIFETIME": 600})))
+    assert raw[20:24] == b"\x00\x0d\x00\x04"  # LIFETIME comes first
+    raw[27] ^= 1  # 600 -> 601 after the MAC was computed
+    del raw[-8:]  # without its FINGERPRINT (else the codec drops it as corrupt first)
+    raw[2:4] = struct.pack(">H", len(raw) - 20)
+    [out] = c.send(bytes(raw))
+    assert error(astun.parse_message(out.data)) == 401
+    assert refused(server, "bad-integrity") == 2
+
+
+def test_wrong_secret_and_expired_and_foreign_credentials(server):
+    u, p = creds(secret="another relay's secret")
+    assert error(Client(server, user=u, password=p).allocate()) == 401
+    assert refused(server, "bad-integrity") == 1
+    u, p = creds(expiry=NOW - 1)
+    assert error(Client(server, five(2), user=u, password=p).allocate()) == 401
+    assert refused(server, "expired-credentials") == 1
+    assert error(Client(server, five(3), user="alice", password="x").allocate()) == 401
+    assert refused(server, "unknown-user") == 1
+    assert server.allocations == {}
+
+
+def test_wrong_credentials_on_anothers_allocation(server):
+    c = allocated(server)
+    u, p = creds(peer="mallory")
+    m = Client(server, c.five, user=u, password=p)
+    m.realm, m.nonce = c.realm, c.nonce
+    m.key = codec.long_term_key(u, c.realm, p)
+    assert error(m.request(astun.Method.REFRESH, {"LIFETIME": 0})) == 441
+    assert server.by_five[c.five].username == c.user
+
+
+def test_stale_nonce(server):
+    c = allocated(server)
+    later = NOW + turn.NONCE_LIFETIME
+    [out] = c.send(bytes(c.message(astun.Method.REFRESH, {"LIFETIME": 600})), now=later)
+    resp = astun.parse_message(out.data)
+    assert error(resp) == 438 and resp.attributes["NONCE"] != c.nonce
+    assert refused(server, "stale-nonce") == 1
+    # a nonce made for another client IP is no good either
+    other = Client(server, FiveTuple("udp", ("198.51.100.99", 1), c.five.server))
+    other.realm, other.nonce, other.key = c.realm, c.nonce, c.key
+    [out] = other.send(bytes(other.message(astun.Method.ALLOCATE,
+                                           {"REQUESTED-TRANSPORT": 0x11000000})))
+    assert error(astun.parse_message(out.data)) == 438
+
+
+def test_unknown_comprehension_required_attribute(server):
+    c = allocated(server)
+    txid = codec.new_transaction_id()
+    data = codec.build(codec.message_type(codec.METHOD_REFRESH, codec.CLASS_REQUEST), txid, [
+        (codec.ATTR_EVEN_PORT, b"\x80"), (codec.ATTR_USERNAME, c.user.encode()),
+        (codec.ATTR_REALM, c.realm.encode()), (codec.ATTR_NONCE, c.nonce)],
+        integrity_key=c.key)
+    [out] = c.send(data)
+    msg = codec.parse(out.data)
+    assert msg.error_code() == 420
+    assert msg.attrs[codec.ATTR_UNKNOWN_ATTRIBUTES] == struct.pack(">H", codec.ATTR_EVEN_PORT)
+    assert codec.verify_integrity(out.data, msg, c.key)
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"\x00", b"\x00\x01\x00\x00", b"\xff" * 40, b"\x00\x03\x00\x04" + b"\x21\x12\xa4\x42" +
+    b"x" * 12 + b"\x00\x19\x00\x08", bytes(70000), b"\x01\x01\x00\x00\x21\x12\xa4\x42" + b"t" * 12,
+])
+def test_garbage_and_oversized_datagrams_are_dropped(server, data):
+    assert server.client_datagram(data, five(), NOW) == []
+
+
+def test_fuzzed_requests_never_raise(server):
+    import random
+    rnd = random.Random(11)
+    c = allocated(server)
+    base = bytes(c.message(astun.Method.CHANNEL_BIND, {"CHANNEL-NUMBER": 0x4001,
+                                                       "XOR-PEER-ADDRESS": PEER}))
+    for _ in range(3000):
+        raw = bytearray(base)
+        for _ in range(rnd.randint(1, 4)):
+            raw[rnd.randrange(len(raw))] = rnd.randrange(256)
+        for a in server.client_datagram(bytes(raw[:rnd.randint(0, len(raw))]), c.five, NOW):
+            assert isinstance(a, (ToClient, ToPeer, OpenRelay, CloseRelay))
+
+
+def test_byte_and_bandwidth_limits():
+    server = TurnServer(SECRET, limits=TurnLimits(max_bytes=3000, max_bandwidth=0))
+    c = allocated(server)
+    c.request(astun.Method.CHANNEL_BIND, {"CHANNEL-NUMBER": 0x4001, "XOR-PEER-ADDRESS": PEER})
+    sent = sum(len(c.send(codec.channel_data(0x4001, bytes(1000)))) for _ in range(5))
+    assert sent == 3 and refused(server, "byte-limit") == 2
+    server = TurnServer(SECRET, limits=TurnLimits(max_bandwidth=100_000))
+    c = allocated(server)
+    c.request(astun.Method.CHANNEL_BIND, {"CHANNEL-NUMBER": 0x4001, "XOR-PEER-ADDRESS": PEER})
+    ok = sum(len(c.send(codec.channel_data(0x4001, bytes(1000)))) for _ in range(200))
+    assert 60 <= ok <= 110  # a 64 KiB-or-1 s burst, then dropped
+    assert refused(server, "bandwidth-limit") == 200 - ok
+    later = sum(len(c.send(codec.channel_data(0x4001, bytes(1000)), now=NOW + 0.5))
+                for _ in range(100))
+    assert 40 <= later <= 55  # refilled at 100 kB/s
+
+
+def test_refusal_logs_are_rate_limited(server, caplog):
+    import logging
+    caplog.set_level(logging.INFO, logger="p2prtc.relay.turn")
+    c = allocated(server)
+    for _ in range(500):
+        server.peer_datagram(c.allocation, b"x", ("198.51.100.66", 1), NOW)
+    lines = [r for r in caplog.records if "peer-without-permission" in r.getMessage()]
+    assert len(lines) == 1
+    server.peer_datagram(c.allocation, b"x", ("198.51.100.66", 1), NOW + turn.LOG_INTERVAL)
+    lines = [r.getMessage() for r in caplog.records if "peer-without-permission" in r.getMessage()]
+    assert len(lines) == 2 and "499 more" in lines[1]
+
+
+def test_relay_failed_is_508(server):
+    c = Client(server)
+    c._open = lambda actions, now: [x for a in actions for x in (
+        server.relay_failed(a.allocation, now) if isinstance(a, OpenRelay) else [a])]
+    assert error(c.allocate()) == 508
+    assert server.allocations == {} and refused(server, "no-relay-port") == 1
+
+
+def test_binding_request_answered():
+    server = TurnServer(SECRET)
+    m = astun.Message(message_method=astun.Method.BINDING, message_class=astun.Class.REQUEST)
+    [out] = server.client_datagram(bytes(m), five(), NOW)
+    assert astun.parse_message(out.data).attributes["XOR-MAPPED-ADDRESS"] == five().client
+
+
+def test_stream_framer():
+    m = astun.Message(message_method=astun.Method.BINDING, message_class=astun.Class.REQUEST)
+    stream = bytes(m) + codec.channel_data(0x4000, b"abcde", pad=True) + bytes(m)
+    f = StreamFramer()
+    frames = []
+    for i in range(0, len(stream), 3):
+        frames += f.feed(stream[i:i + 3])
+    assert frames == [bytes(m), codec.channel_data(0x4000, b"abcde", pad=True), bytes(m)]
+    with pytest.raises(codec.StunError):
+        StreamFramer().feed(b"\xc0\x00\x00\x00")
