@@ -19,7 +19,7 @@ import sys
 import pytest
 
 from ..netns import lab_ip
-from .webpage import Cli
+from .webpage import AppPage, Cli, chromium
 
 KIB = 1024
 LINE = re.compile(r"<line (\d+)>")
@@ -48,19 +48,14 @@ async def clis():
 
     yield make
     for cli in reversed(started):
-        import json
-        with open(f"/tmp/dbg-{cli.name}.jsonl", "w") as f:
-            f.write("\n".join(json.dumps(e) for e in cli.events))
-        with open(f"/tmp/dbg-{cli.name}.err", "w") as f:
-            f.write(cli.stderr_text())
         if cli.proc is not None and cli.proc.returncode is None:
             cli.proc.kill()
             await cli.proc.wait()
 
 
-async def start_relay(*limits: str) -> tuple[asyncio.subprocess.Process, str]:
-    """`p2prtc relay` on the veth address with the given limit flags; returns it and its TCP
-    address."""
+async def start_relay(*limits: str) -> tuple[asyncio.subprocess.Process, list[str]]:
+    """`p2prtc relay` on the veth address with the given limit flags; returns it and its TCP and
+    WebSocket addresses."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "p2prtc", "relay", "--listen-ip", lab_ip(), "--port", "0",
         "--websocket-port", "0", "--stun-port", "0", *limits,
@@ -71,17 +66,18 @@ async def start_relay(*limits: str) -> tuple[asyncio.subprocess.Process, str]:
         assert line, "p2prtc relay exited before listening"
         if line.startswith(b"Listening on "):
             addrs.append(line.decode().split(" ", 2)[2].strip())
-    return proc, next(a for a in addrs if "/ws" not in a)
+    return proc, sorted(addrs, key=lambda a: "/ws" in a)
 
 
 @pytest.fixture
 async def relay_factory():
+    """`await relay_factory(*limit flags)` -> its TCP address (`ws=True`: TCP and WebSocket)."""
     procs: list[asyncio.subprocess.Process] = []
 
-    async def make(*limits: str) -> str:
-        proc, addr = await start_relay(*limits)
+    async def make(*limits: str, ws: bool = False):
+        proc, addrs = await start_relay(*limits)
         procs.append(proc)
-        return addr
+        return addrs if ws else addrs[0]
 
     yield make
     for proc in procs:
@@ -204,3 +200,28 @@ async def test_time_limit_ends_it_in_words(relay_factory, clis):
     sent, undelivered = outcomes(dialer)
     assert len(sent) > 10 and sent <= received_lines(lis)
     assert all(r.startswith("not ") for r in undelivered.values()), undelivered
+
+
+@pytest.mark.browser
+async def test_page_and_python_say_why_the_relayed_connection_ended(relay_factory, clis):
+    """The page (js-libp2p) dials `p2prtc listen` through a relay with an 8 s time limit; the
+    direct WebRTC connection stays, and both say in the same words why the relayed one ended."""
+    tcp, ws = await relay_factory("--max-circuit-duration", "8", ws=True)
+    lis = await clis("listen", tcp, "--json", "--stun", "none", name="listener")
+    ev = await lis.wait_event("listening", timeout=30)
+    target = ev["browser_addrs"][0]
+    assert "/ws/" in target and target == ev["addrs"][0], ev
+    web = await clis("web", "--host", "127.0.0.1", "--port", "0", "--relay", ws, "--stun", "none",
+                     "--json", name="web")
+    url = (await web.wait_event("listening"))["urls"][0]
+    async with chromium() as browser:
+        page = await AppPage.open(browser, url, "page")
+        await page.expect_output("Connected to relay")
+        await page.dial_peer(target)
+        page_peer = await page.page.text_content("#peer-id")
+        await lis.wait_event("connected", peer=page_peer, transport="webrtc", timeout=30)
+        why = "the relay's 8-second time limit was reached"
+        ended = await lis.wait_event("relayed-closed", peer=page_peer, timeout=30)
+        assert ended["reason"] == why, ended
+        await page.expect_output(f"ended: {why}; the direct connection stays", timeout=30)
+        assert not [e for e in lis.events if e["event"] == "disconnected"], lis.describe()

@@ -111,11 +111,14 @@ async def cli_connected_directly(cli: Cli, peer: str) -> dict:
     ev = await cli.wait_event("connected", peer=peer, transport="webrtc", timeout=30)
     assert ev["direct"] is True, ev
     assert_direct_addr(ev["addr"])
-    # the relayed connection the upgrade went through is reported as such (the js relay here
-    # grants unlimited circuits: relayed all the same)
-    relayed = [e for e in cli.events if e["event"] == "connected" and e["peer"] == peer
-               and e["transport"] == "relay"]
-    assert all(e["direct"] is False and "/p2p-circuit" in e["addr"] for e in relayed), relayed
+    # one `connected` per connection, with its final kind; the relayed connection the upgrade
+    # went through is a `relayed` event before it (the js relay here grants unlimited circuits:
+    # relayed all the same)
+    connected = [e for e in cli.events if e["event"] == "connected" and e["peer"] == peer]
+    assert connected == [ev], connected
+    relayed = [e for e in cli.events if e["event"] == "relayed" and e["peer"] == peer]
+    assert relayed and all("/p2p-circuit" in e["addr"] for e in relayed), relayed
+    assert cli.events.index(relayed[0]) < cli.events.index(ev)
     return ev
 
 

@@ -14,7 +14,7 @@ import { webSockets } from '@libp2p/websockets'
 import { multiaddr } from '@multiformats/multiaddr'
 import { Circuit, WebRTC } from '@multiformats/multiaddr-matcher'
 import { createLibp2p } from 'libp2p'
-import { errorText, explainError, noDirectPath } from './explain.js'
+import { errorText, explainError, limitsAtOpen, noDirectPath, relayedEndReason } from './explain.js'
 import { FILE_PROTOCOL, receiveFile, sendFile } from './files.js'
 import { hasWebCrypto } from './sha256.js'
 
@@ -124,6 +124,7 @@ const relayPeers = new Set() // peer ids (strings) of the relays we dialled
 const chatStreams = new Map() // peer id -> the stream our messages go out on
 const measuredRtt = new Map() // connection id -> ms (our own ping when the connection opened)
 const setupMs = new Map() // connection id -> ms from click to direct connection
+const openedLimits = new Map() // connection id -> the relay's limits when it opened
 let reservationTimer = null
 
 const isDirectWebRTC = (conn) => WebRTC.matches(conn.remoteAddr)
@@ -240,15 +241,35 @@ function measure (conn, attempt = 0) {
 }
 
 node.addEventListener('connection:open', (event) => {
+  const conn = event.detail
+  if (conn.limits != null) openedLimits.set(conn.id, limitsAtOpen(conn.limits))
   updateConnList()
-  measure(event.detail)
+  measure(conn)
 })
+
+/** The relay peer a relayed connection runs through: the /p2p/ before /p2p-circuit. */
+function relayOf (conn) {
+  const parts = conn.remoteAddr.getComponents()
+  const circuit = parts.findIndex((c) => c.name === 'p2p-circuit')
+  return circuit > 0 ? parts.slice(0, circuit).findLast((c) => c.name === 'p2p')?.value : undefined
+}
+
+/** Why a relayed connection ended, in words (the relay gives no reason: see explain.js). */
+function relayedEnd (conn) {
+  const relay = relayOf(conn)
+  const relayGone = relay != null && !openConnections().some((c) =>
+    c.remotePeer.toString() === relay && !isRelayed(c))
+  const why = relayedEndReason(openedLimits.get(conn.id), conn.limits, relayGone)
+  openedLimits.delete(conn.id)
+  return why
+}
 
 node.addEventListener('connection:close', (event) => {
   const conn = event.detail
   updateConnList()
   measuredRtt.delete(conn.id)
   setupMs.delete(conn.id)
+  const ended = isRelayed(conn) ? relayedEnd(conn) : null
   const peer = conn.remotePeer.toString()
   const stillOpen = openConnections().filter((c) => c.remotePeer.toString() === peer)
   if (relayPeers.has(peer) && !isRelayed(conn) && stillOpen.length === 0) {
@@ -258,9 +279,12 @@ node.addEventListener('connection:close', (event) => {
   } else if (isDirectWebRTC(conn) && !stillOpen.some(isDirectWebRTC)) {
     appendOutput(`The direct connection to ${short(conn.remotePeer)} closed.`, 'hint')
   } else if (isRelayed(conn) && stillOpen.length === 0) {
-    appendOutput(`The relayed connection to ${short(conn.remotePeer)} closed: relays keep these ` +
-      'short (typically 2 minutes or 128 KiB) and browsers chat only over a direct WebRTC ' +
-      'connection, so connect again to retry the upgrade.', 'hint')
+    appendOutput(`The relayed connection to ${short(conn.remotePeer)} ended: ${ended}. Relays ` +
+      'keep these short (typically 2 minutes or 128 KiB) and browsers chat only over a direct ' +
+      'WebRTC connection, so connect again to retry the upgrade.', 'hint')
+  } else if (isRelayed(conn)) {
+    const direct = stillOpen.some(isDirectWebRTC) ? '; the direct connection stays' : ''
+    appendOutput(`The relayed connection to ${short(conn.remotePeer)} ended: ${ended}${direct}.`, 'hint')
   }
 })
 

@@ -61,3 +61,46 @@ export function noDirectPath () {
     'relay is not possible from a browser. Try again once; if it keeps failing, one of you needs ' +
     'another network (e.g. a phone hotspot instead of a corporate network or VPN).'
 }
+
+// Why a relayed connection ended, in the words `p2prtc listen/dial` use (their
+// transports/circuit_limit.py). Circuit relay v2 carries no reason, but js-libp2p gives each
+// relayed connection `limits`: bytes left (both directions counted together) and seconds left.
+const TIME_MARGIN = 2 // s: the relay's clock may start a round trip before ours
+const DATA_END_SLACK = 4096 // bytes: the relay stops at a chunk boundary
+const LIMIT_ROUNDING = 4096 // bytes: the handshake was counted before the connection opened
+
+export function dataWords (n) {
+  if (n % (1024 * 1024) === 0) return `${n / 1024 / 1024} MiB`
+  if (n % 1024 === 0) return `${n / 1024} KiB`
+  return `${n}-byte`
+}
+
+export function durationWords (s) {
+  if (s % 3600 === 0) return `${s / 3600}-hour`
+  if (s % 60 === 0) return `${s / 60}-minute`
+  return `${s}-second`
+}
+
+/** The relay's limits as seen when a relayed connection opens (connection.limits then). */
+export function limitsAtOpen (limits) {
+  if (limits == null) return null
+  return {
+    bytes: limits.bytes != null ? Math.ceil(Number(limits.bytes) / LIMIT_ROUNDING) * LIMIT_ROUNDING : null,
+    seconds: limits.seconds != null ? Number(limits.seconds) : null
+  }
+}
+
+/**
+ * Why a relayed connection ended: `atOpen` from limitsAtOpen, `left` the connection's limits
+ * when it closed, `relayGone` whether our connection to the relay closed too.
+ */
+export function relayedEndReason (atOpen, left, relayGone) {
+  if (atOpen?.seconds != null && left?.seconds != null && Number(left.seconds) <= TIME_MARGIN) {
+    return `the relay's ${durationWords(atOpen.seconds)} time limit was reached`
+  }
+  if (atOpen?.bytes != null && left?.bytes != null && Number(left.bytes) <= DATA_END_SLACK) {
+    return `the relay's ${dataWords(atOpen.bytes)} data limit was reached`
+  }
+  if (relayGone) return 'the relay went away'
+  return 'the peer left'
+}

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { test } from 'node:test'
-import { errorText, explainError, noDirectPath } from '../src/explain.js'
+import { errorText, explainError, limitsAtOpen, noDirectPath, relayedEndReason } from '../src/explain.js'
 import { Sha256, sha256Blob } from '../src/sha256.js'
 
 const reference = (bytes) => createHash('sha256').update(bytes).digest('hex')
@@ -63,4 +63,23 @@ test('errorText copes with Events, aggregates and plain values', () => {
   assert.equal(errorText(new Event('error')), 'error event')
   assert.equal(errorText('text'), 'text')
   assert.equal(errorText(undefined), 'unknown error')
+})
+
+test('a relayed connection\'s end in words, as p2prtc listen/dial say it', () => {
+  // js counts the handshake before the connection opens: 128 KiB minus a little is left then
+  const atOpen = limitsAtOpen({ bytes: 131072n - 1500n, seconds: 120 })
+  assert.deepEqual(atOpen, { bytes: 131072, seconds: 120 })
+  assert.equal(relayedEndReason(atOpen, { bytes: 90000n, seconds: 1 }, false),
+    "the relay's 2-minute time limit was reached")
+  assert.equal(relayedEndReason(atOpen, { bytes: 0n, seconds: 80 }, false),
+    "the relay's 128 KiB data limit was reached")
+  assert.equal(relayedEndReason(atOpen, { bytes: 0n, seconds: 80 }, true),
+    "the relay's 128 KiB data limit was reached")
+  assert.equal(relayedEndReason(atOpen, { bytes: 90000n, seconds: 80 }, true), 'the relay went away')
+  assert.equal(relayedEndReason(atOpen, { bytes: 90000n, seconds: 80 }, false), 'the peer left')
+  assert.equal(relayedEndReason(limitsAtOpen({ seconds: 6 }), { seconds: 0 }, false),
+    "the relay's 6-second time limit was reached")
+  assert.equal(relayedEndReason(limitsAtOpen({ bytes: 65536n - 900n }), { bytes: 10n }, false),
+    "the relay's 64 KiB data limit was reached")
+  assert.equal(relayedEndReason(null, undefined, true), 'the relay went away')
 })
