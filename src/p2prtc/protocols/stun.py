@@ -12,6 +12,10 @@ other port, so that a client can still tell port-dependent filtering and mapping
 
 `StunResponder` is the sans-I/O core (datagram in, role and datagram out); `StunServer` binds the
 sockets and is the only I/O. The message codec is `transports/webrtc_direct/stun.py`.
+
+TURN shares the primary socket, as coturn serves STUN and TURN on 3478: everything arriving there
+that is not a Binding request (other STUN methods, ChannelData) goes to `StunServer.other`, which
+the TURN adapter (`relay/turn_io.py`) sets, and it answers through `StunServer.send`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import ipaddress
 import logging
 import socket
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..netutil import bind_udp
@@ -145,6 +150,9 @@ class StunServer:
         self.answered = 0
         self.ignored = 0
         self._origins: OrderedDict[str, str] = OrderedDict()
+        # (data, client address, our address as the client reached it) for datagrams on the
+        # primary socket that are not Binding requests: TURN, when it shares this socket.
+        self.other: Callable[[bytes, tuple[str, int], tuple[str, int]], None] | None = None
 
     @property
     def addresses(self) -> dict[Role, tuple[str, int]]:
@@ -155,6 +163,11 @@ class StunServer:
         local_ip = None
         if ipaddress.ip_address(self.responder.local[role][0]).is_unspecified:
             local_ip = self._local_ip_for(addr[0])
+        if self.other is not None and role == PRIMARY and not _is_binding_request(data):
+            here = self.responder.address(role, local_ip)
+            if here is not None:
+                self.other(data, (addr[0], addr[1]), here)
+            return
         try:
             reply = self.responder.handle(data, role, (addr[0], addr[1]), local_ip)
         except NotStun as e:
@@ -166,6 +179,12 @@ class StunServer:
             return
         transport.sendto(reply.data, addr)
         self.answered += 1
+
+    def send(self, data: bytes, addr: tuple[str, int], role: Role = PRIMARY) -> None:
+        """Send from one of our sockets (TURN answers from the primary one)."""
+        transport = self.transports.get(role)
+        if transport is not None and not transport.is_closing():
+            transport.sendto(data, addr)
 
     def _local_ip_for(self, client_ip: str) -> str | None:
         """The address the kernel answers `client_ip` from (a route lookup: connecting a UDP
@@ -189,6 +208,10 @@ class StunServer:
     def close(self) -> None:
         for t in self.transports.values():
             t.close()
+
+
+def _is_binding_request(data: bytes) -> bool:
+    return len(data) >= 2 and data[0] == 0x00 and data[1] == 0x01
 
 
 async def start_stun_server(host: str, port: int, *, alt_port: int | None = None,

@@ -1,5 +1,7 @@
-"""`p2prtc relay`: a circuit relay v2 node with TCP, WebSocket and STUN, a drop-in for rust-libp2p's
-relay-server example (same flags, same peer id for the same seed, same `Listening on` lines)."""
+"""`p2prtc relay`: a circuit relay v2 node with TCP, WebSocket, STUN and TURN, a drop-in for
+rust-libp2p's relay-server example (same flags, same peer id for the same seed, same `Listening on`
+lines). TURN (`relay/turn.py`, `relay/turn_io.py`) shares the STUN port by default; its
+credentials go only to peers connected to the relay (`protocols/turn_credentials.py`)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import secrets
 import signal
 import sys
 import time
@@ -17,10 +20,14 @@ from aiohttp import web
 from ..host import Host
 from ..identity import Identity
 from ..multiaddr import Multiaddr
+from ..netutil import expand_unspecified
 from ..protocols.stun import StunServer, start_stun_server
+from ..protocols.turn_credentials import TurnCredentialService
 from .limits import RelayLimits
 from .metrics import RelayMetrics
 from .server import RelayService
+from .turn import DEFAULT_REALM, TurnLimits
+from .turn_io import MAX_RELAY_PORT, MIN_RELAY_PORT, TurnConfig, TurnService
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,24 @@ class RelayOptions:
     metrics_port: int | None = None
     limits: RelayLimits = field(default_factory=RelayLimits)
     json: bool = False
+    turn: "TurnOptions" = field(default_factory=lambda: TurnOptions())
+
+
+@dataclass
+class TurnOptions:
+    enabled: bool = True
+    # None: share the STUN server's primary UDP port (3478); else a UDP port of its own (0: any).
+    port: int | None = None
+    # None: the same port number as TURN's UDP port, over TCP; 0: any free port.
+    tcp_port: int | None = None
+    realm: str = DEFAULT_REALM
+    secret: str | None = None           # None: a random one per run
+    limits: TurnLimits = field(default_factory=TurnLimits)
+    min_port: int = MIN_RELAY_PORT
+    max_port: int = MAX_RELAY_PORT
+    # An external TURN server (coturn with use-auth-secret): hand out credentials for these
+    # URLs, signed with `secret`, instead of serving TURN ourselves.
+    external_urls: list[str] = field(default_factory=list)
 
 
 def announce_addrs(listen: list[Multiaddr], announce: list[str]) -> list[Multiaddr]:
@@ -74,6 +99,8 @@ class RelayApp:
         self.metrics = RelayMetrics()
         self.relay = RelayService(self.host, opts.limits, self.metrics)
         self.stun_servers: list[StunServer] = []
+        self.turn: TurnService | None = None
+        self.turn_credentials: TurnCredentialService | None = None
         self._metrics_runner: web.AppRunner | None = None
         self.listen_addrs: list[Multiaddr] = []
         self.started = time.monotonic()
@@ -106,6 +133,12 @@ class RelayApp:
                 await self._start_stun(ip)
         if o.metrics_port is not None:
             await self._start_metrics(o.listen_ip, o.metrics_port)
+        if o.turn.external_urls:
+            assert o.turn.secret, "an external TURN server needs its shared secret"
+            self.turn_credentials = TurnCredentialService(
+                self.host, o.turn.secret, lambda conn: list(o.turn.external_urls))
+        elif o.turn.enabled:
+            await self._start_turn()
         self.host.events.on("connection", lambda c: log.debug("connection %r", c))
         return self.printed_addrs()
 
@@ -134,6 +167,70 @@ class RelayApp:
         log.info("STUN server on %s", ", ".join(f"{a}:{p}/udp"
                                                  for a, p in server.addresses.values()))
 
+    async def _start_turn(self) -> None:
+        o, t = self.opts, self.opts.turn
+        if ":" in o.listen_ip:
+            log.info("TURN is served on IPv4 only: not with --listen-ip %s", o.listen_ip)
+            return
+        shared = next((s for s in self.stun_servers if ":" not in s.addresses[(0, 0)][0]), None)
+        if t.port is None and shared is None:
+            log.info("TURN off: it shares the STUN port and STUN is off (--stun-port 0); "
+                     "give --turn-port for a port of its own")
+            return
+        public = next((a for a in o.announce if _is_ipv4(a)), None)
+        secret = t.secret or secrets.token_urlsafe(32)
+        service = TurnService(TurnConfig(secret, t.realm, t.limits, relay_ip=o.listen_ip,
+                                         public_ip=public, min_port=t.min_port,
+                                         max_port=t.max_port), self.metrics.turn)
+        try:
+            if t.port is None or (shared is not None and t.port == o.stun_port):
+                service.share(shared)
+            else:
+                await service.listen_udp(o.listen_ip, t.port)
+            port = service.udp_addresses[0][1]
+            try:
+                await service.listen_tcp(o.listen_ip, port if t.tcp_port is None else t.tcp_port)
+            except OSError as e:
+                if t.tcp_port is not None:
+                    raise
+                log.info("TURN over TCP: port %d is taken (%s), using a free one", port,
+                         e.strerror or e)
+                await service.listen_tcp(o.listen_ip, 0)
+        except OSError:
+            service.close()
+            raise
+        self.turn = service
+        self.turn_credentials = TurnCredentialService(self.host, secret, self.turn_urls_for)
+        log.info("TURN server: UDP %s, TCP %s, relayed ports %d-%d on %s, realm %r",
+                 ", ".join(f"{a}:{p}" for a, p in service.udp_addresses),
+                 ", ".join(f"{a}:{p}" for a, p in service.tcp_addresses),
+                 t.min_port, t.max_port, o.listen_ip, t.realm)
+
+    def turn_hosts(self) -> list[str]:
+        """The hosts peers reach our TURN server at: announced IPv4 addresses and DNS names,
+        else the listen IP (each local IPv4 address for 0.0.0.0, loopback last)."""
+        hosts = [a for a in self.opts.announce if not a.startswith("/") and ":" not in a]
+        if not hosts:
+            hosts = sorted(expand_unspecified(self.opts.listen_ip),
+                           key=lambda ip: ip.startswith("127."))
+        return hosts
+
+    def turn_urls(self, first_host: str | None = None) -> list[str]:
+        """Our TURN URLs (udp, then tcp, per host); `first_host`'s first when it is one."""
+        if self.turn is None:
+            return list(self.opts.turn.external_urls)
+        hosts = self.turn_hosts()
+        if first_host in hosts:
+            hosts.remove(first_host)
+            hosts.insert(0, first_host)
+        udp, tcp = self.turn.udp_addresses[0][1], self.turn.tcp_addresses[0][1]
+        return [u for h in hosts for u in (f"turn:{h}:{udp}?transport=udp",
+                                           f"turn:{h}:{tcp}?transport=tcp")]
+
+    def turn_urls_for(self, conn) -> list[str]:
+        """The URLs a peer on `conn` gets: the relay IP it reached first."""
+        return self.turn_urls(conn.local_addr.value_for("ip4"))
+
     def printed_addrs(self) -> list[Multiaddr]:
         addrs = self.host.announce_addrs or self.listen_addrs
         return [a.with_peer_id(self.host.peer_id) for a in addrs]
@@ -152,11 +249,20 @@ class RelayApp:
         log.info("metrics on http://%s:%d/metrics", ip, port)
 
     async def close(self) -> None:
+        if self.turn is not None:
+            self.turn.close()
         for server in self.stun_servers:
             server.close()
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
         await self.host.close()
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == 4
+    except ValueError:
+        return False
 
 
 def _version() -> str:
@@ -177,11 +283,18 @@ async def run_relay(opts: RelayOptions) -> int:
         await app.close()
         raise RuntimeError(f"cannot listen: {e.strerror or e}") from None
     print(f"Local peer id: {app.host.peer_id}", file=sys.stderr, flush=True)
+    turn_urls = app.turn_urls()
     if opts.json:
         app.emit("listening", addrs=[str(a) for a in addrs], peer=str(app.host.peer_id))
+        if app.turn_credentials is not None:
+            app.emit("turn", urls=turn_urls, external=app.turn is None)
     else:
         for a in addrs:
             print(f"Listening on {a}", flush=True)
+        if app.turn_credentials is not None:
+            how = "TURN on" if app.turn is not None else "TURN credentials for"
+            for url in turn_urls:
+                print(f"{how} {url}", flush=True)
     await stop.wait()
     log.info("shutting down")
     await app.close()

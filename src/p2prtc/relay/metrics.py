@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from .turn import TurnStats
+
 
 @dataclass
 class RelayMetrics:
@@ -15,6 +17,7 @@ class RelayMetrics:
     bytes_relayed: int = 0
     connections_active: int = 0
     refusals: Counter = field(default_factory=Counter)  # reason -> count
+    turn: TurnStats = field(default_factory=TurnStats)  # the TURN server's (relay/turn.py)
 
     def refuse(self, reason: str) -> None:
         self.refusals[reason] += 1
@@ -45,6 +48,19 @@ class RelayMetrics:
                    '{reason="none"}')
         for reason, count in sorted(self.refusals.items()):
             metric("p2prtc_relay_refusals_total", "counter", "Refused requests by reason.", count,
+                   f'{{reason="{_escape_label(reason)}"}}')
+        t = self.turn
+        metric("p2prtc_relay_turn_allocations_active", "gauge", "Live TURN allocations.",
+               t.allocations_active)
+        metric("p2prtc_relay_turn_allocations_total", "counter", "TURN allocations made.",
+               t.allocations_total)
+        metric("p2prtc_relay_turn_bytes_relayed_total", "counter",
+               "Bytes relayed through TURN allocations, both directions.", t.bytes_relayed)
+        help_ = "Refused TURN requests and dropped TURN datagrams by reason."
+        if not t.refusals:
+            metric("p2prtc_relay_turn_refusals_total", "counter", help_, 0, '{reason="none"}')
+        for reason, count in sorted(t.refusals.items()):
+            metric("p2prtc_relay_turn_refusals_total", "counter", help_, count,
                    f'{{reason="{_escape_label(reason)}"}}')
         return "\n".join(lines) + "\n"
 

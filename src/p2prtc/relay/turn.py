@@ -401,6 +401,12 @@ class TurnServer:
         a = self.by_five.get(five)
         return self._remove(a) if a is not None else []
 
+    def has_allocation(self, five: FiveTuple) -> bool:
+        return five in self.by_five
+
+    def has_allocation_id(self, allocation: int) -> bool:
+        return allocation in self.allocations
+
     def next_expiry(self) -> float | None:
         return min((a.expires for a in self.allocations.values()), default=None)
 
