@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                      default=_fmt_rate(d.connection_rate_per_ip), metavar="N/SECONDS")
     lim.add_argument("--no-circuit-limits", action="store_true",
                      help="lift the circuit duration and data limits")
+    _add_turn_args(p)
     _add_common(p)
     p.set_defaults(func=cmd_relay)
 
@@ -175,6 +176,61 @@ def cmd_peer(args: argparse.Namespace) -> int:
 
     from .errors import P2PError
     from .peerapp import PeerOptions, run_peer
+
+def _add_turn_args(p: argparse.ArgumentParser) -> None:
+    from .relay import turn, turn_io
+
+    g = p.add_argument_group("TURN (RFC 8656; credentials only for peers connected to the relay)")
+    g.add_argument("--no-turn", action="store_true", help="serve no TURN")
+    g.add_argument("--turn-port", type=int, metavar="P",
+                   help="TURN UDP port (default: share the STUN port, as coturn does on 3478)")
+    g.add_argument("--turn-tcp-port", type=int, metavar="P",
+                   help="TURN over TCP port (default: the TURN UDP port's number; 0: any)")
+    g.add_argument("--turn-realm", default=turn.DEFAULT_REALM, metavar="REALM",
+                   help=f"TURN realm (default {turn.DEFAULT_REALM})")
+    g.add_argument("--turn-secret", metavar="SECRET",
+                   help="shared secret of the TURN REST credentials (default: random per run); "
+                        "with --turn-url, the external server's static-auth-secret")
+    g.add_argument("--turn-url", action="append", default=[], metavar="URL",
+                   help="hand out credentials for this external TURN server (coturn with "
+                        "use-auth-secret) instead of serving TURN; repeatable, needs --turn-secret")
+    g.add_argument("--turn-max-allocations", type=int, default=turn.MAX_ALLOCATIONS, metavar="N")
+    g.add_argument("--turn-max-allocations-per-peer", type=int,
+                   default=turn.MAX_ALLOCATIONS_PER_PEER, metavar="N")
+    g.add_argument("--turn-max-lifetime", type=int, default=turn.MAX_LIFETIME, metavar="SECONDS")
+    g.add_argument("--turn-max-bytes", type=int, default=turn.MAX_ALLOCATION_BYTES,
+                   metavar="BYTES", help="per allocation, both directions; 0 = unlimited")
+    g.add_argument("--turn-max-bandwidth", type=int, default=turn.MAX_ALLOCATION_BANDWIDTH,
+                   metavar="BYTES_PER_S", help="per allocation; 0 = unlimited")
+    g.add_argument("--turn-min-port", type=int, default=turn_io.MIN_RELAY_PORT, metavar="P",
+                   help="relayed UDP ports start here (default %(default)s, as coturn)")
+    g.add_argument("--turn-max-port", type=int, default=turn_io.MAX_RELAY_PORT, metavar="P")
+
+
+def _turn_options(args: argparse.Namespace):
+    from .relay.app import TurnOptions
+    from .relay.turn import TurnLimits
+
+    if args.turn_url and not args.turn_secret:
+        raise CliError("--turn-url needs --turn-secret (the external server's static-auth-secret)")
+    for url in args.turn_url:
+        if not url.startswith(("turn:", "turns:")):
+            raise CliError(f"--turn-url needs a turn: or turns: URL, not {url!r}")
+    if not 1 <= args.turn_min_port <= args.turn_max_port <= 65535:
+        raise CliError("--turn-min-port/--turn-max-port: need 1 <= min <= max <= 65535")
+    for name in ("turn_max_allocations", "turn_max_allocations_per_peer", "turn_max_lifetime",
+                 "turn_max_bytes", "turn_max_bandwidth"):
+        if getattr(args, name) < 0:
+            raise CliError(f"--{name.replace('_', '-')} cannot be negative")
+    return TurnOptions(
+        enabled=not args.no_turn, port=args.turn_port, tcp_port=args.turn_tcp_port,
+        realm=args.turn_realm, secret=args.turn_secret, min_port=args.turn_min_port,
+        max_port=args.turn_max_port, external_urls=args.turn_url,
+        limits=TurnLimits(max_allocations=args.turn_max_allocations,
+                          max_allocations_per_peer=args.turn_max_allocations_per_peer,
+                          max_lifetime=args.turn_max_lifetime, max_bytes=args.turn_max_bytes,
+                          max_bandwidth=args.turn_max_bandwidth))
+
 
     opts = PeerOptions(identity=load_identity(args), ice_servers=ice_servers_arg(args.stun),
                        json=args.json, save_dir=Path(args.save_dir),
@@ -243,7 +299,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
         webrtc_port=args.webrtc_port, stun_port=args.stun_port, listen_ip=args.listen_ip,
         stun_alt_port=args.stun_alt_port, stun_alt_ip=args.stun_alt_ip,
         use_ipv6=args.use_ipv6, announce=args.announce, metrics_port=args.metrics_port,
-        limits=limits, json=args.json,
+        limits=limits, json=args.json, turn=_turn_options(args),
     )
     try:
         return run_async(run_relay(opts))
