@@ -1,0 +1,303 @@
+"""The relay's TURN server as a real TURN client uses it: aioice's client (the one aiortc uses)
+allocates over UDP and over TCP with credentials fetched over /p2prtc/turn-credentials/1.0.0, and
+datagrams go to a UDP peer socket and back. coturn (Debian's) is the standard to match: the same
+client, the same credentials (same secret, TURN REST scheme), the same checks; and a relay with
+`--turn-url` hands out credentials that coturn accepts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+from aioice import stun as astun
+from aioice.turn import create_turn_endpoint
+
+from p2prtc.host import Host
+from p2prtc.protocols.turn_credentials import (FETCH_TIMEOUT, credentials_for,
+                                               fetch_turn_credentials)
+
+from ..netns import lab_ip
+
+SECRET = "turn-test-secret"
+REALM = "p2prtc.test"
+URL = re.compile(r"^turn:([\d.]+):(\d+)\?transport=(udp|tcp)$")
+OUR_PORTS = (41000, 41099)
+COTURN_PORTS = (42000, 42099)
+
+
+def free_port(kind=socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((lab_ip(), 0))
+        return s.getsockname()[1]
+
+
+class Queue(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.q: asyncio.Queue = asyncio.Queue()
+        self.lost = asyncio.Event()
+
+    def datagram_received(self, data, addr) -> None:
+        self.q.put_nowait((data, addr))
+
+    def connection_lost(self, exc) -> None:
+        self.lost.set()  # aioice: after the allocation was deleted
+
+
+async def start_relay(*args: str) -> tuple[asyncio.subprocess.Process, list[str]]:
+    """Our relay; returns it and its stdout lines up to the last `TURN ...` line."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "p2prtc", "relay", "--listen-ip", lab_ip(), "--port", "0", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    lines: list[str] = []
+    want_turn = "--no-turn" not in args
+    while True:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode().rstrip("\n")
+        if not line:
+            raise AssertionError(f"relay exited: {(await proc.stderr.read()).decode()}")
+        lines.append(line)
+        if not want_turn and line.startswith("Listening on"):
+            return proc, lines
+        if sum(l.startswith("TURN ") for l in lines) == 2:
+            return proc, lines
+
+
+async def stop(proc) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)
+
+
+class Coturn:
+    """coturn with use-auth-secret on a port of ours, files in a temp dir (nothing in /var)."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="coturn-")
+        self.port = free_port(socket.SOCK_DGRAM)
+        self.proc: subprocess.Popen | None = None
+
+    def urls(self) -> list[str]:
+        return [f"turn:{lab_ip()}:{self.port}?transport={t}" for t in ("udp", "tcp")]
+
+    async def start(self) -> "Coturn":
+        exe = shutil.which("turnserver")
+        if exe is None:
+            pytest.fail("coturn is missing: scripts/setup --test installs it", pytrace=False)
+        ip = lab_ip()
+        self.log = open(os.path.join(self.dir, "log"), "w")
+        self.proc = subprocess.Popen([
+            exe, "-n", "--no-cli", "--no-tls", "--no-dtls", "--listening-ip", ip,
+            "--relay-ip", ip, "--listening-port", str(self.port),
+            "--min-port", str(COTURN_PORTS[0]), "--max-port", str(COTURN_PORTS[1]),
+            "--use-auth-secret", "--static-auth-secret", SECRET, "--realm", REALM,
+            "--db", os.path.join(self.dir, "turndb"), "--pidfile", os.path.join(self.dir, "pid"),
+            "--log-file", "stdout", "--simple-log", "--no-software-attribute"],
+            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        await self._ready(ip)
+        return self
+
+    async def _ready(self, ip: str) -> None:
+        """Until coturn answers a Binding request over UDP and accepts TCP (10 s at most)."""
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + 10
+        transport, proto = await loop.create_datagram_endpoint(Queue, local_addr=(ip, 0))
+        try:
+            while True:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"coturn exited: {self.read_log()}")
+                req = astun.Message(message_method=astun.Method.BINDING,
+                                    message_class=astun.Class.REQUEST)
+                transport.sendto(bytes(req), (ip, self.port))
+                try:
+                    await asyncio.wait_for(proto.q.get(), 0.2)
+                    break
+                except TimeoutError:
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"coturn does not answer: {self.read_log()}")
+        finally:
+            transport.close()
+        _, writer = await asyncio.wait_for(asyncio.open_connection(ip, self.port), 5)
+        writer.close()
+
+    def read_log(self) -> str:
+        self.log.flush()
+        with open(os.path.join(self.dir, "log")) as f:
+            return f.read()[-2000:]
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+async def coturn():
+    server = await Coturn().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def fetch(relay_line: str):
+    """(credentials, seconds the fetch took) from the relay of a `Listening on` line."""
+    client = Host()
+    conn = await client.dial(relay_line.split(" ", 2)[2])
+    try:
+        t0 = time.monotonic()
+        creds = await fetch_turn_credentials(client, conn)
+        return creds, time.monotonic() - t0
+    finally:
+        await client.close()
+
+
+async def relay_both_ways(url: str, username: str, password: str, port_range) -> dict:
+    """Allocate at `url` with aioice, exchange 20 datagrams each way with a UDP peer socket,
+    delete the allocation. Returns what was seen."""
+    host, port, transport = URL.match(url).groups()
+    loop = asyncio.get_running_loop()
+    turn, client = await asyncio.wait_for(create_turn_endpoint(
+        Queue, (host, int(port)), username, password, transport=transport), 10)
+    peer_t, peer = await loop.create_datagram_endpoint(Queue, local_addr=(lab_ip(), 0))
+    peer_addr = peer_t.get_extra_info("sockname")
+    relayed = turn.get_extra_info("sockname")
+    try:
+        assert port_range[0] <= relayed[1] <= port_range[1], relayed
+        out = [os.urandom(n) for n in (1, 2, 3, 4, 100, 1200) + (500,) * 14]
+        for d in out:
+            turn.sendto(d, peer_addr)
+        got = [await asyncio.wait_for(peer.q.get(), 5) for _ in out]
+        assert [d for d, _ in got] == out  # intact, in order
+        assert {a for _, a in got} == {relayed}  # from the allocation's relayed address
+        back = [os.urandom(n) for n in (1, 7, 1200) + (300,) * 17]
+        for d in back:
+            peer_t.sendto(d, relayed)
+        got = [await asyncio.wait_for(client.q.get(), 5) for _ in back]
+        assert [d for d, _ in got] == back
+        assert {a for _, a in got} == {peer_addr}  # the client sees the peer's address
+        return {"relayed": relayed, "bytes": sum(map(len, out + back)), "turn": turn,
+                "client": client}
+    finally:
+        peer_t.close()
+
+
+async def delete(seen: dict) -> None:
+    """aioice's close() sends Refresh(LIFETIME=0), then tells the protocol connection_lost."""
+    seen["turn"].close()
+    await asyncio.wait_for(seen["client"].lost.wait(), 5)
+
+
+async def metrics(port: int) -> str:
+    reader, writer = await asyncio.open_connection(lab_ip(), port)
+    writer.write(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+    body = (await asyncio.wait_for(reader.read(), 5)).decode()
+    writer.close()
+    return body
+
+
+async def wait_metric(port: int, pattern: str, timeout: float = 5) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = await metrics(port)
+        if re.search(pattern, body, re.M):
+            return body
+        assert time.monotonic() < deadline, f"no {pattern!r} in:\n{body}"
+        await asyncio.sleep(0.05)
+
+
+async def test_our_turn_and_coturn_with_the_same_credentials(coturn):
+    metrics_port = free_port()
+    stun_port = free_port(socket.SOCK_DGRAM)
+    proc, lines = await start_relay(
+        "--stun-port", str(stun_port), "--stun-alt-port", "0", "--turn-secret", SECRET,
+        "--turn-realm", REALM, "--turn-min-port", str(OUR_PORTS[0]),
+        "--turn-max-port", str(OUR_PORTS[1]), "--metrics-port", str(metrics_port))
+    try:
+        ip = lab_ip()
+        # TURN shares the STUN port over UDP; TCP on the same number; `Listening on` unchanged
+        assert lines[-2:] == [f"TURN on turn:{ip}:{stun_port}?transport=udp",
+                              f"TURN on turn:{ip}:{stun_port}?transport=tcp"]
+        assert all(l.startswith("Listening on /ip4/") for l in lines[:-2])
+        creds, _ = await fetch(lines[0])
+        assert creds is not None
+        assert creds.urls == [l.split(" ", 2)[2] for l in lines[-2:]]
+        expiry, _, peer = creds.username.partition(":")
+        assert peer.startswith("12D3KooW") and abs(int(expiry) - time.time() - creds.ttl) < 5
+
+        seen = {}
+        for url in creds.urls:
+            seen[url] = await relay_both_ways(url, creds.username, creds.password, OUR_PORTS)
+        for url in coturn.urls():  # the same credentials at coturn
+            seen[url] = await relay_both_ways(url, creds.username, creds.password, COTURN_PORTS)
+
+        body = await wait_metric(metrics_port, r"^p2prtc_relay_turn_allocations_active 2$")
+        assert re.search(r"^p2prtc_relay_turn_allocations_total 2$", body, re.M)
+        ours = sum(seen[u]["bytes"] for u in creds.urls)
+        relayed = int(re.search(r"^p2prtc_relay_turn_bytes_relayed_total (\d+)$", body, re.M)[1])
+        assert relayed == ours
+
+        # no open relay: a datagram from an address the client never named is dropped, counted
+        udp = seen[creds.urls[0]]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.sendto(b"unsolicited", udp["relayed"])
+        await wait_metric(metrics_port,
+                          r'^p2prtc_relay_turn_refusals_total\{reason="peer-without-permission"\} 1$')
+        assert udp["client"].q.empty()
+
+        for s in seen.values():
+            await delete(s)
+        await wait_metric(metrics_port, r"^p2prtc_relay_turn_allocations_active 0$")
+
+        # credentials made with another secret: refused by both servers
+        bad = credentials_for("not the secret", peer, creds.urls)
+        for url in creds.urls[:1] + coturn.urls()[:1]:
+            host, port, transport = URL.match(url).groups()
+            with pytest.raises(astun.TransactionFailed) as e:
+                await asyncio.wait_for(create_turn_endpoint(
+                    Queue, (host, int(port)), bad.username, bad.password,
+                    transport=transport), 10)
+            assert e.value.response.attributes["ERROR-CODE"][0] == 401
+        await wait_metric(metrics_port,
+                          r'^p2prtc_relay_turn_refusals_total\{reason="bad-integrity"\} 1$')
+    finally:
+        await stop(proc)
+
+
+async def test_relay_hands_out_credentials_for_an_external_coturn(coturn):
+    proc, lines = await start_relay("--stun-port", "0", *[a for u in coturn.urls()
+                                                          for a in ("--turn-url", u)],
+                                    "--turn-secret", SECRET)
+    try:
+        assert lines[-2:] == [f"TURN credentials for {u}" for u in coturn.urls()]
+        creds, _ = await fetch(lines[0])
+        assert creds is not None and creds.urls == coturn.urls()
+        for url in creds.urls:
+            seen = await relay_both_ways(url, creds.username, creds.password, COTURN_PORTS)
+            await delete(seen)
+    finally:
+        await stop(proc)
+
+
+async def test_fetch_from_a_relay_without_turn_is_none_at_once():
+    proc, lines = await start_relay("--stun-port", "0", "--no-turn")
+    try:
+        assert not any(l.startswith("TURN") for l in lines)
+        creds, took = await fetch(lines[0])
+        assert creds is None
+        assert took < FETCH_TIMEOUT / 5  # refused in negotiation: one round trip, no timeout
+    finally:
+        await stop(proc)
