@@ -495,3 +495,5 @@ def test_stream_framer():
     assert frames == [bytes(m), codec.channel_data(0x4000, b"abcde", pad=True), bytes(m)]
     with pytest.raises(codec.StunError):
         StreamFramer().feed(b"\xc0\x00\x00\x00")
+    with pytest.raises(codec.StunError):  # STUN-like head, no magic cookie
+        StreamFramer().feed(b"\x16\x03\x01\x02\x00\x01\x00\x01")

@@ -670,6 +670,7 @@ class TurnServer:
 _BROADCAST = ipaddress.ip_address("255.255.255.255")
 
 
+_COOKIE = struct.pack(">I", codec.MAGIC_COOKIE)
 DATA_INDICATION = codec.message_type(codec.METHOD_DATA, codec.CLASS_INDICATION)
 
 
@@ -688,6 +689,11 @@ class StreamFramer:
             length = codec.stream_frame_length(bytes(self._buf[:4]))
             if length is None:
                 raise StunError("not STUN or ChannelData on a TURN stream")
+            if self._buf[0] < 0x40:  # STUN: the magic cookie tells it from garbage (TLS, HTTP)
+                if len(self._buf) < 8:
+                    break
+                if self._buf[4:8] != _COOKIE:
+                    raise StunError("not STUN (no magic cookie) on a TURN stream")
             if len(self._buf) < length:
                 break
             frames.append(bytes(self._buf[:length]))

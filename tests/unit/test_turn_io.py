@@ -1,0 +1,141 @@
+"""The TURN adapter (relay/turn_io.py) in-process on 127.0.0.1: its own UDP socket and TCP
+listener, relayed ports from a range, garbage on TCP, idle and surplus TCP connections; and the
+credentials protocol's message codec."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from aioice import stun as astun
+from aioice.turn import create_turn_endpoint
+
+from p2prtc.errors import ProtocolError
+from p2prtc.pb import turn_credentials_pb2 as pb
+from p2prtc.protocols import turn_credentials as tc
+from p2prtc.relay import turn_io
+from p2prtc.relay.turn import TurnLimits, TurnStats
+from p2prtc.relay.turn_io import TurnConfig, TurnService
+
+SECRET = "unit-secret"
+
+
+class Queue(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.q: asyncio.Queue = asyncio.Queue()
+
+    def datagram_received(self, data, addr) -> None:
+        self.q.put_nowait((data, addr))
+
+
+@pytest.fixture
+async def service():
+    s = TurnService(TurnConfig(SECRET, "unit", TurnLimits(), relay_ip="127.0.0.1",
+                               min_port=43000, max_port=43000), TurnStats())
+    udp = await s.listen_udp("127.0.0.1", 0)
+    tcp = await s.listen_tcp("127.0.0.1", 0)
+    s.test_udp, s.test_tcp = udp, tcp
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def creds(peer="12D3KooWUnit"):
+    c = tc.credentials_for(SECRET, peer, ["turn:127.0.0.1:1?transport=udp"])
+    return c.username, c.password
+
+
+async def test_udp_and_tcp_relay_and_port_range_exhaustion(service):
+    loop = asyncio.get_running_loop()
+    peer_t, peer = await loop.create_datagram_endpoint(Queue, local_addr=("127.0.0.1", 0))
+    try:
+        turn, client = await asyncio.wait_for(create_turn_endpoint(
+            Queue, service.test_udp, *creds(), transport="udp"), 5)
+        assert turn.get_extra_info("sockname") == ("127.0.0.1", 43000)
+        turn.sendto(b"over udp", peer_t.get_extra_info("sockname"))
+        data, addr = await asyncio.wait_for(peer.q.get(), 5)
+        assert data == b"over udp" and addr == ("127.0.0.1", 43000)
+        # the range holds one port: a second allocation (over TCP) gets 508
+        with pytest.raises(astun.TransactionFailed) as e:
+            await asyncio.wait_for(create_turn_endpoint(
+                Queue, service.test_tcp, *creds(), transport="tcp"), 5)
+        assert e.value.response.attributes["ERROR-CODE"][0] == 508
+        assert service.core.stats.refusals["no-relay-port"] == 1
+        turn.close()
+        await asyncio.wait_for(_until(lambda: not service.relayed), 5)
+        # the port is free again, now over TCP
+        turn, client = await asyncio.wait_for(create_turn_endpoint(
+            Queue, service.test_tcp, *creds(), transport="tcp"), 5)
+        peer_t.sendto(b"not permitted yet", ("127.0.0.1", 43000))
+        turn.sendto(b"over tcp", peer_t.get_extra_info("sockname"))
+        data, _ = await asyncio.wait_for(peer.q.get(), 5)
+        assert data == b"over tcp"
+        peer_t.sendto(b"back", ("127.0.0.1", 43000))
+        data, _ = await asyncio.wait_for(client.q.get(), 5)
+        assert data == b"back"
+        assert service.core.stats.refusals["peer-without-permission"] == 1
+        turn.close()
+        await asyncio.wait_for(_until(lambda: not service.core.allocations), 5)
+    finally:
+        peer_t.close()
+
+
+async def test_tcp_connection_end_frees_its_allocation(service):
+    turn, _ = await asyncio.wait_for(create_turn_endpoint(
+        Queue, service.test_tcp, *creds(), transport="tcp"), 5)
+    assert len(service.core.allocations) == 1
+    # drop the TCP connection without deleting the allocation (a client that vanishes)
+    inner = next(iter(service.tcp_clients.values()))
+    inner.transport.abort()
+    await asyncio.wait_for(_until(lambda: not service.core.allocations and not service.relayed), 5)
+
+
+@pytest.mark.parametrize("garbage", [
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS ClientHello on the plain port
+    b"\xff\xff\xff\xff", b"\x00\x01\x00\x00\x00\x00\x00\x00"])
+async def test_tcp_garbage_closes_the_connection(service, garbage):
+    reader, writer = await asyncio.open_connection(*service.test_tcp)
+    writer.write(garbage)
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+    assert service.core.stats.refusals["garbage"] == 1
+    writer.close()
+
+
+async def test_idle_and_surplus_tcp_connections(service, monkeypatch):
+    monkeypatch.setattr(turn_io, "TCP_ALLOCATE_TIMEOUT", 0.2)
+    monkeypatch.setattr(turn_io, "MAX_TCP_CONNECTIONS", 1)
+    reader, writer = await asyncio.open_connection(*service.test_tcp)
+    r2, w2 = await asyncio.open_connection(*service.test_tcp)
+    assert await asyncio.wait_for(r2.read(), 5) == b""  # over the cap: closed at once
+    assert service.core.stats.refusals["tcp-connections"] == 1
+    t0 = time.monotonic()
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # no allocation: closed
+    assert time.monotonic() - t0 < 2
+    writer.close()
+    w2.close()
+
+
+async def _until(cond) -> None:
+    while not cond():
+        await asyncio.sleep(0.01)
+
+
+# -- the credentials message -------------------------------------------------------------------
+
+def test_credentials_roundtrip_and_validation():
+    c = tc.credentials_for("s", "12D3KooWX", ["turn:203.0.113.10:3478?transport=udp",
+                                              "turn:203.0.113.10:3478?transport=tcp"],
+                           ttl=600, now=1_000_000)
+    assert c.username == "1000600:12D3KooWX" and c.expires == 1000600
+    back = tc.decode(tc.encode(c))
+    assert back == c
+    for bad in (pb.TurnCredentials(urls=[], username="u", password="p"),
+                pb.TurnCredentials(urls=["http://x"], username="u", password="p"),
+                pb.TurnCredentials(urls=["turn:x"] * 17, username="u", password="p"),
+                pb.TurnCredentials(urls=["turn:x"], password="p")):
+        with pytest.raises(ProtocolError):
+            tc.decode(bad.SerializeToString())
+    with pytest.raises(ProtocolError):
+        tc.decode(b"\xff\xff\xff")
