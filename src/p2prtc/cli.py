@@ -31,6 +31,8 @@ class CliError(Exception):
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="count", default=0, help="debug logs on stderr")
     p.add_argument("--json", action="store_true", help="JSON-lines events on stdout")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="stderr logs as text (default) or one JSON object per line")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="public IP or DNS name (or a full multiaddr) to advertise; repeatable")
     p.add_argument("--metrics-port", type=int, metavar="P",
                    help="serve Prometheus metrics on http://IP:P/metrics")
+    p.add_argument("--wss-port", type=int, metavar="P",
+                   help="WebSocket over TLS port (/tls/ws, what https pages need); "
+                        "needs --tls-cert and --tls-key")
+    p.add_argument("--tls-cert", metavar="FILE",
+                   help="certificate chain (PEM, e.g. certbot's fullchain.pem); reloaded when "
+                        "the file changes")
+    p.add_argument("--tls-key", metavar="FILE", help="its private key (PEM, e.g. privkey.pem)")
     p.add_argument("--use-ipv6", action="store_true", help="also listen on IPv6 (::)")
     lim = p.add_argument_group("limits (defaults are rust-libp2p's relay defaults)")
     from .relay.limits import RelayLimits
@@ -139,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where received files go (default: current directory)")
         p.add_argument("--quit-on-eof", action="store_true",
                        help="exit when standard input ends")
+        p.add_argument("--tls-ca", metavar="FILE",
+                       help="also trust this CA (PEM) for /tls/ws and /wss relays "
+                            "(SSL_CERT_FILE replaces the system's CAs)")
+        if name == "listen":
+            p.add_argument("--web-url", metavar="URL",
+                           help="the page of `p2prtc web` (e.g. https://chat.example.org/): "
+                                "print a link that opens it and dials us")
         _add_common(p)
         p.set_defaults(func=cmd_peer, mode=name)
 
@@ -234,7 +250,8 @@ def _turn_options(args: argparse.Namespace):
 
     opts = PeerOptions(identity=load_identity(args), ice_servers=ice_servers_arg(args.stun),
                        json=args.json, save_dir=Path(args.save_dir),
-                       quit_on_eof=args.quit_on_eof)
+                       quit_on_eof=args.quit_on_eof, tls_ca=args.tls_ca,
+                       web_url=getattr(args, "web_url", None))
     try:
         if args.mode == "listen":
             return run_async(run_peer(opts, listen=args.relay))
@@ -284,6 +301,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
     )
     if args.no_circuit_limits:
         limits.lift_circuit_limits()
+    check_tls_args(args, "--wss-port", args.wss_port)
     if args.stun_alt_ip is not None:
         import ipaddress
 
@@ -299,12 +317,28 @@ def cmd_relay(args: argparse.Namespace) -> int:
         webrtc_port=args.webrtc_port, stun_port=args.stun_port, listen_ip=args.listen_ip,
         stun_alt_port=args.stun_alt_port, stun_alt_ip=args.stun_alt_ip,
         use_ipv6=args.use_ipv6, announce=args.announce, metrics_port=args.metrics_port,
+        wss_port=args.wss_port, tls_cert=args.tls_cert, tls_key=args.tls_key,
         limits=limits, json=args.json, turn=_turn_options(args),
     )
     try:
         return run_async(run_relay(opts))
     except RuntimeError as e:
         raise CliError(str(e)) from None
+
+
+def check_tls_args(args: argparse.Namespace, needs: str, wanted) -> None:
+    """--tls-cert and --tls-key go together (and with `needs`, when given) and must load."""
+    from .transports.tls import CertificateError, ReloadingCertificate
+
+    if wanted is not None and not (args.tls_cert and args.tls_key):
+        raise CliError(f"{needs} needs --tls-cert FILE and --tls-key FILE")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise CliError("--tls-cert and --tls-key go together")
+    if args.tls_cert:
+        try:
+            ReloadingCertificate(args.tls_cert, args.tls_key)
+        except CertificateError as e:
+            raise CliError(str(e)) from None
 
 
 def load_identity(args: argparse.Namespace):
@@ -355,8 +389,15 @@ def verbosity(args: argparse.Namespace) -> int:
     return getattr(args, "global_verbose", 0) + getattr(args, "verbose", 0)
 
 
-def setup_logging(verbose: int) -> None:
+def setup_logging(verbose: int, log_format: str = "text") -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    if log_format == "json":
+        from .logjson import JsonLogFormatter
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonLogFormatter())
+        logging.basicConfig(level=level, handlers=[handler])
+        return
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -373,7 +414,7 @@ def run_async(coro) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(verbosity(args))
+    setup_logging(verbosity(args), getattr(args, "log_format", "text"))
     try:
         return args.func(args)
     except CliError as e:

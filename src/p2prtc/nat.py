@@ -28,7 +28,8 @@ import ipaddress
 import logging
 import socket
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from .transports.webrtc_direct import stun as codec
 from .transports.webrtc_direct.stun import StunError
@@ -397,9 +398,12 @@ async def _filtering(client: _StunClient, r: ProbeResults) -> None:
 
 
 async def detect(host: str, port: int = DEFAULT_STUN_PORT, *,
-                 timeout: float = DETECT_TIMEOUT) -> NatBehaviour:
+                 timeout: float = DETECT_TIMEOUT,
+                 on_mapping: Callable[[NatBehaviour], None] | None = None) -> NatBehaviour:
     """Our NAT's behaviour as seen through the STUN server host:port; never takes longer than
-    `timeout` and never raises for network trouble (the result is then "unknown", saying why)."""
+    `timeout` and never raises for network trouble (the result is then "unknown", saying why).
+    `on_mapping` gets the behaviour with the mapping alone as soon as the (fast) mapping probes
+    are done, before the filtering probes' waits end."""
     deadline = time.monotonic() + timeout
     label = fmt_addr((host, port))
     loop = asyncio.get_running_loop()
@@ -425,7 +429,13 @@ async def detect(host: str, port: int = DEFAULT_STUN_PORT, *,
         remaining = max(0.0, deadline - time.monotonic())
         try:
             async with asyncio.timeout(remaining):
-                await asyncio.gather(_mapping(clients[0], r), _filtering(clients[1], r))
+                async def mapping() -> None:
+                    await _mapping(clients[0], r)
+                    if on_mapping is not None:
+                        on_mapping(classify(replace(r, filter_change_ip_port=None,
+                                                    filter_change_port=None)))
+
+                await asyncio.gather(mapping(), _filtering(clients[1], r))
         except TimeoutError:
             log.debug("NAT detection via %s cut at %.1f s", label, timeout)
     except OSError as e:
@@ -457,11 +467,16 @@ def stun_server_for(target: str) -> Addr:
     return parse_addr(text, DEFAULT_STUN_PORT)
 
 
-@dataclass
 class NatDetector:
-    """Runs `detect` once in the background for a peer; `result(wait)` gives it (or None)."""
-    server: Addr | None
-    task: asyncio.Task | None = field(default=None, repr=False)
+    """Runs `detect` once in the background for a peer; `result(wait)` gives the behaviour,
+    `mapping_result(wait)` the mapping part as soon as it is known (or None)."""
+
+    def __init__(self, server: Addr | None, probe=None) -> None:
+        """probe(host, port, on_mapping=...) -> NatBehaviour: `detect` unless given."""
+        self.server = server
+        self.probe = probe or detect
+        self.task: asyncio.Future | None = None
+        self._mapping: asyncio.Future | None = None
 
     @classmethod
     def known(cls, behaviour: NatBehaviour) -> "NatDetector":
@@ -472,17 +487,22 @@ class NatDetector:
         d.task = fut
         return d
 
-    def start(self, spawn=asyncio.ensure_future) -> asyncio.Task:
+    def start(self, spawn=asyncio.ensure_future) -> asyncio.Future:
         """Start the detection (once) as a task made by `spawn` (e.g. `Host.spawn`, so that
         closing the host ends it)."""
         if self.task is None:
+            self._mapping = asyncio.get_running_loop().create_future()
             if self.server is None:
                 async def none() -> NatBehaviour:
                     return unknown(None, "no STUN server to ask")
                 self.task = spawn(none())
             else:
-                self.task = spawn(detect(*self.server))
+                self.task = spawn(self.probe(*self.server, on_mapping=self._mapping_known))
         return self.task
+
+    def _mapping_known(self, partial: NatBehaviour) -> None:
+        if self._mapping is not None and not self._mapping.done():
+            self._mapping.set_result(partial)
 
     @property
     def done(self) -> NatBehaviour | None:
@@ -492,17 +512,30 @@ class NatDetector:
 
     async def result(self, wait: float) -> NatBehaviour | None:
         """Our behaviour, waiting at most `wait` seconds for the detection to end."""
+        return await self._wait([self.start()], wait)
+
+    async def mapping_result(self, wait: float) -> NatBehaviour | None:
+        """The whole behaviour if known, else the mapping part (filtering "unknown") once the
+        mapping probes are done; waits at most `wait` seconds."""
         task = self.start()
-        try:
-            return await asyncio.wait_for(asyncio.shield(task), wait)
-        except TimeoutError:
-            return None
-        except asyncio.CancelledError:
-            me = asyncio.current_task()
-            if task.cancelled() and not (me is not None and me.cancelling()):
-                return None  # the detection was stopped (host closing), not we
-            raise
+        futs = [task] + ([self._mapping] if self._mapping is not None else [])
+        return await self._wait(futs, wait)
+
+    async def _wait(self, futs: list[asyncio.Future], wait: float) -> NatBehaviour | None:
+        done, _ = await asyncio.wait(futs, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        for f in futs:  # the whole result first
+            if f in done and not f.cancelled() and f.exception() is None:
+                return f.result()
+        return None
 
     def cancel(self) -> None:
         if self.task is not None:
             self.task.cancel()
+
+
+def could_be_ruled_out(partial: NatBehaviour, theirs: NatBehaviour) -> bool:
+    """Whether what `partial` does not know yet (unknown mapping or filtering) could still make
+    `direct_path_ruled_out(mine, theirs)` say no: then it is worth waiting for the rest."""
+    maps = [partial.mapping] if partial.mapping != UNKNOWN else [EI, APD]
+    filts = [partial.filtering] if partial.filtering != UNKNOWN else [EI, APD]
+    return any(direct_path_ruled_out(NatBehaviour(m, f), theirs) for m in maps for f in filts)

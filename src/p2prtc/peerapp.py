@@ -44,6 +44,8 @@ class PeerOptions:
     json: bool = False
     save_dir: Path = field(default_factory=lambda: Path("."))
     quit_on_eof: bool = False
+    tls_ca: str | None = None  # a CA file to trust for /tls/ws and /wss relays, besides the system's
+    web_url: str | None = None  # the `p2prtc web` page: listen prints a link that dials us
 
 
 class Output:
@@ -124,6 +126,15 @@ class PeerApp:
         self.opts = opts
         self.out = Output(opts.json)
         self.host = Host(opts.identity)
+        if opts.web_url:
+            from .web.links import dial_link
+
+            dial_link(opts.web_url, "/")  # ValueError now (a usage error), not at reservation
+        if opts.tls_ca:
+            from .transports.tls import client_context
+            from .transports.websocket import websocket_transport
+
+            websocket_transport(self.host.transports).client_ssl = client_context(opts.tls_ca)
         self.webrtc = WebRTCTransport(self.host, opts.ice_servers)
         self.host.add_transport(self.webrtc, first=True)
         self.natinfo = NatInfoService(self.host)  # detection starts with listen/dial
@@ -274,8 +285,17 @@ class PeerApp:
             text += "\n  for browsers:\n    " + "\n    ".join(browser)
         if others:
             text += "\n  for Python/rust/Node peers:\n    " + "\n    ".join(others)
+        link = None
+        if self.opts.web_url:
+            from .web.links import dial_link, link_target
+
+            target = link_target(browser, self.opts.web_url)
+            link = dial_link(self.opts.web_url, target) if target else None
+            text += f"\nOpen in a browser to chat:\n  {link}" if link else \
+                "\n(no link for --web-url: the relay has no address a browser can dial)"
         self.out.event("reservation", text, relay=str(info.relay), expires=info.expires)
-        self.out.event("listening", None, addrs=browser + others, browser_addrs=browser)
+        self.out.event("listening", None, addrs=browser + others, browser_addrs=browser,
+                       **({"link": link} if self.opts.web_url else {}))
 
     def _on_nat(self, b) -> None:
         self.out.event("nat", f"NAT: {b.describe()}", **b.to_dict())

@@ -141,3 +141,58 @@ async def test_garbage_from_the_peer_ends_only_that_stream(net, caplog):
     assert b.peer_id not in sa.peers
     # The connection and the protocol still work.
     assert await sb.check(conn) is not None
+
+
+def test_could_be_ruled_out():
+    from p2prtc.nat import could_be_ruled_out
+
+    mapping_only_ei = NatBehaviour(EI, UNKNOWN)
+    mapping_only_sym = NatBehaviour(APD, UNKNOWN)
+    # Against a port-restricted peer only our mapping matters: known, so no need to wait.
+    assert not could_be_ruled_out(mapping_only_ei, PORT_RESTRICTED)
+    # Against a symmetric peer our filtering decides: wait for it.
+    assert could_be_ruled_out(mapping_only_ei, SYMMETRIC)
+    # Nothing known yet: anything with a dependent mapping or per-port filtering could say no.
+    assert could_be_ruled_out(NatBehaviour(UNKNOWN, UNKNOWN), PORT_RESTRICTED)
+    assert not could_be_ruled_out(NatBehaviour(UNKNOWN, UNKNOWN), NatBehaviour(EI, EI))
+    assert not could_be_ruled_out(mapping_only_sym, RESTRICTED)
+
+
+class SlowProbe:
+    """A detection whose mapping part is known at once and whose filtering part ends only when
+    the test says so (as a real one ends after its filtering probes' silence)."""
+
+    def __init__(self, full: NatBehaviour) -> None:
+        self.full = full
+        self.release = asyncio.Event()
+
+    async def __call__(self, host, port, *, on_mapping):
+        on_mapping(NatBehaviour(self.full.mapping, UNKNOWN, self.full.public))
+        await self.release.wait()
+        return self.full
+
+
+async def test_dialer_decides_on_its_mapping_before_its_filtering_is_known(net):
+    # Listener port-restricted: the dialer's symmetric mapping alone rules the path out.
+    probe = SlowProbe(SYMMETRIC)
+    a, sa, b, sb, conn = await net.pair(PORT_RESTRICTED, None)
+    sb.start(NatDetector(("stun.invalid", 3478), probe))
+    learned = asyncio.ensure_future(a.events.wait_for("nat-peer", timeout=T))
+    reason = await asyncio.wait_for(sb.check(conn), T)
+    assert reason is not None and "symmetric NAT" in reason
+    assert not learned.done()  # the listener hears ours once our detection has ended
+    probe.release.set()
+    peer, theirs, a_reason = await learned
+    assert theirs == SYMMETRIC and a_reason is not None
+
+
+async def test_dialer_waits_for_its_filtering_against_a_symmetric_peer(net):
+    probe = SlowProbe(PORT_RESTRICTED)
+    a, sa, b, sb, conn = await net.pair(SYMMETRIC, None)
+    sb.start(NatDetector(("stun.invalid", 3478), probe))
+    check = asyncio.ensure_future(sb.check(conn))
+    done, _ = await asyncio.wait({check}, timeout=0.3)
+    assert not done  # our mapping (endpoint-independent) does not settle it: filtering does
+    probe.release.set()
+    reason = await asyncio.wait_for(check, T)
+    assert reason is not None and "port-restricted NAT" in reason and "symmetric NAT" in reason

@@ -396,7 +396,8 @@ def describe_result(r: RunResult) -> str:
     return "\n".join(lines)
 
 
-MATRIX_HEADER = ("| A (listens) | B (dials) | theory | measured | time to direct (ms) | "
+MATRIX_HEADER = ("| A (listens) | B (dials) | theory | measured | NAT detected A / B | "
+                 "time to direct (ms) | "
                  "pair at B (local/remote) | pair at A | RTT relay / direct (ms) | MB/s | chat | "
                  "note |")
 
@@ -421,7 +422,8 @@ def matrix_row(r: RunResult) -> str:
     if wrong:
         notes.append("NAT " + ", ".join(wrong))
     ttd = _fmt_ms(r.time_to_direct_ms) if r.direct else "-"
-    return (f"| {r.nat_a} | {r.nat_b} | {theory} | {measured} | {ttd} | "
+    detected = f"{r.nat_a_detected or '-'} / {r.nat_b_detected or '-'}"
+    return (f"| {r.nat_a} | {r.nat_b} | {theory} | {measured} | {detected} | {ttd} | "
             f"{_pair_types(r.candidate_pair)} | {_pair_types(r.listener_candidate_pair)} | {rtts} | {mbps} | {chat} | {', '.join(notes)} |")
 
 

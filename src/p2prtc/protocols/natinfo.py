@@ -3,21 +3,24 @@ the relayed connection before WebRTC signalling, so that a dialer whose pair of 
 direct path says so at once instead of after the ICE timeout.
 
 Wire format: each side writes one uvarint-length-prefixed JSON object (`NatBehaviour.to_dict()`,
-`{}` for "unknown") as soon as the stream is open, reads the other's, and closes. The dialer opens
-the stream; both sides write without waiting for the other, so neither order nor a slow side can
-deadlock it. Allowed on limited (relayed) connections. A peer that does not speak it (js-libp2p)
+`{}` for "unknown"), reads the other's, and closes. The dialer opens the stream; the listener
+writes at once, the dialer as soon as its own detection has ended (it may decide before that:
+see `NatInfoService.check`); neither waits for the other before writing, so nothing deadlocks. Allowed on limited (relayed) connections. A peer that does not speak it (js-libp2p)
 refuses in multistream-select: one round trip, the answer is "unknown".
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from ..errors import P2PError, ProtocolError
-from ..nat import NatBehaviour, NatDetector, direct_path_ruled_out, stun_server_for
+from ..nat import (NatBehaviour, NatDetector, could_be_ruled_out, direct_path_ruled_out,
+                   stun_server_for)
 from ..streams import read_length_prefixed, write_length_prefixed
 
 if TYPE_CHECKING:
@@ -64,33 +67,52 @@ async def _swap(stream, mine: NatBehaviour | None) -> NatBehaviour | None:
     return decode(data)
 
 
-async def exchange(conn: "Connection", mine: NatBehaviour | None) -> NatBehaviour | None:
+async def exchange(conn: "Connection",
+                   mine: "NatBehaviour | None | Awaitable[NatBehaviour | None]"
+                   ) -> NatBehaviour | None:
     """Tell the peer of `conn` our behaviour and learn theirs; None if they do not speak the
-    protocol, do not know theirs, or anything goes wrong (logged)."""
+    protocol, do not know theirs, or anything goes wrong (logged). `mine` may be an awaitable
+    (our detection still running): theirs is returned as soon as it arrives, and ours follows
+    on the same stream when known (within OWN_RESULT_WAIT)."""
     stream = None
     try:
         async with asyncio.timeout(EXCHANGE_TIMEOUT):
             stream = await conn.new_stream([NATINFO_PROTOCOL])
-            theirs = await _swap(stream, mine)
+            if not inspect.isawaitable(mine):
+                await write_length_prefixed(stream, encode(mine))
+            data = await read_length_prefixed(stream, MAX_MESSAGE_SIZE)
+            theirs = decode(data)
     except (P2PError, OSError, TimeoutError) as e:
         log.debug("no NAT info from %s: %s", conn.remote_peer, str(e) or type(e).__name__)
         if stream is not None:
             stream.reset()
+        if inspect.iscoroutine(mine):
+            mine.close()
         return None
-    task = asyncio.ensure_future(_close_quietly(stream))
-    _closing.add(task)
-    task.add_done_callback(_closing.discard)
+    _background(_finish(stream, mine))
     return theirs
 
 
-_closing: set[asyncio.Task] = set()  # streams closing in the background (kept referenced)
-
-
-async def _close_quietly(stream) -> None:
+async def _finish(stream, mine) -> None:
+    """Write our behaviour if it was still pending, then close the stream."""
     try:
+        if inspect.isawaitable(mine):
+            async with asyncio.timeout(OWN_RESULT_WAIT):
+                b = await mine
+            await write_length_prefixed(stream, encode(b))
         await stream.close()
-    except (P2PError, OSError):
-        pass
+    except (P2PError, OSError, TimeoutError) as e:
+        log.debug("NAT info stream: %s", str(e) or type(e).__name__)
+        stream.reset()
+
+
+def _background(coro) -> None:
+    task = asyncio.ensure_future(coro)
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Task] = set()  # streams closing in the background (kept referenced)
 
 
 def stun_server_of(ice_servers: list[str] | None, relay_addr: "Multiaddr | None"):
@@ -159,15 +181,29 @@ class NatInfoService:
 
     async def check(self, conn: "Connection") -> str | None:
         """Dialer side, before signalling: exchange behaviours over `conn`; the reason a direct
-        path is ruled out, or None (go ahead)."""
-        mine = await self.own_behaviour()
-        theirs = await exchange(conn, mine)
+        path is ruled out, or None (go ahead). Waits for our own detection only as far as the
+        answer depends on it: the mapping part is known within a few round trips, the filtering
+        part (a few round trips of silence) matters only against a symmetric NAT."""
+        det = self.detector
+        theirs = await exchange(conn, det.result(OWN_RESULT_WAIT) if det is not None else None)
+        if theirs is None or det is None:
+            return self._learned(conn.remote_peer, theirs, None)
+        mine = det.done
+        if mine is None:
+            partial = await det.mapping_result(OWN_RESULT_WAIT)
+            if partial is not None and partial.known and (
+                    direct_path_ruled_out(partial, theirs)
+                    or not could_be_ruled_out(partial, theirs)):
+                mine = partial  # the rest of our detection cannot change the verdict
+            else:
+                mine = await det.result(OWN_RESULT_WAIT)
         return self._learned(conn.remote_peer, theirs, mine)
 
     async def _handle(self, stream) -> None:
         conn = stream.connection
         try:
-            async with asyncio.timeout(EXCHANGE_TIMEOUT + OWN_RESULT_WAIT):
+            # our detection, then the dialer's (which it writes when done)
+            async with asyncio.timeout(EXCHANGE_TIMEOUT + 2 * OWN_RESULT_WAIT):
                 mine = await self.own_behaviour()
                 theirs = await _swap(stream, mine)
         except (P2PError, OSError, TimeoutError) as e:
@@ -175,5 +211,5 @@ class NatInfoService:
                      str(e) or type(e).__name__)
             stream.reset()
             return
-        await _close_quietly(stream)
+        _background(_finish(stream, None))
         self._learned(conn.remote_peer, theirs, mine)

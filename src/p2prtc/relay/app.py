@@ -46,6 +46,10 @@ class RelayOptions:
     use_ipv6: bool = False
     announce: list[str] = field(default_factory=list)
     metrics_port: int | None = None
+    # WebSocket over TLS (`/tls/ws`): port, certificate chain and key files (reloaded on change)
+    wss_port: int | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
     limits: RelayLimits = field(default_factory=RelayLimits)
     json: bool = False
     turn: "TurnOptions" = field(default_factory=lambda: TurnOptions())
@@ -81,9 +85,11 @@ def announce_addrs(listen: list[Multiaddr], announce: list[str]) -> list[Multiad
             ip = ipaddress.ip_address(spec)
             head = f"/ip{ip.version}/{ip}"
         except ValueError:
-            head = f"/dns/{spec}"
+            ip = None
         for a in listen:
             comps = a.without_peer_id().components()
+            if ip is None:  # a name stands for the listen address's family (A or AAAA records)
+                head = f"/dns{6 if comps[0][0] == 'ip6' else 4}/{spec}"
             tail = "".join(f"/{n}" + (f"/{v}" if v is not None else "") for n, v in comps[1:])
             key = (head, tail)
             if key not in ports_seen:
@@ -99,6 +105,7 @@ class RelayApp:
         self.metrics = RelayMetrics()
         self.relay = RelayService(self.host, opts.limits, self.metrics)
         self.stun_servers: list[StunServer] = []
+        self.certificate = None  # transports.tls.ReloadingCertificate with --wss-port
         self.turn: TurnService | None = None
         self.turn_credentials: TurnCredentialService | None = None
         self._metrics_runner: web.AppRunner | None = None
@@ -121,9 +128,17 @@ class RelayApp:
             wanted.append(f"/{proto}/{ip}/tcp/{o.port}")
             if o.websocket_port is not None:
                 wanted.append(f"/{proto}/{ip}/tcp/{o.websocket_port}/ws")
+            if o.wss_port is not None:
+                wanted.append(f"/{proto}/{ip}/tcp/{o.wss_port}/tls/ws")
             if o.webrtc_port is not None:
                 # certhash of a certificate derived from the identity: same key, same address
                 wanted.append(f"/{proto}/{ip}/udp/{o.webrtc_port}/webrtc-direct")
+        if o.wss_port is not None:
+            from ..transports.tls import ReloadingCertificate
+            from ..transports.websocket import websocket_transport
+
+            websocket_transport(self.host.transports).server_tls = self.certificate = \
+                ReloadingCertificate(o.tls_cert, o.tls_key)
         for w in wanted:
             self.listen_addrs += await self.host.listen(w)
         if o.announce:

@@ -1,4 +1,10 @@
-"""WebSocket transport: <tcp address>/ws and /wss (dial), /ws (listen), via aiohttp.
+"""WebSocket transport: <tcp address>/ws, /wss, /tls/ws, /tls/sni/NAME/ws (dial), /ws and, with a
+server certificate (`server_tls`), /tls/ws (listen), via aiohttp.
+
+TLS: a listener's certificate comes from a `tls.ReloadingCertificate` (renewals are picked up
+without a restart); dialers verify the server against `client_ssl` (default: the system store and
+SSL_CERT_FILE). `/sni/NAME` names the host the certificate is checked against; without it, the
+dns/ip component is.
 
 libp2p over WebSocket sends binary frames carrying the raw connection bytes (Noise, yamux on
 top); frame boundaries mean nothing. WebSocket has no half-close, so close_write closes.
@@ -22,6 +28,7 @@ from .tcp import IP_PROTOCOLS, host_port, sockaddr_to_multiaddr
 
 if TYPE_CHECKING:
     from ..upgrader import Upgrader
+    from .tls import ReloadingCertificate
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +130,12 @@ class WebSocketListener(Listener):
 class WebSocketTransport(Transport):
     name = "ws"
 
-    def __init__(self, upgrader: "Upgrader") -> None:
+    def __init__(self, upgrader: "Upgrader", *, server_tls: "ReloadingCertificate | None" = None,
+                 client_ssl: ssl.SSLContext | None = None) -> None:
         self.upgrader = upgrader
+        # Public: set by the relay (`--tls-cert`) and the peers (`--tls-ca`) before listen/dial.
+        self.server_tls = server_tls
+        self.client_ssl = client_ssl
         self._session: aiohttp.ClientSession | None = None
 
     def can_dial(self, addr: Multiaddr) -> bool:
@@ -136,7 +147,11 @@ class WebSocketTransport(Transport):
 
     def can_listen(self, addr: Multiaddr) -> bool:
         protos = addr.without_peer_id().protocols()
-        return len(protos) == 3 and protos[0] in ("ip4", "ip6") and protos[1:] == ["tcp", "ws"]
+        if len(protos) < 3 or protos[0] not in ("ip4", "ip6") or protos[1] != "tcp":
+            return False
+        if protos[2:] == ["ws"]:
+            return True
+        return self.server_tls is not None and protos[2:] in (["tls", "ws"], ["wss"])
 
     async def dial(self, addr: Multiaddr):
         host, port, _family, secure = ws_url(addr)
@@ -144,11 +159,14 @@ class WebSocketTransport(Transport):
         url = f"{'wss' if secure else 'ws'}://{hostpart}:{port}/"
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession()
+        tls: ssl.SSLContext | bool = False
+        if secure:
+            tls = self.client_ssl if self.client_ssl is not None else ssl.create_default_context()
         try:
             ws = await self._session.ws_connect(
                 url, max_msg_size=MAX_MESSAGE_SIZE, compress=0, autoping=True,
-                timeout=aiohttp.ClientWSTimeout(ws_close=5),
-                ssl=ssl.create_default_context() if secure else False,
+                timeout=aiohttp.ClientWSTimeout(ws_close=5), ssl=tls,
+                server_hostname=addr.value_for("sni") if secure else None,
             )
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
             raise DialError(f"WebSocket connect to {url} failed: {e}") from None
@@ -171,8 +189,8 @@ class WebSocketTransport(Transport):
             sock = request.transport.get_extra_info("socket") if request.transport else None
             local = sock.getsockname() if sock is not None else (host, port)
             remote = request.transport.get_extra_info("peername") or ("0.0.0.0", 0)
-            raw = WebSocketStream(ws, sockaddr_to_multiaddr(local, "/ws"),
-                                  sockaddr_to_multiaddr(remote, "/ws"))
+            raw = WebSocketStream(ws, sockaddr_to_multiaddr(local, suffix),
+                                  sockaddr_to_multiaddr(remote, suffix))
             conn = await self.upgrader.upgrade_inbound_or_log(raw, "ws")
             if conn is not None:
                 await on_connection(conn)
@@ -180,20 +198,29 @@ class WebSocketTransport(Transport):
                 await conn.wait_closed()
             return ws
 
+        protos = addr.without_peer_id().protocols()
+        secure = protos[-1] == "wss" or "tls" in protos
+        suffix = "/tls/ws" if secure else "/ws"
         server = web.Server(handle, access_log=None)
         # Connections are closed by the host before its listeners; do not wait 60 s for stragglers.
         runner = web.ServerRunner(server, handle_signals=False, access_log=None,
                                   shutdown_timeout=2.0)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        site = web.TCPSite(runner, host, port, reuse_address=True,
+                           ssl_context=self.server_tls.context if secure else None)
         await site.start()
         addrs: list[Multiaddr] = []
         for sock in site._server.sockets:  # the bound port when port was 0
             sockaddr = sock.getsockname()
             for ip in expand_unspecified(sockaddr[0]):
-                addrs.append(sockaddr_to_multiaddr((ip, sockaddr[1]), "/ws"))
+                addrs.append(sockaddr_to_multiaddr((ip, sockaddr[1]), suffix))
         return WebSocketListener(runner, addrs)
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def websocket_transport(transports) -> WebSocketTransport:
+    """The WebSocket transport among a host's `transports` (to give it certificates or a CA)."""
+    return next(t for t in transports if isinstance(t, WebSocketTransport))

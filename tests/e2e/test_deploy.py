@@ -1,0 +1,97 @@
+"""Deploying on the internet, as users run the commands: the relay's WebSocket over TLS
+(`--wss-port`, `/tls/ws` lines, `/dns4/NAME` with --announce NAME), Python peers that trust a CA
+given with --tls-ca, the `--web-url` link, `--log-format json`, and docs/deploy's Prometheus and
+Grafana files against the relay's real /metrics. Real TLS: a CA made at test time (tests/tlsca.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from ..netns import lab_ip
+from ..tlsca import TestCA
+from .webpage import REPO, Cli, free_port, run_cli
+
+
+@pytest.fixture
+def ca(tmp_path) -> TestCA:
+    return TestCA(tmp_path / "ca")
+
+
+async def start_tls_relay(ca: TestCA, *extra: str, name: str = "relay") -> Cli:
+    ip = lab_ip()
+    leaf = ca.issue("relay", [ip, "relay.test", "127.0.0.1"])
+    relay = await Cli("relay", "--port", str(free_port(ip)), "--wss-port", str(free_port(ip)),
+                      "--stun-port", str(free_port(ip, socket.SOCK_DGRAM)), "--listen-ip", ip,
+                      "--tls-cert", str(leaf.cert), "--tls-key", str(leaf.key), *extra,
+                      name=name).start()
+    return relay
+
+
+async def test_relay_serves_tls_ws_and_python_peers_chat_through_it(ca):
+    relay = await start_tls_relay(ca, "--json", "--log-format", "json", "-v")
+    listener = dialer = None
+    try:
+        ev = await relay.wait_event("listening")
+        tls = [a for a in ev["addrs"] if "/tls/ws/" in a]
+        assert len(tls) == 1 and re.fullmatch(
+            rf"/ip4/{re.escape(lab_ip())}/tcp/\d+/tls/ws/p2p/12D3KooW\w+", tls[0]), ev["addrs"]
+        web_url = "https://chat.test/"
+        listener = await Cli("listen", tls[0], "--tls-ca", str(ca.ca_pem), "--json",
+                             "--stun", "none", "--web-url", web_url, name="listener").start()
+        lev = await listener.wait_event("listening")
+        mine = next(a for a in lev["browser_addrs"] if "/tls/ws/" in a)
+        # the link dials the address an https page can use: through /tls/ws
+        assert lev["link"] == f"https://chat.test/#/dial/{mine}"
+        dialer = await Cli("dial", mine, "--tls-ca", str(ca.ca_pem), "--json", "--stun", "none",
+                           name="dialer").start()
+        await dialer.wait_event("connected", transport="webrtc", direct=True)
+        await dialer.send_line("hello over wss")
+        await listener.wait_event("message", text="hello over wss")
+    finally:
+        for p in (dialer, listener):
+            if p is not None:
+                await p.close()
+        assert await relay.interrupt() == 0
+    # --log-format json: every stderr line is one JSON object
+    lines = [line for line in relay.stderr_text().splitlines()
+             if line and not line.startswith("Local peer id:")]
+    assert lines, "no log lines with -v"
+    docs = [json.loads(line) for line in lines]
+    assert {"time", "level", "logger", "message"} <= set(docs[0])
+    assert any(d["logger"].startswith("p2prtc") for d in docs)
+
+
+async def test_announced_name_is_printed_as_dns4_tls_ws(ca):
+    relay = await start_tls_relay(ca, "--announce", "relay.test")
+    try:
+        line = await relay.wait_line(r"^Listening on /dns4/relay\.test/tcp/\d+/tls/ws/p2p/")
+        addr = line.string.split(" ", 2)[2]
+        # no CA given: the system store does not know our test CA
+        rc, out, err = await run_cli("dial", addr.replace("/dns4/relay.test", f"/ip4/{lab_ip()}")
+                                     + "/p2p-circuit/webrtc/p2p/"
+                                     "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN",
+                                     "--stun", "none", timeout=40)
+        assert rc == 1 and "certificate verify failed" in err, (rc, out, err)
+    finally:
+        assert await relay.interrupt() == 0
+
+
+async def test_tls_flags_are_checked(ca, tmp_path):
+    rc, _out, err = await run_cli("relay", "--wss-port", "0", "--stun-port", "0")
+    assert rc == 1 and "--wss-port needs --tls-cert FILE and --tls-key FILE" in err
+    bad = tmp_path / "bad.pem"
+    bad.write_text("nope\n")
+    rc, _out, err = await run_cli("relay", "--wss-port", "0", "--stun-port", "0",
+                                  "--tls-cert", str(bad), "--tls-key", str(bad))
+    assert rc == 1 and "cannot load the TLS certificate" in err
+    rc, _out, err = await run_cli("listen", "/ip4/127.0.0.1/tcp/1/p2p/"
+                                  "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN",
+                                  "--web-url", "chat.test")
+    assert rc == 1 and "not an http(s) URL" in err
