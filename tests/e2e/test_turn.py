@@ -301,3 +301,59 @@ async def test_fetch_from_a_relay_without_turn_is_none_at_once():
         assert took < FETCH_TIMEOUT / 5  # refused in negotiation: one round trip, no timeout
     finally:
         await stop(proc)
+
+
+# Two RTCPeerConnections in one Chromium page that may only use relay candidates: libwebrtc's
+# TURN client (UDP or TCP to the server) against ours, a data channel carries 100 x 16 KB.
+PAGE_JS = """
+async ([urls, username, credential]) => {
+  const cfg = {iceServers: [{urls, username, credential}], iceTransportPolicy: 'relay'};
+  const a = new RTCPeerConnection(cfg), b = new RTCPeerConnection(cfg);
+  a.onicecandidate = e => e.candidate && b.addIceCandidate(e.candidate);
+  b.onicecandidate = e => e.candidate && a.addIceCandidate(e.candidate);
+  const dc = a.createDataChannel('x');
+  const got = new Promise(res => { b.ondatachannel = e => { let n = 0, bytes = 0;
+    e.channel.onmessage = m => { bytes += m.data.length; if (++n === 100) res(bytes); }; }; });
+  await a.setLocalDescription(); await b.setRemoteDescription(a.localDescription);
+  await b.setLocalDescription(); await a.setRemoteDescription(b.localDescription);
+  await new Promise((res, rej) => { dc.onopen = res;
+    setTimeout(() => rej(new Error('no data channel: ICE ' + a.iceConnectionState)), 15000); });
+  for (let i = 0; i < 100; i++) dc.send(String(i % 10).repeat(16000));
+  const bytes = await got;
+  const stats = await a.getStats(); let local = null;
+  stats.forEach(s => { if (s.type === 'candidate-pair' && s.state === 'succeeded' && s.nominated)
+    local = stats.get(s.localCandidateId); });
+  a.close(); b.close();
+  return {bytes, type: local && local.candidateType, proto: local && local.relayProtocol};
+}
+"""
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_chromium_over_our_turn(transport):
+    from playwright.async_api import async_playwright
+
+    from ..interop.jspeer import CHROMIUM, CHROMIUM_ARGS
+
+    metrics_port = free_port()
+    proc, lines = await start_relay("--stun-port", str(free_port(socket.SOCK_DGRAM)),
+                                    "--metrics-port", str(metrics_port))
+    try:
+        creds, _ = await fetch(lines[0])
+        urls = [u for u in creds.urls if u.endswith(f"transport={transport}")]
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page()
+                result = await asyncio.wait_for(page.evaluate(
+                    PAGE_JS, [urls, creds.username, creds.password]), 30)
+            finally:
+                await browser.close()
+        assert result == {"bytes": 1_600_000, "type": "relay", "proto": transport}
+        body = await metrics(metrics_port)
+        made = int(re.search(r"^p2prtc_relay_turn_allocations_total (\d+)$", body, re.M)[1])
+        assert made >= 2  # one per RTCPeerConnection
+        relayed = int(re.search(r"^p2prtc_relay_turn_bytes_relayed_total (\d+)$", body, re.M)[1])
+        assert relayed > 1_600_000
+    finally:
+        await stop(proc)
