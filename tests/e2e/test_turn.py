@@ -357,3 +357,43 @@ async def test_chromium_over_our_turn(transport):
         assert relayed > 1_600_000
     finally:
         await stop(proc)
+
+
+async def test_turn_on_its_own_ports_and_json_event():
+    """`--stun-port 0 --turn-port P --turn-tcp-port 0`: TURN has its own UDP socket (answering
+    Binding requests too) and any free TCP port; --json announces the URLs as a `turn` event."""
+    import json
+
+    udp_port = free_port(socket.SOCK_DGRAM)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "p2prtc", "relay", "--listen-ip", lab_ip(), "--port", "0",
+        "--stun-port", "0", "--turn-port", str(udp_port), "--turn-tcp-port", "0", "--json",
+        "--turn-min-port", str(OUR_PORTS[0]), "--turn-max-port", str(OUR_PORTS[1]),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        events = [json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
+                  for _ in range(2)]
+        assert [e["event"] for e in events] == ["listening", "turn"]
+        urls = events[1]["urls"]
+        assert events[1]["external"] is False
+        assert urls[0] == f"turn:{lab_ip()}:{udp_port}?transport=udp"
+        tcp_port = int(URL.match(urls[1])[2])
+        assert urls[1] == f"turn:{lab_ip()}:{tcp_port}?transport=tcp" and tcp_port != 0
+        creds, _ = await fetch(f"Listening on {events[0]['addrs'][0]}")
+        assert creds.urls == urls
+        for url in urls:
+            await delete(await relay_both_ways(url, creds.username, creds.password, OUR_PORTS))
+        # a plain STUN Binding request on TURN's own socket is answered
+        loop = asyncio.get_running_loop()
+        t, q = await loop.create_datagram_endpoint(Queue, local_addr=(lab_ip(), 0))
+        try:
+            t.sendto(bytes(astun.Message(message_method=astun.Method.BINDING,
+                                         message_class=astun.Class.REQUEST)),
+                     (lab_ip(), udp_port))
+            data, _ = await asyncio.wait_for(q.q.get(), 5)
+            assert astun.parse_message(data).attributes["XOR-MAPPED-ADDRESS"] == \
+                t.get_extra_info("sockname")
+        finally:
+            t.close()
+    finally:
+        await stop(proc)
