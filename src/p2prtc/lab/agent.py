@@ -225,6 +225,8 @@ async def main_async(args: argparse.Namespace) -> int:
     if args.stun:
         ice = [] if args.stun == ["none"] else args.stun
     peer = LabPeer(ice)
+    if ice:  # the STUN server is known before the relay: detect while we wait for the address
+        peer.detect_nat(None)
     stop = asyncio.Event()
     stop_on_signals(args.mode, stop)
     try:
