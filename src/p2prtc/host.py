@@ -287,8 +287,13 @@ class Host:
             return
         self._closed = True
         # Connections first: a WebSocket listener waits for its open connections to end.
+        # Relayed ones before the rest: they ride on a relay connection, and their goodbye
+        # (yamux GoAway) must leave before it goes, so the peer reads it as "the peer left".
         conns = self.connections()
-        await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+        relayed = [c for c in conns if c.transport == "circuit"]
+        await asyncio.gather(*(c.close() for c in relayed), return_exceptions=True)
+        await asyncio.gather(*(c.close() for c in conns if c not in relayed),
+                             return_exceptions=True)
         for listener in self._listeners:
             try:
                 await listener.close()

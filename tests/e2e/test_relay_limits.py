@@ -18,6 +18,7 @@ import sys
 
 import pytest
 
+from ..interop.relays import RustRelay
 from ..netns import lab_ip
 from .webpage import AppPage, Cli, chromium
 
@@ -79,6 +80,7 @@ async def relay_factory():
         procs.append(proc)
         return addrs if ws else addrs[0]
 
+    make.procs = procs
     yield make
     for proc in procs:
         if proc.returncode is None:
@@ -125,8 +127,9 @@ def one_connected(cli: Cli, peer: str) -> dict:
     return ev
 
 
-async def test_data_limit_every_line_arrives_or_is_reported(relay_factory, clis, udp_blocked):
-    relay_addr = await relay_factory("--max-circuit-bytes", str(64 * KIB))
+async def chat_past_the_data_limit(clis, relay_addr: str, limit: int, n: int) -> None:
+    """Listener and dialer through `relay_addr` (whose circuits carry `limit` bytes), no direct
+    path; the dialer sends n lines, more than the limit lets through."""
     lis, addr = await listener(clis, relay_addr)
     lis_peer = (await lis.wait_event("peer"))["peer"]
     dialer = await clis("dial", addr, "--json", "--stun", "none", name="dialer")
@@ -137,9 +140,9 @@ async def test_data_limit_every_line_arrives_or_is_reported(relay_factory, clis,
     one_connected(dialer, lis_peer)
     one_connected(lis, dial_peer)
     relayed = next(e for e in dialer.events if e["event"] == "relayed")
-    assert relayed["limit"] == {"duration": 120, "data": 64 * KIB}, relayed
+    assert relayed["limit"] == {"duration": 120, "data": limit}, relayed
+    words = f"{limit // KIB} KiB"
 
-    n = 1000  # ~90 KiB of chat: more than the relay lets through
     for i in range(n):
         await dialer.send_line(f"<line {i:04d}> " + "x" * 70)
     await dialer._wait(lambda: True if sum(map(len, outcomes(dialer))) >= n else None,
@@ -148,14 +151,17 @@ async def test_data_limit_every_line_arrives_or_is_reported(relay_factory, clis,
     assert sent | set(undelivered) == set(range(n)) and not sent & set(undelivered)
     assert undelivered, "the relay's limit was never reached: the test proves nothing"
     assert set(undelivered.values()) == {
-        "not sent: the relay's 64 KiB data limit for this relayed connection is used up"}
+        f"not sent: the relay's {words} data limit for this relayed connection is used up"}
     assert max(sent) < min(undelivered), "a line went out after the limit was used up"
 
     # both sides say why the relayed connection ended
     ended = await dialer.wait_event("disconnected", peer=lis_peer, timeout=30)
-    assert ended["reason"] == "the relay's 64 KiB data limit was reached", ended
-    ended = await lis.wait_event("disconnected", peer=dial_peer, timeout=30)
-    assert ended["reason"] == "the relay's 64 KiB data limit was reached", ended
+    assert ended["reason"] == f"the relay's {words} data limit was reached", ended
+    try:
+        ended = await lis.wait_event("disconnected", peer=dial_peer, timeout=30)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{dialer.describe()}") from None
+    assert ended["reason"] == f"the relay's {words} data limit was reached", ended
     # what was read before the end is still shown (it may come after the `disconnected` line)
     try:
         await lis._wait(lambda: True if sent <= received_lines(lis) else None,
@@ -166,8 +172,21 @@ async def test_data_limit_every_line_arrives_or_is_reported(relay_factory, clis,
                              f"{sorted(missing)[:20]}") from None
     assert not [e for e in dialer.events if e["event"] == "error"
                 and "WebRTC" not in e["reason"]], dialer.describe()
-    print(f"[relay limits] 64 KiB data limit: {len(sent)} of {n} lines sent and arrived, "
-          f"{len(undelivered)} reported not sent")
+    print(f"[relay limits] {relay_addr.split('/p2p/')[0]} {words} data limit: {len(sent)} of "
+          f"{n} lines sent and arrived, {len(undelivered)} reported not sent")
+
+
+async def test_data_limit_every_line_arrives_or_is_reported(relay_factory, clis, udp_blocked):
+    relay_addr = await relay_factory("--max-circuit-bytes", str(64 * KIB))
+    await chat_past_the_data_limit(clis, relay_addr, 64 * KIB, 1000)  # ~85 KiB of chat
+
+
+@pytest.mark.interop
+async def test_data_limit_through_rusts_relay(rust_peer_factory, clis, udp_blocked):
+    """rust-libp2p's relay with its default limits (128 KiB counted over both directions
+    together, 2 min; it resets the streams at the limit)."""
+    relay = await RustRelay(rust_peer_factory).start()
+    await chat_past_the_data_limit(clis, relay.addr("tcp"), 128 * KIB, 2000)  # ~170 KiB
 
 
 async def test_time_limit_ends_it_in_words(relay_factory, clis):
@@ -225,3 +244,34 @@ async def test_page_and_python_say_why_the_relayed_connection_ended(relay_factor
         assert ended["reason"] == why, ended
         await page.expect_output(f"ended: {why}; the direct connection stays", timeout=30)
         assert not [e for e in lis.events if e["event"] == "disconnected"], lis.describe()
+
+
+async def test_peer_left_and_relay_went_away(relay_factory, clis):
+    """Plain relayed dials (no upgrade attempted): a dialer that quits reads as "the peer left"
+    on the listener; a relay that goes away as "the relay went away" on both sides, and the
+    listener's retries are warnings, not errors."""
+    relay_addr = await relay_factory()
+    lis, addr = await listener(clis, relay_addr)
+    plain = addr.replace("/p2p-circuit/webrtc/", "/p2p-circuit/")
+
+    first = await clis("dial", plain, "--json", name="dialer 1")
+    first_peer = (await first.wait_event("peer"))["peer"]
+    await first.wait_event("connected", transport="relay", timeout=30)
+    await lis.wait_event("relayed", peer=first_peer, timeout=30)
+    await first.send_line("/quit")
+    ended = await lis.wait_event("disconnected", peer=first_peer, timeout=30)
+    assert ended["reason"] == "the peer left", ended
+
+    second = await clis("dial", plain, "--json", name="dialer 2")
+    second_peer = (await second.wait_event("peer"))["peer"]
+    ev = await second.wait_event("connected", transport="relay", timeout=30)
+    await lis.wait_event("relayed", peer=second_peer, timeout=30)
+    relay_proc = next(p for p in relay_factory.procs if p.returncode is None)
+    relay_proc.kill()
+    ended = await second.wait_event("disconnected", peer=ev["peer"], timeout=30)
+    assert ended["reason"] == "the relay went away", ended
+    ended = await lis.wait_event("disconnected", peer=second_peer, timeout=30)
+    assert ended["reason"] == "the relay went away", ended
+    warning = await lis.wait_event("warning", timeout=30)
+    assert "reserving again" in warning["reason"], warning
+    assert not [e for e in lis.events if e["event"] == "error"], lis.describe()

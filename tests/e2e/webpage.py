@@ -57,7 +57,8 @@ class Cli:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=self._log, env=env, cwd=str(REPO))
+            stderr=self._log, env=env, cwd=str(REPO),
+            limit=1 << 20)  # a `message` event may carry a 64 KiB chat read, JSON-escaped
         self._reader = asyncio.create_task(self._read())
         return self
 
