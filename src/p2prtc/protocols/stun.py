@@ -153,6 +153,17 @@ class StunServer:
         # (data, client address, our address as the client reached it) for datagrams on the
         # primary socket that are not Binding requests: TURN, when it shares this socket.
         self.other: Callable[[bytes, tuple[str, int], tuple[str, int]], None] | None = None
+        self._primary_cache: tuple[str, int] | None | bool = False  # False: not computed yet
+
+    @property
+    def _primary(self) -> tuple[str, int] | None:
+        """The primary socket's address, None when it is bound to 0.0.0.0 / ::."""
+        p = self._primary_cache
+        if p is False:
+            ip, port = self.responder.local[PRIMARY]
+            p = self._primary_cache = None if ipaddress.ip_address(ip).is_unspecified \
+                else (ip, port)
+        return p
 
     @property
     def addresses(self) -> dict[Role, tuple[str, int]]:
@@ -160,14 +171,19 @@ class StunServer:
 
     def datagram_received(self, role: Role, data: bytes, addr) -> None:
         assert self.responder is not None
+        if self.other is not None and role == PRIMARY and not _is_binding_request(data):
+            # TURN's hot path: no per-datagram address parsing
+            here = self._primary
+            if here is None:
+                local_ip = self._local_ip_for(addr[0])
+                if local_ip is None:
+                    return
+                here = (local_ip, self.responder.local[PRIMARY][1])
+            self.other(data, (addr[0], addr[1]), here)
+            return
         local_ip = None
         if ipaddress.ip_address(self.responder.local[role][0]).is_unspecified:
             local_ip = self._local_ip_for(addr[0])
-        if self.other is not None and role == PRIMARY and not _is_binding_request(data):
-            here = self.responder.address(role, local_ip)
-            if here is not None:
-                self.other(data, (addr[0], addr[1]), here)
-            return
         try:
             reply = self.responder.handle(data, role, (addr[0], addr[1]), local_ip)
         except NotStun as e:

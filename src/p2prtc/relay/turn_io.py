@@ -26,6 +26,7 @@ from .turn import (Addr, CloseRelay, FiveTuple, OpenRelay, StreamFramer, ToClien
                    TurnLimits, TurnServer, TurnStats)
 
 log = logging.getLogger(__name__)
+_now = time.time
 
 # coturn's defaults for the relayed port range (--min-port / --max-port).
 MIN_RELAY_PORT = 49152
@@ -217,7 +218,7 @@ class TurnService:
         if server not in self._udp_senders:
             self._udp_senders[server] = send
         self.guarded(self.core.client_datagram, data, FiveTuple("udp", client, server),
-                     time.time())
+                     _now())
 
     def guarded(self, step, *args) -> None:
         """Run a core step and its actions. The core never raises on network input (fuzzed in
