@@ -409,9 +409,6 @@ class TurnServer:
     def has_allocation_id(self, allocation: int) -> bool:
         return allocation in self.allocations
 
-    def next_expiry(self) -> float | None:
-        return min((a.expires for a in self.allocations.values()), default=None)
-
     # -- authentication --------------------------------------------------------------------------
 
     def _challenge(self, five: FiveTuple, now: float) -> list[tuple[int, bytes]]:
@@ -535,7 +532,7 @@ class TurnServer:
         a.expires = now + lifetime
         return actions
 
-    def _peer_addresses(self, msg: StunMessage, now: float) -> list[Addr]:
+    def _peer_addresses(self, msg: StunMessage) -> list[Addr]:
         addrs = codec.xor_addresses(msg, codec.ATTR_XOR_PEER_ADDRESS)
         if not addrs or any(x is None for x in addrs):
             raise _Refused(BAD_REQUEST, "bad-request", "XOR-PEER-ADDRESS missing or malformed")
@@ -563,7 +560,7 @@ class TurnServer:
     def _create_permission(self, msg: StunMessage, five: FiveTuple, username: str, key: bytes,
                            now: float) -> list[Action]:
         a = self._own_allocation(five, username)
-        peers = self._peer_addresses(msg, now)
+        peers = self._peer_addresses(msg)
         self._permit(a, {ip for ip, _ in peers}, now)
         return self._success(msg, five, key)
 
@@ -576,7 +573,7 @@ class TurnServer:
         (channel,) = struct.unpack_from(">H", raw)
         if not codec.CHANNEL_MIN <= channel <= codec.CHANNEL_MAX:
             raise _Refused(BAD_REQUEST, "bad-request", f"channel number 0x{channel:04x}")
-        peers = self._peer_addresses(msg, now)
+        peers = self._peer_addresses(msg)
         if len(peers) != 1:
             raise _Refused(BAD_REQUEST, "bad-request", "ChannelBind names one peer")
         peer = peers[0]
