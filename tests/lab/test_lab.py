@@ -105,6 +105,52 @@ async def test_nat_detected_as_built(lab, nat_a, nat_b):
     assert r.direct and r.matches_theory, r.to_dict()
 
 
+async def test_cli_peers_report_nat_and_give_up_at_once(lab, tmp_path):
+    """`p2prtc listen` / `p2prtc dial` (the commands, behind port-restricted and symmetric NATs):
+    each emits its `nat` event, and the dialer's `error` names both NATs < 2 s after `dialing`,
+    then chats over the relay."""
+    from p2prtc.lab.netns import remove_leftovers
+    from p2prtc.lab.procs import ProcessGroup, python_argv
+    from p2prtc.lab.topology import (RELAY_IP, RELAY_IP2, RELAY_PORT, STUN_ALT_PORT, STUN_PORT,
+                                     Lab)
+
+    remove_leftovers()
+    net = Lab("port-restricted", "symmetric").build()
+    procs = ProcessGroup(keep_logs=str(tmp_path))
+    try:
+        relay = await procs.start("relay", net.relay_ns, python_argv(
+            "p2prtc", "relay", "--listen-ip", RELAY_IP, "--port", str(RELAY_PORT), "--stun-port",
+            str(STUN_PORT), "--stun-alt-port", str(STUN_ALT_PORT), "--stun-alt-ip", RELAY_IP2,
+            "--no-turn", "--json"))  # no TURN: the dialer has nothing left to try
+        raddr = (await relay.wait_event("listening", 30))["addrs"][0]
+        a = await procs.start("a", net.sides["a"].peer_ns,
+                              python_argv("p2prtc", "listen", raddr, "--json"))
+        nat_a = await a.wait_event("nat", 30)
+        assert (nat_a["type"], nat_a["public"].split(":")[0]) == ("port-restricted", "203.0.113.1")
+        listening = await a.wait_event("listening", 30)
+        target = next(x for x in listening["addrs"] if "/p2p-circuit/webrtc/" in x)
+        b = await procs.start("b", net.sides["b"].peer_ns,
+                              python_argv("p2prtc", "dial", target, "--json"))
+        dialing = await b.wait_event("dialing", 30)
+        err = await b.wait_event("error", 30)
+        assert err["t"] - dialing["t"] < 2.0, (dialing, err)
+        assert "no direct path possible" in err["reason"], err
+        assert "symmetric NAT" in err["reason"] and "port-restricted NAT" in err["reason"]
+        nat_b = await b.wait_event("nat", 5)
+        assert nat_b["type"] == "symmetric" and nat_b["mapping"] == "address-and-port-dependent"
+        peer_b = await b.wait_event("nat-peer", 5)
+        assert peer_b["type"] == "port-restricted" and peer_b["ruled_out"]
+        # The listener hears the dialer's behaviour too, and why no direct path exists.
+        peer_a = await a.wait_event("nat-peer", 5)
+        assert peer_a["type"] == "symmetric" and peer_a["ruled_out"]
+        # Chat goes on over the relayed connection.
+        await b.send_line("over the relay")
+        await a.wait_event("message", 10, lambda e: e.get("text") == "over the relay")
+    finally:
+        await procs.stop_all()
+        net.destroy()
+
+
 async def test_delay_and_loss_are_applied(lab):
     r = await run_one(RunOptions("public", "port-restricted", delay_ms=25, loss_pct=1,
                                  bytes=200_000, pings=5, probe=False))
