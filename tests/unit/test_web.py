@@ -159,7 +159,7 @@ def test_web_defaults():
 def test_web_flags():
     args = parse("web", "--host", "127.0.0.1", "--port", "0", "--relay", WS,
                  "--stun", "stun:a.example:3478", "--stun", "turn:b.example:3478", "--json")
-    assert (args.host, args.port, args.relay) == ("127.0.0.1", 0, WS)
+    assert (args.host, args.port, args.relay) == ("127.0.0.1", 0, [WS])
     assert stun_list(args.stun) == ["stun:a.example:3478", "turn:b.example:3478"]
     assert stun_list(parse("web", "--stun", "none").stun) == []
     assert stun_list(None) is None

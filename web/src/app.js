@@ -12,10 +12,12 @@ import { byteStream } from '@libp2p/utils'
 import { webRTC } from '@libp2p/webrtc'
 import { webSockets } from '@libp2p/websockets'
 import { multiaddr } from '@multiformats/multiaddr'
+import encodeQR from '@paulmillr/qr'
 import { Circuit, WebRTC } from '@multiformats/multiaddr-matcher'
 import { createLibp2p } from 'libp2p'
 import { errorText, explainError, limitsAtOpen, noDirectPath, relayedEndReason } from './explain.js'
 import { FILE_PROTOCOL, receiveFile, sendFile } from './files.js'
+import { chooseRelay, dialLink, dialTarget, mixedContentProblem, relayKind, usableFrom } from './links.js'
 import { hasWebCrypto } from './sha256.js'
 
 const CHAT_PROTOCOL = '/libp2p/examples/chat/1.0.0'
@@ -72,7 +74,12 @@ async function loadConfig () {
     appendOutput(`Could not load config.json (${err.message}): enter the relay address by hand.`, 'error')
   }
   const query = new URLSearchParams(location.search)
-  if (query.get('relay')) config.relay = query.get('relay')
+  if (!Array.isArray(config.relays)) config.relays = config.relay != null ? [config.relay] : []
+  if (query.get('relay')) config.relays = [query.get('relay')]
+  // an https page cannot use a ws:// relay (mixed content): take what this page can use
+  const choice = chooseRelay(config.relays, location.protocol)
+  config.relay = choice.relay
+  config.relayProblem = choice.problem
   config.autoConnect = query.get('auto') !== '0'
   if (!Array.isArray(config.iceServers)) config.iceServers = []
   return config
@@ -200,14 +207,30 @@ function updateOwnAddresses () {
     li.textContent = a.toString()
     return li
   }))
-  // the address to share: preferably the one through the configured relay
-  const preferred = addrs.find((a) => config.relay != null && a.toString().startsWith(config.relay)) ?? addrs[0]
+  // the address to share: preferably the one through the configured relay, and one that a page
+  // like this one (http or https) can dial
+  const preferred = addrs.find((a) => config.relay != null && a.toString().startsWith(config.relay)) ??
+    addrs.find((a) => usableFrom(a, location.protocol)) ?? addrs[0]
   $('me-section').hidden = preferred == null
   $('my-address').value = preferred?.toString() ?? ''
+  showLink(preferred?.toString())
   if (preferred != null && reservationTimer != null) {
     clearTimeout(reservationTimer)
     reservationTimer = null
   }
+}
+
+let shownLink = null
+
+/** A link that opens this page and dials our address, and its QR code. */
+function showLink (addr) {
+  const link = addr != null ? dialLink(location.href, addr) : null
+  if (link === shownLink) return
+  shownLink = link
+  $('my-link').href = link ?? ''
+  $('my-link').textContent = link ?? ''
+  $('my-qr').innerHTML = link != null ? encodeQR(link, 'svg', { ecc: 'low', border: 2 }) : ''
+  $('my-qr').dataset.text = link ?? ''
 }
 
 async function pingConnection (conn) {
@@ -318,6 +341,10 @@ async function dial (text) {
     return
   }
   appendOutput(`Dialing '${target}'`)
+  if (!usableFrom(target, location.protocol) && relayKind(target) === 'ws') {
+    appendOutput(mixedContentProblem([target.toString()], location.protocol), 'error')
+    return
+  }
   if (Circuit.matches(target) && !WebRTC.matches(target)) {
     appendOutput('Browsers chat only over direct WebRTC: dial the peer\'s address that ends in ' +
       '/p2p-circuit/webrtc/p2p/<peer id>.', 'error')
@@ -549,6 +576,12 @@ node.handle(FILE_PROTOCOL, async (stream, connection) => {
 
 $('peer-id').textContent = node.peerId.toString()
 if (!hasWebCrypto()) $('crypto-note').hidden = false
+if (config.relayProblem != null) {
+  $('relay-section').hidden = false
+  $('relay-addr').textContent = config.relays.join(' ')
+  $('connect-relay').disabled = true
+  appendOutput(config.relayProblem, 'error')
+}
 if (config.relay != null) {
   $('relay-section').hidden = false
   $('relay-addr').textContent = config.relay
@@ -565,4 +598,16 @@ updateOwnAddresses()
 
 document.documentElement.dataset.ready = 'true'
 
-if (config.relay != null && config.autoConnect) dial(config.relay)
+/** A link (#/dial/<addr>) asks to dial: connect to the relay first (our address needs it too). */
+async function dialFromLink () {
+  const target = dialTarget(location.hash)
+  if (target == null) return
+  window.peer.value = target
+  appendOutput('Opened a link to a peer: connecting…', 'hint')
+  if (relayDial != null) await relayDial
+  await dial(target)
+}
+
+const relayDial = config.relay != null && config.autoConnect ? dial(config.relay) : null
+dialFromLink()
+window.addEventListener('hashchange', () => dialFromLink())

@@ -83,3 +83,51 @@ test('a relayed connection\'s end in words, as p2prtc listen/dial say it', () =>
     "the relay's 64 KiB data limit was reached")
   assert.equal(relayedEndReason(null, undefined, true), 'the relay went away')
 })
+
+// -- links.js: which relay address a page can use, and #/dial/ links --------------------------
+import { chooseRelay, dialLink, dialTarget, mixedContentProblem } from '../src/links.js'
+import encodeQR from '@paulmillr/qr'
+
+const RID = '12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN'
+const WS = `/ip4/203.0.113.5/tcp/8080/ws/p2p/${RID}`
+const TLS = `/dns4/relay.example.org/tcp/443/tls/ws/p2p/${RID}`
+const WSS = `/dns4/relay.example.org/tcp/443/wss/p2p/${RID}`
+const DIRECT = `/ip4/203.0.113.5/udp/4885/webrtc-direct/certhash/uEiAkH5a4DPGKUuOBjYw0CgwjvcJCJMD2K_1aluKR_tpevQ/p2p/${RID}`
+
+test('an https page takes the secure WebSocket, then webrtc-direct, never ws', () => {
+  assert.deepEqual(chooseRelay([WS, TLS], 'https:'), { relay: TLS, problem: null })
+  assert.deepEqual(chooseRelay([WS, WSS], 'https:'), { relay: WSS, problem: null })
+  assert.deepEqual(chooseRelay([WS, DIRECT], 'https:'), { relay: DIRECT, problem: null })
+  assert.deepEqual(chooseRelay([DIRECT, TLS], 'https:'), { relay: TLS, problem: null })
+  // an http page keeps the order it was given, ws first
+  assert.deepEqual(chooseRelay([WS, TLS], 'http:'), { relay: WS, problem: null })
+  assert.deepEqual(chooseRelay([], 'https:'), { relay: null, problem: null })
+})
+
+test('an https page with only a ws:// relay says so plainly', () => {
+  const { relay, problem } = chooseRelay([WS], 'https:')
+  assert.equal(relay, null)
+  assert.match(problem, /The only relay address this page has \(\/ip4\/203\.0\.113\.5\/tcp\/8080\/ws\/p2p\/12D3KooW\w+\) is plain WebSocket/)
+  assert.match(problem, /mixed content/)
+  assert.match(problem, /--wss-port/)
+  assert.equal(mixedContentProblem([WS], 'http:'), null)
+  assert.equal(mixedContentProblem([WS, TLS], 'https:'), null)
+})
+
+test('dial links round-trip and match what p2prtc listen --web-url prints', () => {
+  const addr = `${TLS}/p2p-circuit/webrtc/p2p/${RID}`
+  const link = dialLink('https://chat.example.org/?auto=1#old', addr)
+  assert.equal(link, `https://chat.example.org/?auto=1#/dial/${addr}`)
+  assert.equal(dialTarget(new URL(link).hash), addr)
+  assert.equal(dialTarget('#/dial/%2Fip4%2F1.2.3.4'), '/ip4/1.2.3.4')
+  assert.equal(dialTarget('#/dial/%zz'), null)
+  assert.equal(dialTarget('#other'), null)
+  assert.equal(dialTarget(''), null)
+  const weird = '/dns4/a b.example/tcp/1/ws'
+  assert.equal(dialTarget(new URL(dialLink('https://x.test/', weird)).hash), weird)
+})
+
+test('the QR code of a link is an SVG', () => {
+  const svg = encodeQR(dialLink('https://chat.example.org/', `${TLS}/p2p-circuit/webrtc/p2p/${RID}`), 'svg')
+  assert.match(svg, /^<svg[^>]*viewBox/)
+})

@@ -2,9 +2,13 @@
 
 It serves the built bundle in `static/` (sources in the repository's `web/`) and `/config.json`:
 
-    {"relay": "<multiaddr or null>", "iceServers": [{"urls": [...]}], "demoPeer": "<multiaddr>"}
+    {"relay": "<multiaddr or null>", "relays": [...], "iceServers": [{"urls": [...]}],
+     "demoPeer": "<multiaddr>"}
 
-`demoPeer` is present only under `p2prtc demo`. A relay given on loopback or the unspecified
+`relays` are all the relay addresses given (`--relay`, repeatable), `relay` the first; the page
+picks the one it can use (an https page needs /tls/ws, /wss or /webrtc-direct: web/src/links.js).
+`demoPeer` is present only under `p2prtc demo`. With a certificate (`--tls-cert`/`--tls-key`,
+reloaded when the files change) the server speaks https. A relay given on loopback or the unspecified
 address (`/ip4/127.0.0.1/...`, `/ip4/0.0.0.0/...`) is rewritten to the host name the browser used
 to reach this server, so a page opened from another machine (the "Network:" URL) gets a relay
 address it can reach rather than its own loopback. The default STUN server follows the relay's
@@ -16,13 +20,17 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from ..multiaddr import Multiaddr
 from ..netutil import ipv4_addresses, ipv6_addresses, is_loopback
+
+if TYPE_CHECKING:
+    from ..transports.tls import ReloadingCertificate
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,8 @@ class ConfigError(ValueError):
 @dataclass
 class WebConfig:
     relay: str | None = None
+    # more addresses of the same relay (e.g. its /ws and /tls/ws); `relay` is the first
+    more_relays: list[str] = field(default_factory=list)
     # ICE server URLs; None: derive `stun:<relay host>:3478` from the relay; []: none at all.
     stun: list[str] | None = None
     demo_peer: str | None = None
@@ -135,6 +145,9 @@ def config_for(cfg: WebConfig, request_host: str | None = None) -> dict:
     relay = rewrite_for_request(Multiaddr(cfg.relay), request_host) if cfg.relay else None
     doc: dict = {"relay": str(relay) if relay is not None else None,
                  "iceServers": ice_servers(cfg, relay)}
+    if cfg.more_relays:
+        doc["relays"] = [doc["relay"]] + [str(rewrite_for_request(Multiaddr(a), request_host))
+                                          for a in cfg.more_relays]
     if cfg.demo_peer:
         doc["demoPeer"] = str(rewrite_for_request(Multiaddr(cfg.demo_peer), request_host))
     return doc
@@ -174,10 +187,10 @@ def make_app(cfg: WebConfig, static_dir: Path = STATIC_DIR) -> web.Application:
     return app
 
 
-def display_urls(host: str, port: int) -> list[tuple[str, str]]:
+def display_urls(host: str, port: int, scheme: str = "http") -> list[tuple[str, str]]:
     """[("Local", url), ("Network", url), ...] for a server bound to host:port, like Vite."""
     def url(h: str) -> str:
-        return f"http://[{h}]:{port}/" if ":" in h else f"http://{h}:{port}/"
+        return f"{scheme}://[{h}]:{port}/" if ":" in h else f"{scheme}://{h}:{port}/"
 
     out: list[tuple[str, str]] = []
     if host in ("", "0.0.0.0", "::"):
@@ -196,9 +209,11 @@ def display_urls(host: str, port: int) -> list[tuple[str, str]]:
 class WebServer:
     """The aiohttp server; `start()` returns the port actually bound (useful with port 0)."""
 
-    def __init__(self, cfg: WebConfig, static_dir: Path = STATIC_DIR) -> None:
+    def __init__(self, cfg: WebConfig, static_dir: Path = STATIC_DIR, *,
+                 tls: "ReloadingCertificate | None" = None) -> None:
         self.cfg = cfg
         self.app = make_app(cfg, static_dir)
+        self.tls = tls  # https with this certificate (transports/tls.py), else http
         self._runner: web.AppRunner | None = None
         self.host = ""
         self.port = 0
@@ -208,7 +223,8 @@ class WebServer:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
                                      shutdown_timeout=SHUTDOWN_TIMEOUT)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host or None, port, reuse_address=True)
+        site = web.TCPSite(self._runner, host or None, port, reuse_address=True,
+                           ssl_context=self.tls.context if self.tls is not None else None)
         try:
             await site.start()
         except OSError:
@@ -219,7 +235,7 @@ class WebServer:
         return self.port
 
     def urls(self) -> list[tuple[str, str]]:
-        return display_urls(self.host, self.port)
+        return display_urls(self.host, self.port, "https" if self.tls is not None else "http")
 
     async def close(self) -> None:
         if self._runner is not None:

@@ -60,9 +60,14 @@ def add_parser(sub, add_common) -> None:
                    help="address to serve on (default 0.0.0.0: every interface)")
     p.add_argument("--port", type=port_arg, default=DEFAULT_PORT,
                    help=f"HTTP port (default {DEFAULT_PORT}; 0 picks a free one)")
-    p.add_argument("--relay", type=relay_arg, metavar="MULTIADDR",
-                   help="the relay's WebSocket address, e.g. /dns/relay.example.org/tcp/8080/ws/"
-                        "p2p/12D3KooW... (a `Listening on` line of `p2prtc relay`)")
+    p.add_argument("--relay", type=relay_arg, metavar="MULTIADDR", action="append",
+                   help="the relay's WebSocket address, e.g. /dns4/relay.example.org/tcp/443/tls/"
+                        "ws/p2p/12D3KooW... (a `Listening on` line of `p2prtc relay`); repeatable: "
+                        "an https page takes a /tls/ws, /wss or /webrtc-direct one")
+    p.add_argument("--tls-cert", metavar="FILE",
+                   help="serve https with this certificate chain (PEM, e.g. certbot's "
+                        "fullchain.pem; reloaded when the file changes)")
+    p.add_argument("--tls-key", metavar="FILE", help="its private key (PEM)")
     p.add_argument("--stun", action="append", type=stun_arg, metavar="URL",
                    help="ICE server URL for the browsers (repeatable); default: "
                         "stun:<relay host>:3478, the relay's own STUN server; 'none' for none")
@@ -87,25 +92,31 @@ def add_parser(sub, add_common) -> None:
 
 
 def cmd_web(args: argparse.Namespace) -> int:
-    from ..cli import CliError, run_async
+    from ..cli import CliError, check_tls_args, run_async
+    from ..transports.tls import ReloadingCertificate
 
+    relays = args.relay or []
     try:
-        cfg = WebConfig(relay=args.relay, stun=stun_list(args.stun))
+        cfg = WebConfig(relay=relays[0] if relays else None, more_relays=relays[1:],
+                        stun=stun_list(args.stun))
     except argparse.ArgumentTypeError as e:
         print(f"p2prtc web: error: {e}", file=sys.stderr)
         return 2
+    check_tls_args(args, "", None)
+    tls = ReloadingCertificate(args.tls_cert, args.tls_key) if args.tls_cert else None
     try:
-        return run_async(run_web(cfg, args.host, args.port, as_json=args.json))
+        return run_async(run_web(cfg, args.host, args.port, as_json=args.json, tls=tls))
     except (OSError, FileNotFoundError) as e:
         raise CliError(str(e)) from None
 
 
-async def run_web(cfg: WebConfig, host: str, port: int, *, as_json: bool = False) -> int:
+async def run_web(cfg: WebConfig, host: str, port: int, *, as_json: bool = False,
+                  tls=None) -> int:
     from ..multiaddr import Multiaddr
     from .app import WebServer, config_for, rewrite_for_request
 
     started = time.monotonic()
-    server = WebServer(cfg)
+    server = WebServer(cfg, tls=tls)
     try:
         await server.start(host, port)
     except OSError as e:
@@ -119,11 +130,14 @@ async def run_web(cfg: WebConfig, host: str, port: int, *, as_json: bool = False
         if as_json:
             print(json.dumps({"event": "listening", "t": round(time.monotonic() - started, 3),
                               "urls": [u for _, u in server.urls()], "port": server.port,
-                              "relay": doc["relay"], "iceServers": doc["iceServers"]}), flush=True)
+                              "relay": doc["relay"],
+                              "relays": doc.get("relays", [doc["relay"]] if doc["relay"] else []),
+                              "iceServers": doc["iceServers"]}), flush=True)
         else:
             lines = ["", f"  p2prtc web  ready in {(time.monotonic() - started) * 1000:.0f} ms", ""]
             lines += [f"  {label + ':':<9}{url}" for label, url in server.urls()]
             lines.append(f"  {'Relay:':<9}{doc['relay'] or 'none given: paste a relay address in the page'}")
+            lines += [f"  {'':<9}{a}" for a in doc.get("relays", [])[1:]]
             if cfg.relay and rewrite_for_request(Multiaddr(cfg.relay), "192.0.2.1") != Multiaddr(cfg.relay):
                 lines.append(f"  {'':<9}(pages opened through a Network URL get that host instead)")
             ice = [u for s in doc["iceServers"] for u in s["urls"]]
