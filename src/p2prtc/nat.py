@@ -160,6 +160,8 @@ class NatBehaviour:
         t = self.lab_type
         name = f"{t} NAT" if t not in ("public", UNKNOWN) else (
             "no NAT" if t == "public" else "an unknown NAT")
+        if self.filtering == UNKNOWN:  # e.g. decided on the mapping alone
+            return f"{name} ({self.mapping} mapping)"
         return f"{name} ({self.mapping} mapping, {self.filtering} filtering)"
 
     def to_dict(self) -> dict:
