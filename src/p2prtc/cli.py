@@ -187,12 +187,6 @@ def ice_servers_arg(values: list[str] | None) -> list[str] | None:
     return values
 
 
-def cmd_peer(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .errors import P2PError
-    from .peerapp import PeerOptions, run_peer
-
 def _add_turn_args(p: argparse.ArgumentParser) -> None:
     from .relay import turn, turn_io
 
@@ -247,6 +241,12 @@ def _turn_options(args: argparse.Namespace):
                           max_lifetime=args.turn_max_lifetime, max_bytes=args.turn_max_bytes,
                           max_bandwidth=args.turn_max_bandwidth))
 
+
+def cmd_peer(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .errors import P2PError
+    from .peerapp import PeerOptions, run_peer
 
     opts = PeerOptions(identity=load_identity(args), ice_servers=ice_servers_arg(args.stun),
                        json=args.json, save_dir=Path(args.save_dir),
