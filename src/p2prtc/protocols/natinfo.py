@@ -3,10 +3,12 @@ the relayed connection before WebRTC signalling, so that a dialer whose pair of 
 direct path says so at once instead of after the ICE timeout.
 
 Wire format: each side writes one uvarint-length-prefixed JSON object (`NatBehaviour.to_dict()`,
-`{}` for "unknown"), reads the other's, and closes. The dialer opens the stream; the listener
-writes at once, the dialer as soon as its own detection has ended (it may decide before that:
-see `NatInfoService.check`); neither waits for the other before writing, so nothing deadlocks. Allowed on limited (relayed) connections. A peer that does not speak it (js-libp2p)
-refuses in multistream-select: one round trip, the answer is "unknown".
+`{}` for "unknown"), reads the other's, and closes. The dialer opens the stream. Each side
+writes as soon as its own detection has ended (a listener's, normally, long before: it started
+with the listener); the dialer may decide before its own is complete (`NatInfoService.check`).
+Neither waits for the other's message before writing its own, so nothing deadlocks. Allowed on
+limited (relayed) connections. A peer that does not speak it (js-libp2p) refuses in
+multistream-select: one round trip, the answer is "unknown".
 """
 
 from __future__ import annotations

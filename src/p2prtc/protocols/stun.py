@@ -32,8 +32,8 @@ from ..netutil import bind_udp
 from ..transports.webrtc_direct import stun as codec
 from ..transports.webrtc_direct.stun import BINDING_REQUEST, HEADER, MAGIC_COOKIE, StunError
 
-__all__ = ["BINDING_REQUEST", "HEADER", "MAGIC_COOKIE", "NotStun", "StunResponder", "StunServer", "build_binding_success",
-           "parse_binding_request", "start_stun_server"]
+__all__ = ["BINDING_REQUEST", "HEADER", "MAGIC_COOKIE", "NotStun", "StunResponder", "StunServer",
+           "build_binding_success", "parse_binding_request", "start_stun_server"]
 
 log = logging.getLogger(__name__)
 
