@@ -321,8 +321,8 @@ async ([urls, username, credential]) => {
   for (let i = 0; i < 100; i++) dc.send(String(i % 10).repeat(16000));
   const bytes = await got;
   const stats = await a.getStats(); let local = null;
-  stats.forEach(s => { if (s.type === 'candidate-pair' && s.state === 'succeeded' && s.nominated)
-    local = stats.get(s.localCandidateId); });
+  stats.forEach(s => { if (s.type === 'transport' && s.selectedCandidatePairId)
+    local = stats.get(stats.get(s.selectedCandidatePairId).localCandidateId); });
   a.close(); b.close();
   return {bytes, type: local && local.candidateType, proto: local && local.relayProtocol};
 }
