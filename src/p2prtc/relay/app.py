@@ -235,6 +235,9 @@ class RelayApp:
         if self.turn is None:
             return list(self.opts.turn.external_urls)
         hosts = self.turn_hosts()
+        if first_host is not None and not first_host.startswith("127."):
+            # a peer that reached us from elsewhere cannot use 127.0.0.1 (and would try its own)
+            hosts = [h for h in hosts if not h.startswith("127.")] or hosts
         if first_host in hosts:
             hosts.remove(first_host)
             hosts.insert(0, first_host)
