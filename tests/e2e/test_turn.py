@@ -397,3 +397,19 @@ async def test_turn_on_its_own_ports_and_json_event():
             t.close()
     finally:
         await stop(proc)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--turn-url", "turn:203.0.113.10:3478"], "--turn-url needs --turn-secret"),
+    (["--turn-url", "stun:203.0.113.10", "--turn-secret", "s"], "turn: or turns: URL"),
+    (["--turn-min-port", "50000", "--turn-max-port", "40000"], "min <= max"),
+    (["--turn-max-allocations", "-1"], "cannot be negative"),
+])
+async def test_bad_turn_flags_are_one_line_and_exit_1(args, message):
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "p2prtc", "relay", "--port", "0", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 1
+    lines = [l for l in err.decode().splitlines() if l.startswith("p2prtc:")]
+    assert len(lines) == 1 and message in lines[0], err.decode()
