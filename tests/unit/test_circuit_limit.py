@@ -105,3 +105,12 @@ def test_bytes_queued_in_the_muxer_count_before_they_reach_the_circuit():
         queue[0] += m.cost(100)  # written, nothing reached the circuit yet
     assert m.used == 0 and queue[0] <= 64 * KIB - CONTROL_RESERVE
     assert m.data_used_up()
+
+
+def test_a_js_relays_duration_in_milliseconds_reads_as_seconds():
+    """js-libp2p's relay server writes its 2-minute default as 120000: that is 2 minutes."""
+    m = CircuitMeter(120_000, 128 * KIB, started=0.0)
+    assert m.duration == 120
+    assert end(m, 119.0) == "the relay's 2-minute time limit was reached"
+    assert CircuitMeter(3600, 0, started=0.0).duration == 3600
+    assert CircuitMeter(86_401, 0, started=0.0).duration == 86_401  # not thousands: as given

@@ -68,6 +68,11 @@ export function noDirectPath () {
 const TIME_MARGIN = 2 // s: the relay's clock may start a round trip before ours
 const DATA_END_SLACK = 4096 // bytes: the relay stops at a chunk boundary
 const LIMIT_ROUNDING = 4096 // bytes: the handshake was counted before the connection opened
+// js-libp2p's relay server writes Limit.duration in milliseconds (120000 for 2 minutes) and its
+// client reads seconds: no relay grants circuits longer than a day, so a longer whole number of
+// thousands is milliseconds (p2prtc's circuit_limit.limit_seconds does the same).
+const MAX_PLAUSIBLE_DURATION = 24 * 3600
+const limitSeconds = (s) => (s > MAX_PLAUSIBLE_DURATION && s % 1000 === 0) ? s / 1000 : s
 
 export function dataWords (n) {
   if (n % (1024 * 1024) === 0) return `${n / 1024 / 1024} MiB`
@@ -95,8 +100,11 @@ export function limitsAtOpen (limits) {
  * when it closed, `relayGone` whether our connection to the relay closed too.
  */
 export function relayedEndReason (atOpen, left, relayGone) {
-  if (atOpen?.seconds != null && left?.seconds != null && Number(left.seconds) <= TIME_MARGIN) {
-    return `the relay's ${durationWords(atOpen.seconds)} time limit was reached`
+  if (atOpen?.seconds != null && left?.seconds != null) {
+    const duration = limitSeconds(atOpen.seconds)
+    if (atOpen.seconds - Number(left.seconds) >= duration - TIME_MARGIN) {
+      return `the relay's ${durationWords(duration)} time limit was reached`
+    }
   }
   if (atOpen?.bytes != null && left?.bytes != null && Number(left.bytes) <= DATA_END_SLACK) {
     return `the relay's ${dataWords(atOpen.bytes)} data limit was reached`

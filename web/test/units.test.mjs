@@ -82,6 +82,11 @@ test('a relayed connection\'s end in words, as p2prtc listen/dial say it', () =>
   assert.equal(relayedEndReason(limitsAtOpen({ bytes: 65536n - 900n }), { bytes: 10n }, false),
     "the relay's 64 KiB data limit was reached")
   assert.equal(relayedEndReason(null, undefined, true), 'the relay went away')
+  // a js relay's 2 minutes, written as 120000 "seconds", after 2 minutes
+  assert.equal(relayedEndReason(limitsAtOpen({ seconds: 120000 }), { seconds: 119880 }, false),
+    "the relay's 2-minute time limit was reached")
+  assert.equal(relayedEndReason(limitsAtOpen({ seconds: 120000 }), { seconds: 119950 }, false),
+    'the peer left')
 })
 
 // -- links.js: which relay address a page can use, and #/dial/ links --------------------------

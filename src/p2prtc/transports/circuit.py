@@ -343,9 +343,9 @@ def _meter(limit) -> CircuitMeter:
 
 
 def _note_limit(conn: Connection, limit, raw: CircuitStream) -> None:
-    if limit is not None:
-        conn.details["limit"] = {"duration": limit.duration, "data": limit.data}
     meter = raw.meter
+    if limit is not None:
+        conn.details["limit"] = {"duration": meter.duration, "data": limit.data}  # seconds
     conn.limit_meter = meter
     relay_conn = raw.relay_connection
     session = getattr(conn.muxer, "session", None)  # the YamuxSession

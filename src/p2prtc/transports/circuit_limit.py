@@ -32,6 +32,17 @@ DATA_END_SLACK = 4096
 # takes time to cross: writes stop this long before the time limit, and a connection that ends
 # within this of it was ended by it.
 TIME_MARGIN = 2.0
+# js-libp2p's relay server (@libp2p/circuit-relay-v2 4.x) writes Limit.duration in milliseconds
+# (its default of 2 minutes goes out as 120000) where the spec says seconds. No relay grants
+# circuits longer than a day: a longer whole number of thousands is taken as milliseconds.
+MAX_PLAUSIBLE_DURATION = 24 * 3600
+
+
+def limit_seconds(duration: int) -> int:
+    """A Limit.duration as seconds (see MAX_PLAUSIBLE_DURATION)."""
+    if duration > MAX_PLAUSIBLE_DURATION and duration % 1000 == 0:
+        return duration // 1000
+    return duration
 
 
 def data_words(n: int) -> str:
@@ -56,7 +67,7 @@ class CircuitMeter:
     """Bytes and time used on one relayed connection against the relay's limits."""
 
     def __init__(self, duration: int = 0, data: int = 0, *, started: float) -> None:
-        self.duration = max(0, int(duration))  # seconds, 0 = no time limit
+        self.duration = limit_seconds(max(0, int(duration)))  # seconds, 0 = no time limit
         self.data = max(0, int(data))  # bytes, 0 = no data limit
         self.started = started
         self.sent = 0
