@@ -95,3 +95,74 @@ async def test_tls_flags_are_checked(ca, tmp_path):
                                   "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN",
                                   "--web-url", "chat.test")
     assert rc == 1 and "not an http(s) URL" in err
+
+
+# -- deploy/: systemd units, Prometheus, Grafana ------------------------------------------------
+
+DEPLOY = REPO / "deploy"
+
+
+def exec_start(unit: Path) -> list[str]:
+    """The `p2prtc ...` arguments of a unit's ExecStart (continuation lines joined)."""
+    text = unit.read_text().replace("\\\n", " ")
+    line = next(l for l in text.splitlines() if l.startswith("ExecStart="))
+    argv = line.split("=", 1)[1].split()
+    assert argv[0].endswith("/p2prtc"), argv
+    return argv[1:]
+
+
+def test_units_use_flags_the_commands_have():
+    from p2prtc.cli import build_parser
+
+    parser = build_parser()
+    relay = parser.parse_args(exec_start(DEPLOY / "p2prtc-relay.service"))
+    assert relay.func.__name__ == "cmd_relay" and relay.log_format == "json"
+    assert relay.wss_port and relay.tls_cert.endswith("fullchain.pem") and relay.identity
+    web = parser.parse_args(exec_start(DEPLOY / "p2prtc-web.service"))
+    assert web.func.__name__ == "cmd_web" and web.tls_cert and web.log_format == "json"
+    # the page's relay is the relay's wss address on the port the relay unit opens
+    assert all(f"/tcp/{relay.wss_port}/tls/ws/" in r for r in web.relay), web.relay
+    # the ports docs/deploy.md says to open are the ones the units use
+    doc = (REPO / "docs" / "deploy.md").read_text()
+    for port in (relay.wss_port, relay.port, relay.webrtc_port, relay.stun_port, web.port,
+                 relay.metrics_port):
+        assert re.search(rf"^\| {port} \| ", doc, re.M), f"port {port} not in the table"
+
+
+def metric_names(exposition: str) -> set[str]:
+    return {m.group(1) for m in re.finditer(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})? ",
+                                            exposition, re.M)}
+
+
+async def test_dashboard_and_scrape_config_match_the_relays_metrics():
+    ip = lab_ip()
+    metrics_port = free_port(ip)
+    relay = await Cli("relay", "--port", str(free_port(ip)), "--listen-ip", ip,
+                      "--stun-port", str(free_port(ip, socket.SOCK_DGRAM)),
+                      "--metrics-port", str(metrics_port), "--json", name="relay").start()
+    try:
+        await relay.wait_event("listening")
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://{ip}:{metrics_port}/metrics") as r:
+                assert r.status == 200
+                served = metric_names(await r.text())
+    finally:
+        assert await relay.interrupt() == 0
+    assert "p2prtc_relay_circuits_active" in served, served
+
+    dash = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    used = {n for e in exprs for n in re.findall(r"\b(p2prtc_[a-z0-9_]+)\b", e)}
+    assert used and not used - served, f"dashboard uses metrics the relay lacks: {used - served}"
+    # every relay metric family is on the dashboard (a new metric needs a panel)
+    assert not {n for n in served if n.startswith("p2prtc_")} - used, served - used
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+
+    scrape = (DEPLOY / "prometheus.yml").read_text()
+    job = re.search(r"job_name:\s*(\S+)", scrape).group(1)
+    assert all(f'job="{job}"' in e for e in exprs if "p2prtc_" in e or "up{" in e)
+    assert re.search(r"metrics_path:\s*/metrics\b", scrape)
+    unit_port = exec_start(DEPLOY / "p2prtc-relay.service")
+    unit_port = unit_port[unit_port.index("--metrics-port") + 1]
+    assert re.search(rf'targets: \["127\.0\.0\.1:{unit_port}"\]', scrape)
