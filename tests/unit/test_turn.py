@@ -184,6 +184,17 @@ def test_refresh_and_delete(server):
     assert error(c.request(astun.Method.REFRESH, {"LIFETIME": 600})) == 437
 
 
+def test_refresh_with_another_address_family_is_443(server):
+    c = allocated(server)
+    txid = codec.new_transaction_id()
+    data = codec.build(codec.message_type(codec.METHOD_REFRESH, codec.CLASS_REQUEST), txid, [
+        (codec.ATTR_REQUESTED_ADDRESS_FAMILY, bytes([codec.FAMILY_IPV6, 0, 0, 0])),
+        (codec.ATTR_USERNAME, c.user.encode()), (codec.ATTR_REALM, c.realm.encode()),
+        (codec.ATTR_NONCE, c.nonce)], integrity_key=c.key)
+    [out] = c.send(data)
+    assert codec.parse(out.data).error_code() == 443
+
+
 def test_expiry_closes_the_relay(server):
     c = allocated(server)
     assert server.expire(NOW + turn.DEFAULT_LIFETIME - 1) == []
@@ -273,10 +284,21 @@ def test_permission_and_channel_expire(server):
     later = NOW + turn.PERMISSION_LIFETIME
     assert server.peer_datagram(c.allocation, b"x", PEER, later) == []
     assert refused(server, "peer-without-permission") == 1
-    server.expire(NOW + turn.CHANNEL_LIFETIME)
-    assert server.by_five[c.five].channels == {}
-    assert c.send(codec.channel_data(0x4001, b"x"), now=NOW + turn.CHANNEL_LIFETIME) == []
+    expired = NOW + turn.CHANNEL_LIFETIME
+    server.expire(expired)
+    assert c.send(codec.channel_data(0x4001, b"x"), now=expired) == []
     assert refused(server, "unknown-channel") == 1
+    # for 5 minutes neither the number nor the peer may be bound to another (RFC 8656 12)
+    other = ("198.51.100.21", 1)
+    assert error(c.request(astun.Method.CHANNEL_BIND, {"CHANNEL-NUMBER": 0x4001,
+                                                       "XOR-PEER-ADDRESS": other}, expired)) == 400
+    assert error(c.request(astun.Method.CHANNEL_BIND, {"CHANNEL-NUMBER": 0x4002,
+                                                       "XOR-PEER-ADDRESS": PEER}, expired)) == 400
+    server.expire(expired + turn.CHANNEL_REBIND_GUARD)
+    assert server.by_five[c.five].channels == {}
+    assert c.request(astun.Method.CHANNEL_BIND, {"CHANNEL-NUMBER": 0x4001,
+                                                 "XOR-PEER-ADDRESS": other},
+                     expired + turn.CHANNEL_REBIND_GUARD).message_class == astun.Class.RESPONSE
 
 
 # -- abuse (issue 11 point 6) ------------------------------------------------------------------

@@ -51,6 +51,9 @@ MAX_LIFETIME = 3600
 PERMISSION_LIFETIME = 300
 # RFC 8656 12: a channel binding lasts 10 minutes.
 CHANNEL_LIFETIME = 600
+# RFC 8656 12: after a binding expires, neither its number nor its peer may be bound to another
+# for 5 minutes (late ChannelData must not reach the wrong peer): expired bindings linger this long.
+CHANNEL_REBIND_GUARD = 300
 # coturn's stale-nonce default: a nonce is good for 600 s, then 438 Stale Nonce.
 NONCE_LIFETIME = 600
 # Ours (coturn's total-quota and user-quota default to 0, unlimited). A browser makes one
@@ -225,7 +228,8 @@ class Allocation:
     relayed: Addr | None = None  # None while its socket is being opened
     allocate_response: bytes = b""
     permissions: dict[str, float] = field(default_factory=dict)   # peer IP -> expiry
-    channels: dict[int, tuple[Addr, float]] = field(default_factory=dict)  # -> (peer, expiry)
+    # number -> (peer, expiry); kept CHANNEL_REBIND_GUARD past expiry, unusable for data
+    channels: dict[int, tuple[Addr, float]] = field(default_factory=dict)
     channel_of: dict[Addr, int] = field(default_factory=dict)
     bytes: int = 0
 
@@ -393,7 +397,8 @@ class TurnServer:
                 continue
             for ip in [ip for ip, t in a.permissions.items() if t <= now]:
                 del a.permissions[ip]
-            for ch in [ch for ch, (_, t) in a.channels.items() if t <= now]:
+            for ch in [ch for ch, (_, t) in a.channels.items()
+                       if t + CHANNEL_REBIND_GUARD <= now]:
                 peer, _ = a.channels.pop(ch)
                 a.channel_of.pop(peer, None)
         return actions
@@ -523,6 +528,10 @@ class TurnServer:
     def _refresh(self, msg: StunMessage, five: FiveTuple, username: str, key: bytes,
                  now: float) -> list[Action]:
         a = self._own_allocation(five, username)
+        family = msg.attrs.get(codec.ATTR_REQUESTED_ADDRESS_FAMILY)
+        if family is not None and (len(family) != 4 or family[0] != codec.FAMILY_IPV4):
+            raise _Refused(PEER_ADDRESS_FAMILY_MISMATCH, "peer-family",
+                           "the allocation is IPv4")  # RFC 8656 8.2
         lifetime = self._lifetime(msg, allocate=False)
         actions = self._success(msg, five, key, [(codec.ATTR_LIFETIME,
                                                   struct.pack(">I", lifetime))])
