@@ -412,8 +412,10 @@ async def detect(host: str, port: int = DEFAULT_STUN_PORT, *,
     try:
         async with asyncio.timeout(timeout):
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    except (OSError, TimeoutError) as e:
-        return unknown(label, f"cannot resolve {host}: {getattr(e, 'strerror', None) or e}")
+    except TimeoutError:
+        return unknown(label, f"cannot resolve {host} within {timeout:g} s")
+    except OSError as e:
+        return unknown(label, f"cannot resolve {host}: {e.strerror or e}")
     family, _, _, _, sockaddr = infos[0]
     r = ProbeResults(server=(sockaddr[0], sockaddr[1]))
     any_ip = "::" if family == socket.AF_INET6 else "0.0.0.0"
