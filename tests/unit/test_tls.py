@@ -199,3 +199,25 @@ def test_json_log_lines():
         rec = logging.LogRecord("p", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
     doc = json.loads(fmt.format(rec))
     assert "ValueError: boom" in doc["exception"]
+
+
+async def test_ssl_cert_file_is_trusted_without_a_ca_option(ca, monkeypatch):
+    """SSL_CERT_FILE (read by OpenSSL when the default store loads) works like --tls-ca."""
+    import ssl
+
+    leaf = ca.issue("relay", ["127.0.0.1"])
+
+    async def handshake(ctx):
+        cert = ReloadingCertificate(str(leaf.cert), str(leaf.key))
+        server, port = await tls_server(cert)
+        try:
+            _r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+            w.close()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await handshake(client_context())
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca.ca_pem))
+    await handshake(client_context())
