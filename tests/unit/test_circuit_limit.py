@@ -114,3 +114,13 @@ def test_a_js_relays_duration_in_milliseconds_reads_as_seconds():
     assert end(m, 119.0) == "the relay's 2-minute time limit was reached"
     assert CircuitMeter(3600, 0, started=0.0).duration == 3600
     assert CircuitMeter(86_401, 0, started=0.0).duration == 86_401  # not thousands: as given
+
+
+def test_a_js_relays_duration_limit_is_read_in_milliseconds():
+    from p2prtc.transports.circuit import limit_seconds
+
+    assert limit_seconds(120000, "js-libp2p/3.3.11 UserAgent=v22.12.0") == 120
+    assert limit_seconds(120, "rust-libp2p/0.57.1") == 120
+    assert limit_seconds(120, "p2prtc/0.1.0") == 120
+    assert limit_seconds(120, None) == 120
+    assert limit_seconds(0, "js-libp2p/3.3.11") == 0  # no limit stays no limit

@@ -101,8 +101,9 @@ class ReservationInfo:
     limit_data: int = 0
 
 
-async def reserve(conn: Connection) -> ReservationInfo:
-    """Ask the relay on `conn` for a reservation; raise DialError with its status if refused."""
+async def reserve(conn: Connection, relay_agent: str | None = None) -> ReservationInfo:
+    """Ask the relay on `conn` for a reservation; raise DialError with its status if refused.
+    `relay_agent` (from identify) lets us read a js relay's duration limit right."""
     async with asyncio.timeout(HOP_TIMEOUT):
         stream = await conn.new_stream([hop.HOP])
         try:
@@ -133,7 +134,8 @@ async def reserve(conn: Connection) -> ReservationInfo:
     info = ReservationInfo(conn.remote_peer, conn.remote_addr.with_peer_id(conn.remote_peer),
                            float(reply.reservation.expire), addrs)
     if reply.HasField("limit"):
-        info.limit_duration, info.limit_data = reply.limit.duration, reply.limit.data
+        info.limit_duration = limit_seconds(reply.limit.duration, relay_agent)
+        info.limit_data = reply.limit.data
     return info
 
 
@@ -164,7 +166,7 @@ class CircuitListener(Listener):
                 self.host.events.emit("relay-connected", self.relay_peer, conn)
                 await self._identified(conn)
                 while not conn.is_closed:
-                    info = await reserve(conn)
+                    info = await reserve(conn, self.transport._agent(self.relay_peer))
                     self.reservation = info
                     self.transport.reserved_on[info.relay] = info
                     relay_addrs = info.addrs or [conn.remote_addr.with_peer_id(info.relay)]
@@ -287,11 +289,16 @@ class CircuitTransport(Transport):
         base = relay_addr.with_peer_id(relay_peer).encapsulate("/p2p-circuit")
         stream.connection = relay_conn
         raw = CircuitStream(stream, base.encapsulate(f"/p2p/{self.host.peer_id}"),
-                            base.encapsulate(f"/p2p/{dst}"), _meter(limit))
+                            base.encapsulate(f"/p2p/{dst}"),
+                            _meter(limit, self._agent(relay_peer)))
         conn = await self.host.upgrader.upgrade_outbound(raw, dst, "circuit",
                                                          limited=is_limited(limit))
         _note_limit(conn, limit, raw)
         return conn
+
+    def _agent(self, relay: PeerId | None) -> str | None:
+        info = self.host.peerstore.peek(relay) if relay is not None else None
+        return info.agent_version if info is not None else None
 
     async def listen(self, addr: Multiaddr, on_connection: ConnectionHandler) -> Listener:
         relay_addr = addr.decapsulate("p2p-circuit")
@@ -324,7 +331,8 @@ class CircuitTransport(Transport):
         limit = msg.limit if msg.HasField("limit") else None
         base = relay_conn.remote_addr.with_peer_id(relay_conn.remote_peer).encapsulate("/p2p-circuit")
         raw = CircuitStream(stream, base.encapsulate(f"/p2p/{self.host.peer_id}"),
-                            base.encapsulate(f"/p2p/{src}"), _meter(limit))
+                            base.encapsulate(f"/p2p/{src}"),
+                            _meter(limit, self._agent(relay_conn.remote_peer)))
         conn = await self.host.upgrader.upgrade_inbound(raw, "circuit", limited=is_limited(limit))
         if conn.remote_peer != src:
             log.warning("relayed connection claimed to be from %s but authenticated as %s",
@@ -335,10 +343,18 @@ class CircuitTransport(Transport):
         self.host._add_connection(conn)
 
 
-def _meter(limit) -> CircuitMeter:
+def limit_seconds(duration: int, relay_agent: str | None) -> int:
+    """Limit.duration in seconds (the spec's unit). js-libp2p's relay (circuit-relay-v2 4.x)
+    writes its duration limit in milliseconds (120000 for its 2 minutes) and enforces it so."""
+    if duration and relay_agent and relay_agent.startswith("js-libp2p"):
+        return max(1, duration // 1000)
+    return duration
+
+
+def _meter(limit, relay_agent: str | None) -> CircuitMeter:
     """Started before the upgrade: the relay counts the handshake bytes too (the listener's
     clock starts before the relay's, the dialer's up to one round trip after it)."""
-    return CircuitMeter(limit.duration if limit is not None else 0,
+    return CircuitMeter(limit_seconds(limit.duration, relay_agent) if limit is not None else 0,
                         limit.data if limit is not None else 0, started=time.monotonic())
 
 
