@@ -149,6 +149,7 @@ class PeerApp:
         self._reported: set[int] = set()
         # ids of relayed connections a direct one replaced (their end is no disconnection)
         self._superseded: set[int] = set()
+        self._ending: set[asyncio.Task] = set()  # end events waiting for a chat stream's reader
         # inbound relayed connections waiting for the dialer's WebRTC upgrade (listener side)
         self._awaiting: dict[PeerId, tuple[Connection, asyncio.TimerHandle]] = {}
         self.stop = asyncio.Event()
@@ -260,16 +261,28 @@ class PeerApp:
         if conn.id in self._superseded:  # the relayed connection a direct one replaced
             self._superseded.discard(conn.id)
             direct_up = any(c.transport != "circuit" for c in still)
-            self.out.event("relayed-closed", f"The relayed connection with {short(peer)} ended "
-                                             f"({reason})"
-                                             + ("; the direct connection stays" if direct_up else ""),
-                           peer=str(peer), reason=reason)
+            event = ("relayed-closed", f"The relayed connection with {short(peer)} ended "
+                                       f"({reason})"
+                                       + ("; the direct connection stays" if direct_up else ""))
+            fields = {"peer": str(peer), "reason": reason}
         else:  # a connection reported `connected`, or a relayed one that never got that far
-            self.out.event("disconnected", f"Disconnected from {short(peer)} ({describe(conn)}): "
-                                           f"{reason}", peer=str(peer), reason=reason,
-                           transport=kind)
+            event = ("disconnected", f"Disconnected from {short(peer)} ({describe(conn)}): "
+                                     f"{reason}")
+            fields = {"peer": str(peer), "reason": reason, "transport": kind}
         if not still and peer in self.peers:
             self.peers.remove(peer)
+        if not self.chat.reading(conn):
+            self.out.event(*event, **fields)
+            return
+        # Messages that arrived before the end are still in the chat stream's buffer: report
+        # them first, so that the end is the connection's last event.
+        task = asyncio.ensure_future(self._report_end(conn, event, fields))
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
+
+    async def _report_end(self, conn: Connection, event: tuple[str, str], fields: dict) -> None:
+        await self.chat.drained(conn)
+        self.out.event(*event, **fields)
 
     def _on_reservation(self, info) -> None:
         self.relays.add(info.relay)
@@ -453,6 +466,8 @@ class PeerApp:
 
     async def close(self) -> None:
         await self.host.close()
+        if self._ending:
+            await asyncio.gather(*self._ending, return_exceptions=True)
 
 
 async def run_peer(opts: PeerOptions, *, listen: str | None = None, dial: str | None = None) -> int:

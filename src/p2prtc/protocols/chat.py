@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 CHAT = "/libp2p/examples/chat/1.0.0"
 # One message per read; js sends a message in one write, which arrives as one chunk.
 MAX_MESSAGE = 64 * 1024
+# How long `drained` waits for what a closed connection delivered to be read out.
+DRAIN_TIMEOUT = 2.0
 
 
 class NotSent(P2PError):
@@ -34,6 +36,7 @@ class ChatService:
         self.on_closed = on_closed
         self.streams: dict[PeerId, object] = {}
         self._opening: dict[PeerId, asyncio.Future] = {}
+        self._reading: dict[object, asyncio.Event] = {}  # stream -> set when its reader ends
         # Allowed on limited connections: when no direct path exists, Python peers still chat
         # over the relay (js only chats on direct connections).
         host.set_stream_handler(CHAT, self._handle, allow_limited=True)
@@ -46,8 +49,25 @@ class ChatService:
             old.reset()
         await self._read_loop(peer, stream)
 
+    def reading(self, conn) -> bool:
+        """Whether a chat stream on `conn` is still being read."""
+        return any(getattr(stream, "connection", None) is conn for stream in self._reading)
+
+    async def drained(self, conn, timeout: float = DRAIN_TIMEOUT) -> None:
+        """Return once every message that arrived on `conn` has been reported (its chat streams'
+        readers have ended), or after `timeout`: a connection that just closed may still hold
+        received messages in its streams' buffers."""
+        ends = [done.wait() for stream, done in self._reading.items()
+                if getattr(stream, "connection", None) is conn]
+        if ends:
+            try:
+                await asyncio.wait_for(asyncio.gather(*ends), timeout)
+            except asyncio.TimeoutError:
+                log.debug("chat streams on %r still being read after %.0f s", conn, timeout)
+
     async def _read_loop(self, peer: PeerId, stream) -> None:
         reason = "chat stream closed"
+        self._reading[stream] = done = asyncio.Event()
         try:
             while True:
                 data = await stream.read(MAX_MESSAGE)
@@ -57,6 +77,8 @@ class ChatService:
         except P2PError as e:
             reason = f"chat stream ended: {e}"
         finally:
+            done.set()
+            del self._reading[stream]
             if self.streams.get(peer) is stream:
                 del self.streams[peer]
                 if self.on_closed is not None:
