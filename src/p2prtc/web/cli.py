@@ -68,6 +68,20 @@ def add_parser(sub, add_common) -> None:
                    help="serve https with this certificate chain (PEM, e.g. certbot's "
                         "fullchain.pem; reloaded when the file changes)")
     p.add_argument("--tls-key", metavar="FILE", help="its private key (PEM)")
+    acme = p.add_argument_group("ACME: a certificate without a separate tool (http-01)")
+    acme.add_argument("--acme-domain", action="append", metavar="NAME",
+                      help="get and renew a certificate for NAME (repeatable) from an ACME CA; "
+                           "the CA checks NAME on --acme-http-port")
+    acme.add_argument("--acme-email", metavar="E", help="contact address for the ACME account")
+    acme.add_argument("--acme-directory", metavar="URL",
+                      help="ACME directory URL (default: Let's Encrypt)")
+    acme.add_argument("--acme-dir", metavar="DIR",
+                      help="where the account key and certificate live (default: "
+                           "$STATE_DIRECTORY/acme under systemd, else ~/.local/state/p2prtc/acme)")
+    acme.add_argument("--acme-http-port", type=port_arg, default=80, metavar="P",
+                      help="plain-http port for the challenges, redirecting to https (default 80)")
+    acme.add_argument("--acme-ca", metavar="FILE",
+                      help="CA file to trust for the ACME server's own https (private CAs)")
     p.add_argument("--stun", action="append", type=stun_arg, metavar="URL",
                    help="ICE server URL for the browsers (repeatable); default: "
                         "stun:<relay host>:3478, the relay's own STUN server; 'none' for none")
@@ -104,23 +118,64 @@ def cmd_web(args: argparse.Namespace) -> int:
         return 2
     check_tls_args(args, "", None)
     tls = ReloadingCertificate(args.tls_cert, args.tls_key) if args.tls_cert else None
+    acme = None
+    if args.acme_domain:
+        from ..acme import LETS_ENCRYPT, AcmeCertificates
+
+        if tls is not None:
+            raise CliError("--acme-domain and --tls-cert exclude each other")
+        try:
+            import aioacme  # noqa: F401
+        except ImportError:
+            raise CliError("--acme-domain needs the ACME client: pip install 'p2prtc[acme]'") \
+                from None
+        acme = AcmeCertificates(args.acme_domain, args.acme_email, acme_state_dir(args.acme_dir),
+                                directory=args.acme_directory or LETS_ENCRYPT,
+                                ca_file=args.acme_ca)
+    from ..acme import AcmeFailure
+
     try:
-        return run_async(run_web(cfg, args.host, args.port, as_json=args.json, tls=tls))
-    except (OSError, FileNotFoundError) as e:
+        return run_async(run_web(cfg, args.host, args.port, as_json=args.json, tls=tls,
+                                 acme=acme, acme_http_port=args.acme_http_port))
+    except (OSError, FileNotFoundError, AcmeFailure) as e:
         raise CliError(str(e)) from None
 
 
+def acme_state_dir(given: str | None) -> str:
+    import os
+
+    if given:
+        return given
+    if os.environ.get("STATE_DIRECTORY"):  # systemd's StateDirectory=
+        return os.path.join(os.environ["STATE_DIRECTORY"].split(":")[0], "acme")
+    return os.path.expanduser("~/.local/state/p2prtc/acme")
+
+
 async def run_web(cfg: WebConfig, host: str, port: int, *, as_json: bool = False,
-                  tls=None) -> int:
+                  tls=None, acme=None, acme_http_port: int = 80) -> int:
     from ..multiaddr import Multiaddr
     from .app import WebServer, config_for, rewrite_for_request
 
     started = time.monotonic()
+    acme_running = None
+    if acme is not None:
+        from .acme_server import start_acme
+
+        try:
+            acme_running = await start_acme(acme, host, acme_http_port, port)
+        except OSError as e:
+            raise OSError(f"cannot serve ACME challenges on {host}:{acme_http_port}: "
+                          f"{e.strerror or e}") from None
+        tls = acme_running.certificate
     server = WebServer(cfg, tls=tls)
     try:
         await server.start(host, port)
     except OSError as e:
+        if acme_running is not None:
+            await acme_running.close()
         raise OSError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
+    if acme_running is not None:
+        acme_running.https_port = server.port
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -132,12 +187,19 @@ async def run_web(cfg: WebConfig, host: str, port: int, *, as_json: bool = False
                               "urls": [u for _, u in server.urls()], "port": server.port,
                               "relay": doc["relay"],
                               "relays": doc.get("relays", [doc["relay"]] if doc["relay"] else []),
-                              "iceServers": doc["iceServers"]}), flush=True)
+                              "iceServers": doc["iceServers"],
+                              **({"acme": {"domains": acme.domains,
+                                           "expires": str(acme.expires()),
+                                           "http_port": acme_running.http_port}}
+                                 if acme_running else {})}), flush=True)
         else:
             lines = ["", f"  p2prtc web  ready in {(time.monotonic() - started) * 1000:.0f} ms", ""]
             lines += [f"  {label + ':':<9}{url}" for label, url in server.urls()]
             lines.append(f"  {'Relay:':<9}{doc['relay'] or 'none given: paste a relay address in the page'}")
             lines += [f"  {'':<9}{a}" for a in doc.get("relays", [])[1:]]
+            if acme_running is not None:
+                lines.append(f"  {'ACME:':<9}certificate for {', '.join(acme.domains)} until "
+                             f"{acme.expires()}, challenges on port {acme_running.http_port}")
             if cfg.relay and rewrite_for_request(Multiaddr(cfg.relay), "192.0.2.1") != Multiaddr(cfg.relay):
                 lines.append(f"  {'':<9}(pages opened through a Network URL get that host instead)")
             ice = [u for s in doc["iceServers"] for u in s["urls"]]
@@ -147,6 +209,8 @@ async def run_web(cfg: WebConfig, host: str, port: int, *, as_json: bool = False
         await stop.wait()
     finally:
         await server.close()
+        if acme_running is not None:
+            await acme_running.close()
     return 0
 
 
