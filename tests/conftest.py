@@ -15,9 +15,36 @@ import pytest
 
 from p2prtc.host import Host
 from p2prtc.protocols.echo import ECHO, handle_echo
+from p2prtc.transports.webrtc import engine_base
 
 from .interop.jspeer import BrowserSession, NodePeer, install
 from .interop.rustpeer import RustPeer, RustUnavailable, rust_binary
+
+
+# Every /webrtc test runs its Python peers on each engine (engine_base.ENGINES); CI has both.
+ENGINES = engine_base.ENGINES
+
+
+@pytest.fixture(params=ENGINES)
+async def engine(request, monkeypatch) -> AsyncIterator[str]:
+    """The WebRTC engine of this test's Python peers: in this process (WebRTCTransport(engine=...)
+    or $P2PRTC_ENGINE) and in the subprocesses it starts ($P2PRTC_ENGINE). An engine that cannot
+    run here fails the test (nothing skips in CI); wrtc's event mailbox must drop nothing."""
+    name = request.param
+    problem = engine_base.wrtc_problem() if name == "wrtc" else None
+    if problem:
+        pytest.fail(f"WebRTC engine wrtc unavailable: {problem}", pytrace=False)
+    monkeypatch.setenv(engine_base.ENV_VAR, name)
+    dropped = made = 0
+    if name == "wrtc":
+        from p2prtc.transports.webrtc import engine_wrtc
+        dropped, made = engine_wrtc.mailbox_dropped(), engine_wrtc.connections_made
+    yield name
+    if name == "wrtc":
+        moved = engine_wrtc.mailbox_dropped() - dropped
+        assert moved == 0, f"wrtc's event mailbox dropped {moved} records"
+        if not request.node.get_closest_marker("engine_in_subprocesses"):
+            assert engine_wrtc.connections_made > made, "no wrtc peer connection was made"
 
 
 @pytest.fixture

@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--web-url", metavar="URL",
                            help="the page of `p2prtc web` (e.g. https://chat.example.org/): "
                                 "print a link that opens it and dials us")
+        add_engine_arg(p)
         _add_common(p)
         p.set_defaults(func=cmd_peer, mode=name)
 
@@ -174,6 +175,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Each module defines add_parser(subparsers, add_common) and sets func= on its parsers.
 EXTRA_COMMANDS = ("p2prtc.web.cli", "p2prtc.lab.cli")
+
+
+def add_engine_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=("auto", "aiortc", "wrtc"), metavar="auto|aiortc|wrtc",
+                   help="WebRTC engine: wrtc (libwebrtc, pip install 'p2prtc[fast]'), aiortc, or "
+                        "auto (default, or $P2PRTC_ENGINE): wrtc when it works here")
+
+
+def use_engine_arg(args: argparse.Namespace) -> None:
+    """Resolve --engine/$P2PRTC_ENGINE for this process and say which engine on stderr."""
+    from .transports.webrtc.engine_base import EngineUnavailable, choose_engine
+
+    try:
+        print(choose_engine(getattr(args, "engine", None)), file=sys.stderr, flush=True)
+    except (EngineUnavailable, ValueError) as e:
+        raise CliError(str(e)) from None
 
 
 def ice_servers_arg(values: list[str] | None) -> list[str] | None:
@@ -248,6 +265,7 @@ def cmd_peer(args: argparse.Namespace) -> int:
     from .errors import P2PError
     from .peerapp import PeerOptions, run_peer
 
+    use_engine_arg(args)
     opts = PeerOptions(identity=load_identity(args), ice_servers=ice_servers_arg(args.stun),
                        json=args.json, save_dir=Path(args.save_dir),
                        quit_on_eof=args.quit_on_eof, tls_ca=args.tls_ca,

@@ -23,6 +23,9 @@ from ..netns import lab_ip
 
 MB = 1 << 20
 
+# Each test runs on both WebRTC engines (conftest `engine`: aiortc, wrtc).
+pytestmark = pytest.mark.usefixtures("engine")
+
 
 @pytest.fixture
 async def relay(host_factory):

@@ -101,6 +101,9 @@ def add_parser(sub, add_common) -> None:
     p.add_argument("--relay-port", type=port_arg, default=4884, help="relay TCP port (default 4884)")
     p.add_argument("--websocket-port", type=port_arg, default=8080,
                    help="relay WebSocket port, the one browsers use (default 8080)")
+    from ..cli import add_engine_arg
+
+    add_engine_arg(p)
     add_common(p)
     p.set_defaults(func=cmd_demo)
 
@@ -215,9 +218,11 @@ async def run_web(cfg: WebConfig, host: str, port: int, *, as_json: bool = False
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ..cli import CliError, run_async
+    from ..cli import CliError, run_async, use_engine_arg
     from ..errors import P2PError
     from .demo import DemoError, DemoOptions, run_demo
+
+    use_engine_arg(args)  # the demo's Python listener
 
     opts = DemoOptions(host=args.host, port=args.port, relay_port=args.relay_port,
                        websocket_port=args.websocket_port, json=args.json)

@@ -15,7 +15,7 @@ from ...connection import Connection
 from ...errors import DialError, P2PError
 from ...multiaddr import Multiaddr
 from ..base import ConnectionHandler, Listener, Transport
-from .engine import PeerConnection
+from .engine_base import PeerConnection, make_peer_connection
 from .muxer import DataChannelMuxer
 from .signaling import SIGNALING_PROTOCOL, NoDirectPath, initiate, respond
 
@@ -71,10 +71,13 @@ class WebRTCListener(Listener):
 class WebRTCTransport(Transport):
     name = "webrtc"
 
-    def __init__(self, host: "Host", ice_servers: list[str] | None = None) -> None:
-        """ice_servers: STUN/TURN URLs; None means the STUN server of the relay in use."""
+    def __init__(self, host: "Host", ice_servers: list[str] | None = None,
+                 engine: str | None = None) -> None:
+        """ice_servers: STUN/TURN URLs; None means the STUN server of the relay in use.
+        engine: "aiortc", "wrtc" or "auto"; None means $P2PRTC_ENGINE, else auto (engine_base)."""
         self.host = host
         self.ice_servers = ice_servers
+        self.engine = engine
         self.listening = False
         # protocols.natinfo.NatInfoService, when the app runs NAT detection: NAT behaviours that
         # rule out a direct path end the dial before signalling (issue 10).
@@ -89,8 +92,9 @@ class WebRTCTransport(Transport):
     def _peer_connection(self, relay_addr: Multiaddr | None) -> PeerConnection:
         # A STUN server that does not answer costs nothing but a warning (host "warning" event):
         # our SDP leaves before any STUN answer, so the default guess of the relay's host is safe.
-        return PeerConnection(self._ice_for(relay_addr),
-                              on_warning=lambda text: self.host.events.emit("warning", text))
+        return make_peer_connection(self._ice_for(relay_addr),
+                                    on_warning=lambda text: self.host.events.emit("warning", text),
+                                    engine=self.engine)
 
     def can_dial(self, addr: Multiaddr) -> bool:
         return split_webrtc_addr(addr) is not None

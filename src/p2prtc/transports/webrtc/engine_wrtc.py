@@ -1,0 +1,496 @@
+"""The wrtc engine: Chrome's libwebrtc (PyPI `wrtc`, import name `webrtc`) behind engine_base's
+PeerConnection/DataChannel interface. The only module that touches wrtc.
+
+What differs from the aiortc engine (engine.py) and how it is mapped:
+- libwebrtc trickles by itself: the offer/answer leaves with no candidates and every candidate
+  (host, server-reflexive from each STUN server, relay from each TURN server) comes from its
+  `icecandidate` events, which `local_candidates()` yields; its end-of-gathering (null) ends it.
+  TCP candidates are dropped: libp2p /webrtc addresses are UDP, and aiortc/js ignore them anyway.
+- Candidate pairs are prioritised by libwebrtc (host > srflx > relay), so no RELAY_HOLDBACK.
+- libwebrtc gathers for ~40 s when a server never answers. As engine.py, we give STUN servers
+  STUN_TIMEOUT and TURN servers TURN_TIMEOUT, then end local_candidates(); a server that did not
+  help by then (or that libwebrtc reports in `icecandidateerror`) is one warning per process.
+  libwebrtc drops a server-reflexive candidate equal to a host one (no NAT), so whether a STUN
+  server answers is told by one binding request of our own (`_probe_stun`).
+- `close()` of an RTCPeerConnection fires no events (W3C): we report "closed" to on_state and close
+  our channel wrappers ourselves.
+- libwebrtc says "disconnected" after ~2.5 s without consent but "failed" only ~30 s later; a
+  connection disconnected for DISCONNECTED_GRACE is reported as "failed" (aiortc_compat gives aiortc
+  ~10 s too).
+- Events reach Python through wrtc's per-loop mailbox; its `dropped` counter must never move
+  (a dropped record could be a message). We check it whenever a connection closes and log an error
+  (and warn through on_warning) if it did: `mailbox_dropped()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import webrtc
+from aioice import stun as aioice_stun
+
+from ...errors import ProtocolError
+from .engine import (BUFFERED_HIGH, BUFFERED_LOW, MAX_EARLY_BYTES, MAX_EARLY_MESSAGES, STUN_TIMEOUT,
+                     TURN_TIMEOUT, CandidatePair, IceServer)
+
+log = logging.getLogger(__name__)
+
+VERSION = importlib.metadata.version("wrtc")
+# Pinned (pyproject `fast` extra): wrtc is beta, its API may change between versions.
+TESTED_VERSION = "0.1.0"
+VERSION_TEXT = f"libwebrtc through wrtc {VERSION}"
+if VERSION != TESTED_VERSION:
+    log.warning("wrtc %s is not the tested version %s", VERSION, TESTED_VERSION)
+
+# RFC 8489's initial retransmission timeout (doubling), as aioice.
+STUN_PROBE_RTO = 0.5
+# Chrome reports "disconnected" ~2.5 s after consent stops; we call it failed this much later.
+DISCONNECTED_GRACE = 6.0
+
+_unhelpful_reported: set[str] = set()
+_CONSEQUENCE = {
+    "STUN": "this side offers no server-reflexive candidate, so a direct path through NATs "
+            "may fail",
+    "TURN": "no relay candidate from it",
+}
+_drops_seen = 0
+# Peer connections made in this process (tests check that this engine was the one used).
+connections_made = 0
+
+
+def self_check() -> str | None:
+    """None when the native engine works here: a peer connection and a data channel can be made
+    (loads libwebrtc and starts its threads, ~10 ms; no network). Else why not."""
+    pc = webrtc.RTCPeerConnection()
+    try:
+        ch = pc.create_data_channel("self-check")
+        if ch.ready_state != "connecting" or pc.signaling_state != "stable":
+            return f"unexpected states {ch.ready_state}/{pc.signaling_state}"
+    finally:
+        pc.close()
+    return None
+
+
+def mailbox_dropped() -> int:
+    """Records wrtc's mailbox of the running loop has dropped (0 unless something is wrong)."""
+    try:
+        from webrtc.utils import loops
+        return loops.LoopState.of(asyncio.get_running_loop()).mailbox.dropped
+    except (ImportError, AttributeError, RuntimeError):
+        return 0
+
+
+def _text(value: Any) -> str:
+    return getattr(value, "value", value)
+
+
+class WrtcDataChannel:
+    """engine_base.DataChannel on a wrtc RTCDataChannel."""
+
+    def __init__(self, channel: webrtc.RTCDataChannel) -> None:
+        self._ch = channel
+        self._ch.buffered_amount_low_threshold = BUFFERED_LOW
+        self._on_message: Callable[[bytes], None] | None = None
+        self._early: list[bytes] | None = []
+        self._early_bytes = 0
+        self.on_close: Callable[[], None] | None = None
+        self._opened = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        if _text(channel.ready_state) == "open":
+            self._opened.set()
+        channel.on("open", lambda _e: self._opened.set())
+        channel.on("message", self._message)
+        channel.on("close", lambda _e: self._close())
+        channel.on("bufferedamountlow", lambda _e: self._drained.set())
+
+    @property
+    def id(self) -> int | None:
+        return self._ch.id
+
+    @property
+    def label(self) -> str:
+        return self._ch.label
+
+    @property
+    def ready_state(self) -> str:
+        if self._closed.is_set():
+            return "closed"
+        return _text(self._ch.ready_state)
+
+    @property
+    def buffered_amount(self) -> int:
+        return self._ch.buffered_amount
+
+    @property
+    def on_message(self) -> Callable[[bytes], None] | None:
+        return self._on_message
+
+    @on_message.setter
+    def on_message(self, callback: Callable[[bytes], None] | None) -> None:
+        self._on_message = callback
+        early, self._early = self._early, None
+        if callback is not None and early:
+            for data in early:
+                callback(data)
+
+    def _message(self, event) -> None:
+        data = event.data
+        if isinstance(data, str):
+            data = data.encode()
+        if self._on_message is not None:
+            self._on_message(data)
+        elif self._early is not None:
+            self._early.append(data)
+            self._early_bytes += len(data)
+            if len(self._early) > MAX_EARLY_MESSAGES or self._early_bytes > MAX_EARLY_BYTES:
+                log.info("closing data channel %s: too much data before its stream opened", self.id)
+                self._early = None
+                self.close()
+
+    def _close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._opened.set()  # wake anyone waiting to open
+        self._drained.set()
+        if self.on_close is not None:
+            self.on_close()
+
+    async def wait_open(self) -> bool:
+        await self._opened.wait()
+        return self.ready_state == "open"
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    def send(self, data: bytes) -> None:
+        try:
+            self._ch.send(data)
+        except webrtc.InvalidStateError as e:
+            raise ConnectionError(f"data channel {self.id} is {self.ready_state}: {e}") from None
+
+    async def drain(self) -> None:
+        """Wait until the queued amount is below the high-water mark."""
+        while self._ch.buffered_amount > BUFFERED_HIGH and self.ready_state == "open":
+            self._drained.clear()
+            await self._drained.wait()
+
+    def close(self) -> None:
+        if self.ready_state not in ("closing", "closed"):
+            self._ch.close()
+
+
+class WrtcPeerConnection:
+    """engine_base.PeerConnection on a wrtc RTCPeerConnection (libwebrtc trickles natively)."""
+
+    def __init__(self, ice_servers: list[str | IceServer],
+                 on_warning: Callable[[str], None] | None = None) -> None:
+        global connections_made
+        connections_made += 1
+        servers = [s if isinstance(s, IceServer) else IceServer.parse(s) for s in ice_servers]
+        self._servers = servers
+        config = webrtc.RTCConfiguration(ice_servers=[
+            webrtc.RTCIceServer(urls=s.url, username=s.username, credential=s.credential)
+            for s in servers])
+        self._pc = webrtc.RTCPeerConnection(config)
+        self.on_datachannel: Callable[[WrtcDataChannel], None] | None = None
+        self.on_state: Callable[[str], None] | None = None
+        self.on_warning = on_warning
+        self._channels: list[WrtcDataChannel] = []
+        self._connected = asyncio.Event()
+        self._ended = asyncio.Event()
+        self._reported_state: str | None = None
+        self._trickle: asyncio.Queue[dict | None] = asyncio.Queue()
+        self._types: set[str] = set()
+        self._helped: set[str] = set()  # server URLs that gave a candidate
+        self._answered: set[IceServer] = set()  # STUN servers that answered our probe
+        self._described = False
+        self._trickle_ended = False
+        self._gathered = asyncio.Event()  # libwebrtc's gathering is complete
+        self._deadline: asyncio.Task | None = None
+        self._disconnected: asyncio.TimerHandle | None = None
+        self._drops_at_start = mailbox_dropped()
+        self._pc.on("icecandidate", self._icecandidate)
+        self._pc.on("icecandidateerror", self._icecandidateerror)
+        self._pc.on("datachannel", self._datachannel)
+        self._pc.on("connectionstatechange",
+                    lambda _e: self._state(_text(self._pc.connection_state)))
+
+    @property
+    def connection_state(self) -> str:
+        if self._reported_state in ("failed", "closed"):
+            return self._reported_state
+        return _text(self._pc.connection_state)
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _wrap(self, channel) -> WrtcDataChannel:
+        ch = WrtcDataChannel(channel)
+        self._channels.append(ch)
+        return ch
+
+    def _datachannel(self, event) -> None:
+        ch = self._wrap(event.channel)
+        if self.on_datachannel is not None:
+            self.on_datachannel(ch)
+        else:
+            log.debug("closing data channel %r: nobody to take it", ch.label)
+            ch.close()
+
+    def _state(self, state: str) -> None:
+        if self._reported_state in ("failed", "closed"):
+            return  # final (we may have called it failed before libwebrtc does)
+        log.debug("peer connection state: %s", state)
+        if self._disconnected is not None:
+            self._disconnected.cancel()
+            self._disconnected = None
+        if state == "disconnected":
+            self._disconnected = asyncio.get_running_loop().call_later(
+                DISCONNECTED_GRACE, self._state, "failed")
+        if state == "connected":
+            self._connected.set()
+        elif state in ("failed", "closed"):
+            self._ended.set()
+            self._connected.set()
+            self._check_drops()
+        if state == self._reported_state:
+            return
+        self._reported_state = state
+        if self.on_state is not None:
+            self.on_state(state)
+        if state in ("failed", "closed"):
+            for ch in self._channels:
+                ch._close()
+
+    def _icecandidate(self, event) -> None:
+        cand = event.candidate
+        if cand is None:
+            self._gathered.set()
+            if self._deadline is None:
+                self._end_trickle()
+            return
+        if not cand.candidate:
+            return  # end of one generation; the null candidate ends gathering
+        if event.url:
+            self._helped.add(event.url)
+        if _text(cand.protocol) != "udp":
+            return
+        self._types.add(_text(cand.type))
+        if self._trickle_ended:
+            log.debug("candidate after the gathering deadline, not trickled: %s", cand.candidate)
+            return
+        self._trickle.put_nowait(cand.to_json())
+
+    def _icecandidateerror(self, event) -> None:
+        server = self._server_for(event.url)
+        if server is None:
+            return
+        why = f"error {event.error_code}" + (f": {event.error_text}" if event.error_text else "")
+        self._unhelpful(server, why, _CONSEQUENCE[server.kind])
+
+    def _server_for(self, url: str | None) -> IceServer | None:
+        if not url:
+            return None
+        for s in self._servers:
+            if url == s.url or url.split("?")[0] == s.url.split("?")[0]:
+                return s
+        try:
+            parsed = IceServer.parse(url)
+        except ValueError:
+            return None
+        key = (parsed.host, parsed.port, parsed.scheme)
+        return next((s for s in self._servers if (s.host, s.port, s.scheme) == key), None)
+
+    def _unhelpful(self, server: IceServer, why: str, consequence: str) -> None:
+        """Say once per process that a STUN/TURN server failed us (later: debug level)."""
+        if self._ended.is_set():
+            return
+        text = f"{server.kind} server {server.url} did not help ({why}): {consequence}"
+        if server.url in _unhelpful_reported:
+            log.debug("%s", text)
+            return
+        _unhelpful_reported.add(server.url)
+        log.warning("%s", text)
+        if self.on_warning is not None:
+            self.on_warning(text)
+
+    async def _gather_deadline(self) -> None:
+        """libwebrtc keeps gathering for ~40 s when a server never answers; we, as engine.py,
+        give STUN servers STUN_TIMEOUT and TURN servers TURN_TIMEOUT, report those that gave no
+        candidate by then (once per process) and end local_candidates()."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        kinds = {s.kind for s in self._servers}
+        probes = [asyncio.ensure_future(self._probe_stun(s)) for s in self._servers
+                  if s.kind == "STUN"]
+        for kind, deadline in (("STUN", STUN_TIMEOUT), ("TURN", TURN_TIMEOUT)):
+            if kind not in kinds:
+                continue
+            wait = started + deadline - loop.time()
+            if wait > 0 and not self._gathered.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._gathered.wait()
+            if kind == "STUN" and probes:
+                await asyncio.gather(*probes)  # each ends by STUN_TIMEOUT
+            helped = {self._server_for(u) for u in self._helped} | self._answered
+            for s in self._servers:
+                if s.kind == kind and s not in helped:
+                    self._unhelpful(s, f"no answer within {deadline:.0f} s", _CONSEQUENCE[kind])
+        self._end_trickle()
+
+    async def _probe_stun(self, server: IceServer) -> None:
+        """libwebrtc drops a server-reflexive candidate equal to a host candidate (no NAT), so
+        "no srflx candidate" does not mean "no answer": one binding request of our own tells."""
+        loop = asyncio.get_running_loop()
+        answered = loop.create_future()
+
+        class Client(asyncio.DatagramProtocol):
+            def datagram_received(self, data, addr):
+                with contextlib.suppress(ValueError):
+                    msg = aioice_stun.parse_message(data)
+                    if msg.transaction_id == request.transaction_id and not answered.done():
+                        answered.set_result(True)
+
+        request = aioice_stun.Message(message_method=aioice_stun.Method.BINDING,
+                                      message_class=aioice_stun.Class.REQUEST)
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                Client, remote_addr=(server.host, server.port))
+        except OSError as e:
+            log.debug("STUN probe of %s: %s", server.url, e)
+            return
+        try:
+            rto = STUN_PROBE_RTO
+            async with asyncio.timeout(STUN_TIMEOUT):
+                while not answered.done():
+                    transport.sendto(bytes(request))
+                    await asyncio.wait({answered}, timeout=rto)  # retransmission timer
+                    rto *= 2
+            self._answered.add(server)
+        except TimeoutError:
+            pass
+        finally:
+            transport.close()
+
+    def _end_trickle(self) -> None:
+        if not self._trickle_ended:
+            self._trickle_ended = True
+            self._trickle.put_nowait(None)
+
+    def _check_drops(self) -> None:
+        global _drops_seen
+        dropped = mailbox_dropped()
+        if dropped > max(self._drops_at_start, _drops_seen):
+            _drops_seen = dropped
+            text = (f"wrtc's event mailbox dropped {dropped - self._drops_at_start} records: "
+                    "messages may have been lost")
+            log.error("%s", text)
+            if self.on_warning is not None:
+                self.on_warning(text)
+
+    # -- the interface -----------------------------------------------------------------------
+
+    async def wait_connected(self) -> bool:
+        await self._connected.wait()
+        return self.connection_state == "connected"
+
+    def create_channel(self, label: str = "") -> WrtcDataChannel:
+        init = webrtc.RTCDataChannelInit(ordered=True)
+        return self._wrap(self._pc.create_data_channel(label, init))
+
+    def _local_sdp(self) -> str:
+        self._described = True
+        if self._deadline is None and self._servers:
+            self._deadline = asyncio.ensure_future(self._gather_deadline())
+        return self._pc.local_description.sdp
+
+    async def create_offer(self) -> str:
+        """Our offer SDP (no candidates yet: they all trickle, `local_candidates`)."""
+        await self._pc.set_local_description(await self._pc.create_offer())
+        return self._local_sdp()
+
+    async def accept_offer(self, sdp: str) -> str:
+        try:
+            await self._pc.set_remote_description(
+                webrtc.RTCSessionDescriptionInit(type="offer", sdp=sdp))
+        except (webrtc.OperationError, webrtc.InvalidAccessError, webrtc.InvalidStateError,
+                ValueError, TypeError) as e:
+            raise ProtocolError(f"unusable SDP offer: {e}") from None
+        await self._pc.set_local_description(await self._pc.create_answer())
+        return self._local_sdp()
+
+    async def accept_answer(self, sdp: str) -> None:
+        try:
+            await self._pc.set_remote_description(
+                webrtc.RTCSessionDescriptionInit(type="answer", sdp=sdp))
+        except (webrtc.OperationError, webrtc.InvalidAccessError, webrtc.InvalidStateError,
+                ValueError, TypeError) as e:
+            raise ProtocolError(f"unusable SDP answer: {e}") from None
+
+    async def local_candidates(self):
+        """Our candidates as RTCIceCandidate.toJSON() dicts; the last item is None."""
+        if not self._described:
+            return
+        while True:
+            item = await self._trickle.get()
+            yield item
+            if item is None:
+                return
+
+    async def add_candidate(self, init: Any) -> None:
+        """Add a remote candidate given as RTCIceCandidate.toJSON(); None/"" ends the list."""
+        if init is None or init == "":
+            return  # js never ends the list; we rely on our own deadline instead
+        if not isinstance(init, dict) or not isinstance(init.get("candidate"), str):
+            raise ProtocolError(f"ICE candidate is not an RTCIceCandidateInit: {str(init)[:100]}")
+        if init["candidate"] == "":
+            return
+        mid = init.get("sdpMid")
+        index = init.get("sdpMLineIndex")
+        if not isinstance(mid, (str, type(None))) or not isinstance(index, (int, type(None))):
+            raise ProtocolError(f"ICE candidate with a bad sdpMid/sdpMLineIndex: {str(init)[:100]}")
+        if mid is None and index is None:
+            index = 0
+        try:
+            await self._pc.add_ice_candidate(webrtc.RTCIceCandidateInit(
+                candidate=init["candidate"], sdp_mid=mid, sdp_m_line_index=index))
+        except (webrtc.OperationError, webrtc.InvalidStateError, TypeError, ValueError) as e:
+            raise ProtocolError(
+                f"unusable ICE candidate {init['candidate'][:100]!r}: {e}") from None
+
+    def selected_pair(self) -> CandidatePair | None:
+        sctp = self._pc.sctp
+        if sctp is None:
+            return None
+        pair = sctp.transport.ice_transport.get_selected_candidate_pair()
+        if pair is None:
+            return None
+        lc, rc = pair.local, pair.remote
+        return CandidatePair(_text(lc.type), _hostport(lc.address, lc.port),
+                             _text(rc.type), _hostport(rc.address, rc.port))
+
+    def local_candidate_types(self) -> list[str]:
+        return sorted(self._types)
+
+    async def close(self) -> None:
+        self._ended.set()
+        if self._deadline is not None and not self._deadline.done():
+            self._deadline.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._deadline
+        self._pc.close()
+        self._end_trickle()
+        self._state("closed")
+
+
+def _hostport(host: str | None, port: int | None) -> str:
+    host = host or "?"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
