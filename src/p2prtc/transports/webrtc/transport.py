@@ -149,11 +149,6 @@ class WebRTCTransport(Transport):
                      relayed.remote_peer.short())
             stream.reset()
             return
-        reason = self.natinfo.ruled_out(relayed.remote_peer) if self.natinfo is not None else None
-        if reason:
-            self.host.events.emit("webrtc-failed", relayed.remote_peer, reason)
-            stream.reset()
-            return
         t0 = time.perf_counter()
         pc = self._peer_connection(_relay_part(relayed.remote_addr))
         muxer = DataChannelMuxer(pc)
