@@ -76,5 +76,5 @@ def test_matrix_pairs_and_table():
     table = matrix_table([ok, bad]).splitlines()
     assert len(table) == 4
     assert table[1].count("---") == table[0].count("|") - 1
-    assert "| public | symmetric | direct | direct | 123 | host/srflx |" in table[2]
+    assert "| public | symmetric | direct | direct | - / - | 123 | host/srflx |" in table[2]
     assert "**MISMATCH**" in table[3] and "**MISMATCH**" not in table[2]
