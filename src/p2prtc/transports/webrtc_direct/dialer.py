@@ -20,7 +20,7 @@ from ...identity import Identity, PeerId
 from ...multiaddr import Multiaddr
 from . import stun
 from .certificate import digest_from_certhash, ephemeral_certificate
-from .ice import IceChecker, random_ufrag
+from .ice import IceChecker
 from .peer import DatagramLink, DirectPeerConnection, tune_socket
 from .upgrade import DirectMuxer, authenticate, build_connection, direct_addr
 
@@ -79,7 +79,10 @@ class _ClientProtocol(asyncio.DatagramProtocol):
         self.failed.set()
 
 
-async def dial(addr: Multiaddr, identity: Identity) -> Connection:
+async def dial(addr: Multiaddr, identity: Identity, version: int = 1) -> Connection:
+    """`version`: the webrtc-direct handshake, 1 or 2 (ice.py; go dials v1 by default too)."""
+    if version not in (1, 2):
+        raise DialError(f"unknown webrtc-direct version {version} (1 or 2)")
     ip, port, digests, peer = parse_direct_addr(addr)
     # rust/go/js advertise one certhash; several would mean "any of these" (rotation).
     expected = digests[0]
@@ -91,7 +94,7 @@ async def dial(addr: Multiaddr, identity: Identity) -> Connection:
     except OSError as e:
         raise DialError(f"cannot reach {ip}:{port}/udp: {e.strerror or e}") from None
     tune_socket(transport)
-    checker = IceChecker(random_ufrag(), (ip, port))
+    checker = IceChecker.v2((ip, port)) if version == 2 else IceChecker.v1((ip, port))
     link = DatagramLink(transport.sendto, role="controlling")
     checked = asyncio.Event()
 
@@ -145,6 +148,7 @@ async def dial(addr: Multiaddr, identity: Identity) -> Connection:
                             remote_addr=direct_addr(ip, port, expected).with_peer_id(secure.remote_peer))
     stamps["noise_ms"] = loop.time()
     conn.details["ufrag"] = checker.ufrag
+    conn.details["webrtc_direct_version"] = version
     prev = t0
     for name, t in stamps.items():  # time spent in each stage
         conn.details[name] = round((t - prev) * 1000, 1)

@@ -1,10 +1,15 @@
 """ICE for webrtc-direct, sans-I/O: the server's ICE-lite responder and the client's checks.
 
 webrtc-direct needs no candidate exchange: the client knows the server's one address from the
-multiaddr, and both sides use the client's random ufrag `libp2p+webrtc+v1/<random>` as ufrag
-and password (specs: webrtc/webrtc-direct.md). So the server (ICE-lite, RFC 8445 2.5) learns
-everything from the first Binding request: the ufrag from USERNAME, the key (= ufrag) to check
-MESSAGE-INTEGRITY with, and the client's address. Anyone can compute that key, so a valid
+multiaddr, and the server learns the rest from the client's first Binding request (specs:
+webrtc/webrtc-direct.md). v1: both sides use the client's random ufrag `libp2p+webrtc+v1/<random>`
+as ufrag and password (the browser must munge its own SDP, which Chrome's WebRTC-NoSdpMangleUfrag
+field trial forbids). v2 (libp2p/specs#715, go-libp2p 0.49): the client keeps its own random
+ufrag and password and names the server's ufrag and password `libp2p+webrtc+v2/<client pwd>`,
+so USERNAME is `libp2p+webrtc+v2/<client pwd>:<client ufrag>`. Either way the server (ICE-lite,
+RFC 8445 2.5) takes its ufrag from USERNAME, uses it as the key (its password) to check
+MESSAGE-INTEGRITY, and the client's address from the datagram; one port serves both versions,
+told apart by the prefix (an unknown one is refused). Anyone can compute that key, so a valid
 check proves only that the sender can receive at its address (the reply goes there): it is
 cheap to produce, and every table here is bounded and expires.
 
@@ -28,11 +33,13 @@ from . import stun
 log = logging.getLogger(__name__)
 
 UFRAG_PREFIX = "libp2p+webrtc+v1/"
+UFRAG_PREFIX_V2 = "libp2p+webrtc+v2/"
 _UFRAG_ALPHABET = string.ascii_letters + string.digits
 # ICE (RFC 8839 5.4): ice-char = ALPHA / DIGIT / "+" / "/"; ufrag 4-256 chars, pwd 22-256.
 _ICE_CHARS = frozenset(string.ascii_letters + string.digits + "+/")
 MAX_UFRAG_LEN = 256
 MIN_UFRAG_LEN = len(UFRAG_PREFIX) + 8
+MIN_ICE_UFRAG, MIN_ICE_PWD = 4, 22  # RFC 8839 5.4 (a v2 client's own ufrag, its password)
 
 # Limits of the server's table (the spec asks for rate limiting: section 6 of "Browser to public
 # Server"). A session record is a few hundred bytes until DTLS starts.
@@ -53,14 +60,31 @@ MAX_ADDRS_PER_SESSION = 8
 ADDRESS_REUSE_IDLE = 10.0
 
 
-def random_ufrag() -> str:
+def _random_ice(n: int = 32) -> str:
     rnd = random.SystemRandom()
-    return UFRAG_PREFIX + "".join(rnd.choice(_UFRAG_ALPHABET) for _ in range(32))
+    return "".join(rnd.choice(_UFRAG_ALPHABET) for _ in range(n))
+
+
+def random_ufrag() -> str:
+    return UFRAG_PREFIX + _random_ice()
+
+
+def _ice_string(text: str, minimum: int) -> bool:
+    return minimum <= len(text) <= MAX_UFRAG_LEN and all(c in _ICE_CHARS for c in text)
+
+
+def ufrag_version(ufrag: str) -> int | None:
+    """1 or 2 for a server ufrag a libp2p webrtc-direct client may send, else None."""
+    if ufrag.startswith(UFRAG_PREFIX_V2):
+        pwd = ufrag[len(UFRAG_PREFIX_V2):]
+        return 2 if _ice_string(pwd, MIN_ICE_PWD) and len(ufrag) <= MAX_UFRAG_LEN else None
+    if ufrag.startswith(UFRAG_PREFIX) and MIN_UFRAG_LEN <= len(ufrag) and _ice_string(ufrag, 0):
+        return 1
+    return None
 
 
 def is_valid_ufrag(ufrag: str) -> bool:
-    return (MIN_UFRAG_LEN <= len(ufrag) <= MAX_UFRAG_LEN and ufrag.startswith(UFRAG_PREFIX)
-            and all(c in _ICE_CHARS for c in ufrag))
+    return ufrag_version(ufrag) is not None
 
 
 def normalize_addr(addr: Any) -> tuple[str, int]:
@@ -168,11 +192,14 @@ class IceLiteAgent:
         if username is None:
             return self._drop("binding request without USERNAME")
         local, sep, remote = username.partition(":")
-        if not sep or not is_valid_ufrag(local) or not remote:
-            return self._drop("binding request whose ufrag is not a libp2p webrtc-direct one")
+        version = ufrag_version(local) if sep else None
+        if version is None or not _ice_string(remote, MIN_ICE_UFRAG):
+            return self._drop("binding request whose ufrag is not a libp2p webrtc-direct one "
+                              "(v1 or v2)")
         if stun.ATTR_FINGERPRINT not in msg.attrs:
             return self._drop("binding request without FINGERPRINT")
-        # Short-term credentials: the key is our password, which webrtc-direct sets to the ufrag.
+        # Short-term credentials: the key is our password, which webrtc-direct sets to our ufrag
+        # (v1: the client's ufrag; v2: the prefix and the client's password).
         if not stun.verify_integrity(data, msg, local.encode("ascii")):
             return self._drop("binding request with a bad MESSAGE-INTEGRITY")
         session = self.sessions.get(local)
@@ -302,13 +329,23 @@ class IceChecker:
     webrtc-direct servers are ICE-lite: they never check us, they only answer. We nominate the
     only pair at once (USE-CANDIDATE on every check, RFC 8445 8.1.1 aggressive-style), and keep
     checking afterwards as keepalive / consent freshness (RFC 7675).
+
+    `IceChecker.v1(remote)` / `IceChecker.v2(remote)` make the credentials of either version;
+    `ufrag` is the server's ufrag (and password) in both.
     """
 
-    def __init__(self, ufrag: str, remote: tuple[str, int]) -> None:
+    def __init__(self, ufrag: str, remote: tuple[str, int], *, local_ufrag: str | None = None,
+                 local_pwd: str | None = None) -> None:
         self.ufrag = ufrag
+        self.version = ufrag_version(ufrag)
         self.remote = remote
-        self.key = ufrag.encode("ascii")
-        self.username = f"{ufrag}:{ufrag}"  # "<remote ufrag>:<local ufrag>", both the same here
+        self.key = ufrag.encode("ascii")  # the server's password: its ufrag
+        local_ufrag = local_ufrag or ufrag  # v1: ours are the same as the server's
+        # "<remote ufrag>:<local ufrag>" on our checks; the server's checks of us, if it sent
+        # any, would carry the reverse and our password
+        self.username = f"{ufrag}:{local_ufrag}"
+        self._their_username = f"{local_ufrag}:{ufrag}"
+        self._local_key = (local_pwd or ufrag).encode("ascii")
         self.tie_breaker = int.from_bytes(os.urandom(8), "big")
         self._pending: OrderedDict[bytes, float] = OrderedDict()
         self.succeeded = False
@@ -346,8 +383,19 @@ class IceChecker:
                 log.debug("server answered a check with error %s", msg.error_code())
             return None
         if msg.msg_type == stun.BINDING_REQUEST:
-            # A full ICE server checks us too: answer with our credentials (also the ufrag).
-            if msg.username != self.username or not stun.verify_integrity(data, msg, self.key):
+            # A full ICE server checks us too: answer with our credentials.
+            if msg.username != self._their_username or not stun.verify_integrity(
+                    data, msg, self._local_key):
                 return None
-            return stun.binding_success(msg.txid, self.remote, self.key)
+            return stun.binding_success(msg.txid, self.remote, self._local_key)
         return None
+
+    @classmethod
+    def v1(cls, remote: tuple[str, int]) -> "IceChecker":
+        return cls(random_ufrag(), remote)
+
+    @classmethod
+    def v2(cls, remote: tuple[str, int]) -> "IceChecker":
+        """Our own random ufrag and password; the server's ufrag carries our password."""
+        pwd = _random_ice()
+        return cls(UFRAG_PREFIX_V2 + pwd, remote, local_ufrag=_random_ice(), local_pwd=pwd)

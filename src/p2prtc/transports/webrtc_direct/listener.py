@@ -27,7 +27,7 @@ from ...netutil import bind_udp, expand_unspecified
 from ..base import Listener
 from . import stun
 from .certificate import DtlsCertificate
-from .ice import IceLiteAgent, IceSession, normalize_addr
+from .ice import IceLiteAgent, IceSession, normalize_addr, ufrag_version
 from .peer import DatagramLink, DirectPeerConnection, tune_socket
 from .upgrade import DirectMuxer, authenticate, build_connection, direct_addr
 
@@ -242,6 +242,7 @@ class WebRTCDirectListener(Listener):
         conn = build_connection(pc, muxer, secure, direction="inbound", local_addr=local,
                                 remote_addr=remote)
         conn.details["ufrag"] = client.session.ufrag
+        conn.details["webrtc_direct_version"] = ufrag_version(client.session.ufrag)
         conn.details["handshake_ms"] = round((pc.link.loop.time() - client.started) * 1000, 1)
         self._handshake_done(client)
         if pc.state in ("closed", "failed"):

@@ -29,8 +29,11 @@ def _is_direct(names: list[str]) -> bool:
 class WebRTCDirectTransport(Transport):
     name = "webrtc-direct"
 
-    def __init__(self, host: "Host") -> None:
+    def __init__(self, host: "Host", dial_version: int = 1) -> None:
         self.host = host
+        # Which handshake our dials use (listeners accept both): 1 (what every server speaks
+        # today) or 2 (libp2p/specs#715: no SDP munging; go-libp2p >= 0.49 listeners).
+        self.dial_version = dial_version
 
     def can_dial(self, addr: Multiaddr) -> bool:
         names = addr.protocols()
@@ -54,4 +57,4 @@ class WebRTCDirectTransport(Transport):
     async def dial(self, addr: Multiaddr) -> Connection:
         from .dialer import dial
 
-        return await dial(addr, self.host.identity)
+        return await dial(addr, self.host.identity, self.dial_version)
