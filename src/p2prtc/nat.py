@@ -145,8 +145,7 @@ class NatBehaviour:
                               "to (the server has no second IP to tell whether from anyone)",
             UNKNOWN: "its filtering is unknown (the server offers no second address or port)",
         }[self.filtering]
-        parts.append(f"{t} NAT" if t not in ("public", UNKNOWN) else
-                     "not behind a NAT" if t == "public" else "NAT type unknown")
+        parts.append(self._name() if t != "public" else "not behind a NAT")
         parts.append(mapping)
         parts.append(filtering)
         if self.public is not None:
@@ -157,12 +156,18 @@ class NatBehaviour:
 
     def short(self) -> str:
         """A few words naming the behaviour, for messages about two of them."""
-        t = self.lab_type
-        name = f"{t} NAT" if t not in ("public", UNKNOWN) else (
-            "no NAT" if t == "public" else "an unknown NAT")
+        name = "no NAT" if self.lab_type == "public" else self._name()
         if self.filtering == UNKNOWN:  # e.g. decided on the mapping alone
             return f"{name} ({self.mapping} mapping)"
         return f"{name} ({self.mapping} mapping, {self.filtering} filtering)"
+
+    def _name(self) -> str:
+        t = self.lab_type
+        if t != UNKNOWN:
+            return f"{t} NAT"
+        if self.mapping == EI and self.filtering == PORT_INDEPENDENT:
+            return "full-cone or restricted NAT"
+        return "NAT of unknown type"
 
     def to_dict(self) -> dict:
         return {"mapping": self.mapping, "filtering": self.filtering, "type": self.lab_type,
