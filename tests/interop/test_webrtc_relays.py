@@ -1,5 +1,6 @@
 """/webrtc through each relay implementation (ours as the CLI, js-libp2p's in Node, rust-libp2p's):
-Python<->Python, Python<->Chromium and Python<->Node (node-datachannel), each side dialing.
+Python<->Python, Python<->Chromium and Python<->Node (node-datachannel), each side dialing, with
+the Python peers on each WebRTC engine (conftest `engine`), and aiortc<->wrtc through our relay.
 The connection must be direct WebRTC, and survive the relay being stopped."""
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from p2prtc.identity import PeerId
 from p2prtc.protocols.chat import ChatService
 from p2prtc.transports.webrtc.transport import WebRTCTransport
 
+from ..conftest import ENGINES
 from .relays import JsRelay, P2prtcRelay, RustRelay
 from .test_core_js import echo_via
 
-pytestmark = pytest.mark.interop
+pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("engine")]
 MB = 1 << 20
 
 
@@ -28,9 +30,9 @@ async def relay(request, node_peer_factory, rust_peer_factory):
     await r.stop()
 
 
-async def py_peer(host_factory, relay=None):
+async def py_peer(host_factory, relay=None, engine=None):
     host = await host_factory(listen=[])
-    host.add_transport(WebRTCTransport(host, ice_servers=[]), first=True)
+    host.add_transport(WebRTCTransport(host, ice_servers=[], engine=engine), first=True)
     if relay is not None:
         await host.listen(f"{relay.addr('ws')}/p2p-circuit", "/webrtc")
         await host._listeners[0].first_attempt
@@ -54,6 +56,17 @@ async def test_python_python(relay, host_factory):
     await relay.stop()
     await chat_a.send(b.peer_id, "over the direct path")
     assert await asyncio.wait_for(inbox.get(), 10) == ("b", "over the direct path")
+    await echo_via(a, conn, 4 * MB)
+
+
+@pytest.mark.parametrize("relay", ["p2prtc"], indirect=True)
+async def test_python_python_across_engines(relay, host_factory, engine):
+    """The listener on this test's engine, the dialer on the other one, and back."""
+    other = next(e for e in ENGINES if e != engine)
+    b = await py_peer(host_factory, relay, engine=engine)
+    a = await py_peer(host_factory, engine=other)
+    conn = await a.dial(webrtc_addr(b))
+    assert conn.transport == "webrtc" and not conn.limited
     await echo_via(a, conn, 4 * MB)
 
 

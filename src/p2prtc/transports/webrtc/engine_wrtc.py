@@ -211,6 +211,7 @@ class WrtcPeerConnection:
         self._types: set[str] = set()
         self._helped: set[str] = set()  # server URLs that gave a candidate
         self._answered: set[IceServer] = set()  # STUN servers that answered our probe
+        self._remote_hosts: dict[int, str] = {}  # port -> address of signaled remote candidates
         self._described = False
         self._trickle_ended = False
         self._gathered = asyncio.Event()  # libwebrtc's gathering is complete
@@ -419,6 +420,7 @@ class WrtcPeerConnection:
 
     async def accept_offer(self, sdp: str) -> str:
         try:
+            self._remember_sdp(sdp)
             await self._pc.set_remote_description(
                 webrtc.RTCSessionDescriptionInit(type="offer", sdp=sdp))
         except (webrtc.OperationError, webrtc.InvalidAccessError, webrtc.InvalidStateError,
@@ -429,6 +431,7 @@ class WrtcPeerConnection:
 
     async def accept_answer(self, sdp: str) -> None:
         try:
+            self._remember_sdp(sdp)
             await self._pc.set_remote_description(
                 webrtc.RTCSessionDescriptionInit(type="answer", sdp=sdp))
         except (webrtc.OperationError, webrtc.InvalidAccessError, webrtc.InvalidStateError,
@@ -459,12 +462,23 @@ class WrtcPeerConnection:
             raise ProtocolError(f"ICE candidate with a bad sdpMid/sdpMLineIndex: {str(init)[:100]}")
         if mid is None and index is None:
             index = 0
+        self._remember_remote(init["candidate"])
         try:
             await self._pc.add_ice_candidate(webrtc.RTCIceCandidateInit(
                 candidate=init["candidate"], sdp_mid=mid, sdp_m_line_index=index))
         except (webrtc.OperationError, webrtc.InvalidStateError, TypeError, ValueError) as e:
             raise ProtocolError(
                 f"unusable ICE candidate {init['candidate'][:100]!r}: {e}") from None
+
+    def _remember_sdp(self, sdp: str) -> None:
+        for line in sdp.splitlines():
+            if line.startswith("a=candidate:"):
+                self._remember_remote(line[2:])
+
+    def _remember_remote(self, candidate: str) -> None:
+        fields = candidate.split()  # candidate:<foundation> <component> <proto> <prio> <addr> <port>
+        if len(fields) >= 6 and fields[5].isdigit():
+            self._remote_hosts.setdefault(int(fields[5]), fields[4])
 
     def selected_pair(self) -> CandidatePair | None:
         sctp = self._pc.sctp
@@ -474,8 +488,15 @@ class WrtcPeerConnection:
         if pair is None:
             return None
         lc, rc = pair.local, pair.remote
+        remote_host = rc.address
+        if remote_host is None:
+            # a peer-reflexive candidate (the remote's checks came before its candidate):
+            # libwebrtc hides its address (W3C); the candidate signaled since tells it
+            remote_host = self._remote_hosts.get(rc.port)
+        if lc.address is None or remote_host is None:
+            return None
         return CandidatePair(_text(lc.type), _hostport(lc.address, lc.port),
-                             _text(rc.type), _hostport(rc.address, rc.port))
+                             _text(rc.type), _hostport(remote_host, rc.port))
 
     def local_candidate_types(self) -> list[str]:
         return sorted(self._types)
