@@ -144,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--stun", action="append", metavar="URL",
                        help="ICE server URL, e.g. stun:relay.example.org:3478 (repeatable); "
                             "default: the STUN server on the relay's host; 'none' for no ICE servers")
+        p.add_argument("--turn", action="append", metavar="URL",
+                       help="TURN server URL, e.g. turn:turn.example.org:3478?transport=udp "
+                            "(repeatable; with --turn-user/--turn-password); default: TURN "
+                            "credentials from the relay in use, if it hands any out; 'none' for "
+                            "no TURN")
+        p.add_argument("--turn-user", metavar="NAME", help="username for --turn servers")
+        p.add_argument("--turn-password", metavar="SECRET", help="password for --turn servers")
         p.add_argument("--save-dir", default=".", metavar="DIR",
                        help="where received files go (default: current directory)")
         p.add_argument("--quit-on-eof", action="store_true",
@@ -191,17 +198,6 @@ def use_engine_arg(args: argparse.Namespace) -> None:
         print(choose_engine(getattr(args, "engine", None)), file=sys.stderr, flush=True)
     except (EngineUnavailable, ValueError) as e:
         raise CliError(str(e)) from None
-
-
-def ice_servers_arg(values: list[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    if values == ["none"]:
-        return []
-    for v in values:
-        if not v.startswith(("stun:", "turn:", "turns:")):
-            raise CliError(f"--stun needs a stun:/turn: URL, not {v!r}")
-    return values
 
 
 def _add_turn_args(p: argparse.ArgumentParser) -> None:
@@ -259,6 +255,38 @@ def _turn_options(args: argparse.Namespace):
                           max_bandwidth=args.turn_max_bandwidth))
 
 
+def ice_servers_arg(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    if values == ["none"]:
+        return []
+    for v in values:
+        if not v.startswith(("stun:", "turn:", "turns:")):
+            raise CliError(f"--stun needs a stun:/turn: URL, not {v!r}")
+    return values
+
+
+def turn_arg(urls: list[str] | None, user: str | None, password: str | None):
+    """--turn/--turn-user/--turn-password -> "auto", "none" or a list of IceServers."""
+    if not urls:
+        if user or password:
+            raise CliError("--turn-user/--turn-password need --turn URL")
+        return "auto"
+    if urls == ["none"]:
+        return "none"
+    from .transports.webrtc.engine import IceServer
+
+    servers = []
+    for url in urls:
+        if not url.startswith(("turn:", "turns:")):
+            raise CliError(f"--turn needs a turn:/turns: URL, not {url!r}")
+        try:
+            servers.append(IceServer.parse(url, user, password))
+        except ValueError as e:
+            raise CliError(f"--turn: {e}") from None
+    return servers
+
+
 def cmd_peer(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -267,6 +295,7 @@ def cmd_peer(args: argparse.Namespace) -> int:
 
     use_engine_arg(args)
     opts = PeerOptions(identity=load_identity(args), ice_servers=ice_servers_arg(args.stun),
+                       turn=turn_arg(args.turn, args.turn_user, args.turn_password),
                        json=args.json, save_dir=Path(args.save_dir),
                        quit_on_eof=args.quit_on_eof, tls_ca=args.tls_ca,
                        web_url=getattr(args, "web_url", None))

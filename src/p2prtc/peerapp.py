@@ -23,8 +23,9 @@ from .host import Host
 from .identity import Identity, PeerId
 from .multiaddr import Multiaddr
 from .protocols.chat import ChatService, NotSent
-from .protocols.filetransfer import FileResult, FileService
+from .protocols.filetransfer import MAX_HEADER, FileResult, FileService
 from .protocols.natinfo import NatInfoService, stun_server_of
+from .transports.circuit_limit import data_words
 from .transports.webrtc import transport as webrtc_transport
 from .transports.webrtc.transport import WebRTCTransport
 
@@ -35,12 +36,17 @@ RELAY_TIMEOUT = 20.0
 # direct WebRTC connection and no upgrade failure came within this time: the dialer's whole
 # /webrtc dial, and a little more.
 UPGRADE_WAIT = webrtc_transport.DIAL_TIMEOUT + 2.0
+# What a file costs on a relayed connection beyond its bytes: the header (at most MAX_HEADER),
+# the receiver's answer and the stream's negotiation.
+FILE_OVERHEAD = 2 * MAX_HEADER
 
 
 @dataclass
 class PeerOptions:
     identity: Identity
     ice_servers: list[str] | None = None
+    # "auto": TURN credentials from the relay in use; a list of IceServers; "none"
+    turn: "str | list" = "auto"
     json: bool = False
     save_dir: Path = field(default_factory=lambda: Path("."))
     quit_on_eof: bool = False
@@ -111,6 +117,8 @@ def describe(conn: Connection) -> str:
         pair = conn.details.get("candidate_pair")
         how = f" ({pair['local']} {pair['local_addr']} <-> {pair['remote']} {pair['remote_addr']})" \
             if pair else ""
+        if conn.details.get("path") == "turn":
+            return f"WebRTC via TURN (relay {conn.details.get('turn_relay')}){how}"
         return f"direct WebRTC{how}"
     if conn.transport == "circuit" or conn.limited:  # a relay may also grant unlimited circuits
         lim = conn.details.get("limit", {})
@@ -135,7 +143,7 @@ class PeerApp:
             from .transports.websocket import websocket_transport
 
             websocket_transport(self.host.transports).client_ssl = client_context(opts.tls_ca)
-        self.webrtc = WebRTCTransport(self.host, opts.ice_servers)
+        self.webrtc = WebRTCTransport(self.host, opts.ice_servers, turn=opts.turn)
         self.host.add_transport(self.webrtc, first=True)
         self.natinfo = NatInfoService(self.host)  # detection starts with listen/dial
         self.webrtc.natinfo = self.natinfo
@@ -241,9 +249,11 @@ class PeerApp:
         text = f"Connected to {short(peer)} via {describe(conn)}{took}"
         if relayed:
             text += " (no direct connection: chat goes over the relay while it allows)"
+        path = "relay" if relayed else conn.details.get("path", "direct")
         self.out.event("connected", text, peer=str(peer), addr=str(conn.remote_addr),
                        transport="relay" if relayed else conn.transport,
-                       direct=not relayed, ms=round(ms, 1) if ms is not None else None,
+                       direct=path == "direct", path=path,
+                       ms=round(ms, 1) if ms is not None else None,
                        candidate_pair=conn.details.get("candidate_pair"))
 
     def _on_disconnection(self, conn: Connection) -> None:
@@ -407,7 +417,13 @@ class PeerApp:
         if not p.is_file():
             self.out.event("error", f"No such file: {p}", reason=f"no such file: {p}")
             return
+        size = p.stat().st_size
         for peer in list(self.peers):
+            why = self._file_refused(peer, size)
+            if why is not None:
+                self.out.event("error", f"{p.name} not sent to {short(peer)}: {why}",
+                               reason=f"not sent: {why}", peer=str(peer), name=p.name)
+                continue
             started = time.perf_counter()
             try:
                 r = await self.files.send(
@@ -421,6 +437,22 @@ class PeerApp:
                                         "sha256 verified by the receiver",
                            peer=str(peer), name=p.name, bytes=r.size, sha256=r.sha256,
                            seconds=round(r.seconds, 3))
+
+    def _file_refused(self, peer: PeerId, size: int) -> str | None:
+        """Why a file of `size` bytes cannot go to `peer` now: it goes over a relayed connection
+        (no direct one) whose relay limits leave no room for it; the relay would cut it off."""
+        conn = self.host.best_connection(peer, allow_limited=True)
+        meter = conn.limit_meter if conn is not None else None
+        if meter is None:
+            return None
+        why = meter.refuse(size + FILE_OVERHEAD, time.monotonic())
+        if why is None:
+            return None
+        room = meter.room()
+        if room is not None and room > 0 and "data limit" in why:
+            return (f"{size} bytes do not fit: the relay's {data_words(meter.data)} data limit "
+                    f"for this relayed connection leaves room for {room // 1024} KiB")
+        return why
 
     async def handle_line(self, line: str) -> None:
         line = line.rstrip("\r\n")

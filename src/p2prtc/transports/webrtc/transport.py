@@ -15,7 +15,9 @@ from ...connection import Connection
 from ...errors import DialError, P2PError
 from ...multiaddr import Multiaddr
 from ..base import ConnectionHandler, Listener, Transport
-from .engine_base import PeerConnection, make_peer_connection
+from ...identity import PeerId
+from ...protocols.turn_credentials import fetch_turn_credentials
+from .engine_base import IceServer, PeerConnection, make_peer_connection
 from .muxer import DataChannelMuxer
 from .signaling import SIGNALING_PROTOCOL, NoDirectPath, initiate, respond
 
@@ -25,6 +27,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STUN_PORT = 3478
+# TURN credentials from a relay are fetched again this long before they expire; a relay that
+# hands out none (js, rust) is asked again after NO_TURN_RECHECK.
+TURN_REFRESH_MARGIN = 300.0
+NO_TURN_RECHECK = 600.0
 # The whole dial: relayed connection, signaling and ICE (the issue asks for < 15 s).
 DIAL_TIMEOUT = 14.0
 MUXER_PROTOCOL = "/webrtc"
@@ -72,27 +78,59 @@ class WebRTCTransport(Transport):
     name = "webrtc"
 
     def __init__(self, host: "Host", ice_servers: list[str] | None = None,
-                 engine: str | None = None) -> None:
+                 engine: str | None = None, turn: "str | list[IceServer]" = "auto") -> None:
         """ice_servers: STUN/TURN URLs; None means the STUN server of the relay in use.
-        engine: "aiortc", "wrtc" or "auto"; None means $P2PRTC_ENGINE, else auto (engine_base)."""
+        engine: "aiortc", "wrtc" or "auto"; None means $P2PRTC_ENGINE, else auto (engine_base).
+        turn: "auto" asks the relay in use for TURN credentials (our relay hands them out, others
+        say no in one round trip); a list of IceServers uses those; "none" (or []) uses none."""
         self.host = host
         self.ice_servers = ice_servers
         self.engine = engine
+        self.turn = turn
+        self._turn_cache: dict[PeerId, tuple[list[IceServer], float]] = {}
         self.listening = False
         # protocols.natinfo.NatInfoService, when the app runs NAT detection: NAT behaviours that
         # rule out a direct path end the dial before signalling (issue 10).
         self.natinfo = None
         host.set_stream_handler(SIGNALING_PROTOCOL, self._handle_signaling, allow_limited=True)
+        if turn == "auto":  # a listener's first dialer need not wait for the credentials
+            host.events.on("reservation", lambda info: host.spawn(self._turn_for(info.relay)))
+
+    async def _turn_for(self, relay: PeerId | None) -> list[IceServer]:
+        """The TURN servers to use with a connection through `relay` (see `turn`)."""
+        if self.turn != "auto":
+            return [] if self.turn == "none" else list(self.turn)
+        if relay is None:
+            return []
+        cached = self._turn_cache.get(relay)
+        if cached is not None and cached[1] - time.time() > TURN_REFRESH_MARGIN:
+            return cached[0]
+        conn = self.host.best_connection(relay)  # our own (unlimited) connection to the relay
+        if conn is None:
+            return []
+        creds = await fetch_turn_credentials(self.host, conn)
+        servers: list[IceServer] = []
+        for url in creds.urls if creds is not None else ():
+            try:
+                servers.append(IceServer.parse(url, creds.username, creds.password))
+            except ValueError as e:
+                log.info("relay %s: ignoring TURN URL: %s", relay.short(), e)
+        until = creds.expires if creds is not None else time.time() + NO_TURN_RECHECK
+        self._turn_cache[relay] = (servers, until)
+        if servers:
+            log.info("TURN via relay %s: %s", relay.short(), ", ".join(s.url for s in servers))
+        return servers
 
     def _ice_for(self, relay_addr: Multiaddr | None) -> list[str]:
         if self.ice_servers is not None:
             return list(self.ice_servers)
         return stun_url_for(relay_addr) if relay_addr is not None else []
 
-    def _peer_connection(self, relay_addr: Multiaddr | None) -> PeerConnection:
+    def _peer_connection(self, relay_addr: Multiaddr | None,
+                         turn: list[IceServer]) -> PeerConnection:
         # A STUN server that does not answer costs nothing but a warning (host "warning" event):
         # our SDP leaves before any STUN answer, so the default guess of the relay's host is safe.
-        return make_peer_connection(self._ice_for(relay_addr),
+        return make_peer_connection([*self._ice_for(relay_addr), *turn],
                                     on_warning=lambda text: self.host.events.emit("warning", text),
                                     engine=self.engine)
 
@@ -116,12 +154,19 @@ class WebRTCTransport(Transport):
         if relayed is None:
             relayed = await self.host.dial(relay_addr.encapsulate(f"/p2p-circuit/p2p/{peer}"))
         t_relayed = time.perf_counter()
-        reason = await self.natinfo.check(relayed) if self.natinfo is not None else None
-        if reason:
+        turn = asyncio.ensure_future(self._turn_for(relay_addr.peer_id()))
+        try:
+            reason = await self.natinfo.check(relayed) if self.natinfo is not None else None
+            turn_servers = await turn
+        finally:
+            turn.cancel()
+        if reason and not turn_servers:
             raise DialError(f"no direct WebRTC connection to {peer}: {reason}; "
                             "the relayed connection stays up")
+        if reason:
+            log.info("%s; trying TURN", reason)
         stream = await relayed.new_stream([SIGNALING_PROTOCOL])
-        pc = self._peer_connection(relay_addr)
+        pc = self._peer_connection(relay_addr, turn_servers)
         muxer = DataChannelMuxer(pc)
         try:
             async with asyncio.timeout(DIAL_TIMEOUT):
@@ -149,8 +194,10 @@ class WebRTCTransport(Transport):
                      relayed.remote_peer.short())
             stream.reset()
             return
+        relay_addr = _relay_part(relayed.remote_addr)
+        turn_servers = await self._turn_for(relay_addr.peer_id() if relay_addr else None)
         t0 = time.perf_counter()
-        pc = self._peer_connection(_relay_part(relayed.remote_addr))
+        pc = self._peer_connection(relay_addr, turn_servers)
         muxer = DataChannelMuxer(pc)
         try:
             async with asyncio.timeout(DIAL_TIMEOUT):
@@ -185,10 +232,16 @@ class WebRTCTransport(Transport):
             local_addr=local, remote_addr=remote, direction=direction, transport="webrtc",
             limited=False, security=None, muxer_protocol=MUXER_PROTOCOL,
         )
+        conn.details["path"] = "direct"
         if pair is not None:
             conn.details["candidate_pair"] = {
                 "local": pair.local_type, "remote": pair.remote_type,
                 "local_addr": pair.local_addr, "remote_addr": pair.remote_addr}
+            if "relay" in (pair.local_type, pair.remote_type):
+                # the TURN server's relayed address (ours, else the peer's)
+                via = pair.local_addr if pair.local_type == "relay" else pair.remote_addr
+                conn.details["path"] = "turn"
+                conn.details["turn_relay"] = via.rpartition(":")[0].strip("[]")
         conn.details["relayed_via"] = str(relayed.remote_addr)
         return conn
 
