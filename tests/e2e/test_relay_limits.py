@@ -271,3 +271,32 @@ async def test_peer_left_and_relay_went_away(relay_factory, clis):
     warning = await lis.wait_event("warning", timeout=30)
     assert "reserving again" in warning["reason"], warning
     assert not [e for e in lis.events if e["event"] == "error"], lis.describe()
+
+
+async def test_file_that_does_not_fit_the_data_limit_is_not_sent(relay_factory, clis, tmp_path):
+    """Over a relayed-only connection, a file larger than what the relay's data limit leaves is
+    refused up front (the relay would cut it off half-way); one that fits goes through."""
+    import hashlib
+    import os
+
+    relay_addr = await relay_factory("--max-circuit-bytes", str(64 * KIB))
+    lis = await clis("listen", relay_addr, "--json", "--stun", "none", "--save-dir",
+                     str(tmp_path / "in"), name="listener")
+    ev = await lis.wait_event("listening", timeout=30)
+    addr = next(a for a in ev["addrs"] if a not in ev["browser_addrs"])
+    dialer = await clis("dial", addr.replace("/p2p-circuit/webrtc/", "/p2p-circuit/"), "--json",
+                        name="dialer")
+    await dialer.wait_event("connected", transport="relay", timeout=30)
+    big, small = tmp_path / "big.bin", tmp_path / "small.bin"
+    big.write_bytes(os.urandom(100 * KIB))
+    small.write_bytes(os.urandom(20 * KIB))
+
+    await dialer.send_line(f"/send {big}")
+    refused = await dialer.wait_event("error", name="big.bin", timeout=30)
+    assert refused["reason"].startswith("not sent: 102400 bytes do not fit: the relay's 64 KiB "
+                                        "data limit for this relayed connection leaves room for "), refused
+    await dialer.send_line(f"/send {small}")
+    sent = await dialer.wait_event("file-sent", name="small.bin", timeout=30)
+    got = await lis.wait_event("file", name="small.bin", timeout=30)
+    assert got["sha256"] == sent["sha256"] == hashlib.sha256(small.read_bytes()).hexdigest()
+    assert not [e for e in dialer.events + lis.events if e["event"] == "disconnected"]

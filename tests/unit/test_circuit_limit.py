@@ -62,6 +62,16 @@ def test_a_write_that_would_pass_the_limit_is_refused_and_nothing_counted():
     assert end(m, 1.0, low="closed locally") == "the relay's 64 KiB data limit was reached"
 
 
+def test_room_is_what_a_write_may_still_use():
+    m = CircuitMeter(0, 64 * KIB, started=0.0)
+    assert CircuitMeter(120, 0, started=0.0).room() is None
+    m.on_received(20 * KIB)
+    room = m.room()
+    assert m.refuse(room, 0.0) is None and m.refuse(room + 1, 0.0) is not None
+    m.on_sent(room + 10 * KIB)
+    assert m.room() == 0
+
+
 def test_time_limit_stops_writes_before_the_relay_cuts():
     m = CircuitMeter(120, 0, started=100.0)
     assert m.refuse(10, 100.0 + 120 - TIME_MARGIN - 0.1) is None

@@ -104,6 +104,13 @@ class CircuitMeter:
                     "connection is reached")
         return None
 
+    def room(self) -> int | None:
+        """Application bytes that still fit under the data limit (None: no data limit)."""
+        if not self.data:
+            return None
+        left = self.data - CONTROL_RESERVE - self.used - self.queued()
+        return max(0, left - WRITE_OVERHEAD * (1 + max(0, left) // WRITE_CHUNK))
+
     def data_used_up(self) -> bool:
         """Nothing useful fits into the data limit any more."""
         return bool(self.data) and \
