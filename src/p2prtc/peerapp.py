@@ -45,6 +45,8 @@ FILE_OVERHEAD = 2 * MAX_HEADER
 class PeerOptions:
     identity: Identity
     ice_servers: list[str] | None = None
+    # "auto": TURN credentials from the relay in use; a list of IceServers; "none"
+    turn: "str | list" = "auto"
     json: bool = False
     save_dir: Path = field(default_factory=lambda: Path("."))
     quit_on_eof: bool = False
@@ -115,6 +117,8 @@ def describe(conn: Connection) -> str:
         pair = conn.details.get("candidate_pair")
         how = f" ({pair['local']} {pair['local_addr']} <-> {pair['remote']} {pair['remote_addr']})" \
             if pair else ""
+        if conn.details.get("path") == "turn":
+            return f"WebRTC via TURN (relay {conn.details.get('turn_relay')}){how}"
         return f"direct WebRTC{how}"
     if conn.transport == "circuit" or conn.limited:  # a relay may also grant unlimited circuits
         lim = conn.details.get("limit", {})
@@ -139,7 +143,7 @@ class PeerApp:
             from .transports.websocket import websocket_transport
 
             websocket_transport(self.host.transports).client_ssl = client_context(opts.tls_ca)
-        self.webrtc = WebRTCTransport(self.host, opts.ice_servers)
+        self.webrtc = WebRTCTransport(self.host, opts.ice_servers, turn=opts.turn)
         self.host.add_transport(self.webrtc, first=True)
         self.natinfo = NatInfoService(self.host)  # detection starts with listen/dial
         self.webrtc.natinfo = self.natinfo
@@ -245,9 +249,11 @@ class PeerApp:
         text = f"Connected to {short(peer)} via {describe(conn)}{took}"
         if relayed:
             text += " (no direct connection: chat goes over the relay while it allows)"
+        path = "relay" if relayed else conn.details.get("path", "direct")
         self.out.event("connected", text, peer=str(peer), addr=str(conn.remote_addr),
                        transport="relay" if relayed else conn.transport,
-                       direct=not relayed, ms=round(ms, 1) if ms is not None else None,
+                       direct=path == "direct", path=path,
+                       ms=round(ms, 1) if ms is not None else None,
                        candidate_pair=conn.details.get("candidate_pair"))
 
     def _on_disconnection(self, conn: Connection) -> None:
