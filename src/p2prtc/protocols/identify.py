@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..connection import Connection
 from ..errors import P2PError, ProtocolError
 from ..identity import InvalidKey, PeerId, PublicKey
 from ..multiaddr import Multiaddr, MultiaddrError
-from ..pb import identify_pb2
+from ..pb import identify_pb2, text
 from ..streams import read_length_prefixed, write_length_prefixed
 
 if TYPE_CHECKING:
@@ -31,6 +32,56 @@ PROTOCOL_VERSION = "ipfs/0.1.0"
 MAX_MESSAGE_SIZE = 64 * 1024
 MAX_LISTEN_ADDRS = 64
 IDENTIFY_TIMEOUT = 10.0
+
+
+@dataclass
+class IdentifyRecord:
+    """What a remote's identify message says, checked: its key matches the connection's peer."""
+
+    public_key: PublicKey | None
+    listen_addrs: list[Multiaddr]
+    observed_addr: Multiaddr | None
+    protocols: list[str]
+    agent_version: str | None
+    protocol_version: str | None
+
+
+def decode(data: bytes, remote_peer: PeerId) -> IdentifyRecord:
+    """Decode an identify message from remote_peer; ProtocolError if it is malformed or names
+    another key. Undecodable addresses are skipped (logged), as js and rust do."""
+    msg = identify_pb2.Identify()
+    try:
+        msg.ParseFromString(data)
+    except Exception as e:
+        raise ProtocolError(f"malformed identify message: {e}") from None
+    public_key = None
+    if msg.HasField("publicKey"):
+        try:
+            public_key = PublicKey.from_protobuf(msg.publicKey)
+        except InvalidKey as e:
+            raise ProtocolError(f"identify carries a bad public key: {e}") from None
+        if PeerId.from_public_key(public_key) != remote_peer:
+            raise ProtocolError("identify public key does not match the connection's peer")
+    addrs = []
+    for raw in msg.listenAddrs[:MAX_LISTEN_ADDRS]:
+        try:
+            addrs.append(Multiaddr.from_bytes(raw))
+        except MultiaddrError:
+            log.debug("ignoring undecodable listen address from %s", remote_peer.short())
+    observed = None
+    if msg.HasField("observedAddr"):
+        try:
+            observed = Multiaddr.from_bytes(msg.observedAddr)
+        except MultiaddrError:
+            pass
+    return IdentifyRecord(
+        public_key=public_key,
+        listen_addrs=addrs,
+        observed_addr=observed,
+        protocols=[text(p) for p in msg.protocols],
+        agent_version=text(msg.agentVersion) if msg.HasField("agentVersion") else None,
+        protocol_version=text(msg.protocolVersion) if msg.HasField("protocolVersion") else None,
+    )
 
 
 class IdentifyService:
@@ -86,40 +137,17 @@ class IdentifyService:
             self._identified.pop(conn.id, None)
 
     def _apply(self, conn: Connection, data: bytes):
-        msg = identify_pb2.Identify()
-        try:
-            msg.ParseFromString(data)
-        except Exception as e:
-            raise ProtocolError(f"malformed identify message: {e}") from None
-        public_key = None
-        if msg.HasField("publicKey"):
-            try:
-                public_key = PublicKey.from_protobuf(msg.publicKey)
-            except InvalidKey as e:
-                raise ProtocolError(f"identify carries a bad public key: {e}") from None
-            if PeerId.from_public_key(public_key) != conn.remote_peer:
-                raise ProtocolError("identify public key does not match the connection's peer")
-        addrs = []
-        for raw in msg.listenAddrs[:MAX_LISTEN_ADDRS]:
-            try:
-                addrs.append(Multiaddr.from_bytes(raw))
-            except MultiaddrError:
-                log.debug("ignoring undecodable listen address from %s", conn.remote_peer.short())
-        observed = None
-        if msg.HasField("observedAddr"):
-            try:
-                observed = Multiaddr.from_bytes(msg.observedAddr)
-            except MultiaddrError:
-                pass
+        record = decode(data, conn.remote_peer)
+        observed = record.observed_addr
         if observed is not None and not conn.limited:
             self.host.add_observed_addr(observed)
         info = self.host.peerstore.update_identify(
             conn.remote_peer,
-            protocols=list(msg.protocols),
-            agent_version=msg.agentVersion if msg.HasField("agentVersion") else None,
-            protocol_version=msg.protocolVersion if msg.HasField("protocolVersion") else None,
-            public_key=public_key,
-            addrs=addrs,
+            protocols=record.protocols,
+            agent_version=record.agent_version,
+            protocol_version=record.protocol_version,
+            public_key=record.public_key,
+            addrs=record.listen_addrs,
             observed_addr=observed,
         )
         log.debug("identified %s: %s, %d protocols", conn.remote_peer.short(),

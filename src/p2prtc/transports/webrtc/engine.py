@@ -23,6 +23,7 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aioice.ice import relayed_candidate, server_reflexive_candidate
 from aiortc.rtcicetransport import candidate_from_aioice, parse_stun_turn_uri
+from aiortc import sdp as aiortc_sdp
 from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
 
 from ...errors import ProtocolError
@@ -191,6 +192,45 @@ def parse_ice_servers(urls: list[str]) -> list[IceServer]:
     return [IceServer.parse(u) for u in urls]
 
 
+def parse_sdp(sdp: str) -> None:
+    """Check that aiortc can parse a remote SDP; ProtocolError if not. Its parser raises KeyError,
+    IndexError, ValueError... on malformed lines (found by fuzz/targets/signaling.py), which
+    setRemoteDescription would let through."""
+    if not isinstance(sdp, str):
+        raise ProtocolError("SDP is not text")
+    try:
+        aiortc_sdp.SessionDescription.parse(sdp)
+    except Exception as e:  # a third-party parser of remote input: anything it raises is "bad SDP"
+        raise ProtocolError(f"unparsable SDP: {type(e).__name__}: {e}") from None
+
+
+def parse_candidate(init: Any):
+    """An aiortc RTCIceCandidate from an RTCIceCandidateInit (RTCIceCandidate.toJSON()), None
+    for the end of the list (None, "", or an empty candidate); ProtocolError if unusable."""
+    if init is None or init == "":
+        return None  # js never ends the list; we rely on our own deadline instead
+    if not isinstance(init, dict) or not isinstance(init.get("candidate"), str):
+        raise ProtocolError(f"ICE candidate is not an RTCIceCandidateInit: {str(init)[:100]}")
+    text = init["candidate"]
+    if text == "":
+        return None  # end of this generation of candidates
+    if text.startswith("candidate:"):
+        text = text[len("candidate:"):]
+    try:
+        cand = candidate_from_sdp(text)
+    except (AssertionError, ValueError, IndexError) as e:
+        raise ProtocolError(f"unparsable ICE candidate {text[:100]!r}: {e}") from None
+    mid, index = init.get("sdpMid"), init.get("sdpMLineIndex")
+    if not (mid is None or isinstance(mid, str)) or not (
+            index is None or (isinstance(index, int) and not isinstance(index, bool))):
+        raise ProtocolError(f"ICE candidate with a bad sdpMid/sdpMLineIndex: {mid!r}, {index!r}")
+    cand.sdpMid = mid
+    cand.sdpMLineIndex = index
+    if cand.sdpMid is None and cand.sdpMLineIndex is None:
+        cand.sdpMLineIndex = 0
+    return cand
+
+
 class PeerConnection:
     """An RTCPeerConnection with just what libp2p's /webrtc needs, trickling its candidates.
 
@@ -256,6 +296,7 @@ class PeerConnection:
 
     async def accept_offer(self, sdp: str) -> str:
         """Apply the remote offer; return our answer SDP with all our candidates."""
+        parse_sdp(sdp)
         try:
             await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         except (ValueError, AssertionError) as e:
@@ -384,6 +425,7 @@ class PeerConnection:
         await aiortc_compat.close_protocol(protocol)
 
     async def accept_answer(self, sdp: str) -> None:
+        parse_sdp(sdp)
         try:
             await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         except (ValueError, AssertionError) as e:
@@ -391,24 +433,9 @@ class PeerConnection:
 
     async def add_candidate(self, init: Any) -> None:
         """Add a remote candidate given as RTCIceCandidate.toJSON(); None/"" ends the list."""
-        if init is None or init == "":
-            return  # js never ends the list; we rely on our own deadline instead
-        if not isinstance(init, dict) or not isinstance(init.get("candidate"), str):
-            raise ProtocolError(f"ICE candidate is not an RTCIceCandidateInit: {str(init)[:100]}")
-        text = init["candidate"]
-        if text == "":
-            return  # end of this generation of candidates
-        if text.startswith("candidate:"):
-            text = text[len("candidate:"):]
-        try:
-            cand = candidate_from_sdp(text)
-        except (AssertionError, ValueError, IndexError) as e:
-            raise ProtocolError(f"unparsable ICE candidate {text[:100]!r}: {e}") from None
-        cand.sdpMid = init.get("sdpMid")
-        cand.sdpMLineIndex = init.get("sdpMLineIndex")
-        if cand.sdpMid is None and cand.sdpMLineIndex is None:
-            cand.sdpMLineIndex = 0
-        await self._pc.addIceCandidate(cand)
+        cand = parse_candidate(init)
+        if cand is not None:
+            await self._pc.addIceCandidate(cand)
 
     def selected_pair(self) -> CandidatePair | None:
         connection = aiortc_compat.ice_connection(self._pc)

@@ -28,6 +28,7 @@ class DataChannelMuxer:
         self._early: list[DataChannel] = []
         self._started = False
         self.streams: set[DataChannelStream] = set()
+        self._releasing: asyncio.Future | None = None  # pc.close() after ICE failed
         # Take channels from the first moment: a remote may open its first streams before the
         # connection object exists (js does identify at once).
         pc.on_datachannel = self._on_datachannel
@@ -58,6 +59,12 @@ class DataChannelMuxer:
         if state in ("failed", "closed") and self.close_reason is None:
             self._mark_closed("ICE connection failed (peer unreachable)" if state == "failed"
                               else "peer connection closed")
+        if state == "failed" and self._releasing is None:
+            # Nothing uses a failed peer connection again, and only close() releases its ICE
+            # sockets: without this every connection whose peer vanished kept one UDP socket
+            # (bench/soak.py found it: one fd per dialer that left).
+            self._releasing = asyncio.ensure_future(self.pc.close())
+            self._releasing.add_done_callback(_log_close_error)
 
     def _mark_closed(self, reason: str) -> None:
         if self.close_reason is None:
@@ -95,3 +102,8 @@ class DataChannelMuxer:
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
+
+
+def _log_close_error(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.info("closing a failed peer connection: %s", task.exception())

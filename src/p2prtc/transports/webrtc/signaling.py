@@ -15,7 +15,7 @@ import logging
 import time
 
 from ...errors import P2PError, ProtocolError
-from ...pb import webrtc_pb2
+from ...pb import text, webrtc_pb2
 from ...streams import read_length_prefixed, write_length_prefixed
 from .engine import DataChannel, PeerConnection
 
@@ -46,12 +46,31 @@ async def _read(stream) -> Msg | None:
     body = await read_length_prefixed(stream, MAX_MESSAGE_SIZE, allow_eof=True)
     if body is None:
         return None
+    return decode_message(body)
+
+
+def decode_message(body: bytes) -> Msg:
+    """One signaling message (the bytes after its length prefix); ProtocolError if malformed."""
     msg = Msg()
     try:
         msg.ParseFromString(body)
     except Exception as e:
         raise ProtocolError(f"malformed signaling message: {e}") from None
+    if msg.HasField("data"):
+        msg.data = text(msg.data)  # SDP and candidates are str from here on, even if not UTF-8
     return msg
+
+
+def candidate_init(msg: Msg):
+    """The decoded JSON of an ICE_CANDIDATE message (an RTCIceCandidateInit if the peer is
+    well-behaved; `PeerConnection.add_candidate` checks); None for an empty one."""
+    if not msg.data:
+        return None
+    try:
+        init = json.loads(msg.data)
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
+        raise ProtocolError("ICE candidate is not JSON") from None
+    return init
 
 
 async def _read_candidates(stream, pc: PeerConnection, counts: dict) -> None:
@@ -65,10 +84,7 @@ async def _read_candidates(stream, pc: PeerConnection, counts: dict) -> None:
         counts["received"] = counts.get("received", 0) + 1
         if counts["received"] > MAX_CANDIDATES:
             raise ProtocolError(f"more than {MAX_CANDIDATES} ICE candidates")
-        try:
-            init = json.loads(msg.data) if msg.data else None
-        except ValueError:
-            raise ProtocolError("ICE candidate is not JSON") from None
+        init = candidate_init(msg)
         try:
             await pc.add_candidate(init)
         except ProtocolError as e:
