@@ -23,6 +23,11 @@ CPU: utime+stime of each peer's processes during the transfer (/proc; for a brow
 process of its Chromium: renderer, network service, GPU, browser process). "load gen" = this
 controller + the Playwright drivers; "rest of machine" = everything else on the (shared)
 machine. Runs are round-robin over the pairs.
+
+Python peers run on either WebRTC engine (issue 13): kind `py` = aiortc, `pyw` = libwebrtc through
+wrtc (P2PRTC_ENGINE in the peer's environment). Memory per connection (`--mem-conns N`, per
+engine): a child process opens N connected peer-connection pairs with an open data channel, in
+process, and reports its RSS growth per peer connection.
 """
 
 from __future__ import annotations
@@ -44,12 +49,19 @@ from tests.interop.jspeer import (BrowserPeerError, BrowserSession, JsHarnessMis
                                   NodePeer, node_binary)
 
 from p2prtc.netutil import ipv4_addresses, ipv6_addresses  # noqa: E402
+from p2prtc.transports.webrtc import engine_base  # noqa: E402
 
 DEFAULT_IP = "198.51.100.7"
 NETNS_HINT = "scripts/netns-run .venv/bin/python bench/webrtc_bench.py"
-KINDS = {"py": "Python", "browser": "browser", "browser1": "browser (same Chromium)", "node": "Node"}
-DEFAULT_PAIRS = ["py-py", "py-browser", "browser-py", "browser-browser", "browser1-browser1",
-                 "node-py", "py-node"]
+KINDS = {"py": "Python (aiortc)", "pyw": "Python (wrtc)", "browser": "browser",
+         "browser1": "browser (same Chromium)", "node": "Node"}
+ENGINE_OF = {"py": "aiortc", "pyw": "wrtc"}
+DEFAULT_PAIRS = ["py-py", "pyw-pyw", "py-browser", "pyw-browser", "browser-py", "browser-pyw",
+                 "browser-browser", "browser1-browser1", "node-py", "py-node", "node-pyw", "pyw-node"]
+# issue 13: the wrtc engine, Python <-> Python, vs aiortc and absolute (on a quiet machine)
+GOAL_WRTC_VS_AIORTC = 3.0
+GOAL_WRTC_MB_S = 80.0
+GOAL_WRTC_BROWSER_VS_BB = 2.0
 GOAL_PY_MB_S = 20.0
 QUIET_PCT = 10
 BIG = "1000000"
@@ -185,9 +197,11 @@ class ProcessPeer(Peer):
 class PyPeer(ProcessPeer):
     kind = "py"
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, kind: str = "py") -> None:
         super().__init__(name)
+        self.kind = kind
         self.proc = peer_process("p2prtc", ["/webrtc"], name=name, extra=["--webrtc"])
+        self.proc.env = {**(self.proc.env or {}), "P2PRTC_ENGINE": ENGINE_OF[kind]}
 
     async def listen_on(self, relay_ws: str) -> str:
         await self.call("listen_relay", addr=relay_ws, timeout=30)
@@ -320,8 +334,8 @@ class Bench:
     def new_peer(self, kind: str, role: str) -> Peer:
         self.serial += 1
         name = f"{kind}-{role}{self.serial}"
-        if kind == "py":
-            return PyPeer(name)
+        if kind in ENGINE_OF:
+            return PyPeer(name, kind)
         if kind == "node":
             return NodeWebRTCPeer(name)
         if kind == "browser":
@@ -506,7 +520,7 @@ def first_line(e: BaseException) -> str:
     group in the report."""
     text = str(e).strip().splitlines()
     msg = text[0] if text else ""
-    msg = re.sub(r"\b(?:browser1?|py|node)-[DL]\d+(?::| console \(last lines\):?)\s*", "", msg)
+    msg = re.sub(r"\b(?:browser1?|pyw?|node)-[DL]\d+(?::| console \(last lines\):?)\s*", "", msg)
     return f"{type(e).__name__}: {msg.rstrip('; ')[:200]}"
 
 
@@ -671,7 +685,17 @@ def report(results: dict) -> str:
                              f"{a:.1f} MB/s (goal >= {GOAL_PY_MB_S:.0f} MB/s): "
                              f"{'MET' if a >= GOAL_PY_MB_S else 'MISSED'}; best run {max(xs):.1f} MB/s"
                              + quiet_note(samples(r, direction, "mb_s", True)))
+    goals += engine_goals(results)
     out += goals or ["- (pairs missing)"]
+    mem = results.get("memory") or {}
+    if mem:
+        out += ["", f"#### Memory per peer connection (RSS growth of one process holding "
+                    f"{args['mem_conns']} connected pairs with an open data channel, in process)", ""]
+        rows = [[e, f"{m['kib_per_pc']:.0f} KiB" if "kib_per_pc" in m else m.get("error", "?"),
+                 f"{m.get('rss_before_kib', 0) / 1024:.0f} MB", f"{m.get('rss_after_kib', 0) / 1024:.0f} MB",
+                 f"{m.get('setup_s', 0):.2f} s"] for e, m in mem.items()]
+        out.append(markdown_table(["engine", "per peer connection", "RSS before (1 pair warm)",
+                                   "RSS after", f"time to connect {args['mem_conns']} pairs"], rows))
     out += ["", "On a shared machine the medians of 3 move with other sessions' load (see `rest of machine`); "
             "the best run of each pair is the least disturbed one."]
     fails = []
@@ -685,6 +709,117 @@ def report(results: dict) -> str:
     if fails:
         out += ["", "#### Failures (each retried with a fresh dialer)", ""] + fails
     return "\n".join(out)
+
+
+def engine_goals(results: dict) -> list[str]:
+    """Issue 13: the wrtc engine vs aiortc and browsers, same run."""
+    args, pairs = results["args"], results["pairs"]
+    ok = {k: r for k, r in pairs.items() if "error" not in r}
+    goals = []
+    aio, wrtc, bb = ok.get("py-py"), ok.get("pyw-pyw"), ok.get("browser-browser")
+    for direction in ("up", "down"):
+        name = "upload (A -> B)" if direction == "up" else "download (B -> A)"
+        if aio and wrtc:
+            xs, ys = samples(wrtc, direction, "mb_s"), samples(aio, direction, "mb_s")
+            if xs and ys:
+                a, b = med(xs), med(ys)
+                goals.append(f"- {args['mb']:g} MB {name} Python -> Python, wrtc vs aiortc: {a:.1f} vs "
+                             f"{b:.1f} MB/s = {a / b:.2f}x (goal >= {GOAL_WRTC_VS_AIORTC:g}x): "
+                             f"{'MET' if a >= GOAL_WRTC_VS_AIORTC * b else 'MISSED'}; wrtc >= "
+                             f"{GOAL_WRTC_MB_S:g} MB/s: {'MET' if a >= GOAL_WRTC_MB_S else 'MISSED'}; "
+                             f"best runs {max(xs):.1f} vs {max(ys):.1f}"
+                             + quiet_note(samples(wrtc, direction, "mb_s", True),
+                                          samples(aio, direction, "mb_s", True)))
+            for key, r in (("py-py", aio), ("pyw-pyw", wrtc)):
+                eff = samples(r, direction, "mb_per_cpu_s")
+                if eff:
+                    goals.append(f"  - {pair_label(key)} {direction}: {1000 / med(eff):.1f} CPU-ms per MB "
+                                 f"(A and B together), A {pct_med(r, direction, 'dialer')} / "
+                                 f"B {pct_med(r, direction, 'listener')} of a core")
+        for key in ("pyw-browser", "browser-pyw", "py-browser", "browser-py"):
+            r = ok.get(key)
+            if not r or not bb:
+                continue
+            xs, ys = samples(r, direction, "mb_s"), samples(bb, direction, "mb_s")
+            if xs and ys:
+                a, b = med(xs), med(ys)
+                goal = (f" (goal >= {GOAL_WRTC_BROWSER_VS_BB:g}x): "
+                        f"{'MET' if a >= GOAL_WRTC_BROWSER_VS_BB * b else 'MISSED'}"
+                        if "pyw" in key else "")
+                goals.append(f"- {args['mb']:g} MB {name} {pair_label(key)} vs browser -> browser: "
+                             f"{a:.1f} vs {b:.1f} MB/s = {a / b:.2f}x{goal}")
+    if aio and wrtc:
+        for phase in ("cold_s", "warm_s"):
+            a, b = med(wrtc[phase]), med(aio[phase])
+            if a == a and b == b:
+                goals.append(f"- dial to direct ({phase[:-2]}) Python -> Python, wrtc vs aiortc: "
+                             f"{a * 1000:.0f} vs {b * 1000:.0f} ms = {a / b:.2f}x (goal <= 1x): "
+                             f"{'MET' if a <= b else 'MISSED'}")
+    return goals
+
+
+MEM_CHILD = """
+import asyncio, json, sys, time
+from p2prtc.transports.webrtc.engine_base import make_peer_connection
+
+def rss_kib():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+
+async def pair(engine):
+    a, b = make_peer_connection([], engine=engine), make_peer_connection([], engine=engine)
+    got = asyncio.get_running_loop().create_future()
+    b.on_datachannel = lambda ch: got.done() or got.set_result(ch)
+    ch = a.create_channel("m")
+    answer = await b.accept_offer(await a.create_offer())
+    await a.accept_answer(answer)
+    async def pump(src, dst):
+        async for c in src.local_candidates():
+            await dst.add_candidate(c)
+    pumps = [asyncio.ensure_future(pump(a, b)), asyncio.ensure_future(pump(b, a))]
+    await asyncio.wait_for(ch.wait_open(), 20)
+    far = await asyncio.wait_for(got, 20)
+    for t in pumps:
+        t.cancel()
+    return a, b, ch, far
+
+async def main(engine, n):
+    keep = [await pair(engine)]
+    before = rss_kib()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        keep.append(await pair(engine))
+    setup = time.perf_counter() - t0
+    await asyncio.sleep(0.5)  # let the engines settle (buffers, threads), not synchronisation
+    after = rss_kib()
+    print(json.dumps({"engine": engine, "n": n, "rss_before_kib": before, "rss_after_kib": after,
+                      "setup_s": setup, "kib_per_pc": (after - before) / (2 * n)}))
+    for a, b, _, _ in keep:
+        await a.close(); await b.close()
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+async def measure_memory(n: int) -> dict:
+    out = {}
+    for engine in engine_base.ENGINES:
+        if engine == "wrtc" and engine_base.wrtc_problem():
+            out[engine] = {"error": engine_base.wrtc_problem()}
+            continue
+        log(f"memory: {n} connected pairs on {engine}")
+        proc = await asyncio.create_subprocess_exec(
+            P2PRTC_PY, "-c", MEM_CHILD, engine, str(n), stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, cwd=str(ROOT))
+        try:
+            stdout, stderr = await asyncio.wait_for(proc.communicate(), 300)
+            out[engine] = json.loads(stdout.decode().strip().splitlines()[-1])
+        except (asyncio.TimeoutError, ValueError, IndexError) as e:
+            out[engine] = {"error": f"{type(e).__name__}: {stderr.decode()[-300:] if proc.returncode else e}"}
+            if proc.returncode is None:
+                proc.kill()
+        log(f"  {engine}: {out[engine]}")
+    return out
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -725,7 +860,9 @@ async def main_async(args) -> int:
     kinds = {k for p in pairs for k in p}
     missing = {}
     if not os.access(P2PRTC_PY, os.X_OK):
-        missing["py"] = f"{P2PRTC_PY} missing"
+        missing["py"] = missing["pyw"] = f"{P2PRTC_PY} missing"
+    elif "pyw" in kinds and engine_base.wrtc_problem():
+        missing["pyw"] = f"wrtc: {engine_base.wrtc_problem()}"
     if kinds & {"node", "browser", "browser1"}:
         try:
             node_binary()
@@ -762,6 +899,8 @@ async def main_async(args) -> int:
         await bench.close()
     if results["machine"] is None:
         results["machine"] = versions(bench)
+    if args.mem_conns:
+        results["memory"] = await measure_memory(args.mem_conns)
     print(report(results))
     if args.json:
         with open(args.json, "w") as f:
@@ -779,6 +918,8 @@ def main() -> int:
     p.add_argument("--retries", type=int, default=3, help="fresh-dialer retries of a failed run")
     p.add_argument("--ip", default=DEFAULT_IP, help="the namespace's veth address (listeners bind to it)")
     p.add_argument("--json", help="write raw results (every run, every CPU reading) here")
+    p.add_argument("--mem-conns", type=int, default=20,
+                   help="memory per connection: this many in-process pairs per engine (0: skip)")
     args = p.parse_args()
     return asyncio.run(main_async(args))
 
