@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import string
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -36,7 +37,6 @@ UFRAG_PREFIX = "libp2p+webrtc+v1/"
 UFRAG_PREFIX_V2 = "libp2p+webrtc+v2/"
 _UFRAG_ALPHABET = string.ascii_letters + string.digits
 # ICE (RFC 8839 5.4): ice-char = ALPHA / DIGIT / "+" / "/"; ufrag 4-256 chars, pwd 22-256.
-_ICE_CHARS = frozenset(string.ascii_letters + string.digits + "+/")
 MAX_UFRAG_LEN = 256
 MIN_UFRAG_LEN = len(UFRAG_PREFIX) + 8
 MIN_ICE_UFRAG, MIN_ICE_PWD = 4, 22  # RFC 8839 5.4 (a v2 client's own ufrag, its password)
@@ -69,8 +69,11 @@ def random_ufrag() -> str:
     return UFRAG_PREFIX + _random_ice()
 
 
+_ICE_STRING = re.compile(r"[A-Za-z0-9+/]*")
+
+
 def _ice_string(text: str, minimum: int) -> bool:
-    return minimum <= len(text) <= MAX_UFRAG_LEN and all(c in _ICE_CHARS for c in text)
+    return minimum <= len(text) <= MAX_UFRAG_LEN and _ICE_STRING.fullmatch(text) is not None
 
 
 def ufrag_version(ufrag: str) -> int | None:
