@@ -178,7 +178,7 @@ def test_refresh_and_delete(server):
     assert resp.message_class == astun.Class.RESPONSE and resp.attributes["LIFETIME"] == 300
     assert server.by_five[c.five].expires == NOW + 300
     actions = c.send(bytes(c.message(astun.Method.REFRESH, {"LIFETIME": 0})))
-    assert isinstance(actions[0], ToClient) and actions[1] == CloseRelay(c.allocation)
+    assert isinstance(actions[0], ToClient) and actions[1] == CloseRelay(c.allocation, c.five)
     assert astun.parse_message(actions[0].data).attributes["LIFETIME"] == 0
     assert server.stats.allocations_active == 0
     assert error(c.request(astun.Method.REFRESH, {"LIFETIME": 600})) == 437
@@ -198,13 +198,13 @@ def test_refresh_with_another_address_family_is_443(server):
 def test_expiry_closes_the_relay(server):
     c = allocated(server)
     assert server.expire(NOW + turn.DEFAULT_LIFETIME - 1) == []
-    assert server.expire(NOW + turn.DEFAULT_LIFETIME) == [CloseRelay(c.allocation)]
+    assert server.expire(NOW + turn.DEFAULT_LIFETIME) == [CloseRelay(c.allocation, c.five)]
     assert server.allocations == {}
 
 
 def test_tcp_client_closed_ends_its_allocation(server):
     c = allocated(server, ft=five(transport="tcp"))
-    assert server.client_closed(c.five) == [CloseRelay(c.allocation)]
+    assert server.client_closed(c.five) == [CloseRelay(c.allocation, c.five)]
     assert server.client_closed(c.five) == []
 
 

@@ -92,6 +92,18 @@ async def test_tcp_connection_end_frees_its_allocation(service):
     await asyncio.wait_for(_until(lambda: not service.core.allocations and not service.relayed), 5)
 
 
+async def test_tcp_connection_closed_after_its_allocation_ends(service, monkeypatch):
+    monkeypatch.setattr(turn_io, "TCP_ALLOCATE_TIMEOUT", 0.2)
+    turn, client = await asyncio.wait_for(create_turn_endpoint(
+        Queue, service.test_tcp, *creds(), transport="tcp"), 5)
+    conn = next(iter(service.tcp_clients.values()))
+    # the allocation expires (as if its lifetime ran out): the connection follows shortly
+    service.dispatch(service.core.expire(time.time() + 3600))
+    assert not service.core.allocations and not service.relayed
+    await asyncio.wait_for(_until(lambda: conn.transport.is_closing()), 5)
+    turn.close()
+
+
 @pytest.mark.parametrize("garbage", [
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS ClientHello on the plain port
     b"\xff\xff\xff\xff", b"\x00\x01\x00\x00\x00\x00\x00\x00"])

@@ -171,6 +171,7 @@ class OpenRelay:
 @dataclass(slots=True)
 class CloseRelay:
     allocation: int
+    five: FiveTuple  # whose it was (a TCP client's connection outlives it only briefly)
 
 
 Action = ToClient | ToPeer | OpenRelay | CloseRelay
@@ -664,7 +665,7 @@ class TurnServer:
         if self.per_peer[a.peer] <= 0:
             del self.per_peer[a.peer]
         self.stats.allocations_active = len(self.allocations)
-        return [CloseRelay(a.id)]
+        return [CloseRelay(a.id, a.five)]
 
     def _refuse(self, reason: str, detail: str, now: float) -> None:
         self.stats.refusals[reason] += 1

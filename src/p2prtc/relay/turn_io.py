@@ -42,6 +42,11 @@ TCP_ALLOCATE_TIMEOUT = 30.0
 TCP_MAX_BUFFERED = 256 * 1024
 # How often allocations, permissions and channels are aged.
 EXPIRE_INTERVAL = 1.0
+# Receive and send buffer of the sockets clients reach TURN on: coturn's UR_SERVER_SOCK_BUF_SIZE
+# (65536 * 32 = 2 MiB, set on its UDP listeners). About 1,700 datagrams of 1,200 bytes wait there
+# while the event loop is busy or descheduled; the kernel default (net.core.rmem_default, 208 KiB)
+# holds ~90, which a loaded relay overruns at 10-20 MB/s. The kernel caps it at rmem_max/wmem_max.
+SOCKET_BUFFER = 65536 * 32
 
 
 @dataclass
@@ -112,6 +117,13 @@ class _TcpProtocol(asyncio.Protocol):
             return
         self.five = FiveTuple("tcp", (peer[0], peer[1]), (local[0], local[1]))
         self.service.tcp_clients[self.five] = self
+        self.arm_idle_timer()
+
+    def arm_idle_timer(self) -> None:
+        """Close the connection unless it has an allocation TCP_ALLOCATE_TIMEOUT from now (at
+        the start, and when its allocation ends: expired, deleted)."""
+        if self.timer is not None:
+            self.timer.cancel()
         self.timer = asyncio.get_running_loop().call_later(TCP_ALLOCATE_TIMEOUT, self._idle)
 
     def _idle(self) -> None:
@@ -181,11 +193,15 @@ class TurnService:
             stun.send(data, addr)
 
         stun.other = lambda data, client, server: self.udp_datagram(data, client, server, send)
+        primary = stun.transports.get((0, 0))
+        if primary is not None:
+            _enlarge_buffers(primary.get_extra_info("socket"))
         self.udp_addresses.append(stun.addresses[(0, 0)])
         self._start_expiry()
 
     async def listen_udp(self, host: str, port: int) -> Addr:
         sock = bind_udp(host, port)
+        _enlarge_buffers(sock)
         local = sock.getsockname()[:2]
         transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
             lambda: _UdpProtocol(self, local), sock=sock)
@@ -259,6 +275,9 @@ class TurnService:
                 if t is not None:
                     self.ports_in_use.discard(t.get_extra_info("sockname")[1])
                     t.close()
+                conn = self.tcp_clients.get(a.five) if a.five.transport == "tcp" else None
+                if conn is not None:
+                    conn.arm_idle_timer()
 
     async def _open_relay(self, a: OpenRelay) -> None:
         sock = None if self._closed else self._bind_relay_port()
@@ -316,6 +335,18 @@ class TurnService:
             t.close()
         for s in self._tcp_servers:
             s.close()
+
+
+def _enlarge_buffers(sock) -> None:
+    """SOCKET_BUFFER for receiving and sending (never less than the kernel's default: it caps
+    the value at rmem_max/wmem_max, then doubles it)."""
+    if sock is None:
+        return
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        except OSError as e:
+            log.debug("TURN socket buffer: %s", e)
 
 
 def _local_ip_for(client_ip: str) -> str | None:
