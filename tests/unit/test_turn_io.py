@@ -151,3 +151,25 @@ def test_credentials_roundtrip_and_validation():
             tc.decode(bad.SerializeToString())
     with pytest.raises(ProtocolError):
         tc.decode(b"\xff\xff\xff")
+
+
+async def test_shared_stun_socket_gets_coturns_buffer_size(service):
+    """The STUN socket TURN shares (what clients reach TURN on by default) gets SOCKET_BUFFER,
+    coturn's 2 MiB, both ways, as far as net.core.{r,w}mem_max allow (the kernel doubles what
+    it grants; its default, rmem_default, is much less)."""
+    import socket
+
+    from p2prtc.protocols.stun import start_stun_server
+
+    def granted(name: str) -> int:
+        with open(f"/proc/sys/net/core/{name}") as f:
+            return 2 * min(turn_io.SOCKET_BUFFER, int(f.read()))
+
+    stun = await start_stun_server("127.0.0.1", 0)
+    try:
+        service.share(stun)
+        sock = stun.transports[(0, 0)].get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= granted("rmem_max")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= granted("wmem_max")
+    finally:
+        stun.close()
