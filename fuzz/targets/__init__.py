@@ -17,7 +17,9 @@ NAMES = [
     "webrtc_stream",
     "signaling",
     "natinfo",
+    "pb_turn_credentials",
     "stun",
+    "turn",
 ]
 
 

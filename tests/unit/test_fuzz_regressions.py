@@ -93,3 +93,21 @@ def test_candidate_with_mid_and_index_parses():
     cand = engine.parse_candidate({"candidate": "candidate:1 1 UDP 2130706431 198.51.100.7 5000 "
                                                 "typ host", "sdpMid": "0", "sdpMLineIndex": 0})
     assert (cand.ip, cand.port, cand.sdpMid, cand.sdpMLineIndex) == ("198.51.100.7", 5000, "0", 0)
+
+
+def test_turn_credentials_that_are_not_utf8_are_a_protocol_error():
+    # fuzz pb_turn_credentials: a URL that is not UTF-8 came back as bytes, and
+    # bytes.startswith(("turn:", ...)) raised TypeError.
+    from p2prtc.protocols import turn_credentials as tc
+    data = (_string_field(1, b"turn:\xff") + _string_field(2, b"1800000000:peer")
+            + _string_field(3, b"pw"))
+    with pytest.raises(ProtocolError, match="not UTF-8"):
+        tc.decode(data, now=1.0)
+
+
+@pytest.mark.parametrize("username", ["\u00b2:peer", "9" * 400 + ":peer"])
+def test_turn_credentials_expiry_is_an_ascii_unix_time(username):
+    from p2prtc.protocols import turn_credentials as tc
+    c = tc.decode(tc.pb.TurnCredentials(urls=["turn:x"], username=username, password="p",
+                                        ttl=60).SerializeToString(), now=1000.0)
+    assert c.expires == 1060.0

@@ -74,6 +74,10 @@ def decode(data: bytes, now: float | None = None) -> TurnCredentials:
     except Exception as e:  # protobuf's DecodeError
         raise ProtocolError(f"bad TURN credentials message: {e}") from None
     urls = list(msg.urls)
+    if any(isinstance(v, bytes) for v in (*urls, msg.username, msg.password)):
+        # upb hands back bytes for a proto2 string that is not UTF-8 (found by fuzz/targets/
+        # pb_turn_credentials.py: str methods then raised TypeError)
+        raise ProtocolError("TURN credentials that are not UTF-8")
     if not urls or len(urls) > MAX_URLS or not all(u.startswith(("turn:", "turns:"))
                                                    for u in urls):
         raise ProtocolError(f"bad TURN URLs in credentials: {urls[:MAX_URLS]!r}")
@@ -81,7 +85,9 @@ def decode(data: bytes, now: float | None = None) -> TurnCredentials:
         raise ProtocolError("TURN credentials without username or password")
     now = time.time() if now is None else now
     head = msg.username.partition(":")[0]
-    expires = float(head) if head.isdigit() else now + msg.ttl
+    # An ASCII Unix time, as rest_expiry reads it (str.isdigit also takes "²": float() refuses)
+    unix_time = head.isascii() and head.isdigit() and len(head) <= 12
+    expires = float(head) if unix_time else now + msg.ttl
     return TurnCredentials(urls, msg.username, msg.password, msg.ttl, expires)
 
 
