@@ -82,4 +82,15 @@ def seeds() -> list[bytes]:
         b"\x02" + str(ident.peer_id).encode(), b"\x02" + ident.peer_id.to_cid().encode(),
         b"\x03" + ident.to_protobuf(),
         b"\x04" + Envelope.seal(ident, "libp2p-relay-rsvp", b"\x03\x02", b"payload"),
-    ]
+    ] + _js_keys()
+
+
+def _js_keys() -> list[bytes]:
+    """Keys and peer ids made by js-libp2p (tests/unit/vectors/keys_js.json): every key type."""
+    import json
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "tests" / "unit" / "vectors" / "keys_js.json"
+    out = []
+    for k in json.loads(path.read_text())["keys"]:
+        out += [b"\x00" + bytes.fromhex(k["public_key_protobuf"]), b"\x02" + k["peer_id"].encode()]
+    return out

@@ -58,4 +58,14 @@ def seeds() -> list[bytes]:
         except MultiaddrError:
             continue
         out += [b"\x01" + t.encode(), b"\x00" + a.to_bytes()]
+    # What js-libp2p's @multiformats/multiaddr encodes (tests/unit/vectors/multiaddr_js.json).
+    for pair in _js_pairs():
+        out += [b"\x01" + pair["input"].encode(), b"\x00" + bytes.fromhex(pair["hex"])]
     return out
+
+
+def _js_pairs() -> list[dict]:
+    import json
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "tests" / "unit" / "vectors" / "multiaddr_js.json"
+    return [p for p in json.loads(path.read_text())["pairs"] if p.get("hex")]
