@@ -134,21 +134,26 @@ def metric_names(exposition: str) -> set[str]:
                                             exposition, re.M)}
 
 
-async def test_dashboard_and_scrape_config_match_the_relays_metrics():
+async def test_dashboard_and_scrape_config_match_the_relays_metrics(ca):
     ip = lab_ip()
     metrics_port = free_port(ip)
-    relay = await Cli("relay", "--port", str(free_port(ip)), "--listen-ip", ip,
-                      "--stun-port", str(free_port(ip, socket.SOCK_DGRAM)),
-                      "--metrics-port", str(metrics_port), "--json", name="relay").start()
+    relay = await start_tls_relay(ca, "--metrics-port", str(metrics_port), "--json")
     try:
         await relay.wait_event("listening")
         async with aiohttp.ClientSession() as s:
             async with s.get(f"http://{ip}:{metrics_port}/metrics") as r:
                 assert r.status == 200
-                served = metric_names(await r.text())
+                text = await r.text()
+                served = metric_names(text)
     finally:
         assert await relay.interrupt() == 0
     assert "p2prtc_relay_circuits_active" in served, served
+    # the certificate's expiry, as Unix time (tests/tlsca.py issues for one day)
+    expiry = float(re.search(r"^p2prtc_relay_tls_certificate_expiry_timestamp_seconds (\d+)$",
+                             text, re.M).group(1))
+    import time
+
+    assert 0.9 * 86400 < expiry - time.time() <= 86400, expiry
 
     dash = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]

@@ -221,3 +221,21 @@ async def test_ssl_cert_file_is_trusted_without_a_ca_option(ca, monkeypatch):
         await handshake(client_context())
     monkeypatch.setenv("SSL_CERT_FILE", str(ca.ca_pem))
     await handshake(client_context())
+
+
+async def test_relay_metrics_show_the_certificate_in_use(ca):
+    from p2prtc.relay.metrics import RelayMetrics
+
+    first = ca.issue("relay", ["127.0.0.1"], days=1)
+    cert = ReloadingCertificate(str(first.cert), str(first.key), check_interval=0)
+    m = RelayMetrics(certificate=cert)
+    text = m.render()
+    assert (f"p2prtc_relay_tls_certificate_expiry_timestamp_seconds "
+            f"{int(first.certificate.not_valid_after_utc.timestamp())}") in text
+    assert "p2prtc_relay_tls_certificate_reloads_total 0" in text
+    second = ca.issue("relay", ["127.0.0.1"], days=2)  # renewed: seen at the next scrape
+    text = m.render()
+    assert (f"p2prtc_relay_tls_certificate_expiry_timestamp_seconds "
+            f"{int(second.certificate.not_valid_after_utc.timestamp())}") in text
+    assert "p2prtc_relay_tls_certificate_reloads_total 1" in text
+    assert "tls_certificate" not in RelayMetrics().render()

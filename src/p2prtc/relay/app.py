@@ -139,6 +139,7 @@ class RelayApp:
 
             websocket_transport(self.host.transports).server_tls = self.certificate = \
                 ReloadingCertificate(o.tls_cert, o.tls_key)
+            self.metrics.certificate = self.certificate
         for w in wanted:
             self.listen_addrs += await self.host.listen(w)
         if o.announce:

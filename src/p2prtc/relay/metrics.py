@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from .turn import TurnStats
 
@@ -18,6 +19,8 @@ class RelayMetrics:
     connections_active: int = 0
     refusals: Counter = field(default_factory=Counter)  # reason -> count
     turn: TurnStats = field(default_factory=TurnStats)  # the TURN server's (relay/turn.py)
+    # the --wss-port certificate (transports.tls.ReloadingCertificate), when there is one
+    certificate: Any = None
 
     def refuse(self, reason: str) -> None:
         self.refusals[reason] += 1
@@ -62,6 +65,15 @@ class RelayMetrics:
         for reason, count in sorted(t.refusals.items()):
             metric("p2prtc_relay_turn_refusals_total", "counter", help_, count,
                    f'{{reason="{_escape_label(reason)}"}}')
+        cert = self.certificate
+        if cert is not None:
+            cert.maybe_check()  # a renewal shows here even before the next TLS handshake
+            if cert.not_after is not None:
+                metric("p2prtc_relay_tls_certificate_expiry_timestamp_seconds", "gauge",
+                       "When the WebSocket-over-TLS certificate in use expires (Unix time).",
+                       int(cert.not_after))
+            metric("p2prtc_relay_tls_certificate_reloads_total", "counter",
+                   "Renewed certificates picked up without a restart.", cert.reloads)
         return "\n".join(lines) + "\n"
 
 

@@ -62,6 +62,7 @@ class ReloadingCertificate:
         self.reloads = 0  # how many times a changed pair was loaded
         self._sig = self._signatures()
         self._current = _server_context(cert_file, key_file, alpn)
+        self.not_after = _not_after(cert_file)  # Unix time the certificate in use expires
         self._checked = time.monotonic()
         # The context the listening socket is created with: it only dispatches to the current one.
         self.context = _server_context(cert_file, key_file, alpn)
@@ -92,6 +93,7 @@ class ReloadingCertificate:
             log.warning("%s; keeping the certificate in use", e)
             return False
         self._current = ctx
+        self.not_after = _not_after(self.cert_file)
         self.reloads += 1
         log.info("TLS certificate %s reloaded", self.cert_file)
         return True
@@ -100,10 +102,25 @@ class ReloadingCertificate:
     def current(self) -> ssl.SSLContext:
         return self._current
 
-    def _on_client_hello(self, ssl_obj, _server_name, _ctx) -> None:
+    def maybe_check(self) -> None:
+        """check(), at most every `check_interval` (each handshake and metrics scrape asks)."""
         if time.monotonic() - self._checked >= self.check_interval:
             self.check()
+
+    def _on_client_hello(self, ssl_obj, _server_name, _ctx) -> None:
+        self.maybe_check()
         ssl_obj.context = self._current
+        return None
+
+
+def _not_after(cert_file: str) -> float | None:
+    """Expiry (Unix time) of the first certificate in a PEM chain file; None if unreadable."""
+    from cryptography import x509
+
+    try:
+        with open(cert_file, "rb") as f:
+            return x509.load_pem_x509_certificate(f.read()).not_valid_after_utc.timestamp()
+    except (OSError, ValueError):
         return None
 
 
