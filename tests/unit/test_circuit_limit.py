@@ -12,6 +12,7 @@ from p2prtc.transports.circuit_limit import (
     CircuitMeter,
     data_words,
     duration_words,
+    limit_seconds,
 )
 
 KIB = 1024
@@ -127,10 +128,10 @@ def test_a_js_relays_duration_in_milliseconds_reads_as_seconds():
 
 
 def test_a_js_relays_duration_limit_is_read_in_milliseconds():
-    from p2prtc.transports.circuit import limit_seconds
-
     assert limit_seconds(120000, "js-libp2p/3.3.11 UserAgent=v22.12.0") == 120
     assert limit_seconds(120, "rust-libp2p/0.57.1") == 120
     assert limit_seconds(120, "p2prtc/0.1.0") == 120
     assert limit_seconds(120, None) == 120
     assert limit_seconds(0, "js-libp2p/3.3.11") == 0  # no limit stays no limit
+    # an unknown relay: more than a day in whole thousands can only be milliseconds
+    assert limit_seconds(120000) == 120 and limit_seconds(3600) == 3600

@@ -23,7 +23,7 @@ from ..muxer.yamux import GO_AWAY_NORMAL
 from ..protocols import relay_hop as hop
 from ..protocols.relay_hop import HopMessage, StopMessage
 from .base import ConnectionHandler, Listener, RawConnection, Transport
-from .circuit_limit import CircuitMeter
+from .circuit_limit import CircuitMeter, limit_seconds
 
 if TYPE_CHECKING:
     from ..host import Host
@@ -341,14 +341,6 @@ class CircuitTransport(Transport):
             return
         _note_limit(conn, limit, raw)
         self.host._add_connection(conn)
-
-
-def limit_seconds(duration: int, relay_agent: str | None) -> int:
-    """Limit.duration in seconds (the spec's unit). js-libp2p's relay (circuit-relay-v2 4.x)
-    writes its duration limit in milliseconds (120000 for its 2 minutes) and enforces it so."""
-    if duration and relay_agent and relay_agent.startswith("js-libp2p"):
-        return max(1, duration // 1000)
-    return duration
 
 
 def _meter(limit, relay_agent: str | None) -> CircuitMeter:

@@ -38,8 +38,11 @@ TIME_MARGIN = 2.0
 MAX_PLAUSIBLE_DURATION = 24 * 3600
 
 
-def limit_seconds(duration: int) -> int:
-    """A Limit.duration as seconds (see MAX_PLAUSIBLE_DURATION)."""
+def limit_seconds(duration: int, relay_agent: str | None = None) -> int:
+    """A Limit.duration as seconds: a js-libp2p relay's (identify agent `js-libp2p/...`) is in
+    milliseconds; from a relay we know nothing of, see MAX_PLAUSIBLE_DURATION."""
+    if duration and relay_agent and relay_agent.startswith("js-libp2p"):
+        return max(1, duration // 1000)
     if duration > MAX_PLAUSIBLE_DURATION and duration % 1000 == 0:
         return duration // 1000
     return duration
