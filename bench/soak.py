@@ -1,9 +1,9 @@
 """Soak: does anything grow while the relay and the peers run for a long time? (issue 12, point 1)
 
-    scripts/netns-run .venv/bin/python bench/soak.py            # full: ~20 min
-    scripts/netns-run .venv/bin/python bench/soak.py --quick    # CI size: < 60 s
-        [--reservations N --minutes T --refresh S] [--circuits M] [--webrtc K]
-        [--phases reservations,circuits,webrtc] [--json out.json]
+    scripts/netns-run .venv/bin/python bench/soak.py            # full: ~25 min
+    scripts/netns-run .venv/bin/python bench/soak.py --quick    # CI size: ~1 min
+        [--reservations N --minutes T --refresh S] [--circuits M] [--webrtc K] [--browser B]
+        [--phases reservations,circuits,webrtc,browser] [--json out.json]
 
 Phases (each against a fresh `p2prtc relay` subprocess, the real CLI, limits lifted, with
 `--metrics-port`):
@@ -15,6 +15,9 @@ Phases (each against a fresh `p2prtc relay` subprocess, the real CLI, limits lif
 - webrtc: one Python listener (reservation + /webrtc) in this process; K times a fresh Python
   dialer Host dials it over the relay, upgrades to direct WebRTC, pings over a data channel and
   closes. Needs a non-loopback interface: run inside scripts/netns-run.
+- browser: one js-libp2p page in headless Chromium (tests/interop/jspeer.py; needs
+  tests/interop/js/install.sh) dials that Python listener B times through the relay's
+  WebSocket, upgrades to direct WebRTC, pings and hangs up. Not in --quick.
 
 Each phase prints a row at start (after warm-up: the first reservation round / 20 % of the
 cycles), middle and end, plus one after everything was closed: the relay's fds and RSS and
@@ -65,8 +68,10 @@ SETTLE_TIMEOUT = 20.0  # after closing: how long gauges may take to drop to zero
 # 2 s apart, aiortc_compat) plus margin.
 LISTENER_END_TIMEOUT = 30.0
 
-FULL = {"reservations": 1000, "minutes": 10.0, "refresh": 30.0, "circuits": 2000, "webrtc": 300}
-QUICK = {"reservations": 50, "minutes": 0.1, "refresh": 2.0, "circuits": 120, "webrtc": 10}
+FULL = {"reservations": 1000, "minutes": 10.0, "refresh": 30.0, "circuits": 2000, "webrtc": 300,
+        "browser": 50}
+QUICK = {"reservations": 50, "minutes": 0.1, "refresh": 2.0, "circuits": 120, "webrtc": 10,
+         "browser": 5}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,7 +135,7 @@ def free_port() -> int:
 class Relay:
     """`p2prtc relay` as a subprocess, every rate/count limit lifted, metrics on a local port."""
 
-    def __init__(self, reservation_duration: float | None = None) -> None:
+    def __init__(self, reservation_duration: float | None = None, websocket: bool = False) -> None:
         self.metrics_port = free_port()
         rate = f"{BIG}/1"
         self.argv = [str(ROOT / ".venv/bin/p2prtc"), "relay", "--port", "0",
@@ -143,6 +148,10 @@ class Relay:
                      "--max-connections-per-ip", BIG, "--connection-rate-per-ip", rate]
         if reservation_duration is not None:
             self.argv += ["--reservation-duration", str(reservation_duration)]
+        self.websocket = websocket
+        if websocket:
+            self.argv += ["--websocket-port", str(free_port())]
+        self.ws_addr: Multiaddr | None = None
         self.proc: asyncio.subprocess.Process | None = None
         self.addr: Multiaddr | None = None
         self._session = None
@@ -166,6 +175,11 @@ class Relay:
         self.addr = Multiaddr(tcp[0])
         if self.addr.peer_id() is None:
             self.addr = self.addr.with_peer_id(ev["peer"])
+        ws = [a for a in ev["addrs"] if a.endswith("/ws") or "/ws/p2p/" in a]
+        if ws:
+            self.ws_addr = Multiaddr(ws[0])
+            if self.ws_addr.peer_id() is None:
+                self.ws_addr = self.ws_addr.with_peer_id(ev["peer"])
         import aiohttp
 
         self._session = aiohttp.ClientSession()
@@ -460,6 +474,80 @@ async def phase_webrtc(k: int, log) -> dict:
         await relay.stop()
 
 
+async def phase_browser(k: int, log) -> dict:
+    """K times one js-libp2p page (headless Chromium, tests/interop/jspeer.py) dials the Python
+    listener over the relay's WebSocket, upgrades to direct WebRTC, pings and hangs up."""
+    sys.path.insert(0, str(ROOT))
+    from tests.interop.jspeer import BrowserSession
+
+    from p2prtc.transports.webrtc.transport import WebRTCTransport
+
+    if lab_ip() is None:
+        raise SystemExit("the browser phase needs a non-loopback interface: run this inside "
+                         "scripts/netns-run")
+    relay = Relay(websocket=True)
+    await relay.start()
+    listener = Host(Identity.generate(), identify=True)
+    listener.add_transport(WebRTCTransport(listener, ice_servers=[]), first=True)
+    samples: list[Sample] = []
+    errors: list[str] = []
+    inbound: list = []
+    listener.events.on("connection", lambda c: None if c.remote_peer == relay.addr.peer_id()
+                       else inbound.append(c))
+    session = BrowserSession()
+    t0 = time.monotonic()
+    try:
+        await session.start()
+        page = await session.new_peer("soak")
+        await page.start()
+        await listener.listen(relay.ws_addr.encapsulate("/p2p-circuit"), "/webrtc")
+        await listener.listeners[0].reserved(20)
+        addr = next(a for a in listener.listen_addrs if a.has("webrtc") and a.has("ws")
+                    ).with_peer_id(listener.peer_id)  # a browser dials the relay's WebSocket
+        base = await sample(relay, "browser", "before", 0, t0, webrtc=True)
+        done = direct = 0
+
+        async def batch(n):
+            nonlocal done, direct
+            for _ in range(n):
+                try:
+                    info = await page.dial(str(addr))
+                    if "/webrtc" in info.get("remoteAddr", "") and not info.get("limited"):
+                        direct += 1
+                    await page.ping(peer=str(listener.peer_id))
+                    await page.hangup(peer=str(listener.peer_id))
+                    done += 1
+                except Exception as e:  # noqa: BLE001 - counted and reported
+                    errors.append(f"{type(e).__name__}: {str(e)[:300]}")
+            waiting, inbound[:] = list(inbound), []
+            try:
+                async with asyncio.timeout(LISTENER_END_TIMEOUT):
+                    await asyncio.gather(*(c.wait_closed() for c in waiting))
+            except TimeoutError:
+                left = sum(not c.is_closed for c in waiting)
+                errors.append(f"{left} listener-side connections still open "
+                              f"{LISTENER_END_TIMEOUT:.0f} s after the page hung up")
+            await settle(relay, {"circuits_active": 0})
+
+        warm = max(1, k // 5)
+        await batch(warm)
+        samples.append(await sample(relay, "browser", "start", done, t0, webrtc=True))
+        await batch((k - warm) // 2)
+        samples.append(await sample(relay, "browser", "middle", done, t0, webrtc=True))
+        await batch(k - warm - (k - warm) // 2)
+        samples.append(await sample(relay, "browser", "end", done, t0, webrtc=True))
+        log(f"  browser: {done}/{k} cycles, {direct} direct, {len(errors)} errors"
+            + (f" e.g. {errors[0]}" if errors else ""))
+        if direct < done:
+            errors.append(f"only {direct} of {done} connections were direct WebRTC")
+        return {"baseline": base, "samples": samples, "errors": errors, "n": k,
+                "expect_live": {"circuits": 0}}
+    finally:
+        await session.close()
+        await listener.close()
+        await relay.stop()
+
+
 # ---------------------------------------------------------------------------------------------
 # verdict and table
 
@@ -537,6 +625,9 @@ async def main_async(a) -> int:
     if "webrtc" in phases:
         log(f"webrtc: {a.webrtc} connect/disconnect cycles")
         results["webrtc"] = await phase_webrtc(a.webrtc, log)
+    if "browser" in phases:
+        log(f"browser: {a.browser} js-libp2p (Chromium) <-> Python connect/disconnect cycles")
+        results["browser"] = await phase_browser(a.browser, log)
     if _closing:
         await asyncio.wait(list(_closing), timeout=15)
     print(table(results))
@@ -563,10 +654,15 @@ def main(argv=None) -> int:
     p.add_argument("--refresh", type=float, help="seconds between renewals")
     p.add_argument("--circuits", type=int)
     p.add_argument("--webrtc", type=int)
-    p.add_argument("--phases", default="reservations,circuits,webrtc")
+    p.add_argument("--browser", type=int, help="browser<->Python cycles (phase 'browser')")
+    p.add_argument("--phases", help="comma-separated; default: reservations,circuits,webrtc"
+                   ",browser (--quick: without browser, which needs ~40 s for Chromium and the "
+                   "listener's ICE consent timeouts)")
     p.add_argument("--json")
     a = p.parse_args(argv)
     sizes = QUICK if a.quick else FULL
+    if a.phases is None:
+        a.phases = "reservations,circuits,webrtc" + ("" if a.quick else ",browser")
     for k, v in sizes.items():
         if getattr(a, k) is None:
             setattr(a, k, v)

@@ -1,6 +1,7 @@
 """bench/soak.py as CI runs it (`--quick`: the relay holding 50 renewed reservations, 120 circuit
 open/close cycles, 10 Python<->Python WebRTC connect/disconnect cycles; under a minute) and the
-full soak of issue 12 (marked `soak`: not run by default, see pyproject's addopts):
+full soak of issue 12, with 50 browser<->Python cycles too (marked `soak`: not run by default,
+see pyproject's addopts):
 
     scripts/netns-run .venv/bin/python -m pytest tests/e2e/test_soak.py -m soak -q
 """
@@ -31,7 +32,7 @@ def run_soak(tmp_path, *args: str, timeout: float) -> dict:
 
 
 def check(results: dict, sizes: dict) -> None:
-    assert set(results) == {"reservations", "circuits", "webrtc"}
+    assert set(results) == set(sizes)
     for name, res in results.items():
         assert not res["errors"], res["errors"][:3]
         ats = [s["at"] for s in res["samples"]]
@@ -40,8 +41,9 @@ def check(results: dict, sizes: dict) -> None:
     assert all(s["reservations"] == sizes["reservations"] for s in live[:3])
     assert live[-1]["at"] == "closed" and live[-1]["reservations"] == 0
     assert results["circuits"]["samples"][2]["done"] == sizes["circuits"]
-    end = results["webrtc"]["samples"][2]
-    assert end["done"] == sizes["webrtc"] and end["pcs"] == 0 and end["channels"] == 0
+    for name in {"webrtc", "browser"} & set(sizes):
+        end = results[name]["samples"][2]
+        assert end["done"] == sizes[name] and end["pcs"] == 0 and end["channels"] == 0
 
 
 def test_soak_quick(tmp_path):
@@ -51,6 +53,6 @@ def test_soak_quick(tmp_path):
 
 @pytest.mark.soak
 @pytest.mark.timeout(3600)
-def test_soak_full(tmp_path):
+def test_soak_full(tmp_path, js_installed):
     check(run_soak(tmp_path, timeout=3500),
-          {"reservations": 1000, "circuits": 2000, "webrtc": 300})
+          {"reservations": 1000, "circuits": 2000, "webrtc": 300, "browser": 50})
