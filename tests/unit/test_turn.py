@@ -226,6 +226,17 @@ def test_send_indication_and_data_indication(server):
     assert ind.attributes["XOR-PEER-ADDRESS"] == (PEER[0], 6000)
     assert ind.attributes["DATA"] == b"back"
     assert server.stats.bytes_relayed == 9
+    # odd lengths are padded; transaction ids differ; our codec reads it too
+    sizes = (1, 2, 3, 5, 1200)
+    outs = [server.peer_datagram(c.allocation, bytes(i % 251 for i in range(n)), PEER, NOW)[0]
+            .data for n in sizes]
+    for n, raw in zip(sizes, outs):
+        assert len(raw) % 4 == 0
+        assert astun.parse_message(raw).attributes["DATA"] == bytes(i % 251 for i in range(n))
+        msg = codec.parse(raw, codec.MAX_TURN_MESSAGE_SIZE)
+        assert msg.attrs[codec.ATTR_DATA] == bytes(i % 251 for i in range(n))
+        assert codec.xor_addresses(msg, codec.ATTR_XOR_PEER_ADDRESS) == [PEER]
+    assert len({raw[8:20] for raw in outs}) == len(outs)
 
 
 def test_channel_bind_and_channel_data_udp_and_tcp(server):

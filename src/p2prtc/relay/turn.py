@@ -67,6 +67,8 @@ MAX_ALLOCATION_BANDWIDTH = 32 << 20
 # Ours: the peers one allocation talks to. ICE needs one per remote candidate address.
 MAX_PERMISSIONS_PER_ALLOCATION = 64
 MAX_CHANNELS_PER_ALLOCATION = 64
+# Ours: peer addresses whose encoded XOR-PEER-ADDRESS an allocation keeps (Data indications).
+MAX_CACHED_PEERS = 256
 # The bandwidth bucket holds this many seconds of traffic (bursts of one ICE check round).
 BANDWIDTH_BURST_SECONDS = 1.0
 # A refusal of one kind is logged at most once per this many seconds (floods stay quiet).
@@ -232,6 +234,7 @@ class Allocation:
     # number -> (peer, expiry); kept CHANNEL_REBIND_GUARD past expiry, unusable for data
     channels: dict[int, tuple[Addr, float]] = field(default_factory=dict)
     channel_of: dict[Addr, int] = field(default_factory=dict)
+    xor_peer: dict[Addr, bytes] = field(default_factory=dict)  # XOR-PEER-ADDRESS attributes
     bytes: int = 0
 
     @property
@@ -281,15 +284,18 @@ class TurnServer:
         self.per_peer: Counter = Counter()
         self._next_id = 1
         self._nonce_key = os.urandom(16)
+        self._txid_prefix = os.urandom(4)
+        self._indications = 0
         self._log = _RateLimitedLog()
 
     # -- inputs ----------------------------------------------------------------------------------
 
     def client_datagram(self, data: bytes, five: FiveTuple, now: float) -> list[Action]:
         """One datagram (UDP) or frame (TCP) from a client."""
-        if len(data) > codec.MAX_TURN_MESSAGE_SIZE:
-            return self._drop("oversized", f"{len(data)}-byte datagram from {five.client[0]}", now)
-        if codec.looks_like_channel_data(data):
+        n = len(data)
+        if n > codec.MAX_TURN_MESSAGE_SIZE:
+            return self._drop("oversized", f"{n}-byte datagram from {five.client[0]}", now)
+        if n >= 4 and 0x40 <= data[0] <= 0x4F:  # ChannelData (codec.looks_like_channel_data)
             return self._client_channel_data(data, five, now)
         try:
             msg = codec.parse(data, codec.MAX_TURN_MESSAGE_SIZE)
@@ -382,11 +388,27 @@ class TurnServer:
         if channel is not None and a.channels[channel][1] > now:
             return [ToClient(a.five, codec.channel_data(channel, data,
                                                         pad=a.five.transport == "tcp"))]
-        txid = codec.new_transaction_id()
-        indication = codec.build(DATA_INDICATION, txid, [
-            (codec.ATTR_XOR_PEER_ADDRESS, codec.xor_address_value(peer, txid)),
-            (codec.ATTR_DATA, data)], fingerprint=False)
-        return [ToClient(a.five, indication)]
+        return [ToClient(a.five, self._data_indication(a, peer, data))]
+
+    def _data_indication(self, a: Allocation, peer: Addr, data: bytes) -> bytes:
+        """A Data indication, assembled directly (one per relayed datagram without a channel).
+        Peers are IPv4 (permissions are), and an IPv4 XOR-PEER-ADDRESS does not depend on the
+        transaction id, so each peer's attribute is made once; the transaction id of an
+        indication is only a debugging aid (RFC 8489 6): a random prefix and a counter."""
+        attr = a.xor_peer.get(peer)
+        if attr is None:
+            if len(a.xor_peer) >= MAX_CACHED_PEERS:
+                a.xor_peer.clear()
+            value = codec.xor_address_value(peer, bytes(12))
+            attr = a.xor_peer[peer] = _ATTR_HEAD.pack(codec.ATTR_XOR_PEER_ADDRESS,
+                                                      len(value)) + value
+        self._indications += 1
+        n = len(data)
+        pad = -n % 4
+        return b"".join((
+            codec.HEADER.pack(DATA_INDICATION, len(attr) + 4 + n + pad, codec.MAGIC_COOKIE,
+                              self._txid_prefix + self._indications.to_bytes(8, "big")),
+            attr, _ATTR_HEAD.pack(codec.ATTR_DATA, n), data, _PADDING[pad]))
 
     def expire(self, now: float) -> list[Action]:
         """Drop what has expired: allocations (closing their sockets), permissions, channels."""
@@ -624,11 +646,12 @@ class TurnServer:
         a = self.by_five.get(five)
         if a is None or a.relayed is None:
             return self._drop("no-allocation", f"ChannelData from {five.client[0]}", now)
-        try:
-            channel, payload = codec.parse_channel_data(data)
-        except StunError as e:
-            return self._drop("garbage", f"from {five.client[0]}: {e}", now)
-        bound = a.channels.get(channel)
+        channel, length = _CHANNEL_HEAD.unpack_from(data)  # codec.parse_channel_data, inlined
+        if 4 + length > len(data):
+            return self._drop("garbage", f"from {five.client[0]}: ChannelData length runs "
+                              "past the datagram", now)
+        payload = data[4:4 + length]
+        bound = a.channels.get(channel)  # only valid numbers are ever bound
         if bound is None or bound[1] <= now:
             return self._drop("unknown-channel", f"0x{channel:04x} from {a.username}", now)
         peer = bound[0]
@@ -644,11 +667,12 @@ class TurnServer:
 
     def _account(self, a: Allocation, n: int, now: float) -> bool:
         """Count `n` relayed bytes against the allocation's limits; False: drop them."""
-        if self.limits.max_bytes and a.bytes + n > self.limits.max_bytes:
+        limits = self.limits
+        if limits.max_bytes and a.bytes + n > limits.max_bytes:
             self._drop("byte-limit", f"allocation of {a.username} relayed "
                        f"{a.bytes} bytes", now)
             return False
-        if not a.bucket.take(n, now):
+        if limits.max_bandwidth and not a.bucket.take(n, now):
             self._drop("bandwidth-limit", f"allocation of {a.username} over "
                        f"{self.limits.max_bandwidth} B/s", now)
             return False
@@ -680,6 +704,9 @@ _BROADCAST = ipaddress.ip_address("255.255.255.255")
 
 
 _COOKIE = struct.pack(">I", codec.MAGIC_COOKIE)
+_ATTR_HEAD = struct.Struct(">HH")
+_CHANNEL_HEAD = codec.CHANNEL_HEADER
+_PADDING = (b"", b"\0", b"\0\0", b"\0\0\0")
 DATA_INDICATION = codec.message_type(codec.METHOD_DATA, codec.CLASS_INDICATION)
 
 

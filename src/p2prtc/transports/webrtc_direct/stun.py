@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import ipaddress
 import os
+import socket
 import struct
 from dataclasses import dataclass, field
 
@@ -272,6 +273,12 @@ def _fingerprint(prefix: bytes, length: int) -> int:
 
 
 def _xor_address(addr: tuple[str, int], txid: bytes) -> bytes:
+    try:  # IPv4, the common case, without ipaddress (TURN encodes one per relayed datagram)
+        v4 = int.from_bytes(socket.inet_pton(socket.AF_INET, addr[0]), "big")
+    except OSError:
+        v4 = None
+    if v4 is not None:
+        return struct.pack(">BBHI", 0, 0x01, addr[1] ^ (MAGIC_COOKIE >> 16), v4 ^ MAGIC_COOKIE)
     ip = ipaddress.ip_address(addr[0])
     family = 0x01 if ip.version == 4 else 0x02
     key = struct.pack(">I", MAGIC_COOKIE) + txid
@@ -299,6 +306,9 @@ def _unxor_address(raw: bytes, txid: bytes) -> tuple[str, int] | None:
     size = 4 if family == 0x01 else 16 if family == 0x02 else 0
     if not size or len(raw) != 4 + size:
         return None
+    if size == 4:
+        v4 = int.from_bytes(raw[4:8], "big") ^ MAGIC_COOKIE
+        return socket.inet_ntoa(v4.to_bytes(4, "big")), port
     packed = bytes(a ^ b for a, b in zip(raw[4:], key))
     return str(ipaddress.ip_address(packed)), port
 
