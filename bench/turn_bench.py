@@ -1,7 +1,7 @@
 """TURN relaying (RFC 8656): `p2prtc relay`'s TURN server vs coturn, in the same run (issue 11.5).
 
     scripts/netns-run .venv/bin/python bench/turn_bench.py [--quick] [--json out.json]
-        [--servers p2prtc,coturn] [--phases throughput,memory,allocations]
+        [--servers p2prtc,coturn,floor] [--phases throughput,memory,allocations]
         [--step-seconds 1.5] [--allocations 200] [--cycles 300]
 
 Both servers run with the same secret (TURN REST API credentials, coturn's use-auth-secret), on
@@ -14,6 +14,11 @@ with its defaults (relay threads = cores).
 The TURN client is a small raw one of ours (blocking UDP sockets, p2prtc's STUN codec for the
 requests), not aioice's `create_turn_endpoint`: aioice's `sendto` makes an asyncio task per
 datagram and would be the bottleneck. Its CPU is measured and shown anyway.
+
+Besides the two servers, a third row: the floor, a uvloop UDP forwarder with no TURN in it (takes
+off or puts on the 4-byte ChannelData header and sends: the least any relay on an asyncio event
+loop pays per datagram), for the ChannelData ways only; it tells how much of our relay's cost is
+TURN and how much the event loop (`--servers p2prtc,coturn` leaves it out).
 
 Phases:
 - throughput: one allocation, 1200-byte payloads, four ways: client -> peer as ChannelData (after
@@ -32,8 +37,10 @@ Phases:
   allocations held (each with one permission and one channel, as ICE uses them), 1 s after the
   last; KiB per allocation = the difference / N.
 - allocations: the same fresh process; allocate (401 challenge + authenticated Allocate) and free
-  (Refresh LIFETIME 0) in a loop, each cycle from a new UDP socket (a new 5-tuple): sequentially,
-  then 4 client processes at once. Rate = cycles / wall time; relay CPU ms per cycle.
+  (Refresh LIFETIME 0) in a loop, each cycle from a new UDP socket on a port not used before in
+  the run (a new 5-tuple: coturn refuses an Allocate on the 5-tuple of an allocation freed
+  moments ago with 437, which the kernel's reuse of ephemeral ports made happen to ~1% of
+  cycles): sequentially, then 4 client processes at once. Rate = cycles / wall time; relay CPU ms per cycle.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import multiprocessing as mp
 import os
 import shutil
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -59,8 +67,9 @@ IP = "198.51.100.7"  # scripts/netns-run's veth address
 NETNS_HINT = "scripts/netns-run .venv/bin/python bench/turn_bench.py"
 SECRET = "turn-bench-secret"
 REALM = "p2prtc.bench"
-PORT_RANGES = {"p2prtc": (50000, 50999), "coturn": (51000, 51999)}
-NAMES = {"p2prtc": "p2prtc relay", "coturn": "coturn"}
+PORT_RANGES = {"p2prtc": (50000, 50999), "coturn": (51000, 51999), "floor": (0, 0)}
+NAMES = {"p2prtc": "p2prtc relay", "coturn": "coturn",
+         "floor": "floor: uvloop forwarder, no TURN"}
 PAYLOAD = 1200          # bytes per datagram (a typical WebRTC packet under the path MTU)
 CHANNEL = 0x4000
 RCVBUF = 4 << 20        # our sockets' receive buffers (net.core.rmem_max here)
@@ -71,6 +80,10 @@ STEP_TRIES = 3          # tries of a step before it counts as lossy
 BROWSER_DIRECT = 15.0   # MB/s, browser <-> browser direct data channel (REFERENCE.md)
 CONCURRENT_CLIENTS = 4
 REQUEST_TIMEOUT = 0.5   # s, per try; 4 tries
+# Client ports of the memory and allocation phases (below the kernel's ephemeral range, in a
+# namespace of our own: nothing else binds there).
+CLIENT_PORTS = (10000, 32000)
+_client_port = CLIENT_PORTS[0]
 WAYS = [("c2p", "channel"), ("c2p", "indication"), ("p2c", "channel"), ("p2c", "indication")]
 WAY_LABEL = {("c2p", "channel"): "client -> peer, ChannelData",
              ("c2p", "indication"): "client -> peer, Send indication",
@@ -90,11 +103,11 @@ def check_network() -> None:
         sys.exit(f"{IP} is not a local address: run inside the test namespace:\n  {NETNS_HINT}")
 
 
-def udp_socket(connect: tuple[str, int] | None = None) -> socket.socket:
+def udp_socket(connect: tuple[str, int] | None = None, port: int = 0) -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RCVBUF)
-    s.bind((IP, 0))
+    s.bind((IP, port))
     if connect is not None:
         s.connect(connect)
     return s
@@ -120,11 +133,11 @@ class TurnError(Exception):
 class TurnClient:
     """One allocation from one UDP socket, long-term credentials (RFC 8489 9.2)."""
 
-    def __init__(self, server: tuple[str, int], peer_id: str) -> None:
+    def __init__(self, server: tuple[str, int], peer_id: str, port: int = 0) -> None:
         c = credentials_for(SECRET, peer_id, [])
         self.username, self.password = c.username, c.password
         self.server = server
-        self.sock = udp_socket(server)
+        self.sock = udp_socket(server, port)
         self.realm = self.nonce = None
         self.key = b""
         self.relayed: tuple[str, int] | None = None
@@ -196,6 +209,49 @@ class TurnClient:
         self.request(codec.METHOD_REFRESH, [(codec.ATTR_LIFETIME, struct.pack(">I", 0))])
 
 
+# --- the floor: a uvloop UDP forwarder without TURN ------------------------------------------------
+
+def floor_server(client_port: int, relay_port: int) -> None:
+    """What any asyncio relay pays per datagram before doing TURN: the event loop our relay runs
+    (uvloop), a datagram callback, a 4-byte ChannelData header taken off or put on, one sendto.
+    A `PEER <port>` datagram on the client port names the peer; a Binding request is answered
+    with a bare Binding success header (enough for Server._ready)."""
+    import asyncio
+
+    import uvloop
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        state: dict = {"peer": None, "client": None}
+        header = codec.CHANNEL_HEADER.pack
+
+        class Client(asyncio.DatagramProtocol):
+            def connection_made(self, transport) -> None:
+                self.t = transport
+
+            def datagram_received(self, data, addr) -> None:
+                if data[:1] == b"\x40":
+                    relay.sendto(data[4:], state["peer"])
+                elif data[:5] == b"PEER ":
+                    state["peer"], state["client"] = (IP, int(data[5:])), addr
+                    self.t.sendto(b"OK", addr)
+                elif data[:2] == b"\x00\x01":
+                    self.t.sendto(b"\x01\x01", addr)
+
+        class Relay(asyncio.DatagramProtocol):
+            def datagram_received(self, data, addr) -> None:
+                client.sendto(header(CHANNEL, len(data)) + data, state["client"])
+
+        client, _ = await loop.create_datagram_endpoint(Client, local_addr=(IP, client_port))
+        relay, _ = await loop.create_datagram_endpoint(Relay, local_addr=(IP, relay_port))
+        sock = client.get_extra_info("socket")  # buffers as our relay's: 2 MiB on the client
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):  # side, the default on the relayed one
+            sock.setsockopt(socket.SOL_SOCKET, opt, 2 << 20)
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
 # --- servers -------------------------------------------------------------------------------------
 
 def free_udp_port() -> int:
@@ -222,7 +278,11 @@ class Server:
     def start(self) -> "Server":
         lo, hi = PORT_RANGES[self.kind]
         self.logf = open(os.path.join(self.dir, "log"), "w")
-        if self.kind == "p2prtc":
+        if self.kind == "floor":
+            self.relay_port = free_udp_port()
+            argv = [sys.executable, os.path.abspath(__file__), "--floor-server",
+                    f"{self.port},{self.relay_port}"]
+        elif self.kind == "p2prtc":
             argv = [sys.executable, "-m", "p2prtc", "relay", "--listen-ip", IP, "--port", "0",
                     "--stun-port", str(self.port), "--stun-alt-port", "0",
                     "--turn-secret", SECRET, "--turn-realm", REALM,
@@ -347,13 +407,20 @@ class Path:
 
     def __init__(self, server: Server, direction: str, mode: str) -> None:
         self.client = TurnClient(server.addr, f"bench-{server.kind}-{direction}-{mode}")
-        relayed = self.client.allocate()
         self.peer = udp_socket()
         peer_addr = self.peer.getsockname()
-        if mode == "channel":
-            self.client.bind_channel(peer_addr)
+        self.floor = server.kind == "floor"
+        if self.floor:
+            self.client.sock.send(b"PEER %d" % peer_addr[1])
+            self.client.sock.settimeout(5)
+            self.client.sock.recv(16)
+            relayed = (IP, server.relay_port)
         else:
-            self.client.permit(peer_addr)
+            relayed = self.client.allocate()
+            if mode == "channel":
+                self.client.bind_channel(peer_addr)
+            else:
+                self.client.permit(peer_addr)
         payload = os.urandom(PAYLOAD)
         if direction == "c2p":
             self.sender_sock, self.receiver_sock = self.client.sock, self.peer
@@ -374,7 +441,8 @@ class Path:
 
     def close(self) -> None:
         try:
-            self.client.free()
+            if not self.floor:
+                self.client.free()
         except (TurnError, OSError):
             pass
         self.client.close()
@@ -421,12 +489,13 @@ def throughput(servers: dict[str, Server], seconds: float, ladder: list[float]) 
     """Every way, servers alternating step by step; returns server -> way -> [steps]."""
     out: dict = {k: {} for k in servers}
     for way in WAYS:
-        paths = {k: Path(s, *way) for k, s in servers.items()}
-        steps = {k: [] for k in servers}
-        active = set(servers)
+        here = {k: s for k, s in servers.items() if k != "floor" or way[1] == "channel"}
+        paths = {k: Path(s, *way) for k, s in here.items()}
+        steps = {k: [] for k in here}
+        active = set(here)
         try:
             for rate in ladder:
-                for k in list(servers):
+                for k in list(here):
                     if k not in active:
                         continue
                     tries = []
@@ -453,7 +522,7 @@ def throughput(servers: dict[str, Server], seconds: float, ladder: list[float]) 
         finally:
             for p in paths.values():
                 p.close()
-        for k in servers:
+        for k in here:
             out[k]["/".join(way)] = steps[k]
     return out
 
@@ -470,7 +539,7 @@ def at_rate(steps: list[dict], rate: float) -> dict | None:
 # --- memory and allocations/s --------------------------------------------------------------------
 
 def memory(server: Server, n: int) -> dict:
-    warm = TurnClient(server.addr, "bench-warm")
+    warm = TurnClient(server.addr, "bench-warm", next_client_port())
     warm.allocate()
     warm.free()
     warm.close()
@@ -480,7 +549,7 @@ def memory(server: Server, n: int) -> dict:
     clients = []
     t0 = time.perf_counter()
     for i in range(n):
-        c = TurnClient(server.addr, f"bench-mem-{i}")
+        c = TurnClient(server.addr, f"bench-mem-{i}", next_client_port())
         c.allocate()
         c.permit(peer.getsockname())
         c.bind_channel(peer.getsockname())
@@ -496,21 +565,34 @@ def memory(server: Server, n: int) -> dict:
             "kib_each": (loaded - idle) / n, "setup_s": took}
 
 
-def _cycles(addr, n: int, tag: str, out) -> None:
+def next_client_port() -> int:
+    """Client ports for memory and allocations: each used once per run. coturn answers an
+    Allocate from a 5-tuple whose allocation was freed (Refresh 0) a moment ago with 437
+    ("wrong transaction ID") for a while; the kernel's ephemeral ports come back that soon."""
+    global _client_port
+    _client_port += 1
+    if _client_port >= CLIENT_PORTS[1]:
+        raise RuntimeError("client ports used up: fewer --allocations/--cycles")
+    return _client_port
+
+
+def _cycles(addr, n: int, tag: str, first_port: int, out) -> None:
     c0 = time.process_time()
     t0 = time.perf_counter()
     fails = 0
     errors: list[str] = []
+    done = []
     for i in range(n):
-        c = TurnClient(addr, f"bench-{tag}-{i}")
+        c = TurnClient(addr, f"bench-{tag}-{i}", first_port + i)
         try:
             c.allocate()
             c.free()
         except TurnError as e:
             fails += 1
             errors.append(str(e)[:200])
-        finally:
-            c.close()
+        done.append(c)
+    for c in done:
+        c.close()
     out.put({"n": n, "fails": fails, "errors": errors[:5], "seconds": time.perf_counter() - t0,
              "cpu": time.process_time() - c0})
 
@@ -521,7 +603,11 @@ def allocations(server: Server, cycles: int) -> dict:
     for label, clients in (("sequential", 1), ("concurrent", CONCURRENT_CLIENTS)):
         q = ctx.Queue()
         each = cycles // clients
-        procs = [ctx.Process(target=_cycles, args=(server.addr, each, f"{label}{j}", q))
+        base = next_client_port()
+        for _ in range(each * clients - 1):  # worker j uses base + j * each ... + each - 1
+            next_client_port()
+        procs = [ctx.Process(target=_cycles, args=(server.addr, each, f"{label}{j}",
+                                                   base + j * each, q))
                  for j in range(clients)]
         c0, m0, t0 = cpu_seconds(server.pid), machine_busy_seconds(), time.perf_counter()
         for p in procs:
@@ -568,23 +654,23 @@ def report(args, info, tp, mem, allocs) -> str:
         rows = []
         goals = []
         for way in ["/".join(w) for w in WAYS]:
-            bests = {k: best(tp[k][way]) for k in kinds}
-            common = None  # the highest offered rate every server sustained
-            for rate in sorted({s["offered"] for k in kinds for s in tp[k][way]}, reverse=True):
-                if all(at_rate(tp[k][way], rate) for k in kinds):
-                    common = rate
-                    break
-            for k in kinds:
+            label = WAY_LABEL[tuple(way.split("/"))]
+            here = [k for k in kinds if way in tp.get(k, {})]
+            main = [k for k in here if k != "floor"]
+            bests = {k: best(tp[k][way]) for k in here}
+            both = sorted({s["offered"] for k in main for s in tp[k][way]
+                           if all(at_rate(tp[j][way], s["offered"]) for j in main)})
+            common = both[-1] if both else None  # the highest rate p2prtc and coturn sustained
+            ref = bests.get("coturn")
+            refc = at_rate(tp["coturn"][way], common) if common and "coturn" in here else None
+            for k in here:
                 b = bests[k]
                 if b is None:
-                    rows.append([WAY_LABEL[tuple(way.split("/"))], NAMES[k], "none <= 1% loss"]
-                                + [""] * 10)
+                    rows.append([label, NAMES[k], "none <= 1% loss"] + [""] * 10)
                     continue
                 cm = at_rate(tp[k][way], common) if common else None
-                ref = bests.get("coturn")
-                refc = at_rate(tp["coturn"][way], common) if common and "coturn" in kinds else None
                 rows.append([
-                    WAY_LABEL[tuple(way.split("/"))], NAMES[k], f"{b['mbps']:.1f}",
+                    label, NAMES[k], f"{b['mbps']:.1f}",
                     f"{100 * b['loss']:.2f}%", f"{b['server_ms_per_mb']:.2f}",
                     pct(b["server_cpu"], b["wall"]), pct(b["sender_cpu"], b["wall"]),
                     pct(b["receiver_cpu"], b["wall"]), pct(b["others"], b["wall"]),
@@ -593,21 +679,27 @@ def report(args, info, tp, mem, allocs) -> str:
                     f"{cm['server_ms_per_mb'] / refc['server_ms_per_mb']:.2f}x"
                     if cm and refc else "-",
                     f"{b['mbps'] / BROWSER_DIRECT:.1f}x"])
-            if "p2prtc" in kinds and "coturn" in kinds and bests["p2prtc"] and bests["coturn"]:
-                cm = at_rate(tp["p2prtc"][way], common) if common else None
-                refc = at_rate(tp["coturn"][way], common) if common else None
-                r = cm["server_ms_per_mb"] / refc["server_ms_per_mb"] if cm and refc else None
-                goals.append(
-                    f"- {WAY_LABEL[tuple(way.split('/'))]}: CPU per MB "
-                    + (f"{r:.2f}x coturn's at {common:g} MB/s (goal <= 2x): "
-                       f"{'MET' if r <= 2 else 'NOT MET'}" if r else "no common rate")
-                    + f"; {bests['p2prtc']['mbps']:.1f} MB/s vs browser direct "
-                    f"{BROWSER_DIRECT:g} MB/s: {'MET' if bests['p2prtc']['mbps'] > BROWSER_DIRECT else 'NOT MET'}")
+            if "p2prtc" in here and "coturn" in here and bests["p2prtc"]:
+                ratios = [at_rate(tp["p2prtc"][way], r)["server_ms_per_mb"]
+                          / at_rate(tp["coturn"][way], r)["server_ms_per_mb"] for r in both]
+                r = ratios[-1] if ratios else None
+                line = f"- {label}: CPU per MB " + (
+                    f"{r:.2f}x coturn's at {common:g} MB/s, median {statistics.median(ratios):.2f}x "
+                    f"over the {len(both)} rates both sustained (goal <= 2x): "
+                    f"{'MET' if r <= 2 else 'NOT MET'}" if r else "no rate both sustained")
+                if "floor" in here and common and at_rate(tp["floor"][way], common) and refc:
+                    f = at_rate(tp["floor"][way], common)["server_ms_per_mb"]
+                    line += f" (the no-TURN uvloop floor: {f / refc['server_ms_per_mb']:.2f}x)"
+                mb = bests["p2prtc"]["mbps"]
+                line += (f"; {mb:.1f} MB/s vs browser direct {BROWSER_DIRECT:g} MB/s: "
+                         f"{'MET' if mb > BROWSER_DIRECT else 'NOT MET'}")
+                goals.append(line)
         out.append(markdown_table(header, rows))
         out.append("\nrelay CPU ms/MB = the server's CPU time during the step / MB of payload "
                    "delivered (1 MB = 1e6 bytes), at its best step and at the highest offered "
-                   "rate both servers sustained (common rate: same packet rate, fair to "
-                   "compare). CPU % = of one core, over the step's wall time. The sender and "
+                   "rate p2prtc and coturn both sustained (common rate: the same packet rate, the fair "
+                   "comparison: CPU per MB falls as the rate rises and the event loops find "
+                   "several datagrams per wake-up). CPU % = of one core, over the step's wall time. The sender and "
                    "receiver are this bench's client processes; rest of machine = everything "
                    "else (other sessions).")
         if goals:
@@ -617,7 +709,7 @@ def report(args, info, tp, mem, allocs) -> str:
     if mem:
         out.append(f"\n#### Memory per allocation (fresh server, RSS)\n")
         rows = []
-        for k in kinds:
+        for k in mem:
             m = mem[k]
             ref = mem.get("coturn")
             rows.append([NAMES[k], f"{m['idle_kib'] / 1024:.1f}", f"{m['loaded_kib'] / 1024:.1f}",
@@ -633,7 +725,7 @@ def report(args, info, tp, mem, allocs) -> str:
                    "new 5-tuple each\n")
         rows = []
         for label in ("sequential", "concurrent"):
-            for k in kinds:
+            for k in allocs:
                 a = allocs[k][label]
                 ref = allocs.get("coturn", {}).get(label)
                 rows.append([label + (f" ({a['clients']} clients)" if a["clients"] > 1 else ""),
@@ -676,13 +768,18 @@ def versions() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="short steps, 50 allocations, 100 cycles")
-    ap.add_argument("--servers", default="p2prtc,coturn")
+    ap.add_argument("--servers", default="p2prtc,coturn,floor",
+                    help="floor = a uvloop UDP forwarder without TURN (throughput only)")
     ap.add_argument("--phases", default="throughput,memory,allocations")
     ap.add_argument("--step-seconds", type=float, default=None)
     ap.add_argument("--allocations", type=int, default=None)
     ap.add_argument("--cycles", type=int, default=None)
     ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--floor-server", metavar="CLIENT_PORT,RELAY_PORT", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.floor_server:
+        floor_server(*map(int, args.floor_server.split(",")))
+        return
     args.servers = args.servers.split(",")
     phases = args.phases.split(",")
     args.step_seconds = args.step_seconds or (0.6 if args.quick else 1.5)
@@ -703,7 +800,7 @@ def main() -> None:
                 s.stop()
     if "memory" in phases or "allocations" in phases:
         mem, allocs = {}, {}
-        for k in args.servers:
+        for k in [k for k in args.servers if k != "floor"]:
             log(f"memory and allocations: {k}")
             s = Server(k).start()
             try:
