@@ -50,7 +50,8 @@ async def test_probe_confirms_every_nat_type(lab):
     assert reports["double"]["hops"] == 2
 
 
-async def test_port_restricted_pair_connects_directly(lab):
+@pytest.mark.engine_in_subprocesses  # the lab's agents take $P2PRTC_ENGINE
+async def test_port_restricted_pair_connects_directly(lab, engine):
     r = await run_one(RunOptions("port-restricted", "port-restricted", bytes=2 * MB))
     assert_direct(r)
     # Both NATs keep ports: B's checks go to A's server-reflexive address from STUN.
