@@ -81,26 +81,36 @@ async def test_direct_chat_survives_relay_stop_and_files_both_ways(relay, host_f
     assert all(c.transport == "webrtc" for c in a.connections(b.peer_id) if not c.is_closed)
 
 
+async def read_all(stream) -> bytes:
+    parts = []
+    while chunk := await stream.read(1 << 20):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 async def test_paused_reader_loses_nothing(relay, host_factory):
+    """Both directions at once: each side writes 8 MB (waiting on the channel's bufferedAmount,
+    BUFFERED_HIGH/LOW) while the other reads nothing; then both read everything."""
     a = await webrtc_host(host_factory)
     b, addr = await listening_peer(host_factory, relay)
     inbound: asyncio.Queue = asyncio.Queue()
+    to_a, to_b = os.urandom(8 * MB), os.urandom(8 * MB)
 
     async def hold(stream):
+        await stream.write(to_a)  # A reads nothing while this runs
+        await stream.close_write()
         await inbound.put(stream)
         await stream.connection.wait_closed()
 
     b.set_stream_handler("/test/hold/1.0.0", hold)
     conn = await a.dial(addr)
     stream = await a.new_stream(conn, ["/test/hold/1.0.0"])
-    payload = os.urandom(8 * MB)
-    await stream.write(payload)  # nobody reads on the other side while this runs
+    await stream.write(to_b)  # nobody reads on the other side while this runs
     await stream.close_write()
-    far = await asyncio.wait_for(inbound.get(), 10)
-    parts = []
-    while chunk := await far.read(1 << 20):
-        parts.append(chunk)
-    assert hashlib.sha256(b"".join(parts)).digest() == hashlib.sha256(payload).digest()
+    far = await asyncio.wait_for(inbound.get(), 30)
+    got_b, got_a = await read_all(far), await read_all(stream)
+    assert hashlib.sha256(got_b).digest() == hashlib.sha256(to_b).digest()
+    assert hashlib.sha256(got_a).digest() == hashlib.sha256(to_a).digest()
 
 
 async def test_vanished_peer_ends_connection_with_reason(relay, host_factory, tmp_path):
