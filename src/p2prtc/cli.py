@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("listen", "reserve a slot on a relay, print our /webrtc address, chat with dialers",
          "relay", "the relay's multiaddr, ending in /p2p/<relay id>"),
         ("dial", "connect to a peer over a relay and upgrade to direct WebRTC, then chat",
-         "peer", "the peer's multiaddr, e.g. <relay>/p2p-circuit/webrtc/p2p/<peer id>"),
+         "peer", "the peer's multiaddr, e.g. <relay>/p2p-circuit/webrtc/p2p/<peer id>, "
+         "or a link to it (https://host/#/dial/<multiaddr>)"),
     ):
         p = sub.add_parser(name, help=helptext, description=helptext + ". Type a message and "
                            "Enter to send it; /send FILE sends a file; /quit leaves.")
@@ -302,7 +303,10 @@ def cmd_peer(args: argparse.Namespace) -> int:
     try:
         if args.mode == "listen":
             return run_async(run_peer(opts, listen=args.relay))
-        return run_async(run_peer(opts, dial=args.peer))
+        from .web.links import addr_from_link
+
+        # a link from the page or from `listen --web-url` (https://host/#/dial/<addr>) works too
+        return run_async(run_peer(opts, dial=addr_from_link(args.peer) or args.peer))
     except (P2PError, ValueError) as e:
         raise CliError(str(e)) from None
 

@@ -171,3 +171,26 @@ async def test_dashboard_and_scrape_config_match_the_relays_metrics(ca):
     unit_port = exec_start(DEPLOY / "p2prtc-relay.service")
     unit_port = unit_port[unit_port.index("--metrics-port") + 1]
     assert re.search(rf'targets: \["127\.0\.0\.1:{unit_port}"\]', scrape)
+
+
+async def test_dial_takes_a_link(ca):
+    """`p2prtc dial <link>`: the same link the page shows and `listen --web-url` prints."""
+    relay = await start_tls_relay(ca, "--json")
+    listener = dialer = None
+    try:
+        ev = await relay.wait_event("listening")
+        tcp = next(a for a in ev["addrs"] if "/ws/" not in a)
+        listener = await Cli("listen", tcp, "--json", "--stun", "none", "--tls-ca",
+                             str(ca.ca_pem), "--web-url", "https://chat.test/",
+                             name="listener").start()
+        link = (await listener.wait_event("listening"))["link"]
+        dialer = await Cli("dial", link, "--tls-ca", str(ca.ca_pem), "--json", "--stun", "none",
+                           name="dialer").start()
+        await dialer.wait_event("connected", transport="webrtc", direct=True)
+        await dialer.send_line("via a link")
+        await listener.wait_event("message", text="via a link")
+    finally:
+        for p in (dialer, listener):
+            if p is not None:
+                await p.close()
+        assert await relay.interrupt() == 0

@@ -78,3 +78,15 @@ async def test_web_server_speaks_https_with_the_given_certificate(tmp_path):
                 pass
     finally:
         await server.close()
+
+
+def test_a_link_gives_back_its_address():
+    from p2prtc.web.links import addr_from_link
+
+    addr = circuit(TLS)
+    assert addr_from_link(dial_link("https://chat.example.org/", addr)) == addr
+    assert addr_from_link("https://chat.example.org/#/dial/%2Fip4%2F1.2.3.4%2Ftcp%2F1") == \
+        "/ip4/1.2.3.4/tcp/1"
+    assert addr_from_link(addr) is None
+    assert addr_from_link("https://chat.example.org/") is None
+    assert addr_from_link("https://chat.example.org/#/dial/nope") is None

@@ -8,7 +8,7 @@ decodes with decodeURIComponent.
 
 from __future__ import annotations
 
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 DIAL_FRAGMENT = "#/dial/"
 # What a fragment may carry unencoded (RFC 3986 3.5: pchar / "/" / "?"), minus "%" itself.
@@ -43,3 +43,12 @@ def link_target(browser_addrs: list[str], web_url: str) -> str | None:
     https = web_url.lower().startswith("https:")
     ranked = sorted((_usable_from(a, https), i, a) for i, a in enumerate(browser_addrs))
     return ranked[0][2] if ranked and ranked[0][0] < 3 else None
+
+
+def addr_from_link(text: str) -> str | None:
+    """The multiaddr a dial link carries (`p2prtc dial <link>` accepts one), or None when
+    `text` is no such link."""
+    if not text.lower().startswith(("http://", "https://")) or DIAL_FRAGMENT not in text:
+        return None
+    addr = unquote(text.split(DIAL_FRAGMENT, 1)[1], errors="strict").strip()
+    return addr if addr.startswith("/") else None
