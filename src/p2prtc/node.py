@@ -1,0 +1,632 @@
+"""The public API: a `Node` that meets other peers through a circuit-relay-v2 relay and upgrades
+to a direct WebRTC connection, with `Connection` and `Stream` objects on top.
+
+    from p2prtc import Node
+
+    async with Node() as node:
+        node.handle("/echo/1.0.0", echo)               # async def echo(stream) -> None
+        addrs = await node.listen(relay_multiaddr)     # share one with the other side
+        ...
+        conn = await node.dial(addr)                   # returns once direct
+        stream = await conn.open_stream("/echo/1.0.0")
+        await stream.write(b"hi")
+        await stream.close()                           # FIN: our half is done
+        reply = await stream.read(65536)               # b"" at the end
+
+It is a thin layer over the internal `Host` and its transports; everything else in the package is
+internal and may change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import api_events as ev
+from .errors import DialError, P2PError, StreamClosed
+from .identity import Identity, PeerId
+from .multiaddr import Multiaddr
+from .streams import read_exactly
+
+if TYPE_CHECKING:
+    from .connection import Connection as _Conn
+    from .host import Host
+    from .transports.webrtc.engine_base import IceServer
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Node", "Connection", "Stream", "NoDirectPath", "Handler"]
+
+# How long listen() waits for the relay's reservation, as `p2prtc listen` (peerapp.RELAY_TIMEOUT).
+RESERVATION_TIMEOUT = 20.0
+# An event iterator that is not read keeps at most this many events; older ones are dropped
+# (with one log line per iterator) so that a forgotten iterator cannot grow without bound.
+EVENT_QUEUE_MAX = 1024
+
+
+class NoDirectPath(DialError):
+    """The peer was reached through the relay, but no direct WebRTC connection could be made
+    (NATs that rule it out, ICE finding no pair in time). The message says why. Pass
+    `allow_relayed=True` to `Node.dial` to get the relayed connection instead."""
+
+
+Handler = Callable[["Stream"], Awaitable[None]]
+"""A protocol handler: `async def handler(stream: Stream) -> None`. The stream is reset if the
+handler raises, closed (FIN) if it returns without closing it."""
+
+
+class Stream:
+    """One bidirectional byte stream of a connection, negotiated to one protocol.
+
+    Reliable and ordered; each side can half-close (`close()`) and keep reading. Not to be
+    created directly: `Connection.open_stream` and protocol handlers give them.
+    """
+
+    def __init__(self, inner: Any, connection: "Connection") -> None:
+        self._inner = inner
+        self._connection = connection
+        self._closed = False
+
+    @property
+    def protocol(self) -> str:
+        """The protocol negotiated on this stream, e.g. "/my/proto/1.0.0"."""
+        return str(self._inner.protocol)
+
+    @property
+    def connection(self) -> "Connection":
+        """The connection this stream runs on."""
+        return self._connection
+
+    @property
+    def remote_peer(self) -> str:
+        """The peer id of the other side."""
+        return self._connection.remote_peer
+
+    async def read(self, n: int = 65536) -> bytes:
+        """Between 1 and `n` bytes, or b"" once the other side has closed its half and
+        everything before has been read. Raises `StreamReset` if the stream was reset."""
+        return bytes(await self._inner.read(n))
+
+    async def read_exactly(self, n: int) -> bytes:
+        """Exactly `n` bytes; raises `IncompleteRead` (a `ProtocolError`) if the stream ends
+        first."""
+        return await read_exactly(self._inner, n)
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Send `data`; returns once the layer below took it (waits while the other side's
+        window is full). Raises `StreamClosed` after `close()` or `reset()`."""
+        await self._inner.write(data)
+
+    async def close(self) -> None:
+        """Half-close: send end-of-stream (FIN). Reading still works until the other side
+        closes its half. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._inner.close_write()
+
+    def reset(self) -> None:
+        """Abort the stream at once, both directions; data in flight may be lost."""
+        self._closed = True
+        self._inner.reset()
+
+    async def __aenter__(self) -> "Stream":
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is None:
+            await self.close()
+        else:
+            self.reset()
+
+    def __repr__(self) -> str:
+        return f"<Stream {self.protocol} with {self.remote_peer}>"
+
+
+class Connection:
+    """A connection to one peer: direct WebRTC (`direct`), via TURN, or through the relay.
+
+    Not to be created directly: `Node.dial` and `Stream.connection` give them.
+    """
+
+    def __init__(self, inner: "_Conn", node: "Node") -> None:
+        self._inner = inner
+        self._node = node
+
+    @property
+    def remote_peer(self) -> str:
+        """The peer id of the other side (authenticated)."""
+        return str(self._inner.remote_peer)
+
+    @property
+    def remote_addr(self) -> str:
+        """The other side's address as this connection sees it."""
+        return str(self._inner.remote_addr)
+
+    @property
+    def transport(self) -> str:
+        """"webrtc" (direct or via TURN), "relay" (through the circuit relay), or "tcp", "ws",
+        "webrtc-direct" for connections to servers such as the relay itself."""
+        return "relay" if self._inner.transport == "circuit" else self._inner.transport
+
+    @property
+    def path(self) -> str:
+        """"direct", "turn" (WebRTC relayed by a TURN server) or "relay"."""
+        if self._inner.transport == "circuit":
+            return "relay"
+        return str(self._inner.details.get("path", "direct"))
+
+    @property
+    def direct(self) -> bool:
+        """True for a direct peer-to-peer path (not through the relay, nor TURN)."""
+        return self.path == "direct"
+
+    @property
+    def limited(self) -> bool:
+        """True when the relay limits this connection's time and bytes."""
+        return bool(self._inner.limited)
+
+    @property
+    def candidate_pair(self) -> ev.CandidatePair | None:
+        """The ICE candidate pair of a WebRTC connection, else None."""
+        pair = self._inner.details.get("candidate_pair")
+        return dict(pair) if pair else None
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection has ended."""
+        return bool(self._inner.is_closed)
+
+    @property
+    def end_reason(self) -> str | None:
+        """Why the connection ended, in words (None while open)."""
+        return self._inner.end_reason
+
+    async def open_stream(self, protocol: str | Sequence[str]) -> Stream:
+        """Open a stream and negotiate `protocol` (or the first of a list the other side
+        supports). Raises `NegotiationFailed` when it supports none, `StreamClosed` when the
+        connection is closed."""
+        protocols = [protocol] if isinstance(protocol, str) else list(protocol)
+        host = self._node._require_host()
+        if self._inner.is_closed:
+            raise StreamClosed(f"the connection to {self.remote_peer} is closed")
+        inner = await host.new_stream(self._inner, protocols, allow_limited=True)
+        return Stream(inner, self)
+
+    async def close(self) -> None:
+        """Close the connection (its streams end)."""
+        await self._inner.close()
+
+    async def wait_closed(self) -> None:
+        """Return once the connection has ended, whichever side ended it."""
+        await self._inner.wait_closed()
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.transport} {self.path} {self.remote_peer}>"
+
+
+def _browser_dialable(addr: Multiaddr) -> bool:
+    """A browser reaches the relay of this address over WebSocket or WebRTC-direct."""
+    parts = addr.split_last("p2p-circuit")
+    protos = (parts[0] if parts is not None else addr).protocols()
+    return any(p in protos for p in ("ws", "wss", "webrtc-direct"))
+
+
+def _load_identity(identity: "Identity | int | str | os.PathLike[str] | None") -> Identity:
+    if identity is None:
+        return Identity.generate()
+    if isinstance(identity, Identity):
+        return identity
+    if isinstance(identity, bool):
+        raise TypeError("identity: a key file path, an int seed, an Identity or None")
+    if isinstance(identity, int):
+        return Identity.from_seed(identity)
+    return Identity.load_or_create(identity)
+
+
+class _EventIterator:
+    """What `Node.events()` returns: an async iterator of events, subscribed from the moment it
+    was created; it ends when the node closes."""
+
+    def __init__(self, node: "Node") -> None:
+        self._node = node
+        self._queue: asyncio.Queue[ev.Event | None] = asyncio.Queue()
+        self._dropped = 0
+        node._subscribers.append(self)
+        if node._closed:
+            self._queue.put_nowait(None)
+
+    def _put(self, event: ev.Event | None) -> None:
+        if event is not None and self._queue.qsize() >= EVENT_QUEUE_MAX:
+            self._queue.get_nowait()
+            self._dropped += 1
+            if self._dropped == 1:
+                log.warning("an events() iterator is not read: dropping its oldest events")
+        self._queue.put_nowait(event)
+
+    def __aiter__(self) -> "_EventIterator":
+        return self
+
+    async def __anext__(self) -> ev.Event:
+        item = await self._queue.get()
+        if item is None:
+            self._put(None)  # stays ended
+            raise StopAsyncIteration
+        return item
+
+    async def aclose(self) -> None:
+        """Stop receiving events."""
+        with contextlib.suppress(ValueError):
+            self._node._subscribers.remove(self)
+        self._put(None)
+
+
+class Node:
+    """A peer: listens through relays and dials others, upgrading to direct WebRTC.
+
+    identity: a key file path (created on first use, mode 0600), an int seed (0-255, the same
+    seed gives the same peer id, as rust-libp2p's `--secret-key-seed`), or None for a new
+    random identity.
+    stun: STUN (and TURN) server URLs for ICE, e.g. ["stun:relay.example.org:3478"]; None uses
+    the STUN server on the host of the relay in use (`p2prtc relay` serves one); [] none.
+    turn: "auto" (TURN credentials from the relay in use, when it hands them out), "none", or a
+    list of `IceServer`s or `turn:` URLs to use.
+    engine: the WebRTC engine, "aiortc", "wrtc" or "auto"; None: $P2PRTC_ENGINE, else auto.
+    nat: detect our NAT behaviour (`Nat` events) and exchange it with peers, so that a direct
+    path the NATs rule out fails at once instead of after the ICE timeout.
+    tls_ca: a CA file to trust for relays on /tls/ws or /wss, besides the system's.
+
+    Use it as `async with Node(...) as node:` (or `await node.start()` ... `await node.close()`).
+    """
+
+    def __init__(
+        self,
+        identity: "Identity | int | str | os.PathLike[str] | None" = None,
+        *,
+        stun: Sequence[str] | None = None,
+        turn: "str | Sequence[IceServer | str]" = "auto",
+        engine: str | None = None,
+        nat: bool = True,
+        tls_ca: str | None = None,
+    ) -> None:
+        self._identity = _load_identity(identity)
+        self._stun = list(stun) if stun is not None else None
+        self._turn = turn
+        self._engine = engine
+        self._nat = nat
+        self._tls_ca = tls_ca
+        self._host: Host | None = None
+        self._webrtc: Any = None
+        self._natinfo: Any = None
+        self._handlers: dict[str, tuple[Handler, bool]] = {}
+        self._subscribers: list[_EventIterator] = []
+        self._wrappers: dict[int, Connection] = {}
+        self._closed = False
+        self._t0 = time.monotonic()
+        self._tracker = _Tracker(self)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def peer_id(self) -> str:
+        """Our peer id (base58, "12D3KooW...")."""
+        return str(self._identity.peer_id)
+
+    async def start(self) -> None:
+        """Start the node (done by `async with`). Idempotent."""
+        if self._host is not None:
+            return
+        if self._closed:
+            raise P2PError("this node is closed")
+        from .host import Host
+        from .protocols.natinfo import NatInfoService
+        from .transports.webrtc.engine_base import IceServer
+        from .transports.webrtc.transport import WebRTCTransport
+
+        host = Host(self._identity)
+        if self._tls_ca:
+            from .transports.tls import client_context
+            from .transports.websocket import websocket_transport
+
+            websocket_transport(host.transports).client_ssl = client_context(self._tls_ca)
+        turn: Any = self._turn
+        if not isinstance(turn, str):
+            turn = [s if isinstance(s, IceServer) else IceServer.parse(s) for s in turn]
+        self._webrtc = WebRTCTransport(host, self._stun, engine=self._engine, turn=turn)
+        host.add_transport(self._webrtc, first=True)
+        if self._nat:
+            self._natinfo = NatInfoService(host)
+            self._webrtc.natinfo = self._natinfo
+        self._host = host
+        for protocol, (handler, allow_relayed) in self._handlers.items():
+            self._register(protocol, handler, allow_relayed)
+        self._tracker.attach(host)
+        self._emit(ev.Peer(peer=self.peer_id))
+
+    async def close(self) -> None:
+        """Close every connection and listener; event iterators end. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._host is not None:
+            await self._host.close()
+        for sub in list(self._subscribers):
+            sub._put(None)
+
+    async def __aenter__(self) -> "Node":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _require_host(self) -> "Host":
+        if self._host is None:
+            raise P2PError("the node is not started: use `async with Node() as node` "
+                           "or `await node.start()`")
+        if self._closed:
+            raise P2PError("this node is closed")
+        return self._host
+
+    # -- protocols -------------------------------------------------------------------------
+
+    def handle(self, protocol: str, handler: Handler, *, allow_relayed: bool = False) -> None:
+        """Run `await handler(stream)` for each stream another peer opens with `protocol`.
+
+        Handlers run on direct (WebRTC) connections; with `allow_relayed` also on relayed ones,
+        which relays limit (e.g. 2 minutes and 128 KiB per connection by default). The stream
+        is reset when the handler raises, and half-closed when it returns.
+        """
+        if not protocol.startswith("/"):
+            raise ValueError(f"a protocol id starts with '/': {protocol!r}")
+        self._handlers[protocol] = (handler, allow_relayed)
+        if self._host is not None:
+            self._register(protocol, handler, allow_relayed)
+
+    def _register(self, protocol: str, handler: Handler, allow_relayed: bool) -> None:
+        assert self._host is not None
+
+        async def run(inner: Any) -> None:
+            stream = Stream(inner, self._wrap(inner.connection))
+            await handler(stream)
+            await stream.close()
+
+        self._host.set_stream_handler(protocol, run, allow_limited=allow_relayed)
+
+    # -- listening and dialing -------------------------------------------------------------
+
+    async def listen(self, relay: str, *, timeout: float = RESERVATION_TIMEOUT) -> list[str]:
+        """Reserve a slot on `relay` (its multiaddr, ending with `/p2p/<relay peer id>`) and keep
+        it; returns our dialable addresses `<relay>/p2p-circuit/webrtc/p2p/<our id>`, those a
+        browser can dial first. Others dial one of them with `Node.dial`.
+
+        Raises `DialError` when the relay cannot be reached or grants no reservation in
+        `timeout` seconds."""
+        host = self._require_host()
+        relay_addr = Multiaddr(relay)
+        relay_peer = relay_addr.peer_id()
+        if relay_peer is None:
+            raise DialError("the relay address must end with /p2p/<relay peer id>")
+        self._tracker.relays.add(relay_peer)
+        self._start_nat(relay_addr)
+        if not self._webrtc.listening:
+            await host.listen("/webrtc")
+        try:
+            await host.listen_via_relay(relay_addr, timeout)
+        except TimeoutError:
+            raise DialError(f"no reservation on {relay} within {timeout:.0f} s") from None
+        return self.addrs()
+
+    def addrs(self) -> list[str]:
+        """Our dialable `/p2p-circuit/webrtc` addresses (one per relay reservation held),
+        browser-dialable ones first."""
+        if self._host is None:
+            return []
+        host = self._host
+        addrs = [a.with_peer_id(host.peer_id) for a in host.listen_addrs if a.has("webrtc")]
+        return [str(a) for a in sorted(addrs, key=lambda a: not _browser_dialable(a))]
+
+    async def dial(self, addr: str, *, allow_relayed: bool = False,
+                   timeout: float | None = None) -> Connection:
+        """Connect to the peer at `addr` (a `<relay>/p2p-circuit/webrtc/p2p/<peer>` address from
+        its `listen()`); returns once the connection is direct WebRTC (or via TURN).
+
+        Raises `NoDirectPath` when the relay reached the peer but no direct connection came
+        about (the relayed connection is closed), unless `allow_relayed`: then that relayed
+        connection is returned (`direct` False, limited by the relay). Raises `DialError` when
+        the peer cannot be reached at all. `timeout` bounds the whole dial (default: the
+        transport's, about 20 s)."""
+        host = self._require_host()
+        target = Multiaddr(addr)
+        peer = target.peer_id()
+        if peer is None:
+            raise DialError("the peer address must end with /p2p/<peer id>")
+        split = target.split_last("p2p-circuit")
+        relay_part = split[0] if split is not None else None
+        if relay_part is not None and relay_part.peer_id() is not None:
+            self._tracker.relays.add(relay_part.peer_id())
+        self._start_nat(relay_part)
+        self._emit(ev.Dialing(addr=str(target)))
+        self._tracker.dial_started[peer] = time.perf_counter()
+        try:
+            if timeout is None:
+                conn = await host.dial(target)
+            else:
+                conn = await host.dial(target, timeout=timeout)
+        except DialError as e:
+            relayed = host.best_connection(peer, allow_limited=True)
+            if relayed is None or not target.has("webrtc"):
+                raise
+            self._emit(ev.Error(reason=str(e), peer=str(peer)))
+            if allow_relayed:
+                self._tracker.report_connected(relayed)
+                return self._wrap(relayed)
+            await relayed.close()
+            raise NoDirectPath(str(e)) from None
+        if conn.limited and not allow_relayed:
+            await conn.close()
+            raise NoDirectPath(f"{addr} is reached only through the relay (a relayed "
+                               "connection); dial its /webrtc address, or pass allow_relayed=True")
+        self._tracker.report_connected(conn)
+        return self._wrap(conn)
+
+    def connections(self) -> list[Connection]:
+        """Open connections to peers (not those to the relays we use)."""
+        if self._host is None:
+            return []
+        return [self._wrap(c) for c in self._host.connections()
+                if not c.is_closed and c.remote_peer not in self._tracker.relays]
+
+    def _start_nat(self, relay_addr: Multiaddr | None) -> None:
+        if self._natinfo is None:
+            return
+        from .protocols.natinfo import stun_server_of
+
+        self._natinfo.start(stun_server_of(self._stun, relay_addr))
+
+    def _wrap(self, conn: "_Conn") -> Connection:
+        w = self._wrappers.get(conn.id)
+        if w is None:
+            w = self._wrappers[conn.id] = Connection(conn, self)
+        return w
+
+    def _forget(self, conn: "_Conn") -> None:
+        self._wrappers.pop(conn.id, None)
+
+    # -- events ----------------------------------------------------------------------------
+
+    def events(self) -> AsyncIterator[ev.Event]:
+        """An async iterator of the node's events (`p2prtc.api_events`), from now on until the
+        node closes: `async for e in node.events(): ...`. Each call gives an independent
+        iterator; create it before the actions whose events you want."""
+        return _EventIterator(self)
+
+    def _emit(self, event: ev.Event) -> None:
+        stamped = _with_t(event, time.monotonic() - self._t0)
+        for sub in list(self._subscribers):
+            sub._put(stamped)
+
+
+def _with_t(event: ev.Event, t: float) -> ev.Event:
+    object.__setattr__(event, "t", t)
+    return event
+
+
+class _Tracker:
+    """Turns host events into the API's events, with the rules of `p2prtc listen/dial`: one
+    `Relayed` for the relayed connection an upgrade runs over, then one `Connected` per
+    connection with its final kind, and `Disconnected`/`RelayedClosed` when it ends."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.relays: set[PeerId] = set()
+        self.dial_started: dict[PeerId, float] = {}
+        self._reported: set[int] = set()
+        self._superseded: set[int] = set()
+        self._awaiting: dict[PeerId, tuple[_Conn, asyncio.TimerHandle]] = {}
+        self._upgrade_wait = 16.0
+
+    def attach(self, host: "Host") -> None:
+        from .transports.webrtc import transport as webrtc_transport
+
+        # as peerapp.UPGRADE_WAIT: the dialer's whole /webrtc dial, and a little more
+        self._upgrade_wait = webrtc_transport.DIAL_TIMEOUT + 2.0
+        self.host = host
+        on = host.events.on
+        on("connection", self._on_connection)
+        on("disconnection", self._on_disconnection)
+        on("reservation", self._on_reservation)
+        on("nat-detected", lambda b: self.node._emit(ev.Nat(**b.to_dict())))
+        on("nat-peer", lambda peer, b, reason: self.node._emit(
+            ev.NatPeer(peer=str(peer), **b.to_dict(), ruled_out=reason)))
+        on("reservation-lost", lambda relay, reason: self.node._emit(ev.Warning(
+            reason=f"relay connection lost: {reason}; reserving again")))
+        on("relay-error", lambda addr, reason: self.node._emit(ev.Warning(
+            reason=f"relay: {reason}; retrying")))
+        on("warning", lambda text: self.node._emit(ev.Warning(reason=text)))
+        on("webrtc-failed", self._on_webrtc_failed)
+
+    def _on_connection(self, conn: "_Conn") -> None:
+        peer = conn.remote_peer
+        if peer in self.relays:
+            self.node._emit(ev.RelayConnected(relay=str(conn.remote_addr.with_peer_id(peer))))
+            return
+        if conn.transport != "circuit":
+            self.report_connected(conn)
+            return
+        self.node._emit(ev.Relayed(peer=str(peer), addr=str(conn.remote_addr),
+                                   limit=conn.details.get("limit")))
+        if conn.direction == "inbound":
+            if not self.node._webrtc.listening:
+                self.report_connected(conn)
+                return
+            old = self._awaiting.pop(peer, None)
+            if old is not None:
+                old[1].cancel()
+            timer = asyncio.get_running_loop().call_later(self._upgrade_wait, self._overdue, conn)
+            self._awaiting[peer] = (conn, timer)
+
+    def _overdue(self, conn: "_Conn") -> None:
+        entry = self._awaiting.get(conn.remote_peer)
+        if entry is not None and entry[0] is conn:
+            del self._awaiting[conn.remote_peer]
+            self.report_connected(conn)
+
+    def _on_webrtc_failed(self, peer: PeerId, reason: str) -> None:
+        self.node._emit(ev.Error(reason=reason, peer=str(peer)))
+        entry = self._awaiting.pop(peer, None)
+        if entry is not None:
+            entry[1].cancel()
+            self.report_connected(entry[0])
+
+    def report_connected(self, conn: "_Conn") -> None:
+        if conn.id in self._reported or conn.is_closed:
+            return
+        peer = conn.remote_peer
+        relayed = conn.transport == "circuit"
+        if not relayed:
+            entry = self._awaiting.pop(peer, None)
+            if entry is not None:
+                entry[1].cancel()
+            self._superseded.update(c.id for c in self.host.connections(peer)
+                                    if c.transport == "circuit")
+        self._reported.add(conn.id)
+        ms = conn.details.get("upgrade_ms")
+        if ms is None and peer in self.dial_started:
+            ms = (time.perf_counter() - self.dial_started[peer]) * 1000
+        path = "relay" if relayed else conn.details.get("path", "direct")
+        self.node._emit(ev.Connected(
+            peer=str(peer), addr=str(conn.remote_addr),
+            transport="relay" if relayed else conn.transport, direct=path == "direct",
+            path=path, ms=round(ms, 1) if ms is not None else None,
+            candidate_pair=conn.details.get("candidate_pair")))
+
+    def _on_disconnection(self, conn: "_Conn") -> None:
+        self.node._forget(conn)
+        peer = conn.remote_peer
+        if peer in self.relays:
+            return
+        reason = conn.end_reason or "closed"
+        entry = self._awaiting.get(peer)
+        if entry is not None and entry[0] is conn:
+            del self._awaiting[peer]
+            entry[1].cancel()
+        self._reported.discard(conn.id)
+        if conn.id in self._superseded:
+            self._superseded.discard(conn.id)
+            self.node._emit(ev.RelayedClosed(peer=str(peer), reason=reason))
+        else:
+            kind = "relay" if conn.transport == "circuit" else conn.transport
+            self.node._emit(ev.Disconnected(peer=str(peer), reason=reason, transport=kind))
+
+    def _on_reservation(self, info: Any) -> None:
+        self.relays.add(info.relay)
+        addrs = self.node.addrs()
+        browser = [a for a in addrs if _browser_dialable(Multiaddr(a))]
+        self.node._emit(ev.Reservation(relay=str(info.relay), expires=info.expires))
+        self.node._emit(ev.Listening(addrs=addrs, browser_addrs=browser))
