@@ -202,6 +202,8 @@ def use_engine_arg(args: argparse.Namespace) -> None:
 
 
 def _add_turn_args(p: argparse.ArgumentParser) -> None:
+    import os
+
     from .relay import turn, turn_io
 
     g = p.add_argument_group("TURN (RFC 8656; credentials only for peers connected to the relay)")
@@ -213,8 +215,11 @@ def _add_turn_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--turn-realm", default=turn.DEFAULT_REALM, metavar="REALM",
                    help=f"TURN realm (default {turn.DEFAULT_REALM})")
     g.add_argument("--turn-secret", metavar="SECRET",
-                   help="shared secret of the TURN REST credentials (default: random per run); "
-                        "with --turn-url, the external server's static-auth-secret")
+                   default=os.environ.get("P2PRTC_TURN_SECRET") or None,
+                   help="shared secret of the TURN REST credentials (default: "
+                        "$P2PRTC_TURN_SECRET, which other users cannot read in the process "
+                        "list, else random per run); with --turn-url, the external server's "
+                        "static-auth-secret")
     g.add_argument("--turn-url", action="append", default=[], metavar="URL",
                    help="hand out credentials for this external TURN server (coturn with "
                         "use-auth-secret) instead of serving TURN; repeatable, needs --turn-secret")

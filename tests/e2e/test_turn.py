@@ -277,10 +277,10 @@ async def test_our_turn_and_coturn_with_the_same_credentials(coturn):
         await stop(proc)
 
 
-async def test_relay_hands_out_credentials_for_an_external_coturn(coturn):
+async def test_relay_hands_out_credentials_for_an_external_coturn(coturn, monkeypatch):
+    monkeypatch.setenv("P2PRTC_TURN_SECRET", SECRET)  # the secret kept out of the process list
     proc, lines = await start_relay("--stun-port", "0", *[a for u in coturn.urls()
-                                                          for a in ("--turn-url", u)],
-                                    "--turn-secret", SECRET)
+                                                          for a in ("--turn-url", u)])
     try:
         assert lines[-2:] == [f"TURN credentials for {u}" for u in coturn.urls()]
         creds, _ = await fetch(lines[0])
