@@ -2,9 +2,11 @@
 
 What a user would see: the probe confirms each NAT; peers behind two port-restricted NATs (Python
 and browsers) and behind full cone x symmetric end up on a direct WebRTC connection whose
-candidate pair is host/srflx/prflx; behind two symmetric NATs the dial reports the failure within
-20 s, saying why, and chat still works over the relay; nothing is left behind, also after Ctrl-C
-or a killed run.
+candidate pair is host/srflx/prflx, also with TURN on; without TURN (`turn="none"`) behind two
+symmetric NATs the dial reports the failure within 20 s, saying why, and chat still works over the
+relay; with TURN (our relay's, or coturn's with credentials our relay hands out) a pair without a
+direct path gets WebRTC through TURN, chat and a file whose SHA-256 the receiver confirms; nothing
+is left behind, also after Ctrl-C or a killed run.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ ICE_TYPES = {"host", "srflx", "prflx"}
 def assert_direct(r, *, chat: bool = True) -> None:
     assert r.probe_mismatches == [], r.probe_mismatches
     assert r.direct, f"expected a direct connection: {r.failure} / {r.error}"
+    assert r.path == "direct", r.to_dict()
     assert r.matches_theory
     assert r.time_to_direct_ms is not None and r.time_to_direct_ms < 15000
     assert r.candidate_pair["local"] in ICE_TYPES and r.candidate_pair["remote"] in ICE_TYPES
@@ -67,9 +70,9 @@ async def test_full_cone_vs_symmetric_connects_directly(lab):
 
 
 async def test_symmetric_pair_falls_back_to_relay_and_says_why(lab):
-    r = await run_one(RunOptions("symmetric", "symmetric", bytes=2 * MB))
+    r = await run_one(RunOptions("symmetric", "symmetric", bytes=2 * MB, turn="none"))
     assert r.probe_mismatches == []
-    assert not r.direct and r.matches_theory
+    assert not r.direct and r.path == "relay" and r.matches_theory
     assert r.failure_reported_ms is not None and r.failure_reported_ms < 20000
     assert "symmetric NAT on both sides" in r.failure
     assert "no candidate pair works" in r.failure
@@ -84,7 +87,7 @@ async def test_symmetric_pair_falls_back_to_relay_and_says_why(lab):
 async def test_nat_detected_and_ruled_out_pair_fails_at_once(lab):
     """Port-restricted x symmetric: both peers detect their NAT with the relay's RFC 5780 STUN,
     exchange it, and the dialer gives up on a direct path within 2 s, naming both NATs."""
-    r = await run_one(RunOptions("port-restricted", "symmetric", bytes=0, pings=2))
+    r = await run_one(RunOptions("port-restricted", "symmetric", bytes=0, pings=2, turn="none"))
     assert r.probe_mismatches == []
     assert (r.nat_a_detected, r.nat_b_detected) == ("port-restricted", "symmetric"), r.to_dict()
     assert not r.direct and r.matches_theory
@@ -93,6 +96,31 @@ async def test_nat_detected_and_ruled_out_pair_fails_at_once(lab):
     assert "symmetric NAT" in r.error and "port-restricted NAT" in r.error
     assert "relayed connection stays up" in r.error
     assert r.chat["ok"] and r.chat["via"] == "relay", r.chat
+
+
+def assert_turn(r) -> None:
+    """WebRTC through TURN where no direct path exists: chat and a 10 MB file over it."""
+    assert r.probe_mismatches == [], r.probe_mismatches
+    assert r.direct and r.path == "turn" and r.matches_theory, r.to_dict()
+    assert r.turn_relay == "203.0.113.10", r.to_dict()
+    assert "relay" in (r.candidate_pair or r.listener_candidate_pair).values(), r.to_dict()
+    assert r.time_to_direct_ms is not None and r.time_to_direct_ms < 15000
+    assert r.chat["ok"] and r.chat["via"] == "webrtc", r.chat
+    assert r.file["ok"] and r.file["bytes"] == 10 * MB and len(r.file["sha256"]) == 64, r.file
+    assert r.rtt_ms.get("direct") is not None
+
+
+async def test_symmetric_vs_port_restricted_through_our_turn(lab):
+    r = await run_one(RunOptions("symmetric", "port-restricted", bytes=0, file_bytes=10 * MB,
+                                 pings=2, probe=False))
+    assert r.turn == "builtin"
+    assert_turn(r)
+
+
+async def test_symmetric_vs_port_restricted_through_coturn(lab):
+    r = await run_one(RunOptions("symmetric", "port-restricted", bytes=0, file_bytes=10 * MB,
+                                 pings=2, probe=False, turn="coturn"))
+    assert_turn(r)
 
 
 @pytest.mark.parametrize("nat_a, nat_b", [("full-cone", "restricted"), ("public", "double"),

@@ -76,5 +76,28 @@ def test_matrix_pairs_and_table():
     table = matrix_table([ok, bad]).splitlines()
     assert len(table) == 4
     assert table[1].count("---") == table[0].count("|") - 1
-    assert "| public | symmetric | direct | direct | - / - | 123 | host/srflx |" in table[2]
+    assert "| public | symmetric | direct | direct | direct | - / - | 123 | host/srflx |" in table[2]
     assert "**MISMATCH**" in table[3] and "**MISMATCH**" not in table[2]
+
+
+def test_expected_path_and_the_table_with_turn():
+    """Theory: direct where it allows, else TURN when on, else the relay."""
+    def result(a, b, turn, **kw):
+        pred = predict(a, b)
+        return RunResult(a, b, "python", 0, 0, pred.direct, pred.why, turn=turn, **kw)
+
+    assert result("public", "symmetric", "builtin").expected_path == "direct"
+    assert result("symmetric", "symmetric", "builtin").expected_path == "turn"
+    assert result("symmetric", "symmetric", "coturn").expected_path == "turn"
+    assert result("symmetric", "symmetric", "none").expected_path == "relay"
+    turned = result("symmetric", "port-restricted", "builtin", direct=True, path="turn",
+                    turn_relay="203.0.113.10", time_to_direct_ms=350,
+                    file={"ok": True, "bytes": 10, "sha256": "ab" * 32, "MBps": 1.0})
+    assert turned.matches_theory
+    # a relay-only result where TURN was on does not match; nor a direct one where none is possible
+    assert not result("symmetric", "symmetric", "builtin").matches_theory
+    assert result("symmetric", "symmetric", "none").matches_theory
+    assert not result("public", "public", "builtin", direct=True, path="turn").matches_theory
+    row = matrix_table([turned]).splitlines()[2]
+    assert "| symmetric | port-restricted | TURN | TURN | turn (203.0.113.10) |" in row
+    assert "| sha256 ok |" in row and "MISMATCH" not in row

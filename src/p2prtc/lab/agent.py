@@ -3,6 +3,8 @@ what happens as JSON lines on stdout (one object per line, each with "event" and
 
     python -m p2prtc.lab.agent listen [RELAY_MULTIADDR] [--stun URL]
     python -m p2prtc.lab.agent dial [PEER_MULTIADDR] [--pings N] [--bytes N] [--chat TEXT]
+                                    [--file-bytes N]
+    --turn auto|none (both): TURN credentials from the relay in use (default), or no TURN
 
 Without the multiaddr the first stdin line gives it, so the process can start (and import aiortc)
 before the address is known.
@@ -16,20 +18,26 @@ Both run NAT detection against their STUN server (`--stun`, else the relay's) an
 (`nat-peer {peer, ..., ruled_out}`), and a pair theory rules out fails the dial at once.
 
 `dial` dials the /webrtc address and reports:
-`direct {ms, candidate_pair, ...}` or `no-direct {ms, reason}`; `rtt {path, ms}` over the relayed
-and over the direct connection; `throughput` over the direct connection (/perf/1.0.0 upload);
-`chat {ok, via}`; then `done` and exits.
+`direct {ms, path, turn_relay, candidate_pair, ...}` (a non-limited WebRTC connection, path
+"direct" or "turn") or `no-direct {ms, reason}`; `rtt {path, ms}` over the relayed and over the
+WebRTC connection; `throughput` over it (/perf/1.0.0 upload); `file {ok, bytes, sha256, ...}` (a
+file of --file-bytes random bytes over /p2prtc/file/1.0.0: the listener checks its SHA-256 and
+confirms it, reporting `file-received`); `chat {ok, via}`; then `done` and exits.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import logging
+import os
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from ..connection import Connection
 from ..errors import DialError, P2PError
@@ -37,6 +45,7 @@ from ..host import Host
 from ..identity import PeerId
 from ..multiaddr import Multiaddr
 from ..protocols.chat import ChatService
+from ..protocols.filetransfer import FileService
 from ..protocols.natinfo import NatInfoService, stun_server_of
 from ..protocols.perf import PerfService
 from ..transports.webrtc.transport import WebRTCTransport
@@ -62,20 +71,24 @@ class Emitter:
 def conn_info(conn: Connection) -> dict:
     return {"peer": str(conn.remote_peer), "transport": conn.transport, "limited": conn.limited,
             "direction": conn.direction, "remote_addr": str(conn.remote_addr),
-            "candidate_pair": conn.details.get("candidate_pair")}
+            "candidate_pair": conn.details.get("candidate_pair"),
+            "path": conn.details.get("path"), "turn_relay": conn.details.get("turn_relay")}
 
 
 class LabPeer:
-    def __init__(self, ice_servers: list[str] | None) -> None:
+    def __init__(self, ice_servers: list[str] | None, turn: str = "auto") -> None:
         self.emit = Emitter()
         self.host = Host()
-        self.webrtc = WebRTCTransport(self.host, ice_servers)
+        self.webrtc = WebRTCTransport(self.host, ice_servers, turn=turn)
         self.host.add_transport(self.webrtc, first=True)
         self.ice_servers = ice_servers
         self.natinfo = NatInfoService(self.host)
         self.webrtc.natinfo = self.natinfo
         self.perf = PerfService(self.host)
         self.chat = ChatService(self.host, self._on_message)
+        self.files_dir = tempfile.TemporaryDirectory(prefix="p2plab-files-")
+        self.files = FileService(self.host, Path(self.files_dir.name),
+                                 on_received=self._on_file)
         self.messages: asyncio.Queue[tuple[PeerId, str]] = asyncio.Queue()
         self.replying = False
         self.host.events.on("connection", lambda c: self.emit("connected", **conn_info(c)))
@@ -89,6 +102,11 @@ class LabPeer:
 
     def detect_nat(self, relay: Multiaddr | None) -> None:
         self.natinfo.start(stun_server_of(self.ice_servers, relay))
+
+    def _on_file(self, r) -> None:
+        self.emit("file-received", peer=str(r.peer), bytes=r.size, sha256=r.sha256,
+                  seconds=round(r.seconds, 3))
+        r.path.unlink(missing_ok=True)
 
     def _on_message(self, peer: PeerId, text: str) -> None:
         stream = self.chat.streams.get(peer)
@@ -116,7 +134,8 @@ class LabPeer:
                  if a.has("webrtc")]
         self.emit("listening", addrs=addrs)
 
-    async def dial(self, target: str, pings: int, nbytes: int, chat_text: str) -> dict:
+    async def dial(self, target: str, pings: int, nbytes: int, chat_text: str,
+                   file_bytes: int = 0) -> dict:
         addr = Multiaddr(target)
         peer = addr.peer_id()
         summary: dict = {"direct": False}
@@ -131,7 +150,11 @@ class LabPeer:
             if conn.transport == "webrtc" and not conn.limited:
                 direct = conn
                 d = conn.details
-                summary.update(direct=True, ms=round(ms, 1),
+                # without a candidate pair (libwebrtc: a peer-reflexive remote whose candidate
+                # has not been signalled yet) the path is not known here; the listener may know
+                path = d.get("path") if d.get("candidate_pair") else None
+                summary.update(direct=True, ms=round(ms, 1), path=path,
+                               turn_relay=d.get("turn_relay"),
                                candidate_pair=d.get("candidate_pair"),
                                relayed_ms=_r(d.get("relayed_ms")), upgrade_ms=_r(d.get("upgrade_ms")))
                 self.emit("direct", **summary, remote_addr=str(conn.remote_addr))
@@ -179,9 +202,34 @@ class LabPeer:
                 self.emit("throughput", **summary["throughput"])
             except (P2PError, OSError, asyncio.TimeoutError) as e:
                 self.emit("error", reason=f"throughput test failed: {e!r}")
+        if direct is not None and file_bytes > 0:
+            summary["file"] = await self._send_file(peer, file_bytes)
 
         summary["chat"] = await self._chat_roundtrip(peer, chat_text) if chat_text else None
         return summary
+
+    async def _send_file(self, peer: PeerId, size: int) -> dict:
+        """`size` random bytes as a file; FileService.send checks the receiver's SHA-256."""
+        path = Path(self.files_dir.name) / "lab-file.bin"
+        digest = hashlib.sha256()
+        with open(path, "wb") as f:
+            left = size
+            while left:
+                block = os.urandom(min(left, 1 << 20))
+                digest.update(block)
+                f.write(block)
+                left -= len(block)
+        try:
+            r = await asyncio.wait_for(self.files.send(peer, path), STEP_TIMEOUT)
+        except (P2PError, OSError, asyncio.TimeoutError) as e:
+            result = {"ok": False, "bytes": size, "error": str(e) or type(e).__name__}
+        else:
+            result = {"ok": r.sha256 == digest.hexdigest(), "bytes": size, "sha256": r.sha256,
+                      "seconds": round(r.seconds, 3), "MBps": round(size / r.seconds / 1e6, 2)}
+        finally:
+            path.unlink(missing_ok=True)
+        self.emit("file", **result)
+        return result
 
     async def _chat_roundtrip(self, peer: PeerId, text: str) -> dict:
         t0 = time.perf_counter()
@@ -203,6 +251,7 @@ class LabPeer:
 
     async def close(self) -> None:
         await self.host.close()
+        self.files_dir.cleanup()
 
 
 def _via(transport: str | None) -> str | None:
@@ -224,7 +273,7 @@ async def main_async(args: argparse.Namespace) -> int:
     ice = None
     if args.stun:
         ice = [] if args.stun == ["none"] else args.stun
-    peer = LabPeer(ice)
+    peer = LabPeer(ice, args.turn)
     if ice:  # the STUN server is known before the relay: detect while we wait for the address
         peer.detect_nat(None)
     stop = asyncio.Event()
@@ -247,7 +296,7 @@ async def main_async(args: argparse.Namespace) -> int:
             await stop.wait()
             eof.cancel()
             return 0
-        summary = await peer.dial(target, args.pings, args.bytes, args.chat)
+        summary = await peer.dial(target, args.pings, args.bytes, args.chat, args.file_bytes)
         peer.emit("done", **summary)
         return 0
     except (P2PError, OSError, asyncio.TimeoutError, ValueError) as e:
@@ -265,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stun", action="append", help="ICE server URL (default: the relay's STUN)")
     p.add_argument("--pings", type=int, default=5)
     p.add_argument("--bytes", type=int, default=10 * 1000 * 1000)
+    p.add_argument("--file-bytes", type=int, default=0,
+                   help="send a file of N random bytes over WebRTC, SHA-256 checked (0 skips)")
+    p.add_argument("--turn", choices=["auto", "none"], default="auto",
+                   help="auto: TURN credentials from the relay in use; none: no TURN")
     p.add_argument("--chat", default="hello through the lab",
                    help="message for the chat round trip ('' skips it, e.g. with a browser listener)")
     p.add_argument("-v", "--verbose", action="count", default=0)

@@ -34,6 +34,10 @@ def add_parser(subparsers, add_common) -> None:
         p.add_argument("--bytes", type=int, default=10_000_000, metavar="N",
                        help="bytes sent over the direct connection to measure throughput "
                             "(default 10 MB; 0 skips)")
+        p.add_argument("--turn", choices=["builtin", "coturn", "none"], default="builtin",
+                       help="TURN for pairs without a direct path: builtin (the relay's own TURN "
+                            "server, default), coturn (Debian's coturn beside the relay, the "
+                            "relay hands out its credentials) or none (the relayed circuit only)")
         p.add_argument("--no-probe", action="store_true", help="skip the NAT behaviour probe")
         p.add_argument("--keep-logs", metavar="DIR",
                        help="keep the processes' logs (stderr, events) in DIR; with -v they "
@@ -75,7 +79,8 @@ def _options(args, nat_a: str, nat_b: str):
     from .scenario import RunOptions
 
     return RunOptions(nat_a=nat_a, nat_b=nat_b, peers=args.peers, delay_ms=args.delay,
-                      loss_pct=args.loss, bytes=args.bytes, probe=not args.no_probe,
+                      loss_pct=args.loss, bytes=args.bytes, turn=args.turn,
+                      probe=not args.no_probe,
                       keep_logs=args.keep_logs, verbose=args.verbose)
 
 
@@ -107,7 +112,8 @@ class Printer:
             print(f"{source} detected: {ev.get('type')} (mapping {ev.get('mapping')}, filtering "
                   f"{ev.get('filtering')}, public {ev.get('public')})", flush=True)
         elif source == "peer-b" and name == "direct":
-            print(f"direct WebRTC after {ev.get('ms')} ms", flush=True)
+            how = "WebRTC via TURN" if ev.get("path") == "turn" else "direct WebRTC"
+            print(f"{how} after {ev.get('ms')} ms", flush=True)
         elif source == "peer-b" and name == "no-direct":
             print(f"no direct connection after {ev.get('ms')} ms: {ev.get('reason')}", flush=True)
 
@@ -189,11 +195,10 @@ def cmd_matrix(args: argparse.Namespace) -> int:
             out.emit("result", **r.to_dict())
         else:
             flag = "" if r.matches_theory and not r.probe_mismatches else "  <-- MISMATCH"
-            how = (f"direct in {r.time_to_direct_ms:.0f} ms" if r.direct and r.time_to_direct_ms
-                   else "direct" if r.direct else "relay only")
-            print(f"{r.nat_a:>15} x {r.nat_b:<15} theory: "
-                  f"{'direct' if r.predicted_direct else 'relay only':<10} measured: {how}{flag}",
-                  flush=True)
+            how = (f"{r.path} in {r.time_to_direct_ms:.0f} ms" if r.direct and r.time_to_direct_ms
+                   else r.path)
+            print(f"{r.nat_a:>15} x {r.nat_b:<15} theory: {r.expected_path:<6} measured: "
+                  f"{how}{flag}", flush=True)
 
     async def go() -> int:
         results = await run_matrix(_options(args, types[0], types[0]), types,

@@ -6,6 +6,14 @@ compare with what they should be; start peer A (listens via the relay) and peer 
 /webrtc address); collect B's report (direct or not and why, time to direct, candidate pair,
 RTT over relay and direct, throughput, chat); stop everything and delete the namespaces, also on
 errors and Ctrl-C.
+
+TURN (`RunOptions.turn`): "builtin" runs the relay with its own TURN server (on the STUN port, its
+relayed ports on the relay's internet address); "coturn" runs Debian's coturn beside it in the
+relay's namespace (use-auth-secret) and the relay hands out coturn credentials (`--turn-url`,
+`--turn-secret`); "none" runs the relay with `--no-turn` and the peers with `--turn none`. Either
+way the peers fetch credentials from the relay by themselves (/p2prtc/turn-credentials/1.0.0).
+A run's `path` is "direct" (a direct WebRTC candidate pair), "turn" (WebRTC through a TURN
+relayed candidate) or "relay" (only the limited relayed circuit).
 """
 
 from __future__ import annotations
@@ -22,12 +30,17 @@ from dataclasses import asdict, dataclass, field
 from .nat import EXPECTED, NAT_TYPES, predict
 from .netns import LabError, remove_leftovers, sh
 from .procs import LabProcess, ProcessGroup, python_argv
-from .topology import (PROBE_PORT, RELAY_IP, RELAY_IP2, RELAY_PORT, RELAY_WS_PORT, STUN_ALT_PORT,
-                       STUN_PORT, Lab)
+from .topology import (COTURN_MAX_PORT, COTURN_MIN_PORT, COTURN_PORT, PROBE_PORT, RELAY_IP,
+                       RELAY_IP2, RELAY_PORT, RELAY_WS_PORT, STUN_ALT_PORT, STUN_PORT, Lab)
 
 log = logging.getLogger(__name__)
 
 PEER_MODES = ("python", "browser", "mixed")
+TURN_MODES = ("builtin", "coturn", "none")
+PATHS = ("direct", "turn", "relay")
+# coturn's static-auth-secret in the lab (its namespace only; the relay hands out credentials).
+COTURN_SECRET = "p2prtc-lab-coturn"
+COTURN_READY_LINE = "Total General servers"  # coturn's log line once its servers are created
 START_TIMEOUT = 30.0      # a process (Python + aiortc import, or Chromium) is up and reporting
 RESERVATION_TIMEOUT = 45.0
 DIAL_REPORT_TIMEOUT = 150.0  # dial + pings + 10 MB + chat, with delay/loss
@@ -42,6 +55,8 @@ class RunOptions:
     delay_ms: float = 0.0          # added to packets leaving each side towards the internet
     loss_pct: float = 0.0
     bytes: int = 10 * 1000 * 1000  # throughput test over the direct connection
+    turn: str = "builtin"          # builtin | coturn | none (see the module docstring)
+    file_bytes: int | None = None  # file sent over WebRTC, SHA-256 checked (None: as bytes)
     pings: int = 5
     probe: bool = True
     probe_only: bool = False       # build, probe both NATs, tear down (no peers)
@@ -52,6 +67,8 @@ class RunOptions:
         for t in (self.nat_a, self.nat_b):
             if t not in NAT_TYPES:
                 raise LabError(f"unknown NAT type {t!r}: one of {', '.join(NAT_TYPES)}")
+        if self.turn not in TURN_MODES:
+            raise LabError(f"--turn must be one of {', '.join(TURN_MODES)}")
         if self.peers not in PEER_MODES:
             raise LabError(f"--peers must be one of {', '.join(PEER_MODES)}")
         if not 0 <= self.loss_pct < 100 or self.delay_ms < 0 or self.delay_ms > 5000:
@@ -67,14 +84,18 @@ class RunResult:
     loss_pct: float
     predicted_direct: bool
     prediction: str
-    direct: bool = False
-    time_to_direct_ms: float | None = None
+    turn: str = "builtin"
+    direct: bool = False             # a non-limited WebRTC connection (path "direct" or "turn")
+    path: str | None = None          # direct | turn | relay (the limited circuit only)
+    turn_relay: str | None = None    # the TURN server's relayed IP, with path "turn"
+    time_to_direct_ms: float | None = None  # from the dial to the WebRTC connection
     relayed_ms: float | None = None
     candidate_pair: dict | None = None           # as the dialer (B) sees it
     listener_candidate_pair: dict | None = None  # as the listener (A) sees it
     rtt_ms: dict = field(default_factory=dict)
     throughput: dict | None = None
     chat: dict | None = None
+    file: dict | None = None         # {ok, bytes, sha256, seconds, MBps} or {ok: False, error}
     failure: str | None = None       # why there is no direct connection (user-facing)
     error: str | None = None         # the dial error as reported by the peer
     failure_reported_ms: float | None = None  # from B's dial to its failure (no direct path)
@@ -87,9 +108,20 @@ class RunResult:
     seconds: float = 0.0
     logs: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.path is None:
+            self.path = "direct" if self.direct else "relay"
+
+    @property
+    def expected_path(self) -> str:
+        """A direct path where theory allows one, else TURN when it is on, else the relay."""
+        if self.predicted_direct:
+            return "direct"
+        return "relay" if self.turn == "none" else "turn"
+
     @property
     def matches_theory(self) -> bool:
-        return self.direct == self.predicted_direct
+        return self.path == self.expected_path
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -122,7 +154,7 @@ class LabRun:
         o = self.opts
         pred = predict(o.nat_a, o.nat_b)
         result = RunResult(o.nat_a, o.nat_b, o.peers, o.delay_ms, o.loss_pct, pred.direct, pred.why,
-                           logs=self.procs.log_dir)
+                           turn=o.turn, logs=self.procs.log_dir)
         t0 = time.monotonic()
         removed = remove_leftovers()
         if removed:
@@ -153,11 +185,14 @@ class LabRun:
     async def _run(self, result: RunResult) -> None:
         o, lab = self.opts, self.lab
         assert lab is not None
+        coturn = None
+        if o.turn == "coturn" and not o.probe_only:
+            coturn = await self._start_coturn()
         relay = await self.procs.start("relay", lab.relay_ns, python_argv(
             "p2prtc", "relay", "--listen-ip", RELAY_IP, "--port", str(RELAY_PORT),
             "--websocket-port", str(RELAY_WS_PORT), "--stun-port", str(STUN_PORT),
             "--stun-alt-port", str(STUN_ALT_PORT), "--stun-alt-ip", RELAY_IP2, "--json",
-            *self._verbose))
+            *self._relay_turn_args, *self._verbose))
         probe_srv = None
         if o.probe or o.probe_only:
             probe_srv = await self.procs.start("probe-server", lab.relay_ns, python_argv(
@@ -170,6 +205,10 @@ class LabRun:
         relay_ws = next((a for a in ev["addrs"] if "/ws" in a), None)
         if probe_srv is not None:
             await probe_srv.wait_event("probe-server", START_TIMEOUT)
+        if coturn is not None:
+            await coturn.wait_event("output", START_TIMEOUT,
+                                    lambda ev: COTURN_READY_LINE in ev.get("text", ""))
+            self.note("coturn", urls=self._coturn_urls)
         if o.delay_ms or o.loss_pct:
             await self._impair()
         if o.probe or o.probe_only:
@@ -197,6 +236,39 @@ class LabRun:
                     and e.get("transport") == "webrtc"]
         if a_direct:
             result.listener_candidate_pair = a_direct[-1].get("candidate_pair")
+        if result.direct and not done.get("path"):
+            # B could not tell its pair: the same ICE pair as A sees it decides the path
+            pair = result.listener_candidate_pair or {}
+            if "relay" in (pair.get("local"), pair.get("remote")):
+                via = pair["local_addr"] if pair.get("local") == "relay" else pair["remote_addr"]
+                result.path, result.turn_relay = "turn", via.rpartition(":")[0].strip("[]")
+
+    @property
+    def _coturn_urls(self) -> list[str]:
+        return [f"turn:{RELAY_IP}:{COTURN_PORT}?transport={t}" for t in ("udp", "tcp")]
+
+    @property
+    def _relay_turn_args(self) -> list[str]:
+        if self.opts.turn == "none":
+            return ["--no-turn"]
+        if self.opts.turn == "coturn":
+            return [a for url in self._coturn_urls for a in ("--turn-url", url)] + [
+                "--turn-secret", COTURN_SECRET]
+        return []  # builtin: the relay serves TURN by default (on the STUN port)
+
+    async def _start_coturn(self) -> LabProcess:
+        exe = shutil.which("turnserver")
+        if exe is None:
+            raise LabError("--turn coturn needs coturn's turnserver (apt-get install coturn; "
+                           "scripts/setup --test installs it)")
+        d = self.procs.log_dir
+        return await self.procs.start("coturn", self.lab.relay_ns, [
+            exe, "-n", "--no-cli", "--no-tls", "--no-dtls", "--listening-ip", RELAY_IP,
+            "--relay-ip", RELAY_IP, "--listening-port", str(COTURN_PORT),
+            "--min-port", str(COTURN_MIN_PORT), "--max-port", str(COTURN_MAX_PORT),
+            "--use-auth-secret", "--static-auth-secret", COTURN_SECRET, "--realm", "p2prtc.lab",
+            "--db", f"{d}/coturn.db", "--pidfile", f"{d}/coturn.pid", "--log-file", "stdout",
+            "--simple-log", "--no-software-attribute", *(["-v"] if self.opts.verbose else [])])
 
     @property
     def _verbose(self) -> list[str]:
@@ -213,12 +285,16 @@ class LabRun:
     async def _start_peers(self) -> tuple[LabProcess, LabProcess]:
         o, lab = self.opts, self.lab
         stun = f"stun:{RELAY_IP}:{STUN_PORT}"
-        common = ["--stun", stun, *self._verbose]
+        common = ["--stun", stun, *(["--turn", "none"] if o.turn == "none" else []),
+                  *self._verbose]
         a_mod = "p2prtc.lab.browser_agent" if self._a_is_browser else "p2prtc.lab.agent"
         b_mod = "p2prtc.lab.browser_agent" if self._b_is_browser else "p2prtc.lab.agent"
         a = await self.procs.start("peer-a", lab.sides["a"].peer_ns,
                                    python_argv(a_mod, "listen", *common))
         b_args = ["dial", *common, "--pings", str(o.pings), "--bytes", str(o.bytes)]
+        file_bytes = o.bytes if o.file_bytes is None else o.file_bytes
+        if not self._b_is_browser and not self._a_is_browser:  # the harness page has no files
+            b_args += ["--file-bytes", str(file_bytes)]
         if self._a_is_browser:
             b_args += ["--chat", ""]  # the browser harness page has no chat protocol
         b = await self.procs.start("peer-b", lab.sides["b"].peer_ns, python_argv(b_mod, *b_args))
@@ -268,6 +344,9 @@ class LabRun:
         result.rtt_ms = done.get("rtt_ms") or {}
         result.throughput = done.get("throughput")
         result.chat = done.get("chat")
+        result.file = done.get("file")
+        result.path = done.get("path") or ("direct" if result.direct else "relay")
+        result.turn_relay = done.get("turn_relay")
         if result.direct:
             result.time_to_direct_ms = done.get("ms")
             result.relayed_ms = done.get("relayed_ms")
@@ -318,7 +397,8 @@ async def run_matrix(base: RunOptions, types: tuple[str, ...] = NAT_TYPES, on_ev
         except LabError as e:
             pred = predict(a, b)
             r = RunResult(a, b, base.peers, base.delay_ms, base.loss_pct, pred.direct, pred.why,
-                          error=f"lab error: {e}", failure=f"the run failed: {e}")
+                          turn=base.turn, error=f"lab error: {e}",
+                          failure=f"the run failed: {e}")
         results.append(r)
         if on_result is not None:
             on_result(r)
@@ -353,7 +433,7 @@ def _fmt_ms(v) -> str:
 
 
 def describe_result(r: RunResult) -> str:
-    lines = [f"NAT lab: A {r.nat_a} x B {r.nat_b}, {r.peers} peers"
+    lines = [f"NAT lab: A {r.nat_a} x B {r.nat_b}, {r.peers} peers, TURN {r.turn}"
              + (f", {r.delay_ms:g} ms delay" if r.delay_ms else "")
              + (f", {r.loss_pct:g}% loss" if r.loss_pct else "")]
     for name, p in sorted(r.probes.items()):
@@ -366,7 +446,9 @@ def describe_result(r: RunResult) -> str:
                      f"B {r.nat_b_detected or '-'}")
     theory = "direct" if r.predicted_direct else "no direct path"
     if r.direct:
-        lines.append(f"  direct WebRTC in {_fmt_ms(r.time_to_direct_ms)} ms from the dial "
+        how = (f"WebRTC via TURN (relay {r.turn_relay})" if r.path == "turn"
+               else "direct WebRTC")
+        lines.append(f"  {how} in {_fmt_ms(r.time_to_direct_ms)} ms from the dial "
                      + (f"(relayed connection after {_fmt_ms(r.relayed_ms)} ms)"
                         if r.relayed_ms is not None else ""))
         for who, pair in (("B", r.candidate_pair), ("A", r.listener_candidate_pair)):
@@ -380,31 +462,38 @@ def describe_result(r: RunResult) -> str:
         if r.error:
             lines.append(f"  peer said: {r.error}")
     rtt = r.rtt_ms or {}
-    lines.append(f"  RTT: relayed {_fmt_ms(rtt.get('relay'))} ms, direct "
+    lines.append(f"  RTT: relayed {_fmt_ms(rtt.get('relay'))} ms, WebRTC ({r.path}) "
                  f"{_fmt_ms(rtt.get('direct'))} ms")
     if r.throughput:
         t = r.throughput
-        lines.append(f"  throughput (direct): {t['bytes'] / 1e6:.0f} MB in {t['seconds']:.2f} s = "
-                     f"{t['MBps']:.1f} MB/s")
+        lines.append(f"  throughput ({r.path}): {t['bytes'] / 1e6:.0f} MB in {t['seconds']:.2f} s "
+                     f"= {t['MBps']:.1f} MB/s")
+    if r.file:
+        f = r.file
+        lines.append(f"  file: {f['bytes'] / 1e6:g} MB, SHA-256 {f['sha256'][:16]}... confirmed by "
+                     f"the receiver, {f['MBps']:.1f} MB/s" if f.get("ok")
+                     else f"  file: FAILED ({f.get('error')})")
     if r.chat is not None:
         c = r.chat
         lines.append(f"  chat: {'ok over ' + str(c.get('via')) if c.get('ok') else 'FAILED: ' + str(c.get('error'))}")
     verdict = "matches theory" if r.matches_theory else "MISMATCH with theory"
-    lines.append(f"  theory: {theory} -> {verdict}")
+    lines.append(f"  theory: {theory} -> expected path {r.expected_path}, got {r.path}: {verdict}")
     if r.logs:
         lines.append(f"  logs: {r.logs}")
     return "\n".join(lines)
 
 
-MATRIX_HEADER = ("| A (listens) | B (dials) | theory | measured | NAT detected A / B | "
-                 "time to direct (ms) | "
-                 "pair at B (local/remote) | pair at A | RTT relay / direct (ms) | MB/s | chat | "
-                 "note |")
+MATRIX_HEADER = ("| A (listens) | B (dials) | theory | measured | path | NAT detected A / B | "
+                 "time to WebRTC (ms) | "
+                 "pair at B (local/remote) | pair at A | RTT relay / WebRTC (ms) | MB/s | file | "
+                 "chat | note |")
 
 
 def matrix_row(r: RunResult) -> str:
-    theory = "direct" if r.predicted_direct else "relay only"
-    measured = "direct" if r.direct else "relay only"
+    theory = {"direct": "direct", "turn": "TURN"}.get(r.expected_path, "relay only")
+    measured = "direct" if r.path == "direct" else "TURN" if r.path == "turn" else "relay only"
+    path = r.path + (f" ({r.turn_relay})" if r.path == "turn" and r.turn_relay else "")
+    file = "-" if r.file is None else "sha256 ok" if r.file.get("ok") else "FAILED"
     rtt = r.rtt_ms or {}
     rtts = f"{_fmt_ms(rtt.get('relay'))} / {_fmt_ms(rtt.get('direct'))}"
     mbps = f"{r.throughput['MBps']:.1f}" if r.throughput else "-"
@@ -414,7 +503,7 @@ def matrix_row(r: RunResult) -> str:
         notes.append("**MISMATCH**")
     if r.probe_mismatches:
         notes.append("probe mismatch: " + "; ".join(r.probe_mismatches))
-    if not r.direct:
+    if not r.direct and r.failure_reported_ms is not None:
         notes.append(f"failure reported after {_fmt_ms(r.failure_reported_ms)} ms")
     wrong = [f"{side} detected {got}" for side, nat, got in (("A", r.nat_a, r.nat_a_detected),
                                                               ("B", r.nat_b, r.nat_b_detected))
@@ -423,8 +512,9 @@ def matrix_row(r: RunResult) -> str:
         notes.append("NAT " + ", ".join(wrong))
     ttd = _fmt_ms(r.time_to_direct_ms) if r.direct else "-"
     detected = f"{r.nat_a_detected or '-'} / {r.nat_b_detected or '-'}"
-    return (f"| {r.nat_a} | {r.nat_b} | {theory} | {measured} | {detected} | {ttd} | "
-            f"{_pair_types(r.candidate_pair)} | {_pair_types(r.listener_candidate_pair)} | {rtts} | {mbps} | {chat} | {', '.join(notes)} |")
+    return (f"| {r.nat_a} | {r.nat_b} | {theory} | {measured} | {path} | {detected} | {ttd} | "
+            f"{_pair_types(r.candidate_pair)} | {_pair_types(r.listener_candidate_pair)} | "
+            f"{rtts} | {mbps} | {file} | {chat} | {', '.join(notes)} |")
 
 
 def matrix_table(results: list[RunResult]) -> str:

@@ -29,6 +29,12 @@ PROBE_PORT = 3479  # probe server: RELAY_IP and RELAY_IP2, this port and the nex
 # The relay's RFC 5780 STUN sockets: RELAY_IP and RELAY_IP2, STUN_PORT and this one (the peers'
 # NAT detection tells full cone from restricted with the second IP).
 STUN_ALT_PORT = 3481
+NOWHERE_IP = "203.0.113.254"  # the relay's default gateway: nobody (see Lab._build)
+# coturn (`p2prtc lab --turn coturn`) on RELAY_IP, beside the relay's own STUN/TURN port, and
+# its relayed ports (a range of their own, below our relay's 49152-65535).
+COTURN_PORT = 3482
+COTURN_MIN_PORT = 40000
+COTURN_MAX_PORT = 40999
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,11 @@ class Lab:
         self._bridge_port(self.relay_ns, "eth0", RELAY_IP)
         sh("ip", "-n", self.relay_ns, "addr", "add", f"{RELAY_IP2}/{INTERNET.prefixlen}",
            "dev", "eth0")
+        # As on the internet, packets to addresses nobody routes (a peer's private host
+        # candidate, which a TURN server is asked to relay to) vanish: a default route to a
+        # router that is not there, instead of ENETUNREACH at the sender (which coturn answers by
+        # closing the whole allocation).
+        sh("ip", "-n", self.relay_ns, "route", "add", "default", "via", NOWHERE_IP)
         for side in self.sides.values():
             self._build_side(side)
 
