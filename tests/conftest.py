@@ -9,6 +9,7 @@ Chromium) and rust-libp2p peers.
 
 from __future__ import annotations
 
+import os
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -23,6 +24,9 @@ from .interop.rustpeer import RustPeer, RustUnavailable, rust_binary
 
 # Every /webrtc test runs its Python peers on each engine (engine_base.ENGINES); CI has both.
 ENGINES = engine_base.ENGINES
+# Tests that do not take the `engine` fixture run on aiortc, as before wrtc existed (outside the
+# tests `auto` picks wrtc); P2PRTC_ENGINE=wrtc in the environment runs all of them on wrtc.
+os.environ.setdefault(engine_base.ENV_VAR, "aiortc")
 
 
 @pytest.fixture(params=ENGINES)

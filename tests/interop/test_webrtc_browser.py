@@ -12,7 +12,8 @@ from p2prtc.transports.webrtc.transport import WebRTCTransport
 from ..netns import lab_ip
 from .test_core_js import echo_via
 
-pytestmark = [pytest.mark.interop, pytest.mark.browser]
+# Python peers on each WebRTC engine (conftest `engine`)
+pytestmark = [pytest.mark.interop, pytest.mark.browser, pytest.mark.usefixtures("engine")]
 MB = 1 << 20
 
 
