@@ -209,6 +209,19 @@ async def test_port_restricted_pair_connects_directly_with_browsers(lab, js_harn
     assert r.chat is None  # the harness page has no chat protocol
 
 
+@pytest.mark.browser
+async def test_symmetric_vs_port_restricted_through_turn_with_browsers(lab, js_harness):
+    """The harness pages fetch TURN credentials from the relay with the web app's client
+    (web/src/turn.js) and reach each other through our relay's TURN server."""
+    r = await run_one(RunOptions("symmetric", "port-restricted", peers="browser", bytes=MB,
+                                 pings=2, probe=False))
+    assert r.direct and r.path == "turn" and r.matches_theory, r.to_dict()
+    assert r.turn_relay == "203.0.113.10", r.to_dict()
+    assert "relay" in (r.candidate_pair or {}).values(), r.to_dict()
+    assert r.throughput is not None and r.throughput["bytes"] == MB
+    assert r.rtt_ms.get("direct") is not None
+
+
 # -- the command line ---------------------------------------------------------------------------
 
 def p2prtc(*args: str) -> list[str]:

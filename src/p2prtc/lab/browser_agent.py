@@ -11,6 +11,12 @@ tests/interop/js, built by its install.sh) and /usr/bin/chromium.
 
 The candidate pair comes from the page's own RTCPeerConnection stats: an init script records every
 RTCPeerConnection the page creates (js-libp2p keeps them private).
+
+TURN (`--turn auto`, the default): as the web app does, the page asks the relay it connected to for
+TURN credentials over /p2prtc/turn-credentials/1.0.0 with the app's own client (web/src/turn.js,
+loaded into the page as is), and the init script adds those TURN servers to every
+RTCPeerConnection created afterwards. A pair with a relay candidate (or a remote candidate on the
+TURN server's address) is path "turn".
 """
 
 from __future__ import annotations
@@ -32,15 +38,38 @@ REPO = Path(__file__).resolve().parents[3]
 DIAL_TIMEOUT = 30.0
 STEP_TIMEOUT = 60.0
 
+TURN_JS = REPO / "web" / "src" / "turn.js"
+
 RECORD_PEER_CONNECTIONS = """
 (() => {
   const Native = window.RTCPeerConnection
   if (!Native || window.__labPCs) return
   window.__labPCs = []
+  window.__labTurnServers = []
   window.RTCPeerConnection = class extends Native {
-    constructor (...args) { super(...args); window.__labPCs.push(this) }
+    constructor (config = {}, ...rest) {
+      const iceServers = [...(config.iceServers ?? []), ...window.__labTurnServers]
+      super({ ...config, iceServers }, ...rest)
+      window.__labPCs.push(this)
+    }
   }
 })()
+"""
+
+# After web/src/turn.js (an ES module without imports) in the same module script.
+EXPOSE_TURN_CLIENT = "\nwindow.__p2prtcTurn = { fetchTurnCredentials, iceServersFrom }\n"
+
+FETCH_TURN = """
+async (relay) => {
+  const conn = window.harness.node.getConnections().find(c => c.remotePeer.toString() === relay &&
+    c.limits == null && c.status === 'open')
+  if (!conn) return { ok: false, error: 'no connection to the relay' }
+  let error = null
+  const creds = await window.__p2prtcTurn.fetchTurnCredentials(conn, { onError: (e) => { error = String(e) } })
+  if (creds == null) return { ok: false, error: error ?? 'the relay gave no TURN credentials' }
+  window.__labTurnServers = window.__p2prtcTurn.iceServersFrom(creds)
+  return { ok: true, urls: creds.urls }
+}
 """
 
 SELECTED_PAIRS = """
@@ -118,6 +147,22 @@ def emitter():
     return emit
 
 
+def path_of(pair: dict | None, turn_hosts: set[str]) -> str | None:
+    """"turn" when the pair runs through a TURN relayed candidate (ours or the peer's, also when
+    the peer's arrived as peer-reflexive: an address of the TURN server), else "direct"."""
+    if not pair:
+        return None
+    if "relay" in (pair.get("local"), pair.get("remote")):
+        return "turn"
+    remote_ip = str(pair.get("remote_addr", "")).rpartition(":")[0]
+    return "turn" if remote_ip in turn_hosts else "direct"
+
+
+def turn_relay_of(pair: dict) -> str:
+    addr = pair["local_addr"] if pair.get("local") == "relay" else pair["remote_addr"]
+    return addr.rpartition(":")[0]
+
+
 def _is_direct(conn: dict) -> bool:
     """js names a /webrtc connection by the address it was dialed at (<relay>/p2p-circuit/webrtc/
     p2p/<peer>); the relayed one lacks /webrtc and is limited."""
@@ -125,9 +170,11 @@ def _is_direct(conn: dict) -> bool:
 
 
 class BrowserLabPeer:
-    def __init__(self, stun: list[str]) -> None:
+    def __init__(self, stun: list[str], turn: str = "auto") -> None:
         self.emit = emitter()
         self.stun = stun
+        self.turn = turn
+        self.turn_hosts: set[str] = set()
         self.session = None
         self.page = None
 
@@ -152,7 +199,23 @@ class BrowserLabPeer:
         browser.new_context = new_context
         self.page = await self.session.new_peer("lab")
         await self.page.start(ice_servers=[{"urls": u} for u in self.stun])
+        if self.turn == "auto":
+            await self.page.page.add_script_tag(content=TURN_JS.read_text() + EXPOSE_TURN_CLIENT,
+                                                type="module")
+            await self.page.page.wait_for_function("window.__p2prtcTurn != null", timeout=10_000)
         self.emit("ready", peer=self.page.peer_id)
+
+    async def fetch_turn(self, relay_addr: str) -> None:
+        """TURN credentials from the relay (connected to already) for the next connections."""
+        if self.turn != "auto":
+            return
+        relay = relay_addr.rsplit("/p2p/", 1)[1]
+        r = await self.page.page.evaluate(FETCH_TURN, relay)
+        if r.get("ok"):
+            self.turn_hosts = {u.split(":")[1].strip("[]") for u in r["urls"]}
+            self.emit("turn", urls=r["urls"])
+        else:
+            self.emit("turn", urls=[], error=r.get("error"))
 
     async def selected_pair(self) -> dict | None:
         pairs = await self.page.page.evaluate(SELECTED_PAIRS)
@@ -160,6 +223,7 @@ class BrowserLabPeer:
 
     async def listen(self, relay: str) -> None:
         await self.page.dial(relay)
+        await self.fetch_turn(relay)
         addr = await self.page.wait_for_addr("/p2p-circuit/webrtc", 30)
         self.emit("listening", addrs=[addr])
 
@@ -177,21 +241,32 @@ class BrowserLabPeer:
             kind = "webrtc" if direct else "relay" if "/p2p-circuit" in remote else "ws"
             self.emit("connected", peer=ev.get("peer"), transport=kind,
                       limited=bool(ev.get("limited")), direction=ev.get("direction"),
-                      remote_addr=ev.get("remoteAddr"), candidate_pair=pair)
+                      remote_addr=ev.get("remoteAddr"), candidate_pair=pair,
+                      path=path_of(pair, self.turn_hosts))
 
     async def dial(self, target: str, pings: int, nbytes: int) -> dict:
         from tests.interop.jspeer import BrowserPeerError
 
         peer = target.rsplit("/p2p/", 1)[1]
         summary: dict = {"direct": False}
+        if self.turn == "auto" and "/p2p-circuit" in target:
+            relay = target[:target.index("/p2p-circuit")]
+            try:  # connect to the relay first: its TURN credentials go into the WebRTC dial
+                await self.page.dial(relay, timeout=DIAL_TIMEOUT)
+                await self.fetch_turn(relay)
+            except BrowserPeerError as e:
+                self.emit("error", reason=f"connecting to the relay for TURN: {e}")
         self.emit("dialing", addr=target)
         t0 = time.perf_counter()
         try:
             reply = await self.page.dial(target, timeout=DIAL_TIMEOUT)
             ms = (time.perf_counter() - t0) * 1000
             if _is_direct(reply):
-                summary.update(direct=True, ms=round(reply.get("ms", ms), 1),
-                               candidate_pair=await self.selected_pair())
+                pair = await self.selected_pair()
+                path = path_of(pair, self.turn_hosts)
+                summary.update(direct=True, ms=round(reply.get("ms", ms), 1), path=path,
+                               turn_relay=turn_relay_of(pair) if path == "turn" else None,
+                               candidate_pair=pair)
                 self.emit("direct", **summary, remote_addr=reply.get("remoteAddr"))
             else:
                 summary.update(ms=round(ms, 1), reason=f"dial gave {reply.get('remoteAddr')}")
@@ -243,7 +318,7 @@ class BrowserLabPeer:
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    peer = BrowserLabPeer(args.stun or [])
+    peer = BrowserLabPeer(args.stun or [], args.turn)
     stop = asyncio.Event()
     stop_on_signals(args.mode, stop)
     loop = asyncio.get_running_loop()
@@ -285,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pings", type=int, default=5)
     p.add_argument("--bytes", type=int, default=10 * 1000 * 1000)
     p.add_argument("--chat", default=None, help="ignored: the harness page has no chat")
+    p.add_argument("--turn", choices=["auto", "none"], default="auto",
+                   help="auto: TURN credentials from the relay, as the web app; none: no TURN")
     p.add_argument("-v", "--verbose", action="count", default=0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING - 10 * args.verbose, stream=sys.stderr,
