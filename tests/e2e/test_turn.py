@@ -413,3 +413,27 @@ async def test_bad_turn_flags_are_one_line_and_exit_1(args, message):
     assert proc.returncode == 1
     lines = [l for l in err.decode().splitlines() if l.startswith("p2prtc:")]
     assert len(lines) == 1 and message in lines[0], err.decode()
+
+
+async def test_relay_on_all_interfaces():
+    """Without --listen-ip (0.0.0.0) the shared socket learns per client which address it was
+    reached at: the relayed address is that one, and 127.0.0.1 URLs go only to local peers."""
+    stun_port = free_port(socket.SOCK_DGRAM)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "p2prtc", "relay", "--port", "0", "--stun-port", str(stun_port),
+        "--turn-min-port", str(OUR_PORTS[0]), "--turn-max-port", str(OUR_PORTS[1]),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        lines: list[str] = []
+        while sum(l.startswith("TURN on") for l in lines) < 4:  # veth and loopback, udp + tcp
+            lines.append((await asyncio.wait_for(proc.stdout.readline(), 20)).decode().strip())
+        ip = lab_ip()
+        line = next(l for l in lines if l.startswith(f"Listening on /ip4/{ip}/"))
+        creds, _ = await fetch(line)
+        assert creds.urls == [f"turn:{ip}:{stun_port}?transport=udp",
+                              f"turn:{ip}:{stun_port}?transport=tcp"]
+        seen = await relay_both_ways(creds.urls[0], creds.username, creds.password, OUR_PORTS)
+        assert seen["relayed"][0] == ip
+        await delete(seen)
+    finally:
+        await stop(proc)

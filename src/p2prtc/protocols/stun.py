@@ -13,9 +13,10 @@ other port, so that a client can still tell port-dependent filtering and mapping
 `StunResponder` is the sans-I/O core (datagram in, role and datagram out); `StunServer` binds the
 sockets and is the only I/O. The message codec is `transports/webrtc_direct/stun.py`.
 
-TURN shares the primary socket, as coturn serves STUN and TURN on 3478: everything arriving there
-that is not a Binding request (other STUN methods, ChannelData) goes to `StunServer.other`, which
-the TURN adapter (`relay/turn_io.py`) sets, and it answers through `StunServer.send`.
+TURN shares the primary socket, as coturn serves STUN and TURN on 3478: after
+`StunServer.share_primary(other)` (called by the TURN adapter, `relay/turn_io.py`), everything
+arriving there that is not a Binding request (other STUN methods, ChannelData) goes straight to
+`other`, which answers through `StunServer.send`.
 """
 
 from __future__ import annotations
@@ -141,6 +142,33 @@ class _RoleProtocol(asyncio.DatagramProtocol):
         log.debug("STUN socket error: %s", exc)
 
 
+class _SharedPrimaryProtocol(asyncio.DatagramProtocol):
+    """The primary socket when TURN shares it: Binding requests to the STUN responder, all else
+    straight to `other` (TURN's per-datagram path: as little as possible in between)."""
+
+    def __init__(self, server: "StunServer", other: Callable[..., None]) -> None:
+        self.server = server
+        self.other = other
+        ip, port = server.responder.local[PRIMARY]
+        # our address as clients reach it; None when bound to 0.0.0.0 / :: (looked up per client)
+        self.here = None if ipaddress.ip_address(ip).is_unspecified else (ip, port)
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        if data[:2] == b"\x00\x01":  # a Binding request
+            self.server.datagram_received(PRIMARY, data, addr)
+            return
+        here = self.here
+        if here is None:
+            local_ip = self.server._local_ip_for(addr[0])
+            if local_ip is None:
+                return
+            here = (local_ip, self.server.responder.local[PRIMARY][1])
+        self.other(data, addr if len(addr) == 2 else (addr[0], addr[1]), here)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("STUN/TURN socket error: %s", exc)
+
+
 class StunServer:
     """The sockets of one STUN server (see `start_stun_server`)."""
 
@@ -150,20 +178,12 @@ class StunServer:
         self.answered = 0
         self.ignored = 0
         self._origins: OrderedDict[str, str] = OrderedDict()
-        # (data, client address, our address as the client reached it) for datagrams on the
-        # primary socket that are not Binding requests: TURN, when it shares this socket.
-        self.other: Callable[[bytes, tuple[str, int], tuple[str, int]], None] | None = None
-        self._primary_cache: tuple[str, int] | None | bool = False  # False: not computed yet
 
-    @property
-    def _primary(self) -> tuple[str, int] | None:
-        """The primary socket's address, None when it is bound to 0.0.0.0 / ::."""
-        p = self._primary_cache
-        if p is False:
-            ip, port = self.responder.local[PRIMARY]
-            p = self._primary_cache = None if ipaddress.ip_address(ip).is_unspecified \
-                else (ip, port)
-        return p
+    def share_primary(self, other: Callable[[bytes, tuple[str, int], tuple[str, int]], None]
+                      ) -> None:
+        """Hand every datagram on the primary socket that is not a Binding request to
+        `other(data, client address, our address as the client reached it)`: TURN."""
+        self.transports[PRIMARY].set_protocol(_SharedPrimaryProtocol(self, other))
 
     @property
     def addresses(self) -> dict[Role, tuple[str, int]]:
@@ -171,16 +191,6 @@ class StunServer:
 
     def datagram_received(self, role: Role, data: bytes, addr) -> None:
         assert self.responder is not None
-        if self.other is not None and role == PRIMARY and not _is_binding_request(data):
-            # TURN's hot path: no per-datagram address parsing
-            here = self._primary
-            if here is None:
-                local_ip = self._local_ip_for(addr[0])
-                if local_ip is None:
-                    return
-                here = (local_ip, self.responder.local[PRIMARY][1])
-            self.other(data, (addr[0], addr[1]), here)
-            return
         local_ip = None
         if ipaddress.ip_address(self.responder.local[role][0]).is_unspecified:
             local_ip = self._local_ip_for(addr[0])
@@ -224,10 +234,6 @@ class StunServer:
     def close(self) -> None:
         for t in self.transports.values():
             t.close()
-
-
-def _is_binding_request(data: bytes) -> bool:
-    return len(data) >= 2 and data[0] == 0x00 and data[1] == 0x01
 
 
 async def start_stun_server(host: str, port: int, *, alt_port: int | None = None,

@@ -193,7 +193,7 @@ class TurnService:
 
     def share(self, stun: StunServer) -> None:
         """Serve TURN on the STUN server's primary socket."""
-        stun.other = functools.partial(self.udp_datagram, send=stun.send)  # no extra frame
+        stun.share_primary(functools.partial(self.udp_datagram, send=stun.send))  # no frame
         primary = stun.transports.get((0, 0))
         if primary is not None:
             _enlarge_buffers(primary.get_extra_info("socket"))
