@@ -2,8 +2,8 @@
 
 - UDP: by default TURN shares the STUN server's primary socket (3478, as coturn does; one port to
   open in a firewall, and `turn:HOST` without a port means 3478): Binding requests stay with the
-  STUN responder, everything else comes here (`StunServer.other`). With a `port` of its own, TURN
-  binds its own UDP socket (which also answers Binding requests).
+  STUN responder, everything else comes here (`StunServer.share_primary`). With a `port` of its
+  own, TURN binds its own UDP socket (which also answers Binding requests).
 - TCP (RFC 8656 3.1, for networks that block UDP): its own listener, by default on the same port
   number as TURN's UDP port; one allocation per connection, ended when the connection ends.
 - Relayed sockets: one UDP socket per allocation on the relay's IP, in [min_port, max_port].
