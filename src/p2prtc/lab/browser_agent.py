@@ -1,13 +1,13 @@
-"""A lab peer in headless Chromium: the js-libp2p harness page of the interop tests
-(tests/interop/jspeer.py, BrowserSession) driven from inside a peer's namespace, with the same
-command line and JSON events as `p2prtc.lab.agent`.
+"""A lab peer in headless Chromium: the js-libp2p harness page of the interop tests, shipped in
+the package (`browser_page`: lab/browser/, built by scripts/build-lab-browser) and driven from
+inside a peer's namespace, with the same command line and JSON events as `p2prtc.lab.agent`.
 
     python -m p2prtc.lab.browser_agent listen [RELAY_WS_MULTIADDR] --stun URL
     python -m p2prtc.lab.browser_agent dial [PEER_MULTIADDR] --stun URL [--pings N] [--bytes N]
 
 Everything runs inside the namespace `ip netns exec` put us in: the harness's static server (on
-127.0.0.1), Playwright's driver and Chromium. Needs the repository checkout (the harness lives in
-tests/interop/js, built by its install.sh) and /usr/bin/chromium.
+127.0.0.1), Playwright's driver and Chromium. Needs Playwright and Chromium
+(`browser_page.missing_prerequisite()` names the command that installs what is missing).
 
 The candidate pair comes from the page's own RTCPeerConnection stats: an init script records every
 RTCPeerConnection the page creates (js-libp2p keeps them private).
@@ -28,17 +28,17 @@ import logging
 import statistics
 import sys
 import time
-from pathlib import Path
 
+from .browser_page import BUNDLE_DIR, BrowserPeerError, BrowserSession
 from .procs import stop_on_signals
 
 log = logging.getLogger("p2prtc.lab.browser_agent")
 
-REPO = Path(__file__).resolve().parents[3]
 DIAL_TIMEOUT = 30.0
 STEP_TIMEOUT = 60.0
 
-TURN_JS = REPO / "web" / "src" / "turn.js"
+# A copy of web/src/turn.js in the packaged page's directory (scripts/build-lab-browser).
+TURN_JS = BUNDLE_DIR / "turn.js"
 
 RECORD_PEER_CONNECTIONS = """
 (() => {
@@ -149,13 +149,14 @@ def emitter():
 
 def path_of(pair: dict | None, turn_hosts: set[str]) -> str | None:
     """"turn" when the pair runs through a TURN relayed candidate (ours or the peer's, also when
-    the peer's arrived as peer-reflexive: an address of the TURN server), else "direct"."""
+    the peer's arrived as peer-reflexive: a prflx remote on the TURN server's address), else
+    "direct"."""
     if not pair:
         return None
     if "relay" in (pair.get("local"), pair.get("remote")):
         return "turn"
     remote_ip = str(pair.get("remote_addr", "")).rpartition(":")[0]
-    return "turn" if remote_ip in turn_hosts else "direct"
+    return "turn" if pair.get("remote") == "prflx" and remote_ip in turn_hosts else "direct"
 
 
 def turn_relay_of(pair: dict) -> str:
@@ -179,13 +180,6 @@ class BrowserLabPeer:
         self.page = None
 
     async def start(self) -> None:
-        if str(REPO) not in sys.path:
-            sys.path.insert(0, str(REPO))
-        try:
-            from tests.interop.jspeer import BrowserSession
-        except ImportError as e:
-            raise RuntimeError(f"browser peers need the repository's test harness "
-                               f"(tests/interop/jspeer.py under {REPO}): {e}") from None
         self.session = BrowserSession()
         await self.session.start()
         browser = self.session.browser
@@ -228,8 +222,6 @@ class BrowserLabPeer:
         self.emit("listening", addrs=[addr])
 
     async def report_connections(self) -> None:
-        from tests.interop.jspeer import BrowserPeerError
-
         while True:
             try:
                 ev = await self.page.wait_event("connection", timeout=3600)
@@ -245,8 +237,6 @@ class BrowserLabPeer:
                       path=path_of(pair, self.turn_hosts))
 
     async def dial(self, target: str, pings: int, nbytes: int) -> dict:
-        from tests.interop.jspeer import BrowserPeerError
-
         peer = target.rsplit("/p2p/", 1)[1]
         summary: dict = {"direct": False}
         if self.turn == "auto" and "/p2p-circuit" in target:

@@ -149,12 +149,17 @@ def _run(coro_fn) -> int:
         return 130
 
 
-def _require_support() -> None:
-    """Refuse, in one line, where the lab cannot run (not root, no namespaces)."""
+def _require_support(peers: str = "python") -> None:
+    """Refuse, in one line, where the lab cannot run (not root, no namespaces; for browser
+    peers no Playwright or Chromium)."""
     from ..cli import CliError
     from .netns import unsupported_reason
 
     reason = unsupported_reason()
+    if not reason and peers != "python":
+        from .browser_page import missing_prerequisite
+
+        reason = missing_prerequisite()
     if reason:
         raise CliError(reason)
 
@@ -162,7 +167,7 @@ def _require_support() -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from .scenario import describe_result, run_one
 
-    _require_support()
+    _require_support(args.peers)
     out = Printer(args.json)
 
     async def go() -> int:
@@ -187,7 +192,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from .scenario import matrix_table, run_matrix
 
     types = _types(args.types)
-    _require_support()
+    _require_support(args.peers)
     out = Printer(args.json)
 
     def on_result(r) -> None:

@@ -117,9 +117,21 @@ class LabProcess:
                            f"log {self.log_path}") from None
 
     async def send_line(self, text: str) -> None:
+        """Write one line to the process's stdin; LabError (with its last error) if it ended."""
         assert self.proc is not None and self.proc.stdin is not None
-        self.proc.stdin.write(text.encode() + b"\n")
-        await self.proc.stdin.drain()
+        try:
+            if self.proc.stdin.is_closing():
+                raise ConnectionResetError("stdin closed")
+            self.proc.stdin.write(text.encode() + b"\n")
+            await self.proc.stdin.drain()
+        except (ConnectionError, RuntimeError) as e:
+            try:
+                rc = await asyncio.wait_for(self.proc.wait(), STOP_GRACE)
+            except asyncio.TimeoutError:
+                rc = None
+            fatal = [ev for ev in self.events if ev.get("event") == "error"]
+            why = fatal[-1].get("reason") if fatal else self.log_tail(5) or str(e)
+            raise LabError(f"{self.name} ended (exit {rc}): {why}") from None
 
     async def stop(self) -> None:
         if self.proc is None:
