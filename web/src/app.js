@@ -19,6 +19,7 @@ import { errorText, explainError, limitsAtOpen, noDirectPath, relayedEndReason }
 import { FILE_PROTOCOL, receiveFile, sendFile } from './files.js'
 import { chooseRelay, dialLink, dialTarget, mixedContentProblem, relayKind, usableFrom } from './links.js'
 import { hasWebCrypto } from './sha256.js'
+import { TurnCache, iceServersFrom, selectedPath, turnHosts } from './turn.js'
 
 const CHAT_PROTOCOL = '/libp2p/examples/chat/1.0.0'
 const PING_PROTOCOL = '/ipfs/ping/1.0.0'
@@ -87,6 +88,21 @@ async function loadConfig () {
 
 const config = await loadConfig()
 
+// TURN credentials from the relays we are connected to (/p2prtc/turn-credentials/1.0.0): their
+// TURN servers join the ICE servers of every WebRTC connection set up after (ICE still prefers
+// direct candidate pairs); relays that do not hand them out cost one refused stream.
+const relayConns = new Map() // relay peer id -> our (unlimited) connection to it
+const turnCache = new TurnCache({
+  onError: (relay, err) => console.info(`no TURN credentials from relay ${relay}: ${err.message}`)
+})
+
+async function iceServersNow () {
+  // fetch again for relays whose credentials are about to expire (bounded by FETCH_TIMEOUT)
+  await Promise.all([...relayConns].filter(([, c]) => c.status === 'open')
+    .map(([relay, c]) => turnCache.refresh(relay, c)))
+  return [...config.iceServers, ...turnCache.iceServers()]
+}
+
 let node
 try {
   node = await createLibp2p({
@@ -99,7 +115,7 @@ try {
     transports: [
       webSockets(),
       // never fall back to @libp2p/webrtc's default public STUN servers: use the deployment's
-      webRTC({ rtcConfiguration: { iceServers: config.iceServers } }),
+      webRTC({ rtcConfiguration: async () => ({ iceServers: await iceServersNow() }) }),
       circuitRelayTransport()
     ],
     connectionEncrypters: [noise()],
@@ -132,16 +148,52 @@ const chatStreams = new Map() // peer id -> the stream our messages go out on
 const measuredRtt = new Map() // connection id -> ms (our own ping when the connection opened)
 const setupMs = new Map() // connection id -> ms from click to direct connection
 const openedLimits = new Map() // connection id -> the relay's limits when it opened
+const webrtcPaths = new Map() // connection id -> {path: 'direct'|'turn', relay} (selectedPath)
 let reservationTimer = null
 
 const isDirectWebRTC = (conn) => WebRTC.matches(conn.remoteAddr)
 const isRelayed = (conn) => conn.limits != null || Circuit.matches(conn.remoteAddr)
 
 function connectionKind (conn) {
-  if (isDirectWebRTC(conn)) return 'direct WebRTC'
+  if (isDirectWebRTC(conn)) {
+    const p = webrtcPaths.get(conn.id)
+    return p == null ? 'WebRTC' : p.path === 'turn' ? 'WebRTC via TURN' : 'direct WebRTC'
+  }
   if (isRelayed(conn)) return 'relayed'
   if (relayPeers.has(conn.remotePeer.toString())) return 'relay server'
   return 'direct'
+}
+
+/** What the connection list shows for a kind. */
+function kindLabel (conn, kind) {
+  if (kind === 'WebRTC via TURN') return `WebRTC via TURN (relay ${webrtcPaths.get(conn.id).relay})`
+  if (kind === 'relayed') return 'relayed circuit (limited)'
+  return kind
+}
+
+const PATH_TRIES = 10 // stats right after the connection opened may not have a selected pair yet
+const PATH_RETRY_MS = 200
+
+/** The candidate pair js-libp2p's RTCPeerConnection selected: direct or through TURN. */
+async function resolvePath (conn) {
+  if (webrtcPaths.has(conn.id)) return webrtcPaths.get(conn.id)
+  // js-libp2p keeps the RTCPeerConnection on the connection's multiaddr connection
+  const pc = conn.maConn?.peerConnection
+  const hosts = turnHosts(turnCache.iceServers())
+  for (let i = 0; i < PATH_TRIES && conn.status === 'open'; i++) {
+    let p = null
+    try {
+      p = await selectedPath(pc, hosts)
+    } catch (err) {
+      console.info(`no candidate pair stats: ${err.message}`)
+    }
+    if (p != null) {
+      webrtcPaths.set(conn.id, p)
+      return p
+    }
+    await new Promise((resolve) => setTimeout(resolve, PATH_RETRY_MS))
+  }
+  return null
 }
 
 function openConnections () {
@@ -166,9 +218,12 @@ function updateConnList () {
     const li = document.createElement('li')
     li.dataset.kind = kind
     li.dataset.peer = conn.remotePeer.toString()
+    const path = webrtcPaths.get(conn.id)
+    if (path != null) li.dataset.path = path.path
+    if (path?.relay != null) li.dataset.turnRelay = path.relay
     const badge = document.createElement('span')
     badge.className = `badge ${kind.replace(/\s+/g, '-')}`
-    badge.textContent = kind
+    badge.textContent = kindLabel(conn, kind)
     const addr = document.createElement('code')
     addr.textContent = conn.remoteAddr.toString()
     li.append(badge, ' ', addr)
@@ -268,6 +323,7 @@ node.addEventListener('connection:open', (event) => {
   if (conn.limits != null) openedLimits.set(conn.id, limitsAtOpen(conn.limits))
   updateConnList()
   measure(conn)
+  if (isDirectWebRTC(conn)) resolvePath(conn).then(() => updateConnList())
 })
 
 /** The relay peer a relayed connection runs through: the /p2p/ before /p2p-circuit. */
@@ -292,6 +348,8 @@ node.addEventListener('connection:close', (event) => {
   updateConnList()
   measuredRtt.delete(conn.id)
   setupMs.delete(conn.id)
+  webrtcPaths.delete(conn.id)
+  if (relayConns.get(conn.remotePeer.toString()) === conn) relayConns.delete(conn.remotePeer.toString())
   const ended = isRelayed(conn) ? relayedEnd(conn) : null
   const peer = conn.remotePeer.toString()
   const stillOpen = openConnections().filter((c) => c.remotePeer.toString() === peer)
@@ -359,15 +417,25 @@ async function dial (text) {
       setupMs.set(conn.id, performance.now() - t0)
       const rtt = await node.services.ping.ping(target, { signal })
       measuredRtt.set(conn.id, rtt)
+      const path = await resolvePath(conn)
       appendOutput(`Connected to '${target}'`)
       appendOutput(`RTT to ${peerIdOf(target)} was ${rtt}ms`)
-      appendOutput(`Direct WebRTC connection to ${short(conn.remotePeer)} set up in ` +
-        `${Math.round(setupMs.get(conn.id))} ms: the relay is no longer needed for this chat.`, 'hint')
+      if (path?.path === 'turn') {
+        appendOutput(`WebRTC connection to ${short(conn.remotePeer)} via TURN (relay ${path.relay}) ` +
+          `set up in ${Math.round(setupMs.get(conn.id))} ms: no direct path between your ` +
+          'networks, so the packets go through the relay\'s TURN server, without the relayed ' +
+          'circuit\'s limits.', 'hint')
+      } else {
+        appendOutput(`Direct WebRTC connection to ${short(conn.remotePeer)} set up in ` +
+          `${Math.round(setupMs.get(conn.id))} ms: the relay is no longer needed for this chat.`, 'hint')
+      }
       updateConnList()
     } else {
       const conn = await node.dial(target, { signal })
       relayPeers.add(conn.remotePeer.toString())
+      relayConns.set(conn.remotePeer.toString(), conn)
       appendOutput('Connected to relay')
+      fetchTurn(conn)
       $('connect-relay').textContent = 'Connected to relay'
       updateConnList()
       watchReservation()
@@ -381,6 +449,16 @@ async function dial (text) {
       explain(err, isPeer ? null : RELAY_UNREACHABLE)
     }
   }
+}
+
+/** Ask the relay for TURN credentials once connected: the next WebRTC connections can use them. */
+async function fetchTurn (conn) {
+  const creds = await turnCache.refresh(conn.remotePeer.toString(), conn)
+  if (creds == null) return
+  const urls = iceServersFrom(creds).flatMap((s) => s.urls)
+  document.documentElement.dataset.turn = urls.join(' ')
+  appendOutput(`The relay offers TURN (${urls.join(', ')}): peers that cannot connect directly ` +
+    'get a WebRTC connection through it.', 'hint')
 }
 
 function explainTimeout (target, isPeer) {

@@ -199,8 +199,9 @@ export class TurnCache {
 /**
  * How a WebRTC connection's packets travel, from its RTCPeerConnection's selected candidate
  * pair: {path: 'turn', relay: '<TURN relayed IP>', pair} or {path: 'direct', pair}; null while
- * no pair is selected. `turnHosts`: the TURN servers' addresses we know, for a remote candidate
- * that is the other side's relayed address but arrived as peer-reflexive (before its signalling).
+ * no pair is selected. `turnHosts`: the TURN servers' addresses we know, for a peer-reflexive
+ * remote candidate that is the other side's relayed address (its checks came before its
+ * signalling; Chromium may also hide a peer-reflexive address, then this cannot tell).
  */
 export async function selectedPath (pc, turnHosts = []) {
   if (pc == null || typeof pc.getStats !== 'function') return null
@@ -226,7 +227,7 @@ export async function selectedPath (pc, turnHosts = []) {
   }
   if (l.candidateType === 'relay') return { path: 'turn', relay: l.address ?? l.ip, pair: desc }
   const remoteIp = r.address ?? r.ip
-  if (r.candidateType === 'relay' || (remoteIp != null && turnHosts.includes(remoteIp))) {
+  if (r.candidateType === 'relay' || (r.candidateType === 'prflx' && turnHosts.includes(remoteIp))) {
     return { path: 'turn', relay: remoteIp, pair: desc }
   }
   return { path: 'direct', pair: desc }
