@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 
 import pytest
 
 from ..netns import lab_ip
-from .webpage import REPO, Cli, free_port
+from .webpage import PYTHON, REPO, Cli, free_port
 
-PYTHON = os.environ.get("P2PRTC_PYTHON", sys.executable)
 EXAMPLES = REPO / "examples"
 
 
@@ -32,9 +30,8 @@ async def relay():
     """`p2prtc relay` on the namespace's address with its STUN server on the default port 3478,
     so that the examples need nothing but the relay's address."""
     ip = lab_ip()
-    proc = Cli("relay", "--port", str(free_port(ip)), "--listen-ip", ip, "--json", name="relay")
-    proc.argv = [PYTHON, *proc.argv[1:]]
-    await proc.start()
+    proc = await Cli("relay", "--port", str(free_port(ip)), "--listen-ip", ip, "--json",
+                     name="relay").start()
     ev = await proc.wait_event("listening")
     yield ev["addrs"][0]
     assert await proc.interrupt() == 0, proc.describe()

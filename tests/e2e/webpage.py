@@ -24,6 +24,9 @@ from typing import Any
 from ..interop.jspeer import CHROMIUM, CHROMIUM_ARGS
 
 REPO = Path(__file__).resolve().parents[2]
+# The interpreter of the `p2prtc` commands: this one, or (scripts/check-wheel) a fresh venv's
+# with the built wheel installed.
+PYTHON = os.environ.get("P2PRTC_PYTHON", sys.executable)
 ARTIFACTS = REPO / "test-artifacts"
 
 
@@ -44,7 +47,7 @@ class Cli:
     to a log file quoted in failures, stdin is a pipe for chat lines."""
 
     def __init__(self, *args: str, name: str = "p2prtc", wrap: tuple[str, ...] = ()) -> None:
-        self.argv = [*wrap, sys.executable, "-m", "p2prtc", *args]
+        self.argv = [*wrap, PYTHON, "-m", "p2prtc", *args]
         self.name = name
         self.proc: asyncio.subprocess.Process | None = None
         self.lines: list[str] = []
@@ -159,7 +162,7 @@ class Cli:
 
 async def run_cli(*args: str, timeout: float = 30) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "p2prtc", *args, stdin=asyncio.subprocess.DEVNULL,
+        PYTHON, "-m", "p2prtc", *args, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(REPO))
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     return proc.returncode, out.decode(), err.decode()
