@@ -42,7 +42,15 @@ _EVENTS = ("Event", "Peer", "Dialing", "RelayConnected", "Reservation", "Listeni
            "Message", "Sent", "Undelivered", "FileIncoming", "File", "FileSent")
 _EXPORTS.update({name: "api_events" for name in _EVENTS})
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "__version__", "Node", "Connection", "Stream", "NoDirectPath", "Handler", "P2PError",
+    "DialError", "ProtocolError", "StreamClosed", "StreamReset", "NegotiationFailed",
+    "IncompleteRead", "IceServer", "api_events", "Event", "Peer", "Dialing", "RelayConnected",
+    "Reservation", "Listening", "Relayed", "Connected", "Disconnected", "RelayedClosed", "Nat",
+    "NatPeer", "Warning", "Error", "Message", "Sent", "Undelivered", "FileIncoming", "File",
+    "FileSent",
+]
+assert set(__all__) == {"__version__", *_EXPORTS}
 
 if TYPE_CHECKING:
     from . import api_events

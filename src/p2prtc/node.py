@@ -36,7 +36,7 @@ from .streams import read_exactly
 if TYPE_CHECKING:
     from .connection import Connection as _Conn
     from .host import Host
-    from .transports.webrtc.engine_base import IceServer
+    from .transports.webrtc.engine import IceServer
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +325,7 @@ class Node:
             raise P2PError("this node is closed")
         from .host import Host
         from .protocols.natinfo import NatInfoService
-        from .transports.webrtc.engine_base import IceServer
+        from .transports.webrtc.engine import IceServer
         from .transports.webrtc.transport import WebRTCTransport
 
         host = Host(self._identity)
@@ -448,8 +448,9 @@ class Node:
             raise DialError("the peer address must end with /p2p/<peer id>")
         split = target.split_last("p2p-circuit")
         relay_part = split[0] if split is not None else None
-        if relay_part is not None and relay_part.peer_id() is not None:
-            self._tracker.relays.add(relay_part.peer_id())
+        relay_peer = relay_part.peer_id() if relay_part is not None else None
+        if relay_peer is not None:
+            self._tracker.relays.add(relay_peer)
         self._start_nat(relay_part)
         self._emit(ev.Dialing(addr=str(target)))
         self._tracker.dial_started[peer] = time.perf_counter()

@@ -27,7 +27,8 @@ def lab_run(env: dict[str, str]) -> subprocess.CompletedProcess:
 def test_the_page_ships_in_the_package():
     assert (browser_page.BUNDLE_DIR / "peer.js").stat().st_size > 100_000
     assert (browser_page.BUNDLE_DIR / "index.html").is_file()
-    assert browser_agent.TURN_JS.parent == browser_page.BUNDLE_DIR and browser_agent.TURN_JS.is_file()
+    assert browser_agent.TURN_JS.parent == browser_page.BUNDLE_DIR
+    assert browser_agent.TURN_JS.is_file()
     assert "tests.interop" not in inspect.getsource(browser_agent)
     assert browser_page.missing_prerequisite() is None  # this machine has everything
 
