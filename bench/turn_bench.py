@@ -45,7 +45,8 @@ Phases:
   (Refresh LIFETIME 0) in a loop, each cycle from a new UDP socket on a port not used before in
   the run (a new 5-tuple: coturn refuses an Allocate on the 5-tuple of an allocation freed
   moments ago with 437, which the kernel's reuse of ephemeral ports made happen to ~1% of
-  cycles): sequentially, then 4 client processes at once. Rate = cycles / wall time; relay CPU ms per cycle.
+  cycles): sequentially, then 4 client processes at once. Rate = cycles / wall time; relay CPU
+  ms per cycle.
 """
 
 from __future__ import annotations
@@ -169,7 +170,8 @@ class TurnClient:
             code = msg.error_code()
             if code in (401, 438) and codec.ATTR_NONCE in msg.attrs:
                 if code == 401 and self.nonce is not None and self.realm is not None:
-                    raise TurnError(f"401 with credentials: {msg.attrs.get(codec.ATTR_ERROR_CODE)!r}")
+                    raise TurnError("401 with credentials: "
+                                    f"{msg.attrs.get(codec.ATTR_ERROR_CODE)!r}")
                 self.realm = codec.text_attr(msg, codec.ATTR_REALM) or self.realm
                 self.nonce = codec.text_attr(msg, codec.ATTR_NONCE)
                 self.key = codec.long_term_key(self.username, self.realm, self.password)
@@ -214,7 +216,7 @@ class TurnClient:
         self.request(codec.METHOD_REFRESH, [(codec.ATTR_LIFETIME, struct.pack(">I", 0))])
 
 
-# --- the floor: a uvloop UDP forwarder without TURN ------------------------------------------------
+# --- the floor: a uvloop UDP forwarder without TURN -------------------------------------------
 
 def floor_server(client_port: int, relay_port: int) -> None:
     """What any asyncio relay pays per datagram before doing TURN: the event loop our relay runs
@@ -297,7 +299,8 @@ class Server:
         else:
             exe = shutil.which("turnserver")
             if exe is None:
-                sys.exit("coturn is missing (Debian package coturn; scripts/setup --test installs it)")
+                sys.exit("coturn is missing (Debian package coturn; scripts/setup --test "
+                         "installs it)")
             argv = [exe, "-n", "--no-cli", "--no-tls", "--no-dtls", "--listening-ip", IP,
                     "--relay-ip", IP, "--listening-port", str(self.port),
                     "--min-port", str(lo), "--max-port", str(hi),
@@ -651,7 +654,8 @@ def allocations(server: Server, cycles: int) -> dict:
         client_cpu = sum(g["cpu"] for g in got)
         res[label] = {"clients": clients, "cycles": n, "fails": fails, "wall": wall,
                       "per_s": (n - fails) / wall,
-                      "errors": [e for g in got for e in g["errors"]][:5], "server_ms_each": 1e3 * server_cpu / n,
+                      "errors": [e for g in got for e in g["errors"]][:5],
+                      "server_ms_each": 1e3 * server_cpu / n,
                       "server_cpu": server_cpu, "client_cpu": client_cpu,
                       "others": max(0.0, machine - server_cpu - client_cpu)}
         log(f"  {server.kind:7s} {label:10s} {res[label]['per_s']:7.0f} allocate+free/s "
@@ -686,12 +690,14 @@ def report(args, info, tp, mem, allocs, cpu=None) -> str:
             for k in here:
                 xs = cpu[k][way]
                 ms = [x["server_ms_per_mb"] for x in xs]
+                def m(f) -> float:
+                    return statistics.median(f(x) for x in xs)
+
+                client = m(lambda x: (x["sender_cpu"] + x["receiver_cpu"]) / x["wall"])
                 rows.append([label, NAMES[k], f"{meds[k]:.2f} ({min(ms):.2f}-{max(ms):.2f})",
-                             f"{statistics.median(x['mbps'] for x in xs):.1f}",
-                             f"{100 * statistics.median(x['loss'] for x in xs):.2f}%",
-                             f"{statistics.median(100 * x['server_cpu'] / x['wall'] for x in xs):.0f}%",
-                             f"{statistics.median(100 * (x['sender_cpu'] + x['receiver_cpu']) / x['wall'] for x in xs):.0f}%",
-                             f"{statistics.median(100 * x['others'] / x['wall'] for x in xs):.0f}%",
+                             f"{m(lambda x: x['mbps']):.1f}", f"{m(lambda x: x['loss']):.2%}",
+                             f"{m(lambda x: x['server_cpu'] / x['wall']):.0%}", f"{client:.0%}",
+                             f"{m(lambda x: x['others'] / x['wall']):.0%}",
                              f"{meds[k] / meds['coturn']:.2f}x" if "coturn" in meds else "-"])
             if "p2prtc" in meds and "coturn" in meds:
                 r = meds["p2prtc"] / meds["coturn"]
@@ -753,17 +759,18 @@ def report(args, info, tp, mem, allocs, cpu=None) -> str:
                           / at_rate(tp["coturn"][way], r)["server_ms_per_mb"] for r in both]
                 if ratios:
                     line += (f"; CPU per MB {ratios[-1]:.2f}x coturn's at {common:g} MB/s, the "
-                             f"highest rate both sustained (median {statistics.median(ratios):.2f}x "
+                             f"highest rate both sustained (median "
+                             f"{statistics.median(ratios):.2f}x "
                              f"over the {len(ratios)} such rates)")
                 goals.append(line)
         out.append(markdown_table(header, rows))
         out.append("\nrelay CPU ms/MB = the server's CPU time during the step / MB of payload "
                    "delivered (1 MB = 1e6 bytes), at its best step and at the highest offered "
-                   "rate p2prtc and coturn both sustained (common rate: the same packet rate, the fair "
-                   "comparison: CPU per MB falls as the rate rises and the event loops find "
-                   "several datagrams per wake-up). CPU % = of one core, over the step's wall time. The sender and "
-                   "receiver are this bench's client processes; rest of machine = everything "
-                   "else (other sessions).")
+                   "rate p2prtc and coturn both sustained (common rate: the same packet rate, "
+                   "the fair comparison: CPU per MB falls as the rate rises and the event loops "
+                   "find several datagrams per wake-up). CPU % = of one core, over the step's "
+                   "wall time. The sender and receiver are this bench's client processes; rest "
+                   "of machine = everything else (other sessions).")
 
     if goals:
         out.append("\n#### Goals (issue 11: within 2x of coturn's CPU per MB, above "
