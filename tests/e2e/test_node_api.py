@@ -159,3 +159,30 @@ async def test_no_direct_path_then_allow_relayed(relay, udp_blocked):
         await stream.close()
         assert await stream.read_exactly(14) == b"over the relay"
         assert await stream.read() == b""
+
+
+async def test_events_are_the_cli_json_events(relay):
+    """A Node dials `p2prtc listen --json`: the CLI's events parse into the API's types with the
+    same fields, and the Node's own events have the CLI's field names."""
+    from .webpage import Cli
+
+    cli = await Cli("listen", relay, "--json", name="listen").start()
+    try:
+        listening = await cli.wait_event("listening")
+        reservation = next(e for e in cli.events if e["event"] == "reservation")
+        async with Node(stun=[], turn="none") as a:
+            events = a.events()
+            conn = await a.dial(listening["addrs"][0])
+            assert conn.direct
+            mine = await next_event(events, Connected, peer=conn.remote_peer)
+            theirs = await cli.wait_event("connected")
+            for obj in (listening, reservation, theirs):
+                parsed = api_events.from_dict(obj)
+                assert parsed.to_dict().keys() == obj.keys(), obj
+            assert mine.to_dict().keys() == theirs.keys()
+            assert mine.transport == theirs["transport"] == "webrtc"
+            await conn.close()
+            gone = await cli.wait_event("disconnected")
+            assert api_events.from_dict(gone).to_dict().keys() == gone.keys()
+    finally:
+        assert await cli.interrupt() == 0, cli.describe()
