@@ -269,19 +269,22 @@ class _EventIterator:
 class Node:
     """A peer: listens through relays and dials others, upgrading to direct WebRTC.
 
-    identity: a key file path (created on first use, mode 0600), an int seed (0-255, the same
-    seed gives the same peer id, as rust-libp2p's `--secret-key-seed`), or None for a new
-    random identity.
-    stun: STUN (and TURN) server URLs for ICE, e.g. ["stun:relay.example.org:3478"]; None uses
-    the STUN server on the host of the relay in use (`p2prtc relay` serves one); [] none.
-    turn: "auto" (TURN credentials from the relay in use, when it hands them out), "none", or a
-    list of `IceServer`s or `turn:` URLs to use.
-    engine: the WebRTC engine, "aiortc", "wrtc" or "auto"; None: $P2PRTC_ENGINE, else auto.
-    nat: detect our NAT behaviour (`Nat` events) and exchange it with peers, so that a direct
-    path the NATs rule out fails at once instead of after the ICE timeout.
-    tls_ca: a CA file to trust for relays on /tls/ws or /wss, besides the system's.
+    - `identity`: a key file path (created on first use, mode 0600), an int seed (0-255: the
+      same seed gives the same peer id, as rust-libp2p's `--secret-key-seed`), or None for a
+      new random identity.
+    - `stun`: STUN (and TURN) server URLs for ICE, e.g. `["stun:relay.example.org:3478"]`;
+      None uses the STUN server on the host of the relay in use (`p2prtc relay` serves one on
+      3478); `[]` none.
+    - `turn`: "auto" (TURN credentials from the relay in use, when it hands them out), "none",
+      or a list of `IceServer`s or `turn:` URLs.
+    - `engine`: the WebRTC engine, "aiortc", "wrtc" or "auto"; None: `$P2PRTC_ENGINE`, else
+      auto.
+    - `nat`: detect our NAT behaviour (`Nat` events) and exchange it with peers, so that a
+      direct path the NATs rule out fails at once instead of after the ICE timeout.
+    - `tls_ca`: a CA file to trust for relays on /tls/ws or /wss, besides the system's.
 
-    Use it as `async with Node(...) as node:` (or `await node.start()` ... `await node.close()`).
+    Use it as `async with Node(...) as node:` (or `await node.start()` ... `await
+    node.close()`). Event iterators made before `start()` also see its `Peer` event.
     """
 
     def __init__(
