@@ -171,29 +171,45 @@ function kindLabel (conn, kind) {
   return kind
 }
 
-const PATH_TRIES = 10 // stats right after the connection opened may not have a selected pair yet
-const PATH_RETRY_MS = 200
+// Stats right after the connection opened may have no selected pair yet; and the browser may
+// start on a pair through TURN (the first that works) and move to a direct one within a second
+// as its checks succeed: give it this long before calling the connection "via TURN".
+const PATH_SETTLE_MS = 2000
+const PATH_RETRY_MS = 100
+
+async function currentPath (conn) {
+  // js-libp2p keeps the RTCPeerConnection on the connection's multiaddr connection
+  try {
+    return await selectedPath(conn.maConn?.peerConnection, turnHosts(turnCache.iceServers()))
+  } catch (err) {
+    console.info(`no candidate pair stats: ${err.message}`)
+    return null
+  }
+}
 
 /** The candidate pair js-libp2p's RTCPeerConnection selected: direct or through TURN. */
 async function resolvePath (conn) {
   if (webrtcPaths.has(conn.id)) return webrtcPaths.get(conn.id)
-  // js-libp2p keeps the RTCPeerConnection on the connection's multiaddr connection
-  const pc = conn.maConn?.peerConnection
-  const hosts = turnHosts(turnCache.iceServers())
-  for (let i = 0; i < PATH_TRIES && conn.status === 'open'; i++) {
-    let p = null
-    try {
-      p = await selectedPath(pc, hosts)
-    } catch (err) {
-      console.info(`no candidate pair stats: ${err.message}`)
-    }
-    if (p != null) {
-      webrtcPaths.set(conn.id, p)
-      return p
-    }
+  const deadline = performance.now() + PATH_SETTLE_MS
+  let p = null
+  while (conn.status === 'open') {
+    p = await currentPath(conn)
+    if (p?.path === 'direct' || (p != null && performance.now() >= deadline)) break
+    if (performance.now() >= deadline + PATH_SETTLE_MS) break // no pair at all: give up
     await new Promise((resolve) => setTimeout(resolve, PATH_RETRY_MS))
   }
-  return null
+  if (p != null) webrtcPaths.set(conn.id, p)
+  return p
+}
+
+/** Paths can change (ICE moves to a better pair): look again with every list refresh. */
+async function refreshPaths () {
+  await Promise.all(openConnections().filter((c) => isDirectWebRTC(c) && webrtcPaths.has(c.id))
+    .map(async (c) => {
+      const p = await currentPath(c)
+      if (p != null) webrtcPaths.set(c.id, p)
+    }))
+  updateConnList()
 }
 
 function openConnections () {
@@ -374,7 +390,7 @@ node.addEventListener('self:peer:update', () => updateOwnAddresses())
 node.addEventListener('transport:listening', () => setTimeout(updateOwnAddresses, 0))
 node.addEventListener('transport:close', () => setTimeout(updateOwnAddresses, 0))
 
-setInterval(updateConnList, REFRESH_INTERVAL) // picks up the connection monitor's RTTs
+setInterval(refreshPaths, REFRESH_INTERVAL) // picks up the connection monitor's RTTs and path changes
 
 // -- dialling -------------------------------------------------------------------------------------
 

@@ -56,6 +56,12 @@ log = logging.getLogger("p2prtc.lab.agent")
 RESERVATION_TIMEOUT = 20.0
 CHAT_TIMEOUT = 10.0
 STEP_TIMEOUT = 60.0
+# libwebrtc nominates the first pair that works (often the TURN one: an address-restricted NAT
+# lets the relay's IP in at once) and moves to a better one as its checks succeed, within ~1 s in
+# the lab; the path reported is where the connection settled, waiting at most this long after
+# the connection for a pair through TURN to be replaced.
+PATH_SETTLE = 2.0
+PATH_POLL = 0.1
 
 
 class Emitter:
@@ -206,7 +212,39 @@ class LabPeer:
             summary["file"] = await self._send_file(peer, file_bytes)
 
         summary["chat"] = await self._chat_roundtrip(peer, chat_text) if chat_text else None
+        if direct is not None:
+            await self._settled_path(direct, summary)
         return summary
+
+    async def _settled_path(self, conn: Connection, summary: dict) -> None:
+        """The selected pair once the connection settled (see PATH_SETTLE): `path`,
+        `turn_relay` and `candidate_pair` from it; the ones at connection time stay as
+        `path_at_connect` / `candidate_pair_at_connect`."""
+        summary["path_at_connect"] = summary.get("path")
+        summary["candidate_pair_at_connect"] = summary.get("candidate_pair")
+        pc = conn.muxer.pc  # the connection's PeerConnection (engine_base interface)
+        deadline = conn.opened_at + PATH_SETTLE
+        while True:
+            pair = pc.selected_pair()
+            if pair is not None and "relay" not in (pair.local_type, pair.remote_type):
+                break
+            if time.monotonic() >= deadline or conn.is_closed:
+                break
+            await asyncio.sleep(PATH_POLL)
+        if pair is None:
+            return
+        summary["candidate_pair"] = {"local": pair.local_type, "remote": pair.remote_type,
+                                     "local_addr": pair.local_addr,
+                                     "remote_addr": pair.remote_addr}
+        if "relay" in (pair.local_type, pair.remote_type):
+            via = pair.local_addr if pair.local_type == "relay" else pair.remote_addr
+            summary["path"], summary["turn_relay"] = "turn", via.rpartition(":")[0].strip("[]")
+        else:
+            summary["path"], summary["turn_relay"] = "direct", None
+        if summary["path"] != summary["path_at_connect"]:
+            self.emit("path-changed", path=summary["path"], turn_relay=summary["turn_relay"],
+                      candidate_pair=summary["candidate_pair"],
+                      was=summary["path_at_connect"])
 
     async def _send_file(self, peer: PeerId, size: int) -> dict:
         """`size` random bytes as a file; FileService.send checks the receiver's SHA-256."""

@@ -36,6 +36,10 @@ log = logging.getLogger("p2prtc.lab.browser_agent")
 
 DIAL_TIMEOUT = 30.0
 STEP_TIMEOUT = 60.0
+# As in agent.py: Chromium may start on the TURN pair and move to a direct one within ~1 s; the
+# path reported is where the connection settled (waiting at most this long after it opened).
+PATH_SETTLE = 2.0
+PATH_POLL = 0.1
 
 # A copy of web/src/turn.js in the packaged page's directory (scripts/build-lab-browser).
 TURN_JS = BUNDLE_DIR / "turn.js"
@@ -300,7 +304,26 @@ class BrowserLabPeer:
                     self.emit("error", reason=f"throughput test failed: {str(e).split('; ', 1)[0]}")
         summary["rtt_ms"] = rtt
         summary["chat"] = None  # the harness page has no chat protocol
+        if summary["direct"]:
+            await self._settled_path(summary, t0 + summary["ms"] / 1000)
         return summary
+
+    async def _settled_path(self, summary: dict, opened: float) -> None:
+        summary["path_at_connect"] = summary.get("path")
+        summary["candidate_pair_at_connect"] = summary.get("candidate_pair")
+        while True:
+            pair = await self.selected_pair()
+            path = path_of(pair, self.turn_hosts)
+            if path == "direct" or time.perf_counter() >= opened + PATH_SETTLE:
+                break
+            await asyncio.sleep(PATH_POLL)
+        if pair is None:
+            return
+        summary.update(candidate_pair=pair, path=path,
+                       turn_relay=turn_relay_of(pair) if path == "turn" else None)
+        if path != summary["path_at_connect"]:
+            self.emit("path-changed", path=path, turn_relay=summary["turn_relay"],
+                      candidate_pair=pair, was=summary["path_at_connect"])
 
     async def close(self) -> None:
         if self.session is not None:

@@ -88,6 +88,9 @@ class RunResult:
     direct: bool = False             # a non-limited WebRTC connection (path "direct" or "turn")
     path: str | None = None          # direct | turn | relay (the limited circuit only)
     turn_relay: str | None = None    # the TURN server's relayed IP, with path "turn"
+    # the path when the connection opened, if the engine then moved to another pair (libwebrtc
+    # may start on the TURN pair and switch to a direct one as its checks succeed)
+    path_at_connect: str | None = None
     time_to_direct_ms: float | None = None  # from the dial to the WebRTC connection
     relayed_ms: float | None = None
     candidate_pair: dict | None = None           # as the dialer (B) sees it
@@ -347,6 +350,8 @@ class LabRun:
         result.file = done.get("file")
         result.path = done.get("path") or ("direct" if result.direct else "relay")
         result.turn_relay = done.get("turn_relay")
+        if done.get("path_at_connect") not in (None, result.path):
+            result.path_at_connect = done["path_at_connect"]
         if result.direct:
             result.time_to_direct_ms = done.get("ms")
             result.relayed_ms = done.get("relayed_ms")
@@ -451,6 +456,9 @@ def describe_result(r: RunResult) -> str:
         lines.append(f"  {how} in {_fmt_ms(r.time_to_direct_ms)} ms from the dial "
                      + (f"(relayed connection after {_fmt_ms(r.relayed_ms)} ms)"
                         if r.relayed_ms is not None else ""))
+        if r.path_at_connect:
+            lines.append(f"  path when the connection opened: {r.path_at_connect} (the engine "
+                         f"then moved to the {r.path} pair)")
         for who, pair in (("B", r.candidate_pair), ("A", r.listener_candidate_pair)):
             if pair:
                 lines.append(f"  candidate pair as {who} sees it: {pair.get('local')} "
@@ -501,6 +509,8 @@ def matrix_row(r: RunResult) -> str:
     notes = []
     if not r.matches_theory:
         notes.append("**MISMATCH**")
+    if r.path_at_connect:
+        notes.append(f"{r.path_at_connect} first")
     if r.probe_mismatches:
         notes.append("probe mismatch: " + "; ".join(r.probe_mismatches))
     if not r.direct and r.failure_reported_ms is not None:
