@@ -92,8 +92,10 @@ def _text(value: Any) -> str:
 class WrtcDataChannel:
     """engine_base.DataChannel on a wrtc RTCDataChannel."""
 
-    def __init__(self, channel: webrtc.RTCDataChannel) -> None:
+    def __init__(self, channel: webrtc.RTCDataChannel,
+                 forget: Callable[["WrtcDataChannel"], None] | None = None) -> None:
         self._ch = channel
+        self._forget = forget
         self._ch.buffered_amount_low_threshold = BUFFERED_LOW
         self._on_message: Callable[[bytes], None] | None = None
         self._early: list[bytes] | None = []
@@ -160,6 +162,8 @@ class WrtcDataChannel:
         self._closed.set()
         self._opened.set()  # wake anyone waiting to open
         self._drained.set()
+        if self._forget is not None:
+            self._forget(self)
         if self.on_close is not None:
             self.on_close()
 
@@ -203,7 +207,7 @@ class WrtcPeerConnection:
         self.on_datachannel: Callable[[WrtcDataChannel], None] | None = None
         self.on_state: Callable[[str], None] | None = None
         self.on_warning = on_warning
-        self._channels: list[WrtcDataChannel] = []
+        self._channels: set[WrtcDataChannel] = set()  # open ones, closed with the connection
         self._connected = asyncio.Event()
         self._ended = asyncio.Event()
         self._reported_state: str | None = None
@@ -233,8 +237,8 @@ class WrtcPeerConnection:
     # -- events ------------------------------------------------------------------------------
 
     def _wrap(self, channel) -> WrtcDataChannel:
-        ch = WrtcDataChannel(channel)
-        self._channels.append(ch)
+        ch = WrtcDataChannel(channel, forget=self._channels.discard)
+        self._channels.add(ch)
         return ch
 
     def _datachannel(self, event) -> None:
@@ -267,7 +271,7 @@ class WrtcPeerConnection:
         if self.on_state is not None:
             self.on_state(state)
         if state in ("failed", "closed"):
-            for ch in self._channels:
+            for ch in list(self._channels):
                 ch._close()
 
     def _icecandidate(self, event) -> None:
