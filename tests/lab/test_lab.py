@@ -62,7 +62,8 @@ async def test_port_restricted_pair_connects_directly(lab, engine):
     assert r.candidate_pair["remote_addr"].startswith("203.0.113.1:")
 
 
-async def test_full_cone_vs_symmetric_connects_directly(lab):
+@pytest.mark.engine_in_subprocesses
+async def test_full_cone_vs_symmetric_connects_directly(lab, engine):
     r = await run_one(RunOptions("full-cone", "symmetric", bytes=2 * MB))
     assert_direct(r)
     # A only learns B's symmetric-NAT port from B's checks: a peer-reflexive candidate.

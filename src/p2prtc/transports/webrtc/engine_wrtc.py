@@ -494,13 +494,14 @@ class WrtcPeerConnection:
         lc, rc = pair.local, pair.remote
         remote_host = rc.address
         if remote_host is None:
-            # a peer-reflexive candidate (the remote's checks came before its candidate):
-            # libwebrtc hides its address (W3C); the candidate signaled since tells it
+            # a peer-reflexive candidate (the remote's checks came before its candidate, or
+            # from a port no candidate names: a symmetric NAT): libwebrtc hides its address
+            # (W3C, in stats too); a candidate signaled since with that port tells it
             remote_host = self._remote_hosts.get(rc.port)
-        if lc.address is None or remote_host is None:
+        if lc.address is None:
             return None
-        return CandidatePair(_text(lc.type), _hostport(lc.address, lc.port),
-                             _text(rc.type), _hostport(remote_host, rc.port))
+        return CandidatePair(_text(lc.type), _hostport(lc.address, lc.port), _text(rc.type),
+                             _hostport(remote_host, rc.port) if remote_host else "")
 
     def local_candidate_types(self) -> list[str]:
         return sorted(self._types)

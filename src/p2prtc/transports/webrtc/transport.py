@@ -226,8 +226,9 @@ class WebRTCTransport(Transport):
         remote = Multiaddr(f"/webrtc/p2p/{peer}")
         local = Multiaddr("/webrtc")
         if pair is not None:
-            remote = _udp_addr(pair.remote_addr).encapsulate(f"/webrtc/p2p/{peer}")
             local = _udp_addr(pair.local_addr).encapsulate("/webrtc")
+            if pair.remote_addr:  # "" when unknown (wrtc: a peer-reflexive remote)
+                remote = _udp_addr(pair.remote_addr).encapsulate(f"/webrtc/p2p/{peer}")
         conn = Connection(
             muxer=muxer, remote_peer=peer, remote_public_key=relayed.remote_public_key,
             local_addr=local, remote_addr=remote, direction=direction, transport="webrtc",
