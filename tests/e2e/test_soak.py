@@ -1,5 +1,5 @@
 """bench/soak.py as CI runs it (`--quick`: the relay holding 50 renewed reservations, 120 circuit
-open/close cycles, 10 Python<->Python WebRTC connect/disconnect cycles; under a minute) and the
+open/close cycles, 10 Python<->Python WebRTC connect/disconnect cycles on each engine; under a minute) and the
 full soak of issue 12, with 50 browser<->Python cycles too (marked `soak`: not run by default,
 see pyproject's addopts):
 
@@ -41,18 +41,19 @@ def check(results: dict, sizes: dict) -> None:
     assert all(s["reservations"] == sizes["reservations"] for s in live[:3])
     assert live[-1]["at"] == "closed" and live[-1]["reservations"] == 0
     assert results["circuits"]["samples"][2]["done"] == sizes["circuits"]
-    for name in {"webrtc", "browser"} & set(sizes):
+    for name in {"webrtc/aiortc", "webrtc/wrtc", "browser"} & set(sizes):
         end = results[name]["samples"][2]
         assert end["done"] == sizes[name] and end["pcs"] == 0 and end["channels"] == 0
 
 
 def test_soak_quick(tmp_path):
     check(run_soak(tmp_path, "--quick", timeout=240),
-          {"reservations": 50, "circuits": 120, "webrtc": 10})
+          {"reservations": 50, "circuits": 120, "webrtc/aiortc": 10, "webrtc/wrtc": 10})
 
 
 @pytest.mark.soak
 @pytest.mark.timeout(3600)
 def test_soak_full(tmp_path, js_installed):
     check(run_soak(tmp_path, timeout=3500),
-          {"reservations": 1000, "circuits": 2000, "webrtc": 300, "browser": 50})
+          {"reservations": 1000, "circuits": 2000, "webrtc/aiortc": 300, "webrtc/wrtc": 300,
+           "browser": 50})
