@@ -5,7 +5,6 @@ reset; the typed events; NoDirectPath and allow_relayed when UDP is blocked."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 
 import pytest
@@ -127,15 +126,6 @@ async def test_listen_dial_streams_and_events(relay):
     assert [e async for e in b_events if False] == []
 
 
-@pytest.fixture
-def udp_blocked():
-    """Drop every UDP datagram to this namespace's veth address: ICE cannot work."""
-    rule = ["-d", lab_ip(), "-p", "udp", "-j", "DROP"]
-    subprocess.run(["iptables", "-I", "INPUT", *rule], check=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["iptables", "-D", "INPUT", *rule], check=False)
 
 
 async def test_no_direct_path_then_allow_relayed(relay, udp_blocked):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
 import sys
 
 import pytest
@@ -26,32 +25,6 @@ KIB = 1024
 LINE = re.compile(r"<line (\d+)>")
 
 
-@pytest.fixture
-def udp_blocked():
-    """Drop every UDP datagram to this namespace's veth address: ICE cannot work, the relay (TCP)
-    still does. (Only inside the test namespace made by scripts/netns-run.)"""
-    rule = ["-d", lab_ip(), "-p", "udp", "-j", "DROP"]
-    subprocess.run(["iptables", "-I", "INPUT", *rule], check=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["iptables", "-D", "INPUT", *rule], check=False)
-
-
-@pytest.fixture
-async def clis():
-    started: list[Cli] = []
-
-    async def make(*args: str, name: str) -> Cli:
-        cli = Cli(*args, name=name)
-        started.append(cli)
-        return await cli.start()
-
-    yield make
-    for cli in reversed(started):
-        if cli.proc is not None and cli.proc.returncode is None:
-            cli.proc.kill()
-            await cli.proc.wait()
 
 
 async def start_relay(*limits: str) -> tuple[asyncio.subprocess.Process, list[str]]:

@@ -81,19 +81,6 @@ async def relay(request, node_peer_factory, rust_peer_factory):  # noqa: F811
     await r.stop()
 
 
-@pytest.fixture
-async def clis():
-    """`await clis(*args, name=...)` -> a started `p2prtc ...` subprocess; all killed afterwards."""
-    started: list[Cli] = []
-
-    async def make(*args: str, name: str) -> Cli:
-        cli = Cli(*args, name=name)
-        started.append(cli)
-        return await cli.start()
-
-    yield make
-    for cli in reversed(started):
-        await cli.close()
 
 
 async def listening_cli(clis, relay_addr: str, save_dir, name: str, via: str) -> tuple[Cli, str]:

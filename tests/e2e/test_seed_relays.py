@@ -85,19 +85,6 @@ def python_relay_addr(relay) -> str:
     return relay.addr("tcp") if relay.kind.startswith("rust") else relay.addr("ws")
 
 
-@pytest.fixture
-async def clis():
-    """`await clis(*args, name=...)` -> a started `p2prtc ...` subprocess; all killed afterwards."""
-    started: list[Cli] = []
-
-    async def make(*args: str, name: str) -> Cli:
-        cli = Cli(*args, name=name)
-        started.append(cli)
-        return await cli.start()
-
-    yield make
-    for cli in reversed(started):
-        await cli.close()
 
 
 async def cli_listening(clis, relay_addr: str, save_dir, name: str = "python listener") -> tuple[Cli, str]:

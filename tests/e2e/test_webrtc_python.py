@@ -145,17 +145,6 @@ async def test_vanished_peer_ends_connection_with_reason(relay, host_factory, tm
         await b_proc.wait()
 
 
-@pytest.fixture
-def udp_blocked():
-    """Drop every UDP datagram on this namespace's veth address except STUN: ICE cannot work.
-    (Only inside the test namespace made by scripts/netns-run.)"""
-    ip = lab_ip()
-    rule = ["-d", ip, "-p", "udp", "!", "--dport", "3478", "-j", "DROP"]
-    subprocess.run(["iptables", "-I", "INPUT", *rule], check=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["iptables", "-D", "INPUT", *rule], check=False)
 
 
 async def test_no_direct_path_fails_fast_and_relay_keeps_working(relay, host_factory, udp_blocked):
