@@ -57,8 +57,9 @@ RESERVATION_TIMEOUT = 20.0
 CHAT_TIMEOUT = 10.0
 STEP_TIMEOUT = 60.0
 # libwebrtc nominates the first pair that works (sometimes the TURN one, whose checks beat the
-# hole punching) and moves to a better one as its checks succeed, within ~1 s in the lab; the path reported is where the connection settled, waiting at most this long after
-# the connection for a pair through TURN to be replaced.
+# hole punching) and moves to a better one as its checks succeed, within ~1 s in the lab. The
+# path reported is where the connection settled: waiting at most this long after the connection
+# for a pair through TURN to be replaced.
 PATH_SETTLE = 2.0
 PATH_POLL = 0.1
 
