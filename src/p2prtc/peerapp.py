@@ -175,6 +175,10 @@ class PeerApp:
             "warning", f"Relay {addr}: {reason} (retrying)", reason=f"relay: {reason}; retrying"))
         ev.on("webrtc-failed", self._on_webrtc_failed)
         ev.on("warning", lambda text: self.out.event("warning", f"Warning: {text}", reason=text))
+        ev.on("path-changed", lambda conn: self.out.event(
+            "path", f"Connection to {short(conn.remote_peer)} now goes via {describe(conn)}",
+            peer=str(conn.remote_peer), path=conn.details.get("path"),
+            candidate_pair=conn.details.get("candidate_pair")))
 
     # -- events ----------------------------------------------------------------------------
 

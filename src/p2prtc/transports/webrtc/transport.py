@@ -31,6 +31,9 @@ STUN_PORT = 3478
 # hands out none (js, rust) is asked again after NO_TURN_RECHECK.
 TURN_REFRESH_MARGIN = 300.0
 NO_TURN_RECHECK = 600.0
+# The candidate pair is read again this long after connecting (see _settle_path); the NAT lab saw
+# libwebrtc/Chromium move from a TURN pair to a direct one within ~1 s.
+PATH_SETTLE = 2.0
 # The whole dial: relayed connection, signaling and ICE (the issue asks for < 15 s).
 DIAL_TIMEOUT = 14.0
 MUXER_PROTOCOL = "/webrtc"
@@ -234,18 +237,40 @@ class WebRTCTransport(Transport):
             local_addr=local, remote_addr=remote, direction=direction, transport="webrtc",
             limited=False, security=None, muxer_protocol=MUXER_PROTOCOL,
         )
-        conn.details["path"] = "direct"
-        if pair is not None:
-            conn.details["candidate_pair"] = {
-                "local": pair.local_type, "remote": pair.remote_type,
-                "local_addr": pair.local_addr, "remote_addr": pair.remote_addr}
-            if "relay" in (pair.local_type, pair.remote_type):
-                # the TURN server's relayed address (ours, else the peer's)
-                via = pair.local_addr if pair.local_type == "relay" else pair.remote_addr
-                conn.details["path"] = "turn"
-                conn.details["turn_relay"] = via.rpartition(":")[0].strip("[]")
+        _note_path(conn, pair)
         conn.details["relayed_via"] = str(relayed.remote_addr)
+        self.host.spawn(self._settle_path(conn, pc))
         return conn
+
+    async def _settle_path(self, conn: Connection, pc: PeerConnection) -> None:
+        """ICE may move to a better pair after connecting (libwebrtc and Chromium sometimes start
+        on a TURN pair and switch to a direct one within a second): look again once, and say so
+        (host event "path-changed") if the path changed."""
+        await asyncio.sleep(PATH_SETTLE)  # a timer: re-read the pair then, not synchronisation
+        if not conn.is_closed and _note_path(conn, pc.selected_pair()):
+            self.host.events.emit("path-changed", conn)
+
+
+def _note_path(conn: Connection, pair) -> bool:
+    """Record the candidate pair and the path ("direct" or "turn") in conn.details; True if
+    they changed. An unknown pair (wrtc: a peer-reflexive remote not signalled) keeps what was
+    known, "direct" at first: a relay candidate is always signalled, so it would be known."""
+    before = (conn.details.get("path"), conn.details.get("candidate_pair"))
+    conn.details.setdefault("path", "direct")
+    if pair is None:
+        return False
+    conn.details["candidate_pair"] = {
+        "local": pair.local_type, "remote": pair.remote_type,
+        "local_addr": pair.local_addr, "remote_addr": pair.remote_addr}
+    if "relay" in (pair.local_type, pair.remote_type):
+        # the TURN server's relayed address (ours, else the peer's)
+        via = pair.local_addr if pair.local_type == "relay" else pair.remote_addr
+        conn.details["path"] = "turn"
+        conn.details["turn_relay"] = via.rpartition(":")[0].strip("[]")
+    else:
+        conn.details["path"] = "direct"
+        conn.details.pop("turn_relay", None)
+    return (conn.details["path"], conn.details["candidate_pair"]) != before
 
 
 async def _close_quietly(stream) -> None:
