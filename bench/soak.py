@@ -254,11 +254,27 @@ async def settle(relay: Relay, want: dict[str, int], timeout: float = SETTLE_TIM
         await asyncio.sleep(0.2)
 
 
-async def fds_settle(before: int, timeout: float = 5.0) -> None:
-    """A peer connection releases its sockets a moment after it reports closed (its close()
-    runs as a task): wait (bounded) until our fd count is back to `before`."""
+def task_stacks(limit: int = 5) -> list[str]:
+    """What this process's asyncio tasks are waiting in, most common first (for a report of
+    tasks that grew)."""
+    import collections
+
+    c: collections.Counter = collections.Counter()
+    for t in asyncio.all_tasks():
+        frames = t.get_stack(limit=4)
+        c[" > ".join(f"{f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_code.co_name}:{f.f_lineno}"
+                     for f in frames) or repr(t.get_coro())] += 1
+    return [f"{n} x {where}" for where, n in c.most_common(limit)]
+
+
+async def fds_settle(before: int, tasks_before: int, timeout: float = 8.0) -> None:
+    """Wait (bounded) until our fds and asyncio tasks are back to what they were before a batch.
+    A peer connection frees its sockets a moment after it reports closed (its close() runs as a
+    task), and WebRTCTransport looks at every new connection's ICE pair again PATH_SETTLE (2 s)
+    after connecting, in a task that holds the peer connection until then."""
     deadline = time.monotonic() + timeout
-    while fds() > before and time.monotonic() < deadline:
+    while (fds() > before or len(asyncio.all_tasks()) > tasks_before) \
+            and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
 
 
@@ -459,7 +475,7 @@ async def phase_webrtc(k: int, log, engine: str, warmup: int) -> dict:
             done += 1
 
         async def batch(n):
-            fds_before = fds()
+            fds_before, tasks_before = fds(), len(asyncio.all_tasks())
             for _ in range(n):
                 try:
                     await cycle()
@@ -477,7 +493,7 @@ async def phase_webrtc(k: int, log, engine: str, warmup: int) -> dict:
                 errors.append(f"{left} listener-side connections still open "
                               f"{LISTENER_END_TIMEOUT:.0f} s after their dialers left")
             await settle(relay, {"circuits_active": 0})
-            await fds_settle(fds_before)
+            await fds_settle(fds_before, tasks_before)
 
         await batch(max(1, warmup))
         samples.append(await sample(relay, f"webrtc/{engine}", "start", done, t0, webrtc=True))
@@ -487,6 +503,8 @@ async def phase_webrtc(k: int, log, engine: str, warmup: int) -> dict:
         samples.append(await sample(relay, f"webrtc/{engine}", "end", done, t0, webrtc=True))
         log(f"  webrtc/{engine}: {done}/{k} cycles, {direct} direct, {len(errors)} errors"
             + (f" e.g. {errors[0]}" if errors else ""))
+        if samples[-1].tasks > base.tasks + 2:
+            log("  tasks left: " + "; ".join(task_stacks()))
         if direct < done:
             errors.append(f"only {direct} of {done} connections were direct WebRTC")
         return {"baseline": base, "samples": samples, "errors": errors, "n": k,
@@ -531,7 +549,7 @@ async def phase_browser(k: int, log, warmup: int) -> dict:
 
         async def batch(n):
             nonlocal done, direct
-            fds_before = fds()
+            fds_before, tasks_before = fds(), len(asyncio.all_tasks())
             for _ in range(n):
                 try:
                     info = await page.dial(str(addr))
@@ -551,7 +569,7 @@ async def phase_browser(k: int, log, warmup: int) -> dict:
                 errors.append(f"{left} listener-side connections still open "
                               f"{LISTENER_END_TIMEOUT:.0f} s after the page hung up")
             await settle(relay, {"circuits_active": 0})
-            await fds_settle(fds_before)
+            await fds_settle(fds_before, tasks_before)
 
         await batch(max(1, warmup))
         samples.append(await sample(relay, "browser", "start", done, t0, webrtc=True))
