@@ -246,7 +246,11 @@ class WebRTCTransport(Transport):
         """ICE may move to a better pair after connecting (libwebrtc and Chromium sometimes start
         on a TURN pair and switch to a direct one within a second): look again once, and say so
         (host event "path-changed") if the path changed."""
-        await asyncio.sleep(PATH_SETTLE)  # a timer: re-read the pair then, not synchronisation
+        try:  # a timer (re-read the pair then) that ends with the connection
+            await asyncio.wait_for(conn.wait_closed(), PATH_SETTLE)
+            return
+        except TimeoutError:
+            pass
         if not conn.is_closed and _note_path(conn, pc.selected_pair()):
             self.host.events.emit("path-changed", conn)
 
