@@ -777,7 +777,7 @@ def report(args, info, tp, mem, allocs, cpu=None) -> str:
                    "browser<->browser direct)\n")
         out += goals
     if mem:
-        out.append(f"\n#### Memory per allocation (fresh server, RSS)\n")
+        out.append("\n#### Memory per allocation (fresh server, RSS)\n")
         rows = []
         for k in mem:
             m = mem[k]
