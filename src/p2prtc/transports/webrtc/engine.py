@@ -45,15 +45,61 @@ MAX_EARLY_MESSAGES = 16
 MAX_EARLY_BYTES = 64 * 1024
 
 
-class DataChannel:
+class EarlyMessageBuffer:
+    """`on_message` for a data channel of either engine: messages that arrive before anyone
+    listens are kept (bounded by MAX_EARLY_*, then the channel is closed) and handed over when
+    `on_message` is set. Subclasses call `_deliver` with each message and provide `id`/`close`."""
+
+    _on_message: Callable[[bytes], None] | None = None
+    _early: list[bytes] | None = None
+    _early_bytes = 0
+
+    def _start_buffering(self) -> None:
+        self._on_message = None
+        self._early = []
+        self._early_bytes = 0
+
+    @property
+    def on_message(self) -> Callable[[bytes], None] | None:
+        return self._on_message
+
+    @on_message.setter
+    def on_message(self, callback: Callable[[bytes], None] | None) -> None:
+        self._on_message = callback
+        early, self._early = self._early, None
+        if callback is not None and early:
+            for data in early:
+                callback(data)
+
+    def _deliver(self, data: bytes | str) -> None:
+        if isinstance(data, str):
+            data = data.encode()
+        if self._on_message is not None:
+            self._on_message(data)
+        elif self._early is not None:
+            self._early.append(data)
+            self._early_bytes += len(data)
+            if len(self._early) > MAX_EARLY_MESSAGES or self._early_bytes > MAX_EARLY_BYTES:
+                log.info("closing data channel %s: too much data before its stream opened",
+                         self.id)
+                self._early = None
+                self.close()
+
+    @property
+    def id(self) -> int | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class DataChannel(EarlyMessageBuffer):
     """An RTCDataChannel: send bytes, learn about messages, open, close and drain."""
 
     def __init__(self, channel) -> None:
         self._ch = channel
         self._ch.bufferedAmountLowThreshold = BUFFERED_LOW
-        self._on_message: Callable[[bytes], None] | None = None
-        self._early: list[bytes] | None = []
-        self._early_bytes = 0
+        self._start_buffering()
         self.on_close: Callable[[], None] | None = None
         self._opened = asyncio.Event()
         self._closed = asyncio.Event()
@@ -62,7 +108,7 @@ class DataChannel:
         if channel.readyState == "open":
             self._opened.set()
         channel.on("open", self._opened.set)
-        channel.on("message", self._message)
+        channel.on("message", self._deliver)
         channel.on("close", self._close)
         channel.on("bufferedamountlow", self._drained.set)
 
@@ -81,32 +127,6 @@ class DataChannel:
     @property
     def buffered_amount(self) -> int:
         return self._ch.bufferedAmount
-
-    @property
-    def on_message(self) -> Callable[[bytes], None] | None:
-        return self._on_message
-
-    @on_message.setter
-    def on_message(self, callback: Callable[[bytes], None] | None) -> None:
-        self._on_message = callback
-        early, self._early = self._early, None
-        if callback is not None and early:
-            for data in early:
-                callback(data)
-
-    def _message(self, data) -> None:
-        if isinstance(data, str):
-            data = data.encode()
-        if self._on_message is not None:
-            self._on_message(data)
-        elif self._early is not None:
-            self._early.append(data)
-            self._early_bytes += len(data)
-            if len(self._early) > MAX_EARLY_MESSAGES or self._early_bytes > MAX_EARLY_BYTES:
-                log.info("closing data channel %s: too much data before its stream opened",
-                         self._ch.id)
-                self._early = None
-                self.close()
 
     def _close(self) -> None:
         self._closed.set()

@@ -35,8 +35,8 @@ import webrtc
 from aioice import stun as aioice_stun
 
 from ...errors import ProtocolError
-from .engine import (BUFFERED_HIGH, BUFFERED_LOW, MAX_EARLY_BYTES, MAX_EARLY_MESSAGES, STUN_TIMEOUT,
-                     TURN_TIMEOUT, CandidatePair, IceServer)
+from .engine import (BUFFERED_HIGH, BUFFERED_LOW, STUN_TIMEOUT, TURN_TIMEOUT, CandidatePair,
+                     EarlyMessageBuffer, IceServer)
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def _text(value: Any) -> str:
     return getattr(value, "value", value)
 
 
-class WrtcDataChannel:
+class WrtcDataChannel(EarlyMessageBuffer):
     """engine_base.DataChannel on a wrtc RTCDataChannel."""
 
     def __init__(self, channel: webrtc.RTCDataChannel,
@@ -97,9 +97,7 @@ class WrtcDataChannel:
         self._ch = channel
         self._forget = forget
         self._ch.buffered_amount_low_threshold = BUFFERED_LOW
-        self._on_message: Callable[[bytes], None] | None = None
-        self._early: list[bytes] | None = []
-        self._early_bytes = 0
+        self._start_buffering()
         self.on_close: Callable[[], None] | None = None
         self._opened = asyncio.Event()
         self._closed = asyncio.Event()
@@ -130,31 +128,8 @@ class WrtcDataChannel:
     def buffered_amount(self) -> int:
         return self._ch.buffered_amount
 
-    @property
-    def on_message(self) -> Callable[[bytes], None] | None:
-        return self._on_message
-
-    @on_message.setter
-    def on_message(self, callback: Callable[[bytes], None] | None) -> None:
-        self._on_message = callback
-        early, self._early = self._early, None
-        if callback is not None and early:
-            for data in early:
-                callback(data)
-
     def _message(self, event) -> None:
-        data = event.data
-        if isinstance(data, str):
-            data = data.encode()
-        if self._on_message is not None:
-            self._on_message(data)
-        elif self._early is not None:
-            self._early.append(data)
-            self._early_bytes += len(data)
-            if len(self._early) > MAX_EARLY_MESSAGES or self._early_bytes > MAX_EARLY_BYTES:
-                log.info("closing data channel %s: too much data before its stream opened", self.id)
-                self._early = None
-                self.close()
+        self._deliver(event.data)
 
     def _close(self) -> None:
         if self._closed.is_set():
