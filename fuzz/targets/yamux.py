@@ -1,4 +1,4 @@
-"""muxer/yamux.py: a YamuxSession fed random frame sequences, reacting as an application would.
+"""muxer/yamux_session.py: a YamuxSession fed random frame sequences, reacting as an app would.
 
 Input: a policy byte (role, split seed, how the application reacts), then the wire bytes.
 Contract: receive_data returns events or raises ProtocolError, after which the session refuses
@@ -8,7 +8,7 @@ fed our output (as it would be) never raises.
 """
 
 from p2prtc.errors import ProtocolError, StreamClosed
-from p2prtc.muxer import yamux as y
+from p2prtc.muxer import yamux_session as y
 
 from ..harness import split_points
 

@@ -686,13 +686,13 @@ async def test_close_returns_at_once_and_lingers_until_remote_fin(monkeypatch):
     await inbound.write(b"ignored: the closer no longer reads")
     await inbound.close_write()
     await asyncio.wait_for(stream.wait_closed(), 5)
-    await asyncio.wait_for(asyncio.gather(*client._lingering), 5)
+    await asyncio.wait_for(asyncio.gather(*client.lingering), 5)
     assert client.num_streams == 0
     # a remote that never sends FIN: the lingering stream is reset after the timeout
     stream = await client.open_stream()
     inbound = await server.accept_stream()
     await asyncio.wait_for(stream.close(), 1)
-    await asyncio.wait_for(asyncio.gather(*client._lingering), 5)
+    await asyncio.wait_for(asyncio.gather(*client.lingering), 5)
     await client.ping()  # the RST went out before this ping's reply came back
     with pytest.raises(StreamResetError):
         await asyncio.wait_for(inbound.write(b"x"), 5)
@@ -734,7 +734,7 @@ async def test_connection_loss_resets_streams_but_keeps_finished_ones():
     s2 = await server.accept_stream()
     await s2.write(b"last words")
     await s2.close_write()
-    await wait_until(lambda: finished._eof)
+    await wait_until(lambda: finished.at_eof)
     pending_read = asyncio.create_task(open_stream.read())
     a.reset()  # the transport dies
     await asyncio.wait_for(client.wait_closed(), 5)

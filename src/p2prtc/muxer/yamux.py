@@ -1,31 +1,9 @@
-"""Yamux (`/yamux/1.0.0`): a sans-I/O session plus a thin asyncio adapter.
+"""Yamux (`/yamux/1.0.0`) over asyncio: `YamuxMuxer` runs a sans-I/O `YamuxSession`
+(`p2prtc.muxer.yamux_session`, the protocol and its limits) over a `ByteStream` with one reader
+and one writer task, and hands out `YamuxStream`s.
 
-Wire format: hashicorp/yamux spec.md, as spoken by go-yamux, rust `yamux` and
-@chainsafe/libp2p-yamux. Every frame is a 12-byte header (version, type, flags, stream id,
-length); DATA frames carry `length` bytes of payload, the other types use `length` as a window
-delta (WINDOW_UPDATE), an opaque value (PING) or an error code (GO_AWAY).
-
-`YamuxSession` is the protocol: bytes in -> events, calls -> bytes out, no I/O, no clock other
-than the injectable one used for RTT and window auto-tuning. `YamuxMuxer` runs it over a
-`ByteStream` with one reader and one writer task and hands out `YamuxStream`s.
-
-Interop facts this module is built on (read from the implementations, 2025/2026):
-- Receive windows: every stream starts with 256 KiB in each direction (spec). A window update
-  carrying SYN or ACK grants credit on top of that. Windows are re-opened once half of the window
-  was consumed by the application and auto-tuned (doubled) when that took less than two round
-  trips, up to 16 MiB (rust: 2 RTT, js/go: 4 RTT, all cap at 16 MiB by default).
-- Data beyond the granted window is a connection error everywhere (GoAway protocol error).
-- Frames for unknown (already forgotten) streams are ignored by rust, go and js: a stream we reset
-  or closed may still have frames in flight. So they are skipped here too, not answered.
-- rust rejects DATA bodies over 1 MiB and splits its own at 16 KiB; go splits at 64 KiB; js sends
-  up to the whole send window in one frame. We send at most 64 KiB per frame and accept up to the
-  receive window we granted.
-- rust and js treat an unsolicited PING ACK as a protocol error: we only ever ACK their SYNs.
-- In a WINDOW_UPDATE with RST, go puts an error code in the length field: never a window delta.
-- GoAway: rust closes the connection on any GoAway, go and js end the session; none starts new
-  streams afterwards. Stream-count caps: rust 512 streams in total (and it kills the connection
-  when the remote exceeds it), js and go 1000 inbound. We accept 256 inbound and open at most 256
-  outbound, so a rust peer never sees more than 512.
+The session's names (constants, events, `YamuxSession`) are re-exported here, so
+`from p2prtc.muxer.yamux import ...` keeps giving the whole protocol.
 """
 
 from __future__ import annotations
@@ -33,577 +11,99 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import struct
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ..errors import ProtocolError, StreamClosed
 from ..errors import StreamReset as StreamResetError
 from ..streams import ByteStream
-
-log = logging.getLogger(__name__)
-
-PROTOCOL_ID = "/yamux/1.0.0"
-
-HEADER = struct.Struct(">BBHII")
-HEADER_LEN = HEADER.size  # 12
-VERSION = 0
-
-TYPE_DATA = 0
-TYPE_WINDOW_UPDATE = 1
-TYPE_PING = 2
-TYPE_GO_AWAY = 3
-
-FLAG_SYN = 0x1
-FLAG_ACK = 0x2
-FLAG_FIN = 0x4
-FLAG_RST = 0x8
-
-GO_AWAY_NORMAL = 0
-GO_AWAY_PROTOCOL_ERROR = 1
-GO_AWAY_INTERNAL_ERROR = 2
-GO_AWAY_NAMES = {0: "normal", 1: "protocol error", 2: "internal error"}
-
-MAX_UINT32 = 0xFFFFFFFF
-
-# Initial window of every stream in both directions; fixed by the spec, not a choice.
-DEFAULT_WINDOW = 256 * 1024
-# Largest receive window auto-tuning may grant one stream (js and go default, rust's practical max).
-MAX_WINDOW = 16 * 1024 * 1024
-# All streams of one connection together may grow beyond DEFAULT_WINDOW by at most this much, so a
-# peer that first makes us read fast and then stalls us cannot pin more memory than this plus
-# DEFAULT_WINDOW per stream (rust has the same budget, 1 GiB by default; we are more frugal).
-MAX_CONNECTION_WINDOW_GROWTH = 64 * 1024 * 1024
-# Largest DATA payload we send in one frame: go's MaxMessageSize. rust refuses bodies over 1 MiB.
-MAX_SEND_FRAME = 64 * 1024
-# Concurrent inbound streams; more are refused with RST (go and js do the same at 1000). rust
-# allows 512 in total and ends the connection beyond, hence 256 + 256.
-MAX_INBOUND_STREAMS = 256
-MAX_OUTBOUND_STREAMS = 256
-# Pings of ours awaiting a pong; older ones are forgotten (their pong is then just ignored).
-MAX_OUTSTANDING_PINGS = 16
-
-
-# ---------------------------------------------------------------------------------------------
-# Events
-
-
-@dataclass(frozen=True, slots=True)
-class StreamOpened:
-    """The remote opened a stream (SYN); it was accepted and ACKed."""
-
-    stream_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class StreamAcked:
-    """The remote acknowledged a stream we opened."""
-
-    stream_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class DataReceived:
-    """Payload for a stream; one DATA frame may arrive as several of these."""
-
-    stream_id: int
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class StreamEnded:
-    """The remote closed its sending half (FIN) after everything delivered before."""
-
-    stream_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class StreamReset:
-    """The stream was reset, by the remote or because it broke the stream's protocol.
-
-    (An event; the exception a reader sees is `p2prtc.errors.StreamReset`.)
-    """
-
-    stream_id: int
-    reason: str = "reset by remote"
-
-
-@dataclass(frozen=True, slots=True)
-class WindowOpened:
-    """Our send window on this stream grew."""
-
-    stream_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class PingReceived:
-    opaque: int
-
-
-@dataclass(frozen=True, slots=True)
-class PongReceived:
-    opaque: int
-
-
-@dataclass(frozen=True, slots=True)
-class GoAwayReceived:
-    code: int
-
-
-Event = (
-    StreamOpened
-    | StreamAcked
-    | DataReceived
-    | StreamEnded
-    | StreamReset
-    | WindowOpened
-    | PingReceived
-    | PongReceived
-    | GoAwayReceived
+from .yamux_session import (
+    DEFAULT_WINDOW,
+    FLAG_ACK,
+    FLAG_FIN,
+    FLAG_RST,
+    FLAG_SYN,
+    GO_AWAY_INTERNAL_ERROR,
+    GO_AWAY_NAMES,
+    GO_AWAY_NORMAL,
+    GO_AWAY_PROTOCOL_ERROR,
+    HEADER,
+    HEADER_LEN,
+    MAX_CONNECTION_WINDOW_GROWTH,
+    MAX_INBOUND_STREAMS,
+    MAX_OUTBOUND_STREAMS,
+    MAX_OUTSTANDING_PINGS,
+    MAX_SEND_FRAME,
+    MAX_UINT32,
+    MAX_WINDOW,
+    PROTOCOL_ID,
+    TYPE_DATA,
+    TYPE_GO_AWAY,
+    TYPE_PING,
+    TYPE_WINDOW_UPDATE,
+    VERSION,
+    DataReceived,
+    Event,
+    GoAwayReceived,
+    PingReceived,
+    PongReceived,
+    StreamAcked,
+    StreamEnded,
+    StreamOpened,
+    StreamReset,
+    TooManyStreams,
+    WindowOpened,
+    YamuxSession,
 )
 
+__all__ = [
+    "CONN_CLOSE_TIMEOUT",
+    "DEFAULT_WINDOW",
+    "FLAG_ACK",
+    "FLAG_FIN",
+    "FLAG_RST",
+    "FLAG_SYN",
+    "GO_AWAY_INTERNAL_ERROR",
+    "GO_AWAY_NAMES",
+    "GO_AWAY_NORMAL",
+    "GO_AWAY_PROTOCOL_ERROR",
+    "HEADER",
+    "HEADER_LEN",
+    "MAX_CONNECTION_WINDOW_GROWTH",
+    "MAX_CONTROL_BACKLOG",
+    "MAX_INBOUND_STREAMS",
+    "MAX_OUTBOUND_STREAMS",
+    "MAX_OUTSTANDING_PINGS",
+    "MAX_SEND_FRAME",
+    "MAX_UINT32",
+    "MAX_WINDOW",
+    "OUTBOUND_HIGH_WATER",
+    "PING_TIMEOUT",
+    "PROTOCOL_ID",
+    "READ_SIZE",
+    "STREAM_CLOSE_TIMEOUT",
+    "TYPE_DATA",
+    "TYPE_GO_AWAY",
+    "TYPE_PING",
+    "TYPE_WINDOW_UPDATE",
+    "VERSION",
+    "WRITE_STEP",
+    "DataReceived",
+    "Event",
+    "GoAwayReceived",
+    "PingReceived",
+    "PongReceived",
+    "StreamAcked",
+    "StreamEnded",
+    "StreamOpened",
+    "StreamReset",
+    "TooManyStreams",
+    "WindowOpened",
+    "YamuxMuxer",
+    "YamuxSession",
+    "YamuxStream",
+]
 
-class TooManyStreams(StreamClosed):
-    """Opening another outbound stream would exceed MAX_OUTBOUND_STREAMS."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Sans-I/O session
-
-
-class _StreamState:
-    __slots__ = (
-        "stream_id",
-        "inbound",
-        "acked",
-        "send_window",
-        "recv_credit",
-        "recv_window",
-        "unconsumed",
-        "local_closed",
-        "remote_closed",
-        "last_update",
-    )
-
-    def __init__(self, stream_id: int, inbound: bool, recv_window: int, now: float) -> None:
-        self.stream_id = stream_id
-        self.inbound = inbound
-        self.acked = inbound
-        self.send_window = DEFAULT_WINDOW
-        self.recv_credit = recv_window  # bytes the remote may still send
-        self.recv_window = recv_window  # target window (auto-tuned)
-        self.unconsumed = 0  # received but not yet consumed by the application
-        self.local_closed = False
-        self.remote_closed = False
-        self.last_update = now
-
-
-class YamuxSession:
-    """The yamux protocol state of one connection, without I/O.
-
-    Feed received bytes to `receive_data` and act on the returned events; send what
-    `data_to_send` returns. Raises `ProtocolError` when the remote breaks the protocol; the
-    connection is then unusable (send `go_away(GO_AWAY_PROTOCOL_ERROR)` and close it).
-    """
-
-    def __init__(
-        self,
-        is_client: bool,
-        *,
-        initial_window: int = DEFAULT_WINDOW,
-        max_window: int = MAX_WINDOW,
-        max_streams: int = MAX_INBOUND_STREAMS,
-        max_outbound_streams: int = MAX_OUTBOUND_STREAMS,
-        max_connection_window_growth: int = MAX_CONNECTION_WINDOW_GROWTH,
-        max_send_frame: int = MAX_SEND_FRAME,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if not DEFAULT_WINDOW <= initial_window <= max_window <= MAX_UINT32:
-            raise ValueError("need 256 KiB <= initial_window <= max_window < 4 GiB")
-        if max_send_frame < 1:
-            raise ValueError("max_send_frame must be positive")
-        self.is_client = is_client
-        self.initial_window = initial_window
-        self.max_window = max_window
-        self.max_streams = max_streams
-        self.max_outbound_streams = max_outbound_streams
-        self.max_connection_window_growth = max_connection_window_growth
-        self.max_send_frame = max_send_frame
-        self._clock = clock
-
-        self._streams: dict[int, _StreamState] = {}
-        self._next_id = 1 if is_client else 2
-        self._inbound_count = 0
-        self._outbound_count = 0
-        self._window_growth = 0  # sum over streams of recv_window - initial_window
-
-        self._out: list[bytes] = []
-        self._out_len = 0
-
-        # receive parser state
-        self._hdr_buf = bytearray()
-        self._body_left = 0
-        self._body_stream: int | None = None  # deliver body to this stream, None = skip it
-        self._body_fin = False
-
-        self._next_ping = 0
-        self._pings: dict[int, float] = {}
-        self.rtt: float | None = None
-
-        self.local_go_away: int | None = None
-        self.remote_go_away: int | None = None
-        self._failed: str | None = None
-
-    # -- introspection -------------------------------------------------------------------
-
-    @property
-    def has_data_to_send(self) -> bool:
-        return self._out_len > 0 or bool(self._out)
-
-    @property
-    def pending_bytes(self) -> int:
-        return self._out_len
-
-    def has_stream(self, stream_id: int) -> bool:
-        return stream_id in self._streams
-
-    @property
-    def stream_ids(self) -> list[int]:
-        return list(self._streams)
-
-    def send_window(self, stream_id: int) -> int:
-        st = self._streams.get(stream_id)
-        return st.send_window if st is not None and not st.local_closed else 0
-
-    def recv_window(self, stream_id: int) -> int:
-        """Current (auto-tuned) receive window size of a stream, 0 if unknown."""
-        st = self._streams.get(stream_id)
-        return st.recv_window if st is not None else 0
-
-    # -- output --------------------------------------------------------------------------
-
-    def data_to_send(self) -> bytes:
-        out = self._out
-        if not out:
-            return b""
-        data = out[0] if len(out) == 1 else b"".join(out)
-        self._out = []
-        self._out_len = 0
-        return data
-
-    def _frame(self, type_: int, flags: int, stream_id: int, length: int) -> None:
-        self._out.append(HEADER.pack(VERSION, type_, flags, stream_id, length))
-        self._out_len += HEADER_LEN
-
-    # -- local actions -------------------------------------------------------------------
-
-    def open_stream(self) -> int:
-        if self._failed is not None:
-            raise StreamClosed(f"yamux session failed: {self._failed}")
-        if self.local_go_away is not None:
-            raise StreamClosed("yamux session is going away")
-        if self.remote_go_away is not None:
-            raise StreamClosed("remote yamux session is going away")
-        if self._outbound_count >= self.max_outbound_streams:
-            raise TooManyStreams(f"already {self._outbound_count} outbound streams open")
-        stream_id = self._next_id
-        if stream_id > MAX_UINT32:
-            raise StreamClosed("stream ids exhausted")
-        self._next_id += 2
-        now = self._clock()
-        self._streams[stream_id] = _StreamState(stream_id, False, self.initial_window, now)
-        self._outbound_count += 1
-        # SYN at once (as go and js do): the remote learns of the stream even before data.
-        self._frame(TYPE_WINDOW_UPDATE, FLAG_SYN, stream_id, self.initial_window - DEFAULT_WINDOW)
-        return stream_id
-
-    def send_data(self, stream_id: int, data: bytes | bytearray | memoryview) -> int:
-        """Queue as much of data as the send window allows; return the number of bytes taken."""
-        st = self._streams.get(stream_id)
-        if st is None or st.local_closed:
-            raise StreamClosed(f"stream {stream_id} is closed for writing")
-        total = len(data)
-        n = min(total, st.send_window)
-        if n <= 0:
-            return 0
-        st.send_window -= n
-        out = self._out
-        pack = HEADER.pack
-        max_frame = self.max_send_frame
-        if n == total and n <= max_frame and type(data) is bytes:
-            out.append(pack(VERSION, TYPE_DATA, 0, stream_id, n))
-            out.append(data)
-        else:
-            view = memoryview(data)
-            if view.itemsize != 1 or view.ndim != 1:
-                view = view.cast("B")
-            pos = 0
-            while pos < n:
-                size = min(max_frame, n - pos)
-                out.append(pack(VERSION, TYPE_DATA, 0, stream_id, size))
-                out.append(bytes(view[pos : pos + size]))  # copy: the caller may reuse its buffer
-                pos += size
-        frames = -(-n // max_frame)
-        self._out_len += n + HEADER_LEN * frames
-        return n
-
-    def end_stream(self, stream_id: int) -> None:
-        """Half-close: send FIN. No-op if already half-closed; StreamClosed if gone."""
-        st = self._streams.get(stream_id)
-        if st is None:
-            raise StreamClosed(f"stream {stream_id} is closed")
-        if st.local_closed:
-            return
-        st.local_closed = True
-        self._frame(TYPE_WINDOW_UPDATE, FLAG_FIN, stream_id, 0)
-        if st.remote_closed:
-            self._forget(st)
-
-    def reset_stream(self, stream_id: int) -> None:
-        """Abort the stream (RST) and forget it. No-op for unknown streams."""
-        st = self._streams.get(stream_id)
-        if st is None:
-            return
-        self._frame(TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0)
-        self._forget(st)
-
-    def consumed(self, stream_id: int, n: int) -> None:
-        """The application has read n bytes of the stream: re-open the window when worthwhile."""
-        st = self._streams.get(stream_id)
-        if st is None or n <= 0:
-            return
-        st.unconsumed -= min(n, st.unconsumed)
-        if st.remote_closed:
-            return  # the remote sends nothing more: no window to re-open
-        delta = st.recv_window - st.recv_credit - st.unconsumed
-        if delta < st.recv_window // 2:
-            return
-        now = self._clock()
-        rtt = self.rtt
-        if rtt is not None and st.recv_window < self.max_window and now - st.last_update < 2 * rtt:
-            # The remote used half the window in under two round trips: the window, not the
-            # link, limits it. Double it (rust's rule; js/go use 4 RTT), within the budget.
-            budget = self.max_connection_window_growth - self._window_growth
-            grow = min(st.recv_window, self.max_window - st.recv_window, budget)
-            if grow > 0:
-                st.recv_window += grow
-                self._window_growth += grow
-                delta += grow
-        st.last_update = now
-        st.recv_credit += delta
-        self._frame(TYPE_WINDOW_UPDATE, 0, stream_id, delta)
-
-    def ping(self) -> int:
-        """Send a PING; return its opaque value (matched by PongReceived, also sets `rtt`)."""
-        opaque = self._next_ping
-        self._next_ping = (opaque + 1) & MAX_UINT32
-        if len(self._pings) >= MAX_OUTSTANDING_PINGS:
-            del self._pings[next(iter(self._pings))]
-        self._pings[opaque] = self._clock()
-        self._frame(TYPE_PING, FLAG_SYN, 0, opaque)
-        return opaque
-
-    def go_away(self, code: int = GO_AWAY_NORMAL) -> None:
-        """Tell the remote we end the session: no new streams either way. Sent once."""
-        if self.local_go_away is not None:
-            return
-        self.local_go_away = code
-        self._frame(TYPE_GO_AWAY, 0, 0, code)
-
-    # -- input ---------------------------------------------------------------------------
-
-    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
-        """Parse received bytes (any split); return the events they complete."""
-        if self._failed is not None:
-            raise ProtocolError(f"yamux session already failed: {self._failed}")
-        if type(data) is not bytes:
-            data = bytes(data)
-        events: list[Event] = []
-        try:
-            self._parse(data, events)
-        except ProtocolError as exc:
-            self._failed = str(exc)
-            raise
-        return events
-
-    def _parse(self, data: bytes, events: list[Event]) -> None:
-        pos = 0
-        end = len(data)
-        hdr_buf = self._hdr_buf
-        unpack_from = HEADER.unpack_from
-        while pos < end:
-            left = self._body_left
-            if left:
-                take = min(left, end - pos)
-                sid = self._body_stream
-                if sid is not None and sid in self._streams:
-                    chunk = data if take == end else data[pos : pos + take]
-                    events.append(DataReceived(sid, chunk))
-                pos += take
-                left -= take
-                self._body_left = left
-                if left == 0:
-                    self._end_body(events)
-                continue
-            if hdr_buf:
-                need = HEADER_LEN - len(hdr_buf)
-                hdr_buf += data[pos : pos + need]
-                pos += need
-                if len(hdr_buf) < HEADER_LEN:
-                    return
-                header = unpack_from(hdr_buf)
-                hdr_buf.clear()
-            elif end - pos < HEADER_LEN:
-                hdr_buf += data[pos:]
-                return
-            else:
-                header = unpack_from(data, pos)
-                pos += HEADER_LEN
-            self._on_header(*header, events)
-
-    def _end_body(self, events: list[Event]) -> None:
-        sid = self._body_stream
-        if self._body_fin and sid is not None:
-            st = self._streams.get(sid)
-            if st is not None:
-                self._remote_fin(st, events)
-        self._body_stream = None
-        self._body_fin = False
-
-    def _on_header(
-        self, version: int, type_: int, flags: int, stream_id: int, length: int, events: list[Event]
-    ) -> None:
-        if version != VERSION:
-            raise ProtocolError(f"unsupported yamux version {version}")
-        if type_ == TYPE_DATA or type_ == TYPE_WINDOW_UPDATE:
-            if stream_id == 0:
-                raise ProtocolError("DATA/WINDOW_UPDATE frame for stream 0")
-            if type_ == TYPE_DATA and length > self.max_window:
-                raise ProtocolError(
-                    f"DATA frame of {length} bytes exceeds the limit of {self.max_window}"
-                )
-            self._on_stream_frame(type_, flags, stream_id, length, events)
-        elif type_ == TYPE_PING:
-            if stream_id != 0:
-                raise ProtocolError(f"PING on stream {stream_id}")
-            if flags & FLAG_SYN:
-                self._frame(TYPE_PING, FLAG_ACK, 0, length)
-                events.append(PingReceived(length))
-            elif flags & FLAG_ACK:
-                sent = self._pings.pop(length, None)
-                if sent is not None:
-                    self.rtt = max(self._clock() - sent, 0.0)
-                events.append(PongReceived(length))
-            else:
-                raise ProtocolError("PING without SYN or ACK")
-        elif type_ == TYPE_GO_AWAY:
-            if stream_id != 0:
-                raise ProtocolError(f"GO_AWAY on stream {stream_id}")
-            if self.remote_go_away is None:
-                self.remote_go_away = length
-                events.append(GoAwayReceived(length))
-        else:
-            raise ProtocolError(f"unknown yamux frame type {type_}")
-
-    def _on_stream_frame(
-        self, type_: int, flags: int, stream_id: int, length: int, events: list[Event]
-    ) -> None:
-        is_data = type_ == TYPE_DATA
-        st = self._streams.get(stream_id)
-        if flags & FLAG_SYN:
-            if st is not None:
-                raise ProtocolError(f"SYN for already open stream {stream_id}")
-            if (stream_id & 1) == self.is_client:
-                raise ProtocolError(f"remote opened stream {stream_id} with our parity")
-            if self.local_go_away is not None or self._inbound_count >= self.max_streams:
-                # Refuse just this stream, as go and js do; later frames for it are ignored.
-                reason = "going away" if self.local_go_away is not None else "too many streams"
-                log.info("yamux: refusing inbound stream %d (%s)", stream_id, reason)
-                self._frame(TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0)
-                self._skip_body(length if is_data else 0)
-                return
-            st = _StreamState(stream_id, True, self.initial_window, self._clock())
-            self._streams[stream_id] = st
-            self._inbound_count += 1
-            events.append(StreamOpened(stream_id))
-            # ACK at once so a rust peer's backlog of unacknowledged streams (256) drains.
-            self._frame(
-                TYPE_WINDOW_UPDATE, FLAG_ACK, stream_id, self.initial_window - DEFAULT_WINDOW
-            )
-        elif st is None:
-            # Forgotten stream (we reset or fully closed it): frames may still be in flight.
-            self._skip_body(length if is_data else 0)
-            return
-
-        if flags & FLAG_ACK and not st.acked:
-            st.acked = True
-            events.append(StreamAcked(stream_id))
-        if flags & FLAG_RST:
-            # go puts an error code in a RST window update's length: not a delta.
-            self._forget(st)
-            events.append(StreamReset(stream_id))
-            self._skip_body(length if is_data else 0)
-            return
-
-        if not is_data:
-            if length:
-                window = st.send_window + length
-                if window > MAX_UINT32:
-                    raise ProtocolError(f"send window of stream {stream_id} overflows")
-                st.send_window = window
-                if not st.local_closed:
-                    events.append(WindowOpened(stream_id))
-            if flags & FLAG_FIN:
-                self._remote_fin(st, events)
-            return
-
-        if length:
-            if st.remote_closed:
-                log.info("yamux: DATA after FIN on stream %d, resetting it", stream_id)
-                self._frame(TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0)
-                self._forget(st)
-                events.append(StreamReset(stream_id, "data after end of stream"))
-                self._skip_body(length)
-                return
-            if length > st.recv_credit:
-                raise ProtocolError(
-                    f"stream {stream_id}: {length} bytes sent with {st.recv_credit} of window left"
-                )
-            st.recv_credit -= length
-            st.unconsumed += length
-            self._body_left = length
-            self._body_stream = stream_id
-            self._body_fin = bool(flags & FLAG_FIN)
-        elif flags & FLAG_FIN:
-            self._remote_fin(st, events)
-
-    def _skip_body(self, length: int) -> None:
-        if length:
-            self._body_left = length
-            self._body_stream = None
-            self._body_fin = False
-
-    def _remote_fin(self, st: _StreamState, events: list[Event]) -> None:
-        if st.remote_closed:
-            return
-        st.remote_closed = True
-        events.append(StreamEnded(st.stream_id))
-        if st.local_closed:
-            self._forget(st)
-
-    def _forget(self, st: _StreamState) -> None:
-        if self._streams.pop(st.stream_id, None) is None:
-            return
-        if st.inbound:
-            self._inbound_count -= 1
-        else:
-            self._outbound_count -= 1
-        self._window_growth -= st.recv_window - self.initial_window
-
-
-# ---------------------------------------------------------------------------------------------
-# asyncio adapter
+log = logging.getLogger(__name__)
 
 # How much one conn.read may return; a Noise session returns at most one message anyway.
 READ_SIZE = 256 * 1024
@@ -622,6 +122,8 @@ MAX_CONTROL_BACKLOG = 1024 * 1024
 STREAM_CLOSE_TIMEOUT = 10.0
 # Time allowed to flush a final GoAway and close the connection before resetting it.
 CONN_CLOSE_TIMEOUT = 5.0
+# Default wait for a pong in YamuxMuxer.ping(): our choice, generous so that a loaded relay
+# connection (window updates queued behind bulk data) is not taken for a dead one.
 PING_TIMEOUT = 20.0
 
 
@@ -630,7 +132,7 @@ class YamuxStream(ByteStream):
 
     def __init__(self, muxer: YamuxMuxer, stream_id: int, inbound: bool) -> None:
         self._muxer = muxer
-        self._session = muxer._session
+        self._session = muxer.session
         self.stream_id = stream_id
         self.inbound = inbound
         self.protocol: str | None = None
@@ -652,6 +154,11 @@ class YamuxStream(ByteStream):
     def buffered(self) -> int:
         """Bytes received and not read yet (at most the receive window)."""
         return self._buffered
+
+    @property
+    def at_eof(self) -> bool:
+        """The remote has ended its side (FIN received)."""
+        return self._eof
 
     # -- reading -------------------------------------------------------------------------
 
@@ -693,7 +200,7 @@ class YamuxStream(ByteStream):
                 out = b"".join(parts)
         size = len(out)
         self._buffered -= size
-        self._muxer._consumed(self.stream_id, size)
+        self._muxer.consumed(self.stream_id, size)
         return out
 
     # -- writing -------------------------------------------------------------------------
@@ -722,7 +229,7 @@ class YamuxStream(ByteStream):
             step = min(total - pos, WRITE_STEP)
             pending = session.pending_bytes
             if pending and pending + step > OUTBOUND_HIGH_WATER:
-                await muxer._wait_drained()
+                await muxer.wait_drained()
                 continue
             if session.send_window(sid) <= 0:
                 self._writable.clear()
@@ -735,7 +242,7 @@ class YamuxStream(ByteStream):
                     view = memoryview(view)
                 chunk = view[pos : pos + step]
             pos += session.send_data(sid, chunk)
-            muxer._kick_writer()
+            muxer.kick_writer()
 
     async def close_write(self) -> None:
         if self._write_error is not None:
@@ -748,8 +255,8 @@ class YamuxStream(ByteStream):
             self._session.end_stream(self.stream_id)
         except StreamClosed:
             pass
-        self._muxer._kick_writer()
-        self._muxer._maybe_forget(self)
+        self._muxer.kick_writer()
+        self._muxer.forget_if_done(self)
 
     async def close(self) -> None:
         """Send FIN and discard unread input; return without waiting for the remote's FIN (as
@@ -757,19 +264,16 @@ class YamuxStream(ByteStream):
         reset if it has not come within STREAM_CLOSE_TIMEOUT."""
         self._discard_input()
         if self._read_error is not None or self._write_error is not None:
-            self._muxer._maybe_forget(self)
+            self._muxer.forget_if_done(self)
             return
         if not self._write_closed:
             await self.close_write()
         if not self._eof and self._read_error is None:
-            self._muxer._linger(self)
-        self._muxer._maybe_forget(self)
+            self._muxer.linger(self)
+        self._muxer.forget_if_done(self)
 
     async def wait_closed(self) -> None:
         """Wait until the remote has ended its side too (FIN or reset)."""
-        await self._wait_eof()
-
-    async def _wait_eof(self) -> None:
         while not self._eof and self._read_error is None:
             self._readable.clear()
             await self._readable.wait()
@@ -782,41 +286,49 @@ class YamuxStream(ByteStream):
         self._chunks.clear()
         self._buffered = 0
         self._session.reset_stream(self.stream_id)
-        self._muxer._kick_writer()
+        self._muxer.kick_writer()
         self._readable.set()
         self._writable.set()
-        self._muxer._maybe_forget(self)
+        self._muxer.forget_if_done(self)
 
     def _discard_input(self) -> None:
         self._read_closed = True
         if self._buffered:
-            self._muxer._consumed(self.stream_id, self._buffered)
+            self._muxer.consumed(self.stream_id, self._buffered)
         self._chunks.clear()
         self._offset = 0
         self._buffered = 0
 
-    # -- called by the muxer -------------------------------------------------------------
+    # -- called by YamuxMuxer only (the adapter's internals, not for applications) -------
 
-    def _on_data(self, data: bytes) -> None:
+    def on_data(self, data: bytes) -> None:
+        """Payload the session delivered for this stream."""
         if self._read_closed:
-            self._muxer._consumed(self.stream_id, len(data))
+            self._muxer.consumed(self.stream_id, len(data))
             return
         self._chunks.append(data)
         self._buffered += len(data)
         self._readable.set()
 
-    def _on_eof(self) -> None:
+    def on_window_opened(self) -> None:
+        """The send window grew: wake a writer waiting for it."""
+        self._writable.set()
+
+    def on_remote_fin(self) -> None:
+        """The remote ended its side; reads return b"" once the buffer is drained."""
         self._eof = True
         self._readable.set()
 
-    def _on_reset(self, reason: str) -> None:
+    def on_reset(self, reason: str) -> None:
+        """The stream was reset (by the remote or for breaking the protocol)."""
         err = StreamResetError(f"stream {self.stream_id} {reason}")
         self._read_error = self._read_error or err
         self._write_error = self._write_error or err
         self._readable.set()
         self._writable.set()
 
-    def _on_conn_lost(self, reason: str) -> None:
+    def on_connection_lost(self, reason: str) -> None:
+        """The connection ended: whatever is not finished fails with StreamReset."""
         err = StreamResetError(f"stream {self.stream_id}: connection closed ({reason})")
         if not self._eof:
             self._read_error = self._read_error or err
@@ -858,7 +370,7 @@ class YamuxMuxer:
             max_streams=max_inbound_streams,
         )
         self._streams: dict[int, YamuxStream] = {}
-        self._lingering: set[asyncio.Task] = set()  # closed streams waiting for the remote FIN
+        self._lingering: set[asyncio.Task[None]] = set()  # closed streams waiting for the remote FIN
         self._accept_queue: asyncio.Queue[YamuxStream | None] = asyncio.Queue()
         self._pings: dict[int, tuple[asyncio.Future[float], float]] = {}
         self.closed = asyncio.Event()
@@ -893,7 +405,7 @@ class YamuxMuxer:
         self._writer = asyncio.create_task(self._write_loop(), name="yamux-writer")
         # Measure the RTT once up front (js does the same): window auto-tuning needs it.
         self._session.ping()
-        self._kick_writer()
+        self.kick_writer()
 
     def _check_open(self) -> None:
         if self._teardown_task is not None or self.closed.is_set():
@@ -904,7 +416,7 @@ class YamuxMuxer:
         sid = self._session.open_stream()
         stream = YamuxStream(self, sid, inbound=False)
         self._streams[sid] = stream
-        self._kick_writer()
+        self.kick_writer()
         return stream
 
     async def accept_stream(self) -> YamuxStream:
@@ -924,7 +436,7 @@ class YamuxMuxer:
         opaque = self._session.ping()
         fut: asyncio.Future[float] = loop.create_future()
         self._pings[opaque] = (fut, loop.time())
-        self._kick_writer()
+        self.kick_writer()
         try:
             return await asyncio.wait_for(fut, timeout)
         finally:
@@ -933,7 +445,7 @@ class YamuxMuxer:
     async def close(self) -> None:
         """GoAway(normal), flush, close the connection; open streams are reset."""
         if self._teardown_task is None and not self.closed.is_set():
-            if self._session._failed is None:
+            if self._session.failed is None:
                 self._session.go_away(GO_AWAY_NORMAL)
             self._start_teardown("closed locally")
         await self.closed.wait()
@@ -941,12 +453,19 @@ class YamuxMuxer:
     async def wait_closed(self) -> None:
         await self.closed.wait()
 
-    # -- internals used by streams -------------------------------------------------------
+    @property
+    def lingering(self) -> frozenset[asyncio.Task[None]]:
+        """Tasks of closed streams still waiting for the remote's FIN."""
+        return frozenset(self._lingering)
 
-    def _kick_writer(self) -> None:
+    # -- called by YamuxStream only (the adapter's internals, not for applications) --------
+
+    def kick_writer(self) -> None:
+        """Frames were queued in the session: let the writer task send them."""
         self._wakeup.set()
 
-    async def _wait_drained(self) -> None:
+    async def wait_drained(self) -> None:
+        """Wait until the writer has taken the queued frames (connection backpressure)."""
         if self._teardown_task is not None:
             # the writer may be gone; let the stream see its error instead of waiting forever
             await asyncio.sleep(0)
@@ -954,27 +473,31 @@ class YamuxMuxer:
         self._drained.clear()
         await self._drained.wait()
 
-    def _consumed(self, stream_id: int, n: int) -> None:
+    def consumed(self, stream_id: int, n: int) -> None:
+        """The application read n bytes of the stream: the session may re-open its window."""
         session = self._session
         session.consumed(stream_id, n)
         if session.has_data_to_send:
             self._wakeup.set()
 
-    def _linger(self, stream: YamuxStream) -> None:
+    def linger(self, stream: YamuxStream) -> None:
+        """Keep a closed stream until the remote's FIN; reset it after STREAM_CLOSE_TIMEOUT."""
+
         async def wait_for_fin() -> None:
             try:
-                await asyncio.wait_for(stream._wait_eof(), STREAM_CLOSE_TIMEOUT)
+                await asyncio.wait_for(stream.wait_closed(), STREAM_CLOSE_TIMEOUT)
             except TimeoutError:
                 log.info("yamux: stream %d: no FIN from remote within %.0f s of close, resetting",
                          stream.stream_id, STREAM_CLOSE_TIMEOUT)
                 stream.reset()
-            self._maybe_forget(stream)
+            self.forget_if_done(stream)
 
         task = asyncio.ensure_future(wait_for_fin())
         self._lingering.add(task)
         task.add_done_callback(self._lingering.discard)
 
-    def _maybe_forget(self, stream: YamuxStream) -> None:
+    def forget_if_done(self, stream: YamuxStream) -> None:
+        """Drop the stream object once the session has forgotten the stream."""
         if not self._session.has_stream(stream.stream_id):
             self._streams.pop(stream.stream_id, None)
 
@@ -988,7 +511,7 @@ class YamuxMuxer:
         try:
             while True:
                 if session.pending_bytes > OUTBOUND_HIGH_WATER + MAX_CONTROL_BACKLOG:
-                    await self._wait_drained()
+                    await self.wait_drained()
                     if self._teardown_task is not None:
                         return
                     continue
@@ -1047,33 +570,32 @@ class YamuxMuxer:
             self._drained.set()
 
     def _dispatch(self, event: Event) -> None:
-        kind = type(event)
-        if kind is DataReceived:
+        if isinstance(event, DataReceived):
             stream = self._streams.get(event.stream_id)
             if stream is None:  # stream object gone: discard, keep the window open
                 self._session.consumed(event.stream_id, len(event.data))
             else:
-                stream._on_data(event.data)
-        elif kind is WindowOpened:
+                stream.on_data(event.data)
+        elif isinstance(event, WindowOpened):
             stream = self._streams.get(event.stream_id)
             if stream is not None:
-                stream._writable.set()
-        elif kind is StreamOpened:
+                stream.on_window_opened()
+        elif isinstance(event, StreamOpened):
             self._accept(event.stream_id)
-        elif kind is StreamEnded:
+        elif isinstance(event, StreamEnded):
             stream = self._streams.get(event.stream_id)
             if stream is not None:
-                stream._on_eof()
-                self._maybe_forget(stream)
-        elif kind is StreamReset:
+                stream.on_remote_fin()
+                self.forget_if_done(stream)
+        elif isinstance(event, StreamReset):
             stream = self._streams.pop(event.stream_id, None)
             if stream is not None:
-                stream._on_reset(event.reason)
-        elif kind is PongReceived:
+                stream.on_reset(event.reason)
+        elif isinstance(event, PongReceived):
             entry = self._pings.pop(event.opaque, None)
             if entry is not None and not entry[0].done():
                 entry[0].set_result(asyncio.get_running_loop().time() - entry[1])
-        elif kind is GoAwayReceived:
+        elif isinstance(event, GoAwayReceived):
             name = GO_AWAY_NAMES.get(event.code, f"code {event.code}")
             if event.code == GO_AWAY_NORMAL:
                 # No new streams either way; existing ones run until the remote closes.
@@ -1102,7 +624,7 @@ class YamuxMuxer:
             return
         self.close_reason = reason
         for stream in list(self._streams.values()):
-            stream._on_conn_lost(reason)
+            stream.on_connection_lost(reason)
         self._streams.clear()
         for fut, _ in self._pings.values():
             if not fut.done():
