@@ -183,7 +183,7 @@ def report(results: dict, labels: dict[str, str]) -> str:
         return med(r["mb_per_cpu_s"]) if r and r.get("mb_per_cpu_s") else None
 
     rows = []
-    for k, r in tp.items():
+    for r in tp.values():
         d, l, t, test = r["dialer"], r["listener"], r["transport"], r["test"]
         name = f"{labels.get(d, d)} -> {labels.get(l, l)}"
         if "error" in r:

@@ -164,7 +164,7 @@ class CpuMeter:
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
 
-    def __enter__(self) -> "CpuMeter":
+    def __enter__(self) -> CpuMeter:
         self.t0 = time.perf_counter()
         self.c0 = {k: cpu_seconds(p) for k, p in self.pids.items()}
         self.s0 = self_cpu()
@@ -298,10 +298,10 @@ class GroupCpuMeter:
     and again at the end, so processes that appear meanwhile (a Chromium renderer) count from
     zero; processes that exit meanwhile are lost (none do during a transfer here)."""
 
-    def __init__(self, groups: dict[str, "object"]) -> None:
+    def __init__(self, groups: dict[str, object]) -> None:
         self.groups = groups
 
-    def __enter__(self) -> "GroupCpuMeter":
+    def __enter__(self) -> GroupCpuMeter:
         self.m0 = machine_busy_seconds()
         self.t0 = time.perf_counter()
         self.tab0 = process_table()

@@ -225,7 +225,7 @@ async def bench_python(relay_key: str, args, stun: StunServers, tmp: str) -> dic
         log(f"relay {relay_key}: {relay.python_addr}")
         for c in args.conditions:
             listeners[c] = await py_listener(relay, stun, c, tmp)
-        for run in range(args.runs):  # round-robin over conditions
+        for _run in range(args.runs):  # round-robin over conditions
             for c in args.conditions:
                 cli, target = listeners[c]
                 await py_dial_once(relay, stun, c, cli, target, tmp, out[c])

@@ -46,7 +46,7 @@ class Pebble:
         self.procs: list[asyncio.subprocess.Process] = []
         self.logs: list[Path] = []
 
-    async def __aenter__(self) -> "Pebble":
+    async def __aenter__(self) -> Pebble:
         pebble, chall = BIN / "pebble", BIN / "pebble-challtestsrv"
         for b in (pebble, chall):
             if not os.access(b, os.X_OK):

@@ -63,7 +63,7 @@ def test_one(data: bytes) -> None:
     except HandshakeError:
         pass
     except ProtocolError as e:
-        raise AssertionError(f"handshake raised {type(e).__name__}, not HandshakeError: {e}")
+        raise AssertionError(f"handshake raised {type(e).__name__}, not HandshakeError: {e}") from e
 
 
 def seeds() -> list[bytes]:

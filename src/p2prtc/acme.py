@@ -125,7 +125,7 @@ class AcmeCertificates:
 
     def needs_certificate(self, now: datetime.datetime | None = None) -> bool:
         due = self.renew_time()
-        return due is None or (now or datetime.datetime.now(datetime.timezone.utc)) >= due
+        return due is None or (now or datetime.datetime.now(datetime.UTC)) >= due
 
     def _account_key(self) -> ec.EllipticCurvePrivateKey:
         path = self.dir / "account.key"
@@ -161,7 +161,7 @@ class AcmeCertificates:
                                 ssl=self._ssl)
         try:
             await asyncio.wait_for(self._order(client, thumb), ORDER_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AcmeFailure(f"no certificate from {self.directory} within "
                               f"{ORDER_TIMEOUT:.0f} s") from None
         except aioacme.AcmeError as e:
@@ -235,7 +235,7 @@ class AcmeCertificates:
         RETRY_AFTER_FAILURE and are logged, the certificate in use stays."""
         while True:
             due = self.renew_time()
-            now = datetime.datetime.now(datetime.timezone.utc)
+            now = datetime.datetime.now(datetime.UTC)
             wait = CHECK_INTERVAL if due is None else \
                 max(1.0, min(CHECK_INTERVAL, (due - now).total_seconds()))
             if self.needs_certificate():

@@ -31,7 +31,7 @@ class Envelope:
         ).SerializeToString()
 
     @classmethod
-    def open(cls, data: bytes, domain: str) -> "Envelope":
+    def open(cls, data: bytes, domain: str) -> Envelope:
         msg = envelope_pb2.Envelope()
         try:
             msg.ParseFromString(data)

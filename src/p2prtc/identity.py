@@ -49,7 +49,7 @@ class PublicKey:
         self._impl = impl
 
     @classmethod
-    def from_protobuf(cls, encoded: bytes) -> "PublicKey":
+    def from_protobuf(cls, encoded: bytes) -> PublicKey:
         if len(encoded) > MAX_PUBLIC_KEY_BYTES:
             raise InvalidKey("public key protobuf too large")
         msg = crypto_pb2.PublicKey()
@@ -62,7 +62,7 @@ class PublicKey:
         return cls.from_raw(msg.Type, msg.Data)
 
     @classmethod
-    def from_raw(cls, key_type: int, data: bytes) -> "PublicKey":
+    def from_raw(cls, key_type: int, data: bytes) -> PublicKey:
         try:
             if key_type == KEY_TYPE_ED25519:
                 if len(data) != 32:
@@ -125,18 +125,18 @@ class PeerId:
         self._b58 = multibase.b58encode(self._bytes)
 
     @classmethod
-    def from_public_key(cls, key: PublicKey) -> "PeerId":
+    def from_public_key(cls, key: PublicKey) -> PeerId:
         encoded = key.to_protobuf()
         if len(encoded) <= MAX_INLINE_KEY_LENGTH:
             return cls(bytes((MULTIHASH_IDENTITY, len(encoded))) + encoded)
         return cls(bytes((MULTIHASH_SHA2_256, 32)) + hashlib.sha256(encoded).digest())
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "PeerId":
+    def from_bytes(cls, data: bytes) -> PeerId:
         return cls(data)
 
     @classmethod
-    def from_string(cls, text: str) -> "PeerId":
+    def from_string(cls, text: str) -> PeerId:
         """Parse a base58btc peer id (`12D3KooW…`, `Qm…`) or a CIDv1 (`bafz…`, any multibase)."""
         try:
             if text.startswith(("1", "Qm")):
@@ -215,7 +215,7 @@ class Identity:
     peer_id: PeerId
 
     @classmethod
-    def from_private_key(cls, key: ed25519.Ed25519PrivateKey) -> "Identity":
+    def from_private_key(cls, key: ed25519.Ed25519PrivateKey) -> Identity:
         raw = key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
@@ -223,11 +223,11 @@ class Identity:
         return cls(key, pub, PeerId.from_public_key(pub))
 
     @classmethod
-    def generate(cls) -> "Identity":
+    def generate(cls) -> Identity:
         return cls.from_private_key(ed25519.Ed25519PrivateKey.generate())
 
     @classmethod
-    def from_seed(cls, seed: int) -> "Identity":
+    def from_seed(cls, seed: int) -> Identity:
         """The key rust-libp2p's relay-server derives from `--secret-key-seed`: a 32-byte Ed25519
         secret whose first byte is the seed and the rest zero."""
         if not 0 <= seed <= 255:
@@ -252,7 +252,7 @@ class Identity:
         ).SerializeToString()
 
     @classmethod
-    def from_protobuf(cls, encoded: bytes) -> "Identity":
+    def from_protobuf(cls, encoded: bytes) -> Identity:
         msg = crypto_pb2.PrivateKey()
         try:
             msg.ParseFromString(encoded)
@@ -266,7 +266,7 @@ class Identity:
         return ident
 
     @classmethod
-    def load_or_create(cls, path: str | os.PathLike) -> "Identity":
+    def load_or_create(cls, path: str | os.PathLike) -> Identity:
         """Load a key file, or create one (mode 0600) on first use."""
         p = Path(path)
         if p.exists():

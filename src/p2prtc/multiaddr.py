@@ -360,7 +360,7 @@ class Multiaddr:
 
     __slots__ = ("_parts", "_bytes")
 
-    def __init__(self, addr: "str | bytes | bytearray | memoryview | Multiaddr") -> None:
+    def __init__(self, addr: str | bytes | bytearray | memoryview | Multiaddr) -> None:
         if isinstance(addr, Multiaddr):
             parts = addr._parts
         elif isinstance(addr, str):
@@ -376,20 +376,20 @@ class Multiaddr:
         self._bytes = b"".join(p.encode() for p in parts)
 
     @classmethod
-    def _from_parts(cls, parts: tuple[_Component, ...]) -> "Multiaddr":
+    def _from_parts(cls, parts: tuple[_Component, ...]) -> Multiaddr:
         _check_size(parts)
         ma = cls.__new__(cls)
         ma._set(parts)
         return ma
 
     @classmethod
-    def from_string(cls, text: str) -> "Multiaddr":
+    def from_string(cls, text: str) -> Multiaddr:
         if not isinstance(text, str):
             raise TypeError("Multiaddr.from_string needs a str")
         return cls(text)
 
     @classmethod
-    def from_bytes(cls, data: bytes | bytearray | memoryview) -> "Multiaddr":
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> Multiaddr:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("Multiaddr.from_bytes needs bytes")
         return cls(data)
@@ -429,13 +429,13 @@ class Multiaddr:
     def has(self, name: str) -> bool:
         return any(p.proto.name == name for p in self._parts)
 
-    def encapsulate(self, other: "Multiaddr | str") -> "Multiaddr":
+    def encapsulate(self, other: Multiaddr | str) -> Multiaddr:
         return Multiaddr._from_parts(self._parts + Multiaddr(other)._parts)
 
-    def __truediv__(self, other: "Multiaddr | str") -> "Multiaddr":
+    def __truediv__(self, other: Multiaddr | str) -> Multiaddr:
         return self.encapsulate(other)
 
-    def decapsulate(self, what: "Multiaddr | str") -> "Multiaddr":
+    def decapsulate(self, what: Multiaddr | str) -> Multiaddr:
         """Everything before the last occurrence of a protocol (by name: `"p2p-circuit"` or
         `"/p2p-circuit"`) or of a multiaddr (its whole component sequence, values included).
         Returns the address unchanged when there is no such occurrence (as go-multiaddr does)."""
@@ -456,7 +456,7 @@ class Multiaddr:
                 return Multiaddr._from_parts(self._parts[:i])
         return self
 
-    def split_last(self, name: str) -> "tuple[Multiaddr, Multiaddr] | None":
+    def split_last(self, name: str) -> tuple[Multiaddr, Multiaddr] | None:
         """(before, after) the last component named `name`, without it; None if absent.
         `/ip4/…/p2p/R/p2p-circuit/webrtc/p2p/B` split at p2p-circuit gives the relay's address
         and `/webrtc/p2p/B`."""
@@ -473,13 +473,13 @@ class Multiaddr:
                 return PeerId.from_bytes(p.value)
         return None
 
-    def without_peer_id(self) -> "Multiaddr":
+    def without_peer_id(self) -> Multiaddr:
         """The address without a trailing /p2p/<id>."""
         if self._parts and self._parts[-1].proto.kind == _P2P:
             return Multiaddr._from_parts(self._parts[:-1])
         return self
 
-    def with_peer_id(self, peer: "PeerId | str") -> "Multiaddr":
+    def with_peer_id(self, peer: PeerId | str) -> Multiaddr:
         """The address ending in /p2p/<peer>. Raises MultiaddrError if it already ends with a
         different peer id."""
         pid = peer if isinstance(peer, PeerId) else PeerId.from_string(peer)

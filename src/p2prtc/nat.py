@@ -174,7 +174,7 @@ class NatBehaviour:
                 "public": fmt_addr(self.public), "server": self.server, "error": self.error}
 
     @classmethod
-    def from_dict(cls, d: object) -> "NatBehaviour":
+    def from_dict(cls, d: object) -> NatBehaviour:
         """From a peer's JSON: unknown values become "unknown"; raises ValueError if not a dict."""
         if not isinstance(d, dict):
             raise ValueError("NAT behaviour is not an object")
@@ -488,7 +488,7 @@ class NatDetector:
         self._mapping: asyncio.Future | None = None
 
     @classmethod
-    def known(cls, behaviour: NatBehaviour) -> "NatDetector":
+    def known(cls, behaviour: NatBehaviour) -> NatDetector:
         """A detector whose result is already there (tests, or a behaviour learned elsewhere)."""
         d = cls(None)
         fut = asyncio.get_running_loop().create_future()

@@ -63,7 +63,7 @@ def is_private(ip: str) -> bool:
         return False
 
 
-def bind_udp(host: str, port: int) -> "socket.socket":
+def bind_udp(host: str, port: int) -> socket.socket:
     """A bound UDP socket. IPv6 sockets are IPv6-only, so that `::` and `0.0.0.0` can both hold
     the same port (asyncio does the same for TCP servers; for datagrams it does not)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

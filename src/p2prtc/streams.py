@@ -39,7 +39,7 @@ class ByteStream(abc.ABC):
     @abc.abstractmethod
     def reset(self) -> None: ...
 
-    async def __aenter__(self) -> "ByteStream":
+    async def __aenter__(self) -> ByteStream:
         return self
 
     async def __aexit__(self, exc_type, exc, tb) -> None:

@@ -174,10 +174,10 @@ async def test_time_limit_ends_it_in_words(relay_factory, clis):
     i = 0
     while not any(e["event"] == "disconnected" for e in dialer.events):
         await dialer.send_line(f"<line {i:04d}> hello")
-        await dialer._wait(lambda: True if sum(map(len, outcomes(dialer))) > i else None,
+        await dialer._wait(lambda i=i: True if sum(map(len, outcomes(dialer))) > i else None,
                            f"the outcome of line {i}", 15)
         if i in outcomes(dialer)[0]:  # wait for it to arrive before sending the next one
-            await lis._wait(lambda: True if i in received_lines(lis) else None,
+            await lis._wait(lambda i=i: True if i in received_lines(lis) else None,
                             f"line {i}", 15)
         i += 1
         assert i < 100_000

@@ -33,7 +33,7 @@ def run_soak(tmp_path, *args: str, timeout: float) -> dict:
 
 def check(results: dict, sizes: dict, warmup: dict) -> None:
     assert set(results) == set(sizes)
-    for name, res in results.items():
+    for res in results.values():
         assert not res["errors"], res["errors"][:3]
         ats = [s["at"] for s in res["samples"]]
         assert ats[:3] == ["start", "middle", "end"], ats

@@ -56,7 +56,7 @@ class Cli:
         self._log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)
         self._reader: asyncio.Task | None = None
 
-    async def start(self) -> "Cli":
+    async def start(self) -> Cli:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -104,7 +104,7 @@ class Cli:
 
         try:
             return await asyncio.wait_for(waiter(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise CliError(f"no {what} from {self.name} within {timeout}s; {self.describe()}") from None
 
     async def wait_line(self, pattern: str, timeout: float = 30) -> re.Match:
@@ -131,7 +131,7 @@ class Cli:
             self.proc.send_signal(signal.SIGINT)
             try:
                 await asyncio.wait_for(self.proc.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
                 raise CliError(f"{self.name} did not stop within {timeout}s of Ctrl-C; "
@@ -147,7 +147,7 @@ class Cli:
             self.proc.send_signal(signal.SIGINT)
             try:
                 await asyncio.wait_for(self.proc.wait(), grace)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
         return self.proc.returncode == 0
@@ -197,7 +197,7 @@ class AppPage:
         page.on("pageerror", lambda e: self.console.append(f"[pageerror] {e}"))
 
     @classmethod
-    async def open(cls, browser, url: str, name: str) -> "AppPage":
+    async def open(cls, browser, url: str, name: str) -> AppPage:
         context = await browser.new_context(permissions=["microphone", "camera"],
                                             accept_downloads=True)
         page = await context.new_page()

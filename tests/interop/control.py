@@ -108,7 +108,7 @@ class ControlledProcess:
 
         try:
             return await asyncio.wait_for(waiter(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise PeerProcessError(
                 f"{self.name}: no {name!r} event within {timeout}s; log:\n{self.log_tail()}") from None
 
@@ -122,7 +122,7 @@ class ControlledProcess:
         await self.proc.stdin.drain()
         try:
             reply = await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise PeerProcessError(
                 f"{self.name}: {cmd} got no reply within {timeout}s; log:\n{self.log_tail()}") from None
         if not reply.get("ok"):
@@ -134,13 +134,13 @@ class ControlledProcess:
             self.proc.terminate()
             try:
                 await asyncio.wait_for(self.proc.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
         if self._reader:
             await asyncio.gather(self._reader, return_exceptions=True)
 
-    async def __aenter__(self) -> "ControlledProcess":
+    async def __aenter__(self) -> ControlledProcess:
         await self.start()
         return self
 

@@ -25,7 +25,7 @@ def gopeer_binary() -> str:
 class GoListener:
     """`gopeer listen`: a go-libp2p webrtc-direct listener answering pings."""
 
-    async def start(self, ip: str = "127.0.0.1") -> "GoListener":
+    async def start(self, ip: str = "127.0.0.1") -> GoListener:
         self.proc = await asyncio.create_subprocess_exec(
             gopeer_binary(), "listen", "-ip", ip, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -41,7 +41,7 @@ class GoListener:
             self.proc.stdin.close()
             try:
                 await asyncio.wait_for(self.proc.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
 

@@ -217,7 +217,7 @@ class NodePeer(HarnessCommands, ControlledProcess):
             try:
                 await self.call("stop", timeout=5)
                 await asyncio.wait_for(self.proc.wait(), 5)
-            except (PeerProcessError, asyncio.TimeoutError, ConnectionError, OSError):
+            except (TimeoutError, PeerProcessError, ConnectionError, OSError):
                 pass
         await super().stop()
 
@@ -250,7 +250,7 @@ class _Events:
 
         try:
             return await asyncio.wait_for(waiter(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise BrowserPeerError(f"no {name!r} event within {timeout}s; {describe()}") from None
 
 
@@ -271,7 +271,7 @@ class BrowserSession:
         self.browser = None
         self.peers: list[BrowserPeer] = []
 
-    async def __aenter__(self) -> "BrowserSession":
+    async def __aenter__(self) -> BrowserSession:
         await self.start()
         return self
 
@@ -309,7 +309,7 @@ class BrowserSession:
         self.browser = await self._pw.chromium.launch(
             executable_path=CHROMIUM, headless=self.headless, args=CHROMIUM_ARGS + self.extra_args)
 
-    async def new_peer(self, name: str | None = None) -> "BrowserPeer":
+    async def new_peer(self, name: str | None = None) -> BrowserPeer:
         peer = BrowserPeer(self, name or f"browser{len(self.peers) + 1}")
         self.peers.append(peer)
         await peer.open()
@@ -394,7 +394,7 @@ class BrowserPeer(HarnessCommands):
         try:
             reply = await asyncio.wait_for(
                 self.page.evaluate("([cmd, args]) => window.harness.call(cmd, args)", [cmd, args]), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise BrowserPeerError(f"{self.name}: {cmd} got no reply within {timeout}s; {self._describe()}") from None
         if not reply.get("ok"):
             raise BrowserPeerError(f"{self.name}: {cmd} failed: {reply.get('error')}; {self._describe()}")
@@ -418,7 +418,7 @@ class BrowserPeer(HarnessCommands):
             opts["rtcConfiguration"] = rtc_configuration
         try:
             reply = await asyncio.wait_for(self.page.evaluate("(o) => window.harness.start(o)", opts), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise BrowserPeerError(f"{self.name}: start timed out; {self._describe()}") from None
         if not reply.get("ok"):
             raise BrowserPeerError(f"{self.name}: start failed: {reply.get('error')}; {self._describe()}")

@@ -23,7 +23,7 @@ class P2prtcRelay:
         self.addrs: list[str] = []
         self.stun_port = stun_port
 
-    async def start(self) -> "P2prtcRelay":
+    async def start(self) -> P2prtcRelay:
         ip = lab_ip()
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "p2prtc", "relay", "--listen-ip", ip, "--port", "0",
@@ -58,7 +58,7 @@ class JsRelay:
         self.kind = "js-example" if example else "js"
         self.peer = None
 
-    async def start(self) -> "JsRelay":
+    async def start(self) -> JsRelay:
         if self.example:
             self.peer = await self.factory(listen=["/ip4/127.0.0.1/tcp/0/ws"],
                                            extra_args=["--example-relay"], name="js-example-relay")
@@ -87,7 +87,7 @@ class RustRelay:
         self.kind = "rust-upstream" if upstream else "rust"
         self.proc = None
 
-    async def start(self) -> "RustRelay":
+    async def start(self) -> RustRelay:
         if self.upstream:
             self.proc = await self.factory(mode="relay", listen_ip=lab_ip(), quic=True,
                                            extra=["--observed-addrs-only"],

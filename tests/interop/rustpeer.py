@@ -16,7 +16,8 @@ import shutil
 import subprocess
 import threading
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from .control import ControlledProcess
 
@@ -89,7 +90,7 @@ class RustPeer(ControlledProcess):
     @classmethod
     def peer(cls, binary: str, *, listen: Iterable[str] = ("/ip4/127.0.0.1/tcp/0",),
              seed: int | None = None, dcutr: bool = False, extra: Iterable[str] = (),
-             name: str | None = None, env: dict[str, str] | None = None) -> "RustPeer":
+             name: str | None = None, env: dict[str, str] | None = None) -> RustPeer:
         args: list[str] = []
         for addr in listen:
             args += ["--listen", addr]
@@ -103,7 +104,7 @@ class RustPeer(ControlledProcess):
     def relay(cls, binary: str, *, port: int = 0, websocket_port: int | None = None,
               webrtc_port: int | None = None, seed: int | None = None, no_limits: bool = False,
               listen_ip: str = "127.0.0.1", quic: bool = True, extra: Iterable[str] = (),
-              name: str | None = None, env: dict[str, str] | None = None) -> "RustPeer":
+              name: str | None = None, env: dict[str, str] | None = None) -> RustPeer:
         args = ["--port", str(port), "--listen-ip", listen_ip]
         if websocket_port is not None:
             args += ["--websocket-port", str(websocket_port)]

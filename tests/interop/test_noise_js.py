@@ -134,7 +134,7 @@ async def dial(port: int) -> TcpStream:
 class OneConnectionServer:
     """Listen on 127.0.0.1:0 and hand over the first connection."""
 
-    async def __aenter__(self) -> "OneConnectionServer":
+    async def __aenter__(self) -> OneConnectionServer:
         self.accepted: asyncio.Future[TcpStream] = asyncio.get_running_loop().create_future()
 
         def on_conn(reader, writer):
@@ -269,7 +269,7 @@ async def test_live_known_answer_js_initiator():
     async with OneConnectionServer() as server:
         async with js_peer("--role", "initiator", "--port", str(server.port), "--seed", k["seed"],
                            "--static-key", k["static"], "--ephemeral-key", k["ephemeral"],
-                           "--muxers", YAMUX) as js:
+                           "--muxers", YAMUX):
             raw = Recorder(await asyncio.wait_for(server.accepted, 30))
             state = NoiseHandshakeState(
                 _fixed_identity("responder"), False, b"", {"stream_muxers": [YAMUX]},

@@ -58,7 +58,8 @@ async def test_browser_dials_webrtc_direct_pings_and_echoes(relay, browser_facto
     assert ours[0].remote_addr.has("certhash")
 
 
-async def test_two_browsers_reserve_over_webrtc_direct_then_chat_over_webrtc(relay_cli, browser_factory):
+async def test_two_browsers_reserve_over_webrtc_direct_then_chat_over_webrtc(
+        relay_cli, browser_factory):  # noqa: F811 - the fixture imported above
     relay = await relay_cli("--webrtc-port", "0")
     relay_addr = relay.direct_addr
     relay_peer = relay_addr.rsplit("/p2p/", 1)[1]

@@ -29,7 +29,7 @@ class RelayCli:
         self.proc: asyncio.subprocess.Process | None = None
         self.addrs: list[str] = []
 
-    async def start(self) -> "RelayCli":
+    async def start(self) -> RelayCli:
         ip = self.ip or lab_ip()
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "p2prtc", "relay", "--listen-ip", ip, "--port", "0",
@@ -57,7 +57,7 @@ class RelayCli:
             self.proc.terminate()
             try:
                 await asyncio.wait_for(self.proc.wait(), 10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
 

@@ -4,6 +4,7 @@ known-answer vectors produced by js-libp2p-noise."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 
@@ -466,7 +467,7 @@ def test_decrypt_feed_random_split_points(sizes, cuts):
     wire = b"".join(ti.encrypt(m) for m in messages)
     points = sorted({c % (len(wire) + 1) for c in cuts} | {0, len(wire)})
     out = []
-    for a, b in zip(points, points[1:]):
+    for a, b in itertools.pairwise(points):
         out += tr.decrypt_feed(wire[a:b])
     assert b"".join(out) == b"".join(messages)
     assert tr.buffered == 0

@@ -59,7 +59,7 @@ def decode_xor_address(value: bytes, txid: bytes) -> tuple[str, int]:
     family = value[1]
     port = struct.unpack(">H", value[2:4])[0] ^ 0x2112
     key = bytes.fromhex("2112a442") + txid
-    raw = bytes(a ^ b for a, b in zip(value[4:], key))
+    raw = bytes(a ^ b for a, b in zip(value[4:], key, strict=False))  # key: 16, IPv4: 4
     assert (family, len(raw)) in ((1, 4), (2, 16))
     return str(ipaddress.ip_address(raw)), port
 

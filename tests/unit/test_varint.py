@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -99,7 +101,7 @@ def test_decoder_with_random_split_points(messages, cuts):
     points = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
     decoder = LengthPrefixedDecoder(max_size=300)
     out = []
-    for a, b in zip(points, points[1:]):
+    for a, b in itertools.pairwise(points):
         out.extend(decoder.feed(stream[a:b]))
     assert out == messages
     assert decoder.buffered == 0

@@ -436,7 +436,7 @@ class NoiseTransport:
         self._failed = False
 
     @classmethod
-    def from_handshake(cls, state: NoiseHandshakeState) -> "NoiseTransport":
+    def from_handshake(cls, state: NoiseHandshakeState) -> NoiseTransport:
         return cls(*state.split())
 
     @property

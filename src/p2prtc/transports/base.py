@@ -47,10 +47,10 @@ class Transport(abc.ABC):
         return self.can_dial(addr)
 
     @abc.abstractmethod
-    async def dial(self, addr: Multiaddr) -> "Connection": ...
+    async def dial(self, addr: Multiaddr) -> Connection: ...
 
     @abc.abstractmethod
     async def listen(self, addr: Multiaddr, on_connection: ConnectionHandler) -> Listener: ...
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - an optional hook: a no-op unless overridden
         """Release shared resources (client sessions); listeners are closed by the host."""

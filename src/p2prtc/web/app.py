@@ -153,7 +153,7 @@ def config_for(cfg: WebConfig, request_host: str | None = None) -> dict:
     return doc
 
 
-CONFIG_KEY: web.AppKey["WebConfig"] = web.AppKey("config", WebConfig)
+CONFIG_KEY: web.AppKey[WebConfig] = web.AppKey("config", WebConfig)
 
 
 @web.middleware
@@ -210,7 +210,7 @@ class WebServer:
     """The aiohttp server; `start()` returns the port actually bound (useful with port 0)."""
 
     def __init__(self, cfg: WebConfig, static_dir: Path = STATIC_DIR, *,
-                 tls: "ReloadingCertificate | None" = None) -> None:
+                 tls: ReloadingCertificate | None = None) -> None:
         self.cfg = cfg
         self.app = make_app(cfg, static_dir)
         self.tls = tls  # https with this certificate (transports/tls.py), else http

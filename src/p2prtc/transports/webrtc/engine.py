@@ -199,7 +199,7 @@ class IceServer:
 
     @classmethod
     def parse(cls, url: str, username: str | None = None,
-              credential: str | None = None) -> "IceServer":
+              credential: str | None = None) -> IceServer:
         try:
             parsed = parse_stun_turn_uri(url)
         except (ValueError, KeyError, AttributeError) as e:

@@ -33,8 +33,8 @@ SHA256_LEN = 32
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _HKDF_SALT = b"p2prtc webrtc-direct certificate"
 _HKDF_INFO = b"ecdsa-p256 v1"
-NOT_BEFORE = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
-NOT_AFTER = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.timezone.utc)
+NOT_BEFORE = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
+NOT_AFTER = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
 
 
 def sha256_multihash(digest: bytes) -> bytes:

@@ -394,11 +394,11 @@ class IceChecker:
         return None
 
     @classmethod
-    def v1(cls, remote: tuple[str, int]) -> "IceChecker":
+    def v1(cls, remote: tuple[str, int]) -> IceChecker:
         return cls(random_ufrag(), remote)
 
     @classmethod
-    def v2(cls, remote: tuple[str, int]) -> "IceChecker":
+    def v2(cls, remote: tuple[str, int]) -> IceChecker:
         """Our own random ufrag and password; the server's ufrag carries our password."""
         pwd = _random_ice()
         return cls(UFRAG_PREFIX_V2 + pwd, remote, local_ufrag=_random_ice(), local_pwd=pwd)

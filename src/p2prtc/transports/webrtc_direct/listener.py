@@ -80,7 +80,7 @@ class _Client:
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, listener: "WebRTCDirectListener") -> None:
+    def __init__(self, listener: WebRTCDirectListener) -> None:
         self.listener = listener
 
     def datagram_received(self, data: bytes, addr) -> None:

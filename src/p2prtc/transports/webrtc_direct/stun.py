@@ -284,7 +284,7 @@ def _xor_address(addr: tuple[str, int], txid: bytes) -> bytes:
     ip = ipaddress.ip_address(addr[0])
     family = 0x01 if ip.version == 4 else 0x02
     key = struct.pack(">I", MAGIC_COOKIE) + txid
-    xaddr = bytes(a ^ b for a, b in zip(ip.packed, key))
+    xaddr = bytes(a ^ b for a, b in zip(ip.packed, key, strict=True))  # IPv6: 16 and 16
     return struct.pack(">BBH", 0, family, addr[1] ^ (MAGIC_COOKIE >> 16)) + xaddr
 
 
@@ -311,7 +311,7 @@ def _unxor_address(raw: bytes, txid: bytes) -> tuple[str, int] | None:
     if size == 4:
         v4 = int.from_bytes(raw[4:8], "big") ^ MAGIC_COOKIE
         return socket.inet_ntoa(v4.to_bytes(4, "big")), port
-    packed = bytes(a ^ b for a, b in zip(raw[4:], key))
+    packed = bytes(a ^ b for a, b in zip(raw[4:], key, strict=True))  # IPv6: 16 and 16
     return str(ipaddress.ip_address(packed)), port
 
 
@@ -374,7 +374,7 @@ def class_of(msg_type: int) -> int:
 
 def long_term_key(username: str, realm: str, password: str) -> bytes:
     """RFC 8489 9.2.2: MD5(username ":" realm ":" password) (no SASLprep: we hand out ASCII)."""
-    return hashlib.md5(f"{username}:{realm}:{password}".encode("utf-8")).digest()
+    return hashlib.md5(f"{username}:{realm}:{password}".encode()).digest()
 
 
 def error_code_value(code: int, reason: str) -> bytes:
