@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                      default=_fmt_rate(d.connection_rate_per_ip), metavar="N/SECONDS")
     lim.add_argument("--no-circuit-limits", action="store_true",
                      help="lift the circuit duration and data limits")
+    _add_budget_args(p)
     _add_turn_args(p)
     _add_common(p)
     p.set_defaults(func=cmd_relay)
@@ -316,6 +317,76 @@ def cmd_peer(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
 
 
+def _add_budget_args(p: argparse.ArgumentParser) -> None:
+    """The resource manager's budgets (p2prtc.resources; docs/deploy.md#budgets)."""
+    from .resources import ResourceLimits
+
+    d = ResourceLimits()
+    g = p.add_argument_group(
+        "budgets (go-libp2p's resource manager defaults, scaled to a 16 GiB node; 0 = none; "
+        "a connection or stream over a budget is refused with the reason, others go on)")
+    for flag, value, what in (
+        ("--max-connections", d.system.conns, "connections, inbound and outbound together"),
+        ("--max-connections-per-peer", d.peer.conns, "connections of one peer"),
+        ("--max-pending-connections", d.transient.conns_inbound,
+         "inbound connections still handshaking (no peer id yet)"),
+        ("--max-pending-connections-per-ip", d.pending_per_ip,
+         "inbound connections still handshaking from one IP"),
+        ("--max-streams", d.system.streams, "streams, all connections together"),
+        ("--max-streams-per-peer", d.peer.streams, "streams of one peer"),
+    ):
+        g.add_argument(flag, type=int, metavar="N", help=f"{what} (default {value})")
+    for flag, value, what in (
+        ("--max-memory", d.system.memory, "bytes buffered in streams, all peers together"),
+        ("--max-memory-per-peer", d.peer.memory, "bytes buffered in one peer's streams"),
+    ):
+        g.add_argument(flag, type=size_arg, metavar="BYTES",
+                       help=f"{what}; K/M/G suffixes (KiB...) (default {value >> 20}M)")
+    g.add_argument("--limit-loopback", action="store_true",
+                   help="apply the per-IP limit to 127.0.0.0/8 and ::1 too (go exempts them)")
+
+
+def size_arg(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected BYTES, e.g. 536870912 or 512M, "
+                                         f"not {text!r}") from None
+
+
+def budget_limits(args: argparse.Namespace):
+    """ResourceLimits from the budget flags: a count flag sets the inbound, outbound and total
+    limits of its scope to N."""
+    from dataclasses import replace
+
+    from .resources import ResourceLimits
+
+    d = ResourceLimits(exempt_loopback=not args.limit_loopback)
+
+    def count(scope, n, kind):
+        if n is None:
+            return scope
+        return replace(scope, **{f"{kind}_inbound": n, f"{kind}_outbound": n, kind: n})
+
+    system = count(count(d.system, args.max_connections, "conns"), args.max_streams, "streams")
+    peer = count(count(d.peer, args.max_connections_per_peer, "conns"),
+                 args.max_streams_per_peer, "streams")
+    if args.max_memory is not None:
+        system = replace(system, memory=args.max_memory)
+    if args.max_memory_per_peer is not None:
+        peer = replace(peer, memory=args.max_memory_per_peer)
+    transient = d.transient
+    if args.max_pending_connections is not None:
+        transient = replace(transient, conns_inbound=args.max_pending_connections)
+    pending = d.pending_per_ip if args.max_pending_connections_per_ip is None \
+        else args.max_pending_connections_per_ip
+    return replace(d, system=system, peer=peer, transient=transient, pending_per_ip=pending)
+
+
 def _fmt_rate(rate) -> str:
     return f"{rate.limit}/{rate.period:g}"
 
@@ -375,6 +446,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
         use_ipv6=args.use_ipv6, announce=args.announce, metrics_port=args.metrics_port,
         wss_port=args.wss_port, tls_cert=args.tls_cert, tls_key=args.tls_key,
         limits=limits, json=args.json, turn=_turn_options(args),
+        resources=budget_limits(args),
     )
     try:
         return run_async(run_relay(opts))

@@ -25,6 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, fields
 from typing import Literal
 
+from .errors import P2PError
 from .identity import PeerId
 
 Direction = Literal["inbound", "outbound"]
@@ -66,13 +67,13 @@ DEFAULT_TRANSIENT = ScopeLimits(
     streams=256 + 256 * _SCALE,
     memory=64 * _MiB,
 )
-# go Peer: conns 8/8/8 (no increase), streams 256/512/512 + 128/256/256 per GiB (here: go's
-# base only, as yamux's 256 inbound streams per connection), memory 64 MiB + 128 MiB per GiB
-# (here 32 MiB: 128 streams with a full 256 KiB yamux window each).
+# go Peer: conns 8/8/8 (no increase), streams 256/512/512 + 128/256/256 per GiB, memory 64 MiB
+# + 128 MiB per GiB. Here go's base only: 256 inbound streams as yamux's cap per connection,
+# and 64 MiB (4 streams at yamux's 16 MiB window, or 256 at the initial 256 KiB).
 DEFAULT_PEER = ScopeLimits(
     conns_inbound=8, conns_outbound=8, conns=8,
     streams_inbound=256, streams_outbound=512, streams=512,
-    memory=32 * _MiB,
+    memory=64 * _MiB,
 )
 # go's connLimiter: 8 connections per IPv4 /32 (and per IPv6 /56), loopback unlimited. Ours
 # counts connections still handshaking (established ones are the relay's
@@ -369,3 +370,11 @@ class StreamScope:
         conn._streams.discard(self)
         self.closed = True
 
+
+
+class ResourceLimitExceeded(P2PError):
+    """A budget refused a connection or a stream; `refusal` says which and why."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.reason)
+        self.refusal = refusal

@@ -11,6 +11,7 @@ from .connection import Connection
 from .errors import DialError, P2PError, ProtocolError
 from .identity import Identity, PeerId
 from .muxer.yamux import YamuxMuxer
+from .resources import ConnectionScope, Direction, Refusal, ResourceLimitExceeded, ResourceManager
 from .security import noise
 from .streams import ByteStream
 from .transports.base import RawConnection
@@ -25,8 +26,10 @@ UPGRADE_TIMEOUT = 15.0
 
 
 class Upgrader:
-    def __init__(self, identity: Identity) -> None:
+    def __init__(self, identity: Identity, resources: ResourceManager | None = None) -> None:
         self.identity = identity
+        # Budgets of connections, streams and buffered bytes; the relay gives its own.
+        self.resources = resources if resources is not None else ResourceManager()
         # Called with each inbound RawConnection before any byte is read; False drops it.
         self.inbound_gate: Callable[[RawConnection], bool] | None = None
 
@@ -34,44 +37,66 @@ class Upgrader:
         self, raw: RawConnection, remote_peer: PeerId | None, transport: str,
         *, limited: bool = False,
     ) -> Connection:
+        scope = None
         try:
+            scope = self.open_scope("outbound", raw)
             async with asyncio.timeout(UPGRADE_TIMEOUT):
                 await multistream.select_outbound(raw, [NOISE_PROTOCOL])
                 secure = await noise.secure_outbound(raw, self.identity, remote_peer)
+                _checked(scope.set_peer(secure.remote_peer))
                 await multistream.select_outbound(secure, [YAMUX_PROTOCOL])
         except TimeoutError:
-            raw.reset()
+            _close(scope, raw)
             raise DialError(f"connection upgrade to {raw.remote_addr} timed out") from None
         except P2PError as e:
-            raw.reset()
+            _close(scope, raw)
             raise DialError(f"connection upgrade to {raw.remote_addr} failed: {e}") from None
         except BaseException:
-            raw.reset()
+            _close(scope, raw)
             raise
-        return self._connection(raw, secure, "outbound", transport, limited, is_client=True)
+        return self._connection(raw, secure, "outbound", transport, limited, scope,
+                                is_client=True)
 
     async def upgrade_inbound(
-        self, raw: RawConnection, transport: str, *, limited: bool = False
+        self, raw: RawConnection, transport: str, *, limited: bool = False,
+        scope: ConnectionScope | None = None,
     ) -> Connection:
+        """`scope`: the connection's reservation when the transport took one already (e.g.
+        before a WebSocket upgrade), else one is taken here."""
         try:
+            if scope is None:
+                scope = self.open_scope("inbound", raw)
             async with asyncio.timeout(UPGRADE_TIMEOUT):
                 await multistream.handle_inbound(raw, lambda p: p == NOISE_PROTOCOL)
                 secure = await noise.secure_inbound(raw, self.identity)
+                # the peer is known: its budget decides, before the muxer is agreed
+                _checked(scope.set_peer(secure.remote_peer))
                 await multistream.handle_inbound(secure, lambda p: p == YAMUX_PROTOCOL)
         except BaseException:
-            raw.reset()
+            _close(scope, raw)
             raise
-        return self._connection(raw, secure, "inbound", transport, limited, is_client=False)
+        return self._connection(raw, secure, "inbound", transport, limited, scope,
+                                is_client=False)
+
+    def open_scope(self, direction: Direction, raw: RawConnection) -> ConnectionScope:
+        """A transient reservation for a connection not yet upgraded (raises
+        ResourceLimitExceeded when a budget is full)."""
+        ip = raw.remote_addr.value_for("ip4") or raw.remote_addr.value_for("ip6")
+        result = self.resources.open_connection(direction, ip)
+        if isinstance(result, Refusal):
+            raise ResourceLimitExceeded(result)
+        return result
 
     async def upgrade_inbound_or_log(
-        self, raw: RawConnection, transport: str, *, limited: bool = False
+        self, raw: RawConnection, transport: str, *, limited: bool = False,
+        scope: ConnectionScope | None = None,
     ) -> Connection | None:
         """Inbound upgrade for a listener: failures are the remote's problem, logged, not raised."""
         if self.inbound_gate is not None and not self.inbound_gate(raw):
-            raw.reset()
+            _close(scope, raw)
             return None
         try:
-            return await self.upgrade_inbound(raw, transport, limited=limited)
+            return await self.upgrade_inbound(raw, transport, limited=limited, scope=scope)
         except TimeoutError:
             log.info("inbound %s connection from %s: upgrade timed out", transport, raw.remote_addr)
         except (P2PError, ProtocolError, OSError) as e:
@@ -80,8 +105,9 @@ class Upgrader:
         return None
 
     def _connection(self, raw: RawConnection, secure: ByteStream, direction: str,
-                    transport: str, limited: bool, *, is_client: bool) -> Connection:
-        muxer = YamuxMuxer(secure, is_client=is_client)
+                    transport: str, limited: bool, scope: ConnectionScope, *,
+                    is_client: bool) -> Connection:
+        muxer = YamuxMuxer(secure, is_client=is_client, resources=scope)
         return Connection(
             muxer=muxer,
             remote_peer=secure.remote_peer,
@@ -94,3 +120,14 @@ class Upgrader:
             security=NOISE_PROTOCOL,
             muxer_protocol=YAMUX_PROTOCOL,
         )
+
+
+def _checked(refusal: Refusal | None) -> None:
+    if refusal is not None:
+        raise ResourceLimitExceeded(refusal)
+
+
+def _close(scope: ConnectionScope | None, raw: RawConnection) -> None:
+    if scope is not None:
+        scope.close()
+    raw.reset()

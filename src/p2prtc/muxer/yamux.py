@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from ..errors import ProtocolError, StreamClosed
 from ..errors import StreamReset as StreamResetError
+from ..resources import ConnectionScope, Refusal, ResourceLimitExceeded, StreamScope
 from ..streams import ByteStream
 from .yamux_session import (
     DEFAULT_WINDOW,
@@ -146,6 +147,8 @@ class YamuxStream(ByteStream):
         self._write_error: StreamResetError | None = None
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
+        # its share of the connection's budget (p2prtc.resources), when the muxer has one
+        self.budget: StreamScope | None = None
 
     def __repr__(self) -> str:
         return f"<YamuxStream {self.stream_id} {'in' if self.inbound else 'out'} {self.protocol}>"
@@ -200,6 +203,8 @@ class YamuxStream(ByteStream):
                 out = b"".join(parts)
         size = len(out)
         self._buffered -= size
+        if self.budget is not None:
+            self.budget.release_memory(size)
         self._muxer.consumed(self.stream_id, size)
         return out
 
@@ -285,6 +290,8 @@ class YamuxStream(ByteStream):
             self._write_error = self._write_error or err
         self._chunks.clear()
         self._buffered = 0
+        if self.budget is not None:
+            self.budget.release_memory(self.budget.memory)
         self._session.reset_stream(self.stream_id)
         self._muxer.kick_writer()
         self._readable.set()
@@ -295,6 +302,8 @@ class YamuxStream(ByteStream):
         self._read_closed = True
         if self._buffered:
             self._muxer.consumed(self.stream_id, self._buffered)
+            if self.budget is not None:
+                self.budget.release_memory(self._buffered)
         self._chunks.clear()
         self._offset = 0
         self._buffered = 0
@@ -306,6 +315,12 @@ class YamuxStream(ByteStream):
         if self._read_closed:
             self._muxer.consumed(self.stream_id, len(data))
             return
+        if self.budget is not None:
+            refusal = self.budget.reserve_memory(len(data))
+            if refusal is not None:  # over the memory budget: this stream ends, others go on
+                log.info("yamux: stream %d reset: %s", self.stream_id, refusal.reason)
+                self.reset()
+                return
         self._chunks.append(data)
         self._buffered += len(data)
         self._readable.set()
@@ -359,8 +374,12 @@ class YamuxMuxer:
         initial_window: int = DEFAULT_WINDOW,
         max_window: int = MAX_WINDOW,
         max_inbound_streams: int = MAX_INBOUND_STREAMS,
+        resources: ConnectionScope | None = None,
     ) -> None:
+        """`resources`: the connection's budget (p2prtc.resources): each stream and the bytes
+        buffered in it are reserved there, and all is given back when the connection ends."""
         self._conn = conn
+        self._budget = resources
         self.is_client = is_client
         self.on_stream = on_stream
         self._session = YamuxSession(
@@ -413,8 +432,20 @@ class YamuxMuxer:
 
     async def open_stream(self) -> YamuxStream:
         self._check_open()
-        sid = self._session.open_stream()
+        budget = None
+        if self._budget is not None:
+            reserved = self._budget.open_stream("outbound")
+            if isinstance(reserved, Refusal):
+                raise ResourceLimitExceeded(reserved)
+            budget = reserved
+        try:
+            sid = self._session.open_stream()
+        except BaseException:
+            if budget is not None:
+                budget.close()
+            raise
         stream = YamuxStream(self, sid, inbound=False)
+        stream.budget = budget
         self._streams[sid] = stream
         self.kick_writer()
         return stream
@@ -500,6 +531,8 @@ class YamuxMuxer:
         """Drop the stream object once the session has forgotten the stream."""
         if not self._session.has_stream(stream.stream_id):
             self._streams.pop(stream.stream_id, None)
+            if stream.budget is not None:
+                stream.budget.close()
 
     # -- tasks ---------------------------------------------------------------------------
 
@@ -591,6 +624,8 @@ class YamuxMuxer:
             stream = self._streams.pop(event.stream_id, None)
             if stream is not None:
                 stream.on_reset(event.reason)
+                if stream.budget is not None:
+                    stream.budget.close()
         elif isinstance(event, PongReceived):
             entry = self._pings.pop(event.opaque, None)
             if entry is not None and not entry[0].done():
@@ -605,7 +640,17 @@ class YamuxMuxer:
                 self._start_teardown(f"remote sent GoAway ({name})")
 
     def _accept(self, stream_id: int) -> None:
+        budget = None
+        if self._budget is not None:
+            reserved = self._budget.open_stream("inbound")
+            if isinstance(reserved, Refusal):  # over a budget: refuse this stream only
+                log.info("yamux: inbound stream %d refused: %s", stream_id, reserved.reason)
+                self._session.reset_stream(stream_id)
+                self.kick_writer()
+                return
+            budget = reserved
         stream = YamuxStream(self, stream_id, inbound=True)
+        stream.budget = budget
         self._streams[stream_id] = stream
         on_stream = self.on_stream
         if on_stream is None:
@@ -626,6 +671,8 @@ class YamuxMuxer:
         for stream in list(self._streams.values()):
             stream.on_connection_lost(reason)
         self._streams.clear()
+        if self._budget is not None:
+            self._budget.close()  # the connection's reservations, its streams' too
         for fut, _ in self._pings.values():
             if not fut.done():
                 fut.set_exception(StreamClosed(f"yamux connection closed ({reason})"))

@@ -23,6 +23,7 @@ from ..multiaddr import Multiaddr
 from ..netutil import expand_unspecified
 from ..protocols.stun import StunServer, start_stun_server
 from ..protocols.turn_credentials import TurnCredentialService
+from ..resources import ResourceLimits, ResourceManager
 from .limits import RelayLimits
 from .metrics import RelayMetrics
 from .server import RelayService
@@ -51,6 +52,8 @@ class RelayOptions:
     tls_cert: str | None = None
     tls_key: str | None = None
     limits: RelayLimits = field(default_factory=RelayLimits)
+    # budgets of connections, streams and buffered bytes (p2prtc.resources)
+    resources: ResourceLimits = field(default_factory=ResourceLimits)
     json: bool = False
     turn: "TurnOptions" = field(default_factory=lambda: TurnOptions())
 
@@ -103,6 +106,8 @@ class RelayApp:
         self.opts = opts
         self.host = Host(opts.identity, agent_version=f"p2prtc-relay/{_version()}")
         self.metrics = RelayMetrics()
+        self.resources = self.metrics.resources = ResourceManager(opts.resources)
+        self.host.upgrader.resources = self.resources
         self.relay = RelayService(self.host, opts.limits, self.metrics)
         self.stun_servers: list[StunServer] = []
         self.certificate = None  # transports.tls.ReloadingCertificate with --wss-port

@@ -21,6 +21,8 @@ class RelayMetrics:
     turn: TurnStats = field(default_factory=TurnStats)  # the TURN server's (relay/turn.py)
     # the --wss-port certificate (transports.tls.ReloadingCertificate), when there is one
     certificate: Any = None
+    # the host's budgets (p2prtc.resources.ResourceManager), set by the relay app
+    resources: Any = None
 
     def refuse(self, reason: str) -> None:
         self.refusals[reason] += 1
@@ -65,6 +67,23 @@ class RelayMetrics:
         for reason, count in sorted(t.refusals.items()):
             metric("p2prtc_relay_turn_refusals_total", "counter", help_, count,
                    f'{{reason="{_escape_label(reason)}"}}')
+        rm = self.resources
+        if rm is not None:
+            for scope, key, used, limit in rm.usage():
+                labels = f'{{scope="{scope}",resource="{key}"}}'
+                metric("p2prtc_relay_resource_usage", "gauge",
+                       "Resources in use by scope (system, transient: connections not yet "
+                       "authenticated); memory is bytes buffered in streams.", used, labels)
+                metric("p2prtc_relay_resource_limit", "gauge",
+                       "Budget of each scope and resource (0: none).", limit, labels)
+            metric("p2prtc_relay_resource_peers", "gauge", "Peers holding resources.", rm.peers)
+            help_ = "Connections and streams refused by a budget, by scope and resource."
+            if not rm.refusals:
+                metric("p2prtc_relay_resource_refusals_total", "counter", help_, 0,
+                       '{scope="none",resource="none"}')
+            for (scope, resource), count in sorted(rm.refusals.items()):
+                metric("p2prtc_relay_resource_refusals_total", "counter", help_, count,
+                       f'{{scope="{scope}",resource="{_escape_label(resource)}"}}')
         cert = self.certificate
         if cert is not None:
             cert.maybe_check()  # a renewal shows here even before the next TLS handshake
