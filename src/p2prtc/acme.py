@@ -22,12 +22,17 @@ import json
 import logging
 import os
 import ssl
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+if TYPE_CHECKING:
+    import aioacme  # optional (p2prtc[acme]): imported where used
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +76,7 @@ def _write_private(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
-def _key_pem(key) -> bytes:
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
@@ -176,7 +181,7 @@ class AcmeCertificates:
             self._tokens.clear()
             await client.close()
 
-    async def _order(self, client, thumb: str) -> None:
+    async def _order(self, client: aioacme.Client, thumb: str) -> None:
         import aioacme
 
         await client.get_account()
@@ -197,7 +202,9 @@ class AcmeCertificates:
             while authz.status == aioacme.AuthorizationStatus.pending:
                 await asyncio.sleep(POLL_INTERVAL)
                 authz = await client.get_authorization(uri)
-            if authz.status != aioacme.AuthorizationStatus.valid:
+            # a fresh name: mypy would keep authz.status narrowed by the `continue` above
+            final: aioacme.Authorization = authz
+            if final.status != aioacme.AuthorizationStatus.valid:
                 why = next((c.error.detail for c in authz.challenges if c.error is not None),
                            authz.status.value)
                 raise AcmeFailure(f"{authz.identifier.value}: validation failed: {why}")
@@ -230,7 +237,7 @@ class AcmeCertificates:
         log.info("ACME: certificate for %s from %s, valid until %s", ", ".join(self.domains),
                  self.directory, self.expires())
 
-    async def keep_renewed(self, on_renewed) -> None:
+    async def keep_renewed(self, on_renewed: Callable[[], object]) -> None:
         """Forever: renew when due (`on_renewed()` after each new certificate); failures wait
         RETRY_AFTER_FAILURE and are logged, the certificate in use stays."""
         while True:

@@ -26,6 +26,9 @@ KEY_TYPE_ED25519 = crypto_pb2.Ed25519
 KEY_TYPE_SECP256K1 = crypto_pb2.Secp256k1
 KEY_TYPE_ECDSA = crypto_pb2.ECDSA
 
+# What each key type decodes to (cryptography's classes).
+_PublicKeyImpl = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+
 MULTIHASH_IDENTITY = 0x00
 MULTIHASH_SHA2_256 = 0x12
 CID_CODEC_LIBP2P_KEY = 0x72
@@ -43,7 +46,7 @@ class InvalidKey(ProtocolError):
 class PublicKey:
     """A remote or local public key of any supported type."""
 
-    def __init__(self, key_type: int, data: bytes, impl) -> None:
+    def __init__(self, key_type: crypto_pb2.KeyType, data: bytes, impl: _PublicKeyImpl) -> None:
         self.key_type = key_type
         self.data = data
         self._impl = impl
@@ -63,42 +66,48 @@ class PublicKey:
 
     @classmethod
     def from_raw(cls, key_type: int, data: bytes) -> PublicKey:
+        impl: _PublicKeyImpl
+        kind: crypto_pb2.KeyType
         try:
             if key_type == KEY_TYPE_ED25519:
                 if len(data) != 32:
                     raise InvalidKey("Ed25519 public key must be 32 bytes")
-                impl = ed25519.Ed25519PublicKey.from_public_bytes(data)
+                kind, impl = KEY_TYPE_ED25519, ed25519.Ed25519PublicKey.from_public_bytes(data)
             elif key_type == KEY_TYPE_SECP256K1:
+                kind = KEY_TYPE_SECP256K1
                 impl = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256K1(), data)
             elif key_type == KEY_TYPE_ECDSA:
-                impl = serialization.load_der_public_key(data)
-                if not isinstance(impl, ec.EllipticCurvePublicKey):
+                loaded = serialization.load_der_public_key(data)
+                if not isinstance(loaded, ec.EllipticCurvePublicKey):
                     raise InvalidKey("ECDSA key is not an elliptic-curve key")
+                kind, impl = KEY_TYPE_ECDSA, loaded
             elif key_type == KEY_TYPE_RSA:
-                impl = serialization.load_der_public_key(data)
-                if not isinstance(impl, rsa.RSAPublicKey):
+                loaded = serialization.load_der_public_key(data)
+                if not isinstance(loaded, rsa.RSAPublicKey):
                     raise InvalidKey("RSA key is not an RSA key")
-                if impl.key_size < MIN_RSA_BITS:
-                    raise InvalidKey(f"RSA key of {impl.key_size} bits is too small")
+                if loaded.key_size < MIN_RSA_BITS:
+                    raise InvalidKey(f"RSA key of {loaded.key_size} bits is too small")
+                kind, impl = KEY_TYPE_RSA, loaded
             else:
                 raise InvalidKey(f"unknown key type {key_type}")
         except InvalidKey:
             raise
         except (ValueError, TypeError, UnsupportedAlgorithm) as e:
             raise InvalidKey(f"invalid public key: {e}") from None
-        return cls(key_type, bytes(data), impl)
+        return cls(kind, bytes(data), impl)
 
     def to_protobuf(self) -> bytes:
         return crypto_pb2.PublicKey(Type=self.key_type, Data=self.data).SerializeToString()
 
     def verify(self, message: bytes, signature: bytes) -> bool:
+        impl = self._impl
         try:
-            if self.key_type == KEY_TYPE_ED25519:
-                self._impl.verify(signature, message)
-            elif self.key_type in (KEY_TYPE_SECP256K1, KEY_TYPE_ECDSA):
-                self._impl.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+            if isinstance(impl, ed25519.Ed25519PublicKey):
+                impl.verify(signature, message)
+            elif isinstance(impl, ec.EllipticCurvePublicKey):  # secp256k1 or ECDSA (P-256...)
+                impl.verify(signature, message, ec.ECDSA(hashes.SHA256()))
             else:
-                self._impl.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+                impl.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
         except (InvalidSignature, ValueError):
             return False
         return True
@@ -266,7 +275,7 @@ class Identity:
         return ident
 
     @classmethod
-    def load_or_create(cls, path: str | os.PathLike) -> Identity:
+    def load_or_create(cls, path: str | os.PathLike[str]) -> Identity:
         """Load a key file, or create one (mode 0600) on first use."""
         p = Path(path)
         if p.exists():

@@ -28,8 +28,9 @@ import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
+from typing import Any, Protocol, cast
 
 from .transports.webrtc_direct import stun as codec
 from .transports.webrtc_direct.stun import StunError
@@ -169,7 +170,7 @@ class NatBehaviour:
             return "full-cone or restricted NAT"
         return "NAT of unknown type"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, str | None]:
         return {"mapping": self.mapping, "filtering": self.filtering, "type": self.lab_type,
                 "public": fmt_addr(self.public), "server": self.server, "error": self.error}
 
@@ -178,17 +179,24 @@ class NatBehaviour:
         """From a peer's JSON: unknown values become "unknown"; raises ValueError if not a dict."""
         if not isinstance(d, dict):
             raise ValueError("NAT behaviour is not an object")
-        mapping = d.get("mapping") if d.get("mapping") in MAPPINGS else UNKNOWN
-        filtering = d.get("filtering") if d.get("filtering") in FILTERINGS else UNKNOWN
+        def text(key: str) -> str | None:
+            value = d.get(key)
+            return value if isinstance(value, str) else None
+
+        mapping = text("mapping")
+        filtering = text("filtering")
         public = None
-        if isinstance(d.get("public"), str):
+        public_text = text("public")
+        if public_text is not None:
             try:
-                host, port = parse_addr(d["public"])
+                host, port = parse_addr(public_text)
                 public = (str(ipaddress.ip_address(host)), port)
             except ValueError:
                 public = None
-        server = d.get("server") if isinstance(d.get("server"), str) else None
-        error = d.get("error") if isinstance(d.get("error"), str) else None
+        server = text("server")
+        error = text("error")
+        mapping = mapping if mapping in MAPPINGS else UNKNOWN
+        filtering = filtering if filtering in FILTERINGS else UNKNOWN
         return cls(mapping, filtering, public, server and server[:300], error and error[:300])
 
 
@@ -269,7 +277,7 @@ def classify(r: ProbeResults) -> NatBehaviour:
         filtering = EI
     elif r.filter_change_port:
         filtering = AD if r.filter_change_ip_port is False else PORT_INDEPENDENT
-    elif r.filter_change_port is False and r.filter_change_ip_port is not True:
+    elif r.filter_change_port is False:  # (filter_change_ip_port is not True here)
         filtering = APD
     return NatBehaviour(mapping, filtering, r.mapped, server, error or r.error)
 
@@ -283,12 +291,14 @@ class _StunClient(asyncio.DatagramProtocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.DatagramTransport | None = None
-        self.waiting: dict[bytes, asyncio.Future] = {}
+        self.waiting: dict[bytes, asyncio.Future[tuple[codec.StunMessage, Addr]]] = {}
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # create_datagram_endpoint's transport (uvloop's is not an asyncio.DatagramTransport
+        # subclass, hence no isinstance)
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
-    def datagram_received(self, data: bytes, addr) -> None:
+    def datagram_received(self, data: bytes, addr: Addr) -> None:
         try:
             msg = codec.parse(data)
         except StunError as e:
@@ -310,6 +320,7 @@ class _StunClient(asyncio.DatagramProtocol):
             attrs.append((codec.ATTR_CHANGE_REQUEST,
                           codec.change_request_value(change_ip, change_port)))
         data = codec.build(codec.BINDING_REQUEST, txid, attrs)
+        fut: asyncio.Future[tuple[codec.StunMessage, Addr]]
         fut = asyncio.get_running_loop().create_future()
         self.waiting[txid] = fut
         start = time.monotonic()
@@ -341,7 +352,8 @@ def _local_ip_towards(ip: str) -> str | None:
     try:
         with socket.socket(family, socket.SOCK_DGRAM) as s:
             s.connect((ip, 9))
-            return s.getsockname()[0]
+            local: str = s.getsockname()[0]
+            return local
     except OSError:
         return None
 
@@ -422,7 +434,7 @@ async def detect(host: str, port: int = DEFAULT_STUN_PORT, *,
     except OSError as e:
         return unknown(label, f"cannot resolve {host}: {e.strerror or e}")
     family, _, _, _, sockaddr = infos[0]
-    r = ProbeResults(server=(sockaddr[0], sockaddr[1]))
+    r = ProbeResults(server=(str(sockaddr[0]), int(sockaddr[1])))  # an AF_INET(6) address
     any_ip = "::" if family == socket.AF_INET6 else "0.0.0.0"
     transports = []
     try:
@@ -476,27 +488,40 @@ def stun_server_for(target: str) -> Addr:
     return parse_addr(text, DEFAULT_STUN_PORT)
 
 
+class Probe(Protocol):
+    """What NatDetector runs: `detect`'s signature."""
+
+    def __call__(self, host: str, port: int, *,
+                 on_mapping: Callable[[NatBehaviour], None] | None = None,
+                 ) -> Coroutine[Any, Any, NatBehaviour]:
+        ...
+
+
+# Makes a task of a coroutine (asyncio.ensure_future, Host.spawn).
+Spawn = Callable[[Coroutine[Any, Any, NatBehaviour]], "asyncio.Future[NatBehaviour]"]
+
+
 class NatDetector:
     """Runs `detect` once in the background for a peer; `result(wait)` gives the behaviour,
     `mapping_result(wait)` the mapping part as soon as it is known (or None)."""
 
-    def __init__(self, server: Addr | None, probe=None) -> None:
+    def __init__(self, server: Addr | None, probe: Probe | None = None) -> None:
         """probe(host, port, on_mapping=...) -> NatBehaviour: `detect` unless given."""
         self.server = server
-        self.probe = probe or detect
-        self.task: asyncio.Future | None = None
-        self._mapping: asyncio.Future | None = None
+        self.probe: Probe = probe or detect
+        self.task: asyncio.Future[NatBehaviour] | None = None
+        self._mapping: asyncio.Future[NatBehaviour] | None = None
 
     @classmethod
     def known(cls, behaviour: NatBehaviour) -> NatDetector:
         """A detector whose result is already there (tests, or a behaviour learned elsewhere)."""
         d = cls(None)
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[NatBehaviour] = asyncio.get_running_loop().create_future()
         fut.set_result(behaviour)
         d.task = fut
         return d
 
-    def start(self, spawn=asyncio.ensure_future) -> asyncio.Future:
+    def start(self, spawn: Spawn = asyncio.ensure_future) -> asyncio.Future[NatBehaviour]:
         """Start the detection (once) as a task made by `spawn` (e.g. `Host.spawn`, so that
         closing the host ends it)."""
         if self.task is None:
@@ -530,7 +555,7 @@ class NatDetector:
         futs = [task] + ([self._mapping] if self._mapping is not None else [])
         return await self._wait(futs, wait)
 
-    async def _wait(self, futs: list[asyncio.Future], wait: float) -> NatBehaviour | None:
+    async def _wait(self, futs: list[asyncio.Future[NatBehaviour]], wait: float) -> NatBehaviour | None:
         done, _ = await asyncio.wait(futs, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
         for f in futs:  # the whole result first
             if f in done and not f.cancelled() and f.exception() is None:

@@ -18,6 +18,7 @@ Contract:
 from __future__ import annotations
 
 import abc
+from types import TracebackType
 
 from .errors import ProtocolError
 from .wire.varint import MAX_VARINT_LEN
@@ -42,7 +43,12 @@ class ByteStream(abc.ABC):
     async def __aenter__(self) -> ByteStream:
         return self
 
-    async def __aexit__(self, exc_type, exc, tb) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if exc is None:
             await self.close()
         else:

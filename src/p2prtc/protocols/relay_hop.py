@@ -3,11 +3,15 @@ the relay client: protocol ids, status codes, reading/writing hop and stop messa
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+from google.protobuf.message import Message
+
 from ..envelope import Envelope
 from ..errors import ProtocolError
 from ..identity import Identity, PeerId
 from ..pb import circuit_pb2
-from ..streams import read_length_prefixed, write_length_prefixed
+from ..streams import ByteStream, read_length_prefixed, write_length_prefixed
 from ..wire.varint import encode_uvarint
 
 HOP = "/libp2p/circuit/relay/0.2.0/hop"
@@ -44,7 +48,10 @@ class MalformedMessage(ProtocolError):
     """A hop/stop message that does not parse or lacks required fields."""
 
 
-async def read_message(stream, cls):
+_M = TypeVar("_M", bound=Message)
+
+
+async def read_message(stream: ByteStream, cls: type[_M]) -> _M:
     """Read one length-prefixed HopMessage or StopMessage (4 KiB max)."""
     try:
         data = await read_length_prefixed(stream, MAX_MESSAGE_SIZE, allow_eof=True)
@@ -55,7 +62,7 @@ async def read_message(stream, cls):
     return parse_message(data, cls)
 
 
-def parse_message(data: bytes, cls):
+def parse_message(data: bytes, cls: type[_M]) -> _M:
     msg = cls()
     try:
         msg.ParseFromString(data)
@@ -66,11 +73,11 @@ def parse_message(data: bytes, cls):
     return msg
 
 
-async def write_message(stream, msg) -> None:
+async def write_message(stream: ByteStream, msg: Message) -> None:
     await write_length_prefixed(stream, msg.SerializeToString())
 
 
-def peer_of(msg) -> PeerId:
+def peer_of(msg: circuit_pb2.HopMessage | circuit_pb2.StopMessage) -> PeerId:
     if not msg.HasField("peer"):
         raise MalformedMessage("message has no peer")
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -48,7 +49,7 @@ class RateLimiter:
 
     MAX_KEYS = 65536
 
-    def __init__(self, rate: RateLimit, clock=time.monotonic) -> None:
+    def __init__(self, rate: RateLimit, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self._clock = clock
         self._buckets: OrderedDict[object, tuple[float, float]] = OrderedDict()

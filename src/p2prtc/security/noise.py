@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from typing import TypedDict, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, hmac, serialization
@@ -57,6 +58,24 @@ RAW_READ_SIZE = 4 * (MAX_MESSAGE_LEN + 2)
 WRITE_BATCH_LEN = 4 * MAX_PLAINTEXT_LEN
 
 _EXTENSION_KEYS = frozenset({"webtransport_certhashes", "stream_muxers"})
+
+
+class NoiseExtensions(TypedDict, total=False):
+    """The handshake payload's extensions (libp2p noise spec). What we send may leave either key
+    out; what we received has both."""
+
+    webtransport_certhashes: list[bytes]
+    stream_muxers: list[str]
+
+
+_T = TypeVar("_T")
+
+
+def _known(value: _T | None, what: str) -> _T:
+    # The handshake's order (checked by _check_turn) guarantees these are set by now.
+    if value is None:
+        raise HandshakeError(f"noise handshake state lacks {what}")
+    return value
 _NONCE_PREFIX = b"\x00\x00\x00\x00"  # Noise spec 12.3: 32 zero bits then the 64-bit LE counter
 
 
@@ -181,7 +200,7 @@ def _text(value: str | bytes) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-def _extensions_to_dict(ext: noise_pb2.NoiseExtensions) -> dict:
+def _extensions_to_dict(ext: noise_pb2.NoiseExtensions) -> NoiseExtensions:
     return {
         "webtransport_certhashes": [bytes(h) for h in ext.webtransport_certhashes],
         "stream_muxers": [_text(m) for m in ext.stream_muxers],
@@ -211,7 +230,7 @@ class NoiseHandshakeState:
         identity: Identity,
         initiator: bool,
         prologue: bytes = b"",
-        extensions: dict | None = None,
+        extensions: NoiseExtensions | None = None,
         static_key: X25519PrivateKey | None = None,
         *,
         remote_peer: PeerId | None = None,
@@ -234,9 +253,9 @@ class NoiseHandshakeState:
             raise ValueError("noise handshake payload too large (too many extensions?)")
         self._remote_public_key: PublicKey | None = None
         self._remote_peer_id: PeerId | None = None
-        self._remote_extensions: dict | None = None
+        self._remote_extensions: NoiseExtensions | None = None
 
-    def _encode_payload(self, identity: Identity, extensions: dict | None) -> bytes:
+    def _encode_payload(self, identity: Identity, extensions: NoiseExtensions | None) -> bytes:
         msg = noise_pb2.NoiseHandshakePayload(
             identity_key=identity.public_key.to_protobuf(),
             identity_sig=identity.sign(STATIC_KEY_SIGNATURE_PREFIX + self._s_pub),
@@ -280,7 +299,7 @@ class NoiseHandshakeState:
         return self._remote_peer_id
 
     @property
-    def remote_extensions(self) -> dict | None:
+    def remote_extensions(self) -> NoiseExtensions | None:
         """The remote's extensions as a dict with both keys, or None if it sent none."""
         return self._remote_extensions
 
@@ -306,13 +325,14 @@ class NoiseHandshakeState:
                     self._e = X25519PrivateKey.generate()
                 e_pub = _public_bytes(self._e)
                 ss.mix_hash(e_pub)
-                ss.mix_key(_dh(self._e, self._re))
+                re = _known(self._re, "the remote ephemeral key")
+                ss.mix_key(_dh(self._e, re))
                 enc_s = ss.encrypt_and_hash(self._s_pub)
-                ss.mix_key(_dh(self._s, self._re))
+                ss.mix_key(_dh(self._s, re))
                 out = e_pub + enc_s + ss.encrypt_and_hash(self._payload)
             else:  # -> s, se
                 enc_s = ss.encrypt_and_hash(self._s_pub)
-                ss.mix_key(_dh(self._s, self._re))
+                ss.mix_key(_dh(self._s, _known(self._re, "the remote ephemeral key")))
                 out = enc_s + ss.encrypt_and_hash(self._payload)
         except BaseException:
             self._failed = True
@@ -343,17 +363,18 @@ class NoiseHandshakeState:
                     raise HandshakeError(f"noise handshake message 2 too short ({len(msg)} bytes)")
                 self._re = msg[:DH_LEN]
                 self._ss.mix_hash(self._re)
-                self._ss.mix_key(_dh(self._e, self._re))
-                self._rs = self._decrypt(msg[DH_LEN : 2 * DH_LEN + TAG_LEN], step)
-                self._ss.mix_key(_dh(self._e, self._rs))
-                self._verify_payload(self._decrypt(msg[2 * DH_LEN + TAG_LEN :], step))
+                e = _known(self._e, "our ephemeral key")
+                self._ss.mix_key(_dh(e, self._re))
+                self._rs = rs = self._decrypt(msg[DH_LEN : 2 * DH_LEN + TAG_LEN], step)
+                self._ss.mix_key(_dh(e, rs))
+                self._verify_payload(self._decrypt(msg[2 * DH_LEN + TAG_LEN :], step), rs)
             else:  # -> s, se
                 min_len = DH_LEN + TAG_LEN + TAG_LEN
                 if len(msg) < min_len:
                     raise HandshakeError(f"noise handshake message 3 too short ({len(msg)} bytes)")
-                self._rs = self._decrypt(msg[: DH_LEN + TAG_LEN], step)
-                self._ss.mix_key(_dh(self._e, self._rs))
-                self._verify_payload(self._decrypt(msg[DH_LEN + TAG_LEN :], step))
+                self._rs = rs = self._decrypt(msg[: DH_LEN + TAG_LEN], step)
+                self._ss.mix_key(_dh(_known(self._e, "our ephemeral key"), rs))
+                self._verify_payload(self._decrypt(msg[DH_LEN + TAG_LEN :], step), rs)
         except BaseException:
             self._failed = True
             raise
@@ -390,7 +411,7 @@ class NoiseHandshakeState:
                 "(corrupted, or the peers use different prologues)"
             ) from None
 
-    def _verify_payload(self, data: bytes) -> None:
+    def _verify_payload(self, data: bytes, remote_static: bytes) -> None:
         msg = noise_pb2.NoiseHandshakePayload()
         try:
             msg.ParseFromString(data)
@@ -406,7 +427,7 @@ class NoiseHandshakeState:
         except InvalidKey as e:
             raise HandshakeError(f"bad identity key in noise handshake payload: {e}") from None
         try:
-            valid = key.verify(STATIC_KEY_SIGNATURE_PREFIX + self._rs, msg.identity_sig)
+            valid = key.verify(STATIC_KEY_SIGNATURE_PREFIX + remote_static, msg.identity_sig)
         except (ValueError, TypeError):
             valid = False
         if not valid:
@@ -428,8 +449,10 @@ class NoiseTransport:
     """Transport phase, sans I/O: framing plus one cipher state per direction."""
 
     def __init__(self, send_cipher: CipherState, recv_cipher: CipherState) -> None:
-        if not (send_cipher.has_key and recv_cipher.has_key):
+        if send_cipher.aead is None or recv_cipher.aead is None:
             raise ValueError("transport cipher states need keys")
+        self._send_aead = send_cipher.aead
+        self._recv_aead = recv_cipher.aead
         self.send_cipher = send_cipher
         self.recv_cipher = recv_cipher
         self._buf = bytearray()
@@ -448,7 +471,7 @@ class NoiseTransport:
         """Framed ciphertext(s) for plaintext: one frame per MAX_PLAINTEXT_LEN bytes (an empty
         plaintext gives one empty frame)."""
         cs = self.send_cipher
-        aead = cs.aead
+        aead = self._send_aead
         n = cs.n
         total = len(plaintext)
         frames = max(1, -(-total // MAX_PLAINTEXT_LEN))
@@ -458,7 +481,7 @@ class NoiseTransport:
             ct = aead.encrypt(_NONCE_PREFIX + n.to_bytes(8, "little"), plaintext, None)
             cs.n = n + 1
             return len(ct).to_bytes(2, "big") + ct
-        parts = []
+        parts: list[bytes] = []
         append = parts.append
         with memoryview(plaintext) as mv:
             for off in range(0, total, MAX_PLAINTEXT_LEN):
@@ -478,6 +501,7 @@ class NoiseTransport:
         if self._failed:
             raise ProtocolError("noise transport already failed")
         buf = self._buf
+        src: bytes | bytearray | memoryview
         if buf:
             buf += data
             src = buf
@@ -487,7 +511,7 @@ class NoiseTransport:
         out: list[bytes] = []
         pos = 0
         cs = self.recv_cipher
-        aead = cs.aead
+        aead = self._recv_aead
         n = cs.n
         with memoryview(src) as mv:
             while total - pos >= 2:
@@ -536,7 +560,7 @@ class SecureSession(ByteStream):
         local_peer: PeerId,
         remote_peer: PeerId,
         remote_public_key: PublicKey,
-        remote_extensions: dict | None,
+        remote_extensions: NoiseExtensions | None,
     ) -> None:
         self._raw = raw
         self._transport = transport
@@ -648,7 +672,7 @@ async def handshake(
     initiator: bool,
     remote_peer: PeerId | None = None,
     prologue: bytes = b"",
-    extensions: dict | None = None,
+    extensions: NoiseExtensions | None = None,
     *,
     static_key: X25519PrivateKey | None = None,
     timeout: float = HANDSHAKE_TIMEOUT,
@@ -688,12 +712,17 @@ async def handshake(
             raise
         log.debug("noise handshake failed: %s", err)
         raise err from None
+    remote_key = state.remote_public_key
+    remote_peer_id = state.remote_peer_id
+    if remote_key is None or remote_peer_id is None:  # complete means the payload was verified
+        raw.reset()
+        raise HandshakeError("noise handshake completed without the remote's identity")
     return SecureSession(
         raw,
         NoiseTransport.from_handshake(state),
         local_peer=identity.peer_id,
-        remote_peer=state.remote_peer_id,
-        remote_public_key=state.remote_public_key,
+        remote_peer=remote_peer_id,
+        remote_public_key=remote_key,
         remote_extensions=state.remote_extensions,
     )
 
@@ -704,7 +733,7 @@ async def secure_outbound(
     remote_peer: PeerId | None = None,
     *,
     prologue: bytes = b"",
-    extensions: dict | None = None,
+    extensions: NoiseExtensions | None = None,
 ) -> SecureSession:
     """Noise as the initiator (the dialing side on TCP and WebSocket)."""
     return await handshake(raw, identity, True, remote_peer, prologue, extensions)
@@ -716,7 +745,7 @@ async def secure_inbound(
     *,
     remote_peer: PeerId | None = None,
     prologue: bytes = b"",
-    extensions: dict | None = None,
+    extensions: NoiseExtensions | None = None,
 ) -> SecureSession:
     """Noise as the responder (the listening side on TCP and WebSocket)."""
     return await handshake(raw, identity, False, remote_peer, prologue, extensions)

@@ -31,7 +31,11 @@ class CertificateError(ValueError):
     """A certificate/key pair that cannot be loaded (at start: a usage error)."""
 
 
-def _signature(path: str) -> tuple[int, int, int, int]:
+# (device, inode, mtime, size): changes when a file is replaced or rewritten
+_FileSignature = tuple[int, int, int, int]
+
+
+def _signature(path: str) -> _FileSignature:
     st = os.stat(path)  # follows symlinks: a renewal changes the target's inode and mtime
     return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
 
@@ -60,7 +64,7 @@ class ReloadingCertificate:
         self.check_interval = check_interval
         self._alpn = alpn
         self.reloads = 0  # how many times a changed pair was loaded
-        self._sig = self._signatures()
+        self._sig: tuple[_FileSignature, _FileSignature] | None = self._signatures()
         self._current = _server_context(cert_file, key_file, alpn)
         self.not_after = _not_after(cert_file)  # Unix time the certificate in use expires
         self._checked = time.monotonic()
@@ -68,7 +72,7 @@ class ReloadingCertificate:
         self.context = _server_context(cert_file, key_file, alpn)
         self.context.sni_callback = self._on_client_hello
 
-    def _signatures(self):
+    def _signatures(self) -> tuple[_FileSignature, _FileSignature]:
         try:
             return _signature(self.cert_file), _signature(self.key_file)
         except OSError as e:
@@ -107,7 +111,9 @@ class ReloadingCertificate:
         if time.monotonic() - self._checked >= self.check_interval:
             self.check()
 
-    def _on_client_hello(self, ssl_obj, _server_name, _ctx) -> None:
+    def _on_client_hello(
+        self, ssl_obj: ssl.SSLObject, _server_name: str | None, _ctx: ssl.SSLContext
+    ) -> None:
         self.maybe_check()
         ssl_obj.context = self._current
         return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
 
 
-def make_http_app(acme: AcmeCertificates, https_port) -> web.Application:
+def make_http_app(acme: AcmeCertificates, https_port: Callable[[], int]) -> web.Application:
     """`https_port()` gives the port to redirect to (known only once the https server is up)."""
     async def challenge(request: web.Request) -> web.Response:
         answer = acme.challenge_response(request.match_info["token"])
@@ -44,7 +45,7 @@ def make_http_app(acme: AcmeCertificates, https_port) -> web.Application:
 @dataclass
 class AcmeRunning:
     certificate: ReloadingCertificate
-    renewals: asyncio.Task
+    renewals: asyncio.Task[None]
     runner: web.AppRunner
     http_port: int
     https_port: int = 443  # where plain-http requests are redirected; set once https is up

@@ -22,9 +22,10 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Required, TypedDict
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from ..multiaddr import Multiaddr
 from ..netutil import ipv4_addresses, ipv6_addresses, is_loopback
@@ -129,7 +130,22 @@ def rewrite_for_request(addr: Multiaddr, request_host: str | None) -> Multiaddr:
     return Multiaddr(new_head + rest)
 
 
-def ice_servers(cfg: WebConfig, relay: Multiaddr | None) -> list[dict]:
+class IceServerDoc(TypedDict):
+    """One RTCIceServer of the browser's rtcConfiguration."""
+
+    urls: list[str]
+
+
+class ConfigDoc(TypedDict, total=False):
+    """/config.json: what the page is pre-filled with."""
+
+    relay: Required[str | None]
+    iceServers: Required[list[IceServerDoc]]
+    relays: list[str | None]
+    demoPeer: str
+
+
+def ice_servers(cfg: WebConfig, relay: Multiaddr | None) -> list[IceServerDoc]:
     if cfg.stun is not None:
         return [{"urls": list(cfg.stun)}] if cfg.stun else []
     if relay is None:
@@ -140,10 +156,10 @@ def ice_servers(cfg: WebConfig, relay: Multiaddr | None) -> list[dict]:
     return [{"urls": [f"stun:{_stun_host(*head)}:{RELAY_STUN_PORT}"]}]
 
 
-def config_for(cfg: WebConfig, request_host: str | None = None) -> dict:
+def config_for(cfg: WebConfig, request_host: str | None = None) -> ConfigDoc:
     """The /config.json document for a browser that reached us as `request_host`."""
     relay = rewrite_for_request(Multiaddr(cfg.relay), request_host) if cfg.relay else None
-    doc: dict = {"relay": str(relay) if relay is not None else None,
+    doc: ConfigDoc = {"relay": str(relay) if relay is not None else None,
                  "iceServers": ice_servers(cfg, relay)}
     if cfg.more_relays:
         doc["relays"] = [doc["relay"]] + [str(rewrite_for_request(Multiaddr(a), request_host))
@@ -157,7 +173,7 @@ CONFIG_KEY: web.AppKey[WebConfig] = web.AppKey("config", WebConfig)
 
 
 @web.middleware
-async def _headers(request: web.Request, handler):
+async def _headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     resp = await handler(request)
     # index.html and config.json change with the deployment; app.js/css are referenced with a
     # content hash (?v=...), so revalidating everything is cheap and never serves stale code.

@@ -8,8 +8,14 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .app import DEFAULT_PORT, ConfigError, WebConfig, check_relay_addr, check_stun_url
+
+if TYPE_CHECKING:  # imported where used: the ACME client is optional
+    from ..acme import AcmeCertificates
+    from ..transports.tls import ReloadingCertificate
 
 
 def port_arg(text: str) -> int:
@@ -49,7 +55,10 @@ def stun_list(values: list[str] | None) -> list[str] | None:
     return values
 
 
-def add_parser(sub, add_common) -> None:
+def add_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    add_common: Callable[[argparse.ArgumentParser], None],
+) -> None:
     p = sub.add_parser(
         "web", help="serve the browser app (a js-libp2p peer) with the relay pre-filled",
         description="Serve the browser peer: a page that connects to a relay, shows its own "
@@ -155,7 +164,8 @@ def acme_state_dir(given: str | None) -> str:
 
 
 async def run_web(cfg: WebConfig, host: str, port: int, *, as_json: bool = False,
-                  tls=None, acme=None, acme_http_port: int = 80) -> int:
+                  tls: ReloadingCertificate | None = None, acme: AcmeCertificates | None = None,
+                  acme_http_port: int = 80) -> int:
     from ..multiaddr import Multiaddr
     from .app import WebServer, config_for, rewrite_for_request
 
@@ -194,13 +204,14 @@ async def run_web(cfg: WebConfig, host: str, port: int, *, as_json: bool = False
                               **({"acme": {"domains": acme.domains,
                                            "expires": str(acme.expires()),
                                            "http_port": acme_running.http_port}}
-                                 if acme_running else {})}), flush=True)
+                                 if acme_running is not None and acme is not None else {})}),
+                  flush=True)
         else:
             lines = ["", f"  p2prtc web  ready in {(time.monotonic() - started) * 1000:.0f} ms", ""]
             lines += [f"  {label + ':':<9}{url}" for label, url in server.urls()]
             lines.append(f"  {'Relay:':<9}{doc['relay'] or 'none given: paste a relay address in the page'}")
             lines += [f"  {'':<9}{a}" for a in doc.get("relays", [])[1:]]
-            if acme_running is not None:
+            if acme_running is not None and acme is not None:
                 lines.append(f"  {'ACME:':<9}certificate for {', '.join(acme.domains)} until "
                              f"{acme.expires()}, challenges on port {acme_running.http_port}")
             if cfg.relay and rewrite_for_request(Multiaddr(cfg.relay), "192.0.2.1") != Multiaddr(cfg.relay):

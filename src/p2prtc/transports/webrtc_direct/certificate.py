@@ -16,6 +16,7 @@ import datetime
 import hashlib
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -25,6 +26,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from ...errors import ProtocolError
 from ...identity import Identity
 from ...multibase import MultibaseError, decode as multibase_decode, encode as multibase_encode
+
+if TYPE_CHECKING:
+    from aiortc import RTCCertificate
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +90,7 @@ class DtlsCertificate:
     def certhash(self) -> str:
         return certhash(self.digest)
 
-    def rtc_certificate(self):
+    def rtc_certificate(self) -> RTCCertificate:
         from aiortc import RTCCertificate
 
         return RTCCertificate(key=self.key, cert=self.cert)

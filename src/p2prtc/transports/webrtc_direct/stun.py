@@ -425,7 +425,7 @@ def stream_frame_length(head: bytes) -> int | None:
     the byte length of the frame starting with these (>= 4) bytes, ChannelData padded to 4;
     None if it is neither (the stream is garbage)."""
     kind = head[0] >> 6
-    (length,) = struct.unpack_from(">H", head, 2)
+    length: int = struct.unpack_from(">H", head, 2)[0]
     if kind == 0:
         return HEADER_SIZE + length
     if kind == 1 and head[0] <= 0x4F:
