@@ -152,6 +152,24 @@ class HarnessCommands:
     async def hangup(self, peer: str) -> None:
         await self.call("hangup", peer=peer)
 
+    async def flood(self, peer: str, *, protocol: str, streams: int,
+                    timeout: float = 120) -> dict[str, Any]:
+        """Open `streams` streams of `protocol` at once on the direct connection to `peer`;
+        the ones that open are held until release(). -> {opened, failed, held, errors}"""
+        return await self.call("flood", timeout=timeout, peer=peer, protocol=protocol,
+                               streams=streams, timeout_ms=int(timeout * 1000) - 5000)
+
+    async def release(self) -> int:
+        """Abort the streams flood() holds; how many."""
+        return (await self.call("release"))["released"]
+
+    async def push(self, peer: str, *, protocol: str, bytes: int,
+                   timeout: float = 180) -> dict[str, Any]:
+        """Write `bytes` into a new `protocol` stream on the direct connection to `peer` until
+        done or it fails. -> {sent, error (null when all was written and closed), status, ms}"""
+        return await self.call("push", timeout=timeout, peer=peer, protocol=protocol,
+                               bytes=bytes, timeout_ms=int(timeout * 1000) - 5000)
+
 
 class NodePeer(HarnessCommands, ControlledProcess):
     """A js-libp2p peer in Node 22 (tests/interop/js/peer.mjs), driven over JSON lines.

@@ -267,6 +267,24 @@ export function createHarness (node, { emit, newHasher }) {
     return AbortSignal.timeout(Number(args.timeout_ms ?? defaultMs))
   }
 
+  // Streams opened by `flood`, held open until `release`.
+  let held = []
+
+  /** The open, direct WebRTC (not limited) connection to args.peer. */
+  function directConnection (args) {
+    const peer = parsePeer(args.peer)
+    const conn = node.getConnections(peer).find(c => c.status === 'open' && c.limits == null &&
+      /\/webrtc(-direct)?(\/|$)/.test(c.remoteAddr.toString()))
+    if (conn == null) throw new CommandError(`no direct WebRTC connection to ${peer}`)
+    return conn
+  }
+
+  function count (n, name) {
+    const v = Number(n)
+    if (!Number.isSafeInteger(v) || v < 0) throw new CommandError(`"${name}" must be a non-negative integer`)
+    return v
+  }
+
   function waitIdentify (peer, ms) {
     const have = identified.get(peer)
     if (have) return Promise.resolve(have)
@@ -424,6 +442,61 @@ export function createHarness (node, { emit, newHasher }) {
         stream.abort(err instanceof Error ? err : new Error(String(err)))
         throw err
       }
+    },
+
+    // Abuse, for the listener's bounds (tests/interop/test_webrtc_stream_limits.py): open
+    // `streams` streams of `protocol` at once on the direct connection to `peer` and hold the
+    // ones that open (until `release`); report how many opened and how many failed, and why.
+    async flood (args) {
+      const n = count(args.streams ?? 0, 'streams')
+      const conn = directConnection(args)
+      const signal = signalFor(args, 60000)
+      const results = await Promise.allSettled(Array.from({ length: n }, () =>
+        conn.newStream(args.protocol, { signal, maxOutboundStreams: n + 64, runOnLimitedConnection: true })))
+      const errors = new Map()
+      let opened = 0
+      for (const r of results) {
+        if (r.status === 'fulfilled') {
+          held.push(r.value)
+          opened++
+        } else {
+          const text = errorText(r.reason)
+          errors.set(text, (errors.get(text) ?? 0) + 1)
+        }
+      }
+      return { opened, failed: n - opened, held: held.length, errors: Object.fromEntries(errors) }
+    },
+
+    async release () {
+      const streams = held
+      held = []
+      for (const s of streams) s.abort(new Error('released'))
+      return { released: streams.length }
+    },
+
+    // Write `bytes` into a new stream of `protocol` (with backpressure) until all is written or
+    // the stream fails; report how much went into it and the error, if any.
+    async push (args) {
+      const total = count(args.bytes ?? 0, 'bytes')
+      const conn = directConnection(args)
+      const signal = signalFor(args, 120000)
+      const stream = await conn.newStream(args.protocol, { signal, runOnLimitedConnection: true })
+      const t0 = performance.now()
+      let sent = 0
+      let error = null
+      try {
+        while (sent < total) {
+          const n = Math.min(PERF_BLOCK.byteLength, total - sent)
+          if (!stream.send(n === PERF_BLOCK.byteLength ? PERF_BLOCK : PERF_BLOCK.subarray(0, n))) {
+            await stream.onDrain({ signal })
+          }
+          sent += n
+        }
+        await stream.close({ signal })
+      } catch (err) {
+        error = errorText(err)
+      }
+      return { sent, error, status: stream.status, ms: performance.now() - t0 }
     },
 
     async connections () {
