@@ -19,6 +19,7 @@ from p2prtc.protocols.filetransfer import FileService
 from p2prtc.relay.server import RelayService
 from p2prtc.transports.webrtc.transport import WebRTCTransport
 
+from ..conftest import ENGINES
 from ..netns import lab_ip
 
 MB = 1 << 20
@@ -34,14 +35,14 @@ async def relay(host_factory):
     return host
 
 
-async def webrtc_host(host_factory):
+async def webrtc_host(host_factory, engine: str | None = None):
     host = await host_factory(listen=[])
-    host.add_transport(WebRTCTransport(host, ice_servers=[]), first=True)
+    host.add_transport(WebRTCTransport(host, ice_servers=[], engine=engine), first=True)
     return host
 
 
-async def listening_peer(host_factory, relay):
-    b = await webrtc_host(host_factory)
+async def listening_peer(host_factory, relay, engine: str | None = None):
+    b = await webrtc_host(host_factory, engine)
     await b.listen(relay.listen_addrs[0].with_peer_id(relay.peer_id).encapsulate("/p2p-circuit"),
                    "/webrtc")
     await b._listeners[0].first_attempt
@@ -138,13 +139,36 @@ async def test_vanished_peer_ends_connection_with_reason(relay, host_factory, tm
         await asyncio.wait_for(conn.wait_closed(), 30)
         took = time.perf_counter() - t0
         assert took < 20, f"took {took:.1f} s to notice"
-        assert conn.close_reason and ("ICE" in conn.close_reason or "closed" in conn.close_reason)
+        # killed, it said nothing: not "the peer left" (that is a close, below)
+        assert conn.close_reason == "ICE connection failed (peer unreachable)", conn.close_reason
     finally:
         if b_proc.returncode is None:
             b_proc.kill()
         await b_proc.wait()
 
 
+# A peer that closes is noticed at once (SCTP/DTLS end), not after ICE gives up (~11 s on wrtc).
+LEFT_WITHIN = 2.0  # s; ~10 ms seen here, the margin is for a loaded machine
+
+
+@pytest.mark.parametrize("other", ENGINES)
+@pytest.mark.parametrize("leaver", ["dialer", "listener"])
+async def test_peer_that_closes_is_reported_as_left(relay, host_factory, engine, other, leaver):
+    """The peer on this test's engine stays; the other one (on `other`) closes its host
+    gracefully: the one that stays says "the peer left" within LEFT_WITHIN."""
+    a = await webrtc_host(host_factory, engine=other if leaver == "dialer" else engine)
+    b, addr = await listening_peer(host_factory, relay,
+                                   engine=other if leaver == "listener" else engine)
+    conn_a = await a.dial(addr)
+    await a.ping_service.ping(conn_a)
+    conn_b = next(c for c in b.connections(a.peer_id) if c.transport == "webrtc")
+    gone, stays = (a, conn_b) if leaver == "dialer" else (b, conn_a)
+    t0 = time.perf_counter()
+    await gone.close()
+    await asyncio.wait_for(stays.wait_closed(), 30)
+    took = time.perf_counter() - t0
+    assert stays.end_reason == "the peer left", stays.end_reason
+    assert took < LEFT_WITHIN, f"took {took:.2f} s to notice"
 
 
 async def test_no_direct_path_fails_fast_and_relay_keeps_working(relay, host_factory, udp_blocked):

@@ -3,6 +3,9 @@ turn, through our relay: the connection is direct WebRTC and 20 MB echo intact b
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 from p2prtc.relay.limits import RelayLimits
@@ -83,3 +86,26 @@ async def test_python_dials_browser_listener(relay, host_factory, browser_factor
     assert max(rtts) < 1.0
     conns = [c for c in await page.connections() if c["peer"] == str(ours.peer_id)]
     assert any("/webrtc" in c["remoteAddr"] and not c.get("limited") for c in conns), conns
+
+
+# A browser that hangs up is noticed at once (SCTP/DTLS end), not after ICE gives up.
+LEFT_WITHIN = 2.0  # s; ~10 ms seen here, the margin is for a loaded machine
+
+
+async def test_browser_that_hangs_up_is_reported_as_left(relay, host_factory, browser_factory):
+    from p2prtc.identity import PeerId
+
+    ours = await webrtc_peer(host_factory)
+    await ours.listen(f"{relay_addr(relay)}/p2p-circuit", "/webrtc")
+    await ours._listeners[0].first_attempt
+    target = next(a for a in ours.listen_addrs if a.has("webrtc")).with_peer_id(ours.peer_id)
+    page = await browser_factory()
+    await page.dial(str(target))
+    conn = next(c for c in ours.connections(PeerId.from_string(page.peer_id))
+                if c.transport == "webrtc")
+    t0 = time.perf_counter()
+    await page.hangup(str(ours.peer_id))
+    await asyncio.wait_for(conn.wait_closed(), 30)
+    took = time.perf_counter() - t0
+    assert conn.end_reason == "the peer left", conn.end_reason
+    assert took < LEFT_WITHIN, f"took {took:.2f} s to notice"

@@ -191,6 +191,11 @@ def ice_connection(pc: Any) -> Any | None:
         return None
 
 
+def ice_closing(connection: Any) -> bool:
+    """Whether an aioice Connection is closing or closed (consent expired, or close() called)."""
+    return bool(getattr(connection, "_closing", False))
+
+
 def host_protocols(connection: Any) -> list[Any]:
     """The UDP sockets (aioice StunProtocol) of our host candidates."""
     try:

@@ -275,11 +275,16 @@ class PeerConnection:
         self._trickle: asyncio.Queue[dict | None] = asyncio.Queue()
         self._gathering: asyncio.Task | None = None
         self._mid = "0"
+        self._closing = False  # our own close() was called
+        self._ice_lost = False  # DTLS ended because ICE did (consent expired)
+        self._ice_watched = False
         self._pc.on("datachannel", self._datachannel)
         self._pc.on("connectionstatechange", self._state)
 
     @property
     def connection_state(self) -> str:
+        if self._ice_lost and self._pc.connectionState == "closed" and not self._closing:
+            return "failed"
         return self._pc.connectionState
 
     def _datachannel(self, channel) -> None:
@@ -290,10 +295,25 @@ class PeerConnection:
             log.debug("closing data channel %r: nobody to take it", channel.label)
             ch.close()
 
+    def _watch_ice(self) -> None:
+        """aiortc reports "closed" both when the peer closed (SCTP ABORT/SHUTDOWN, DTLS
+        close_notify: DTLS ends, then aiortc closes ICE) and when consent expired (aioice closes
+        ICE, which ends DTLS): whether ICE was closing when DTLS ended tells them apart."""
+        dtls = getattr(self._pc.sctp, "transport", None)
+        if dtls is None or self._ice_watched:
+            return
+        self._ice_watched = True
+
+        def changed() -> None:
+            if dtls.state in ("closed", "failed") and not self._closing:
+                self._ice_lost = aiortc_compat.ice_closing(aiortc_compat.ice_connection(self._pc))
+        dtls.on("statechange", changed)
+
     def _state(self) -> None:
-        state = self._pc.connectionState
+        state = self.connection_state  # "failed" for a "closed" that ICE caused
         log.debug("peer connection state: %s", state)
         if state == "connected":
+            self._watch_ice()
             self._connected.set()
         elif state in ("failed", "closed"):
             self._ended.set()
@@ -470,6 +490,7 @@ class PeerConnection:
         return sorted({c.type for c in connection.local_candidates}) if connection else []
 
     async def close(self) -> None:
+        self._closing = True
         self._ended.set()
         self._connected.set()
         if self._gathering is not None and not self._gathering.done():

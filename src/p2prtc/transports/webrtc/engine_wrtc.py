@@ -17,6 +17,17 @@ What differs from the aiortc engine (engine.py) and how it is mapped:
 - libwebrtc says "disconnected" after ~2.5 s without consent but "failed" only ~30 s later; a
   connection disconnected for DISCONNECTED_GRACE is reported as "failed" (aiortc_compat gives aiortc
   ~10 s too).
+- A remote peer that closes leaves `connectionState` at "connected" (W3C: only our own close()
+  makes it "closed"); ICE says "disconnected" ~6 s later and we would call it failed after 11 s.
+  What libwebrtc does tell at once: a DTLS close_notify (libwebrtc, Chromium, aiortc send one)
+  turns the RTCDtlsTransport and RTCSctpTransport "closed"; an SCTP SHUTDOWN/ABORT alone
+  (node-datachannel sends only that, and in most of our runs nothing at all: then only ICE
+  tells) closes every open data channel, and nothing else. So each
+  connection keeps one data channel of its own open, `negotiated` (no DATA_CHANNEL_OPEN: the
+  peer never learns of it, nothing is sent on it) on a stream id of our DTLS role's parity
+  (RFC 8832 6.1: the peer never picks one of those), the top one (`WATCH_SID_*`); its close, or
+  either transport's, before our own close() means the peer ended the association: we report
+  "closed", as aiortc does, and release the connection (`_watch_transports`).
 - Events reach Python through wrtc's per-loop mailbox; its `dropped` counter must never move
   (a dropped record could be a message). We check it whenever a connection closes and log an error
   (and warn through on_warning) if it did: `mailbox_dropped()`.
@@ -51,6 +62,12 @@ if VERSION != TESTED_VERSION:
 STUN_PROBE_RTO = 0.5
 # Chrome reports "disconnected" ~2.5 s after consent stops; we call it failed this much later.
 DISCONNECTED_GRACE = 6.0
+# The stream ids of our association watch channel: libwebrtc's highest SCTP stream id
+# (cricket::kMaxSctpSid = 1023, 1024 streams) of each parity; the DTLS client takes even ids,
+# the server odd ones (RFC 8832 6.1), so the peer never opens a channel on ours.
+WATCH_SID_CLIENT = 1022
+WATCH_SID_SERVER = 1023
+WATCH_LABEL = "p2prtc-association-watch"
 
 _unhelpful_reported: set[str] = set()
 _CONSEQUENCE = {
@@ -196,6 +213,9 @@ class WrtcPeerConnection:
         self._gathered = asyncio.Event()  # libwebrtc's gathering is complete
         self._deadline: asyncio.Task | None = None
         self._disconnected: asyncio.TimerHandle | None = None
+        self._watched: Any = None  # the RTCSctpTransport whose states we follow
+        self._watch_channel: webrtc.RTCDataChannel | None = None
+        self._releasing: asyncio.Future[None] | None = None
         self._drops_at_start = mailbox_dropped()
         self._pc.on("icecandidate", self._icecandidate)
         self._pc.on("icecandidateerror", self._icecandidateerror)
@@ -235,6 +255,7 @@ class WrtcPeerConnection:
             self._disconnected = asyncio.get_running_loop().call_later(
                 DISCONNECTED_GRACE, self._state, "failed")
         if state == "connected":
+            self._watch_transports()
             self._connected.set()
         elif state in ("failed", "closed"):
             self._ended.set()
@@ -248,6 +269,55 @@ class WrtcPeerConnection:
         if state in ("failed", "closed"):
             for ch in list(self._channels):
                 ch._close()
+
+    def _watch_transports(self) -> None:
+        """Follow the SCTP and DTLS transports (they exist once the SDP is negotiated) and open
+        the association watch channel: when one of them closes or fails, the connection has
+        ended, whatever connectionState says (module docstring)."""
+        sctp = self._pc.sctp
+        if sctp is None or sctp is self._watched:
+            return
+        sid = self._watch_sid()
+        if sid is None:
+            return  # not negotiated yet
+        self._watched = sctp
+        dtls = sctp.transport
+        sctp.on("statechange", lambda _e: self._transport_state("SCTP", _text(sctp.state)))
+        dtls.on("statechange", lambda _e: self._transport_state("DTLS", _text(dtls.state)))
+        try:
+            watch = self._pc.create_data_channel(
+                WATCH_LABEL, webrtc.RTCDataChannelInit(negotiated=True, id=sid))
+        except (webrtc.OperationError, webrtc.InvalidStateError, ValueError, TypeError) as e:
+            log.debug("no association watch channel (%s): a peer that leaves is noticed by ICE", e)
+        else:
+            self._watch_channel = watch
+            watch.on("close", lambda _e: self._transport_state("SCTP association", "closed"))
+        # a state reached before we listened (the peer may close right after connecting)
+        self._transport_state("SCTP", _text(sctp.state))
+        self._transport_state("DTLS", _text(dtls.state))
+
+    def _watch_sid(self) -> int | None:
+        """The watch channel's stream id: of our DTLS role's parity (RFC 8832 6.1), from the
+        negotiated a=setup (active = DTLS client); None before both descriptions are set."""
+        local, remote = self._pc.local_description, self._pc.remote_description
+        if local is None or remote is None:
+            return None
+        ours, theirs = _setup_attr(local.sdp), _setup_attr(remote.sdp)
+        if ours == "active" or (ours == "actpass" and theirs == "passive"):
+            return WATCH_SID_CLIENT
+        if ours == "passive" or (ours == "actpass" and theirs == "active"):
+            return WATCH_SID_SERVER
+        return None
+
+    def _transport_state(self, which: str, state: str) -> None:
+        if state not in ("closed", "failed") or self._reported_state in ("failed", "closed"):
+            return
+        log.debug("%s transport %s: the peer ended the connection", which, state)
+        self._state("failed" if state == "failed" else "closed")
+        if self._releasing is None:
+            # only close() releases libwebrtc's ICE sockets and threads' hold on the connection
+            self._releasing = asyncio.ensure_future(self.close())
+            self._releasing.add_done_callback(_log_release_error)
 
     def _icecandidate(self, event) -> None:
         cand = event.candidate
@@ -406,6 +476,7 @@ class WrtcPeerConnection:
                 ValueError, TypeError) as e:
             raise ProtocolError(f"unusable SDP offer: {e}") from None
         await self._pc.set_local_description(await self._pc.create_answer())
+        self._watch_transports()
         return self._local_sdp()
 
     async def accept_answer(self, sdp: str) -> None:
@@ -416,6 +487,7 @@ class WrtcPeerConnection:
         except (webrtc.OperationError, webrtc.InvalidAccessError, webrtc.InvalidStateError,
                 ValueError, TypeError) as e:
             raise ProtocolError(f"unusable SDP answer: {e}") from None
+        self._watch_transports()
 
     async def local_candidates(self):
         """Our candidates as RTCIceCandidate.toJSON() dicts; the last item is None."""
@@ -490,6 +562,19 @@ class WrtcPeerConnection:
         self._pc.close()
         self._end_trickle()
         self._state("closed")
+
+
+def _setup_attr(sdp: str) -> str | None:
+    """The a=setup value of an SDP (RFC 4145; one m-section for /webrtc)."""
+    for line in sdp.splitlines():
+        if line.startswith("a=setup:"):
+            return line[len("a=setup:"):].strip()
+    return None
+
+
+def _log_release_error(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.info("releasing a peer connection the peer closed: %s", task.exception())
 
 
 def _hostport(host: str | None, port: int | None) -> str:

@@ -57,8 +57,9 @@ class DataChannelMuxer:
 
     def _on_state(self, state: str) -> None:
         if state in ("failed", "closed") and self.close_reason is None:
+            # "closed" before our own close(): the peer closed it (SCTP/DTLS ended, both engines)
             self._mark_closed("ICE connection failed (peer unreachable)" if state == "failed"
-                              else "peer connection closed")
+                              else "the peer left")
         if state == "failed" and self._releasing is None:
             # Nothing uses a failed peer connection again, and only close() releases its ICE
             # sockets: without this every connection whose peer vanished kept one UDP socket
