@@ -17,6 +17,7 @@ from p2prtc.errors import DialError
 from p2prtc.protocols.chat import ChatService
 from p2prtc.protocols.filetransfer import FileService
 from p2prtc.relay.server import RelayService
+from p2prtc.transports.webrtc.stream_core import RECEIVE_BUFFER_LIMIT
 from p2prtc.transports.webrtc.transport import WebRTCTransport
 
 from ..conftest import ENGINES
@@ -90,12 +91,14 @@ async def read_all(stream) -> bytes:
 
 
 async def test_paused_reader_loses_nothing(relay, host_factory):
-    """Both directions at once: each side writes 8 MB (waiting on the channel's bufferedAmount,
-    BUFFERED_HIGH/LOW) while the other reads nothing; then both read everything."""
+    """Both directions at once: each side writes 4 MiB (waiting on the channel's bufferedAmount,
+    BUFFERED_HIGH/LOW) while the other reads nothing; then both read everything. 4 MiB is all a
+    stream holds unread (RECEIVE_BUFFER_LIMIT, js's; data channels have no flow control): one
+    byte more resets it (tests/e2e/test_webrtc_stream_limits.py)."""
     a = await webrtc_host(host_factory)
     b, addr = await listening_peer(host_factory, relay)
     inbound: asyncio.Queue = asyncio.Queue()
-    to_a, to_b = os.urandom(8 * MB), os.urandom(8 * MB)
+    to_a, to_b = os.urandom(RECEIVE_BUFFER_LIMIT), os.urandom(RECEIVE_BUFFER_LIMIT)
 
     async def hold(stream):
         await stream.write(to_a)  # A reads nothing while this runs

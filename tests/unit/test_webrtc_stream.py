@@ -159,3 +159,25 @@ async def test_close_stops_reading_and_waits_bounded(monkeypatch):
     await asyncio.wait_for(s.close(), 2)  # no FIN_ACK, no FIN from the remote: bounded
     assert ch.flags()[:2] == [framing.FIN, framing.STOP_SENDING]
     assert ch.closed_by_us
+
+
+async def test_unread_data_past_the_limit_resets_only_this_stream(caplog):
+    ch, other_ch = FakeChannel(), FakeChannel()
+    finished: list[DataChannelStream] = []
+    s = DataChannelStream(ch, on_finished=finished.append, receive_limit=3 * 16000)
+    other = DataChannelStream(other_ch, receive_limit=3 * 16000)
+    s.protocol = "/test/sink/1.0.0"
+    for _ in range(3):
+        ch.deliver(framing.encode_data(b"x" * 16000))
+    assert s.buffered == 3 * 16000 and not ch.closed_by_us  # the limit itself is kept
+    ch.deliver(framing.encode_data(b"y"))
+    assert ch.flags() == [framing.STOP_SENDING, framing.RESET_STREAM]
+    assert ch.closed_by_us and s.buffered == 0 and finished == [s]
+    with pytest.raises(StreamReset, match="passed 48000 bytes unread"):
+        await s.read()
+    with pytest.raises(StreamReset):
+        await s.write(b"x")
+    assert any("/test/sink/1.0.0" in r.getMessage() and "unread" in r.getMessage()
+               for r in caplog.records)
+    other_ch.deliver(framing.encode_data(b"fine"), framing.encode_flag(framing.FIN))
+    assert await other.read() == b"fine" and await other.read() == b""

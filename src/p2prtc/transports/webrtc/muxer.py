@@ -1,4 +1,9 @@
-"""Streams of a WebRTC connection: one data channel each (the Muxer interface of Connection)."""
+"""Streams of a WebRTC connection: one data channel each (the Muxer interface of Connection).
+
+Shared by /webrtc and webrtc-direct. A remote's channels are bounded: at most MAX_INBOUND_STREAMS
+open at once (counting those that wait for the connection to start, at most MAX_EARLY_CHANNELS);
+more are closed at once, unread. Each stream bounds its own read buffer (stream_core).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import logging
 from collections.abc import Callable
 
 from ...errors import StreamClosed
-from .engine import DataChannel, PeerConnection
+from .engine_base import DataChannel, PeerConnection
 from .signaling import watch_init_channel
 from .stream import DataChannelStream
 
@@ -15,7 +20,13 @@ log = logging.getLogger(__name__)
 
 # Channels labelled "init" carry the ICE set-up of /webrtc, never a stream (js ignores them too).
 INIT_LABEL = "init"
-MAX_STREAMS = 512
+# Streams the remote may have open at once: the same cap as our yamux (MAX_INBOUND_STREAMS, 256:
+# rust-libp2p's yamux allows 512 in total, go and js refuse inbound streams past 1000). The
+# channels past it are closed unread, so 5,000 opened at once hold no more than 256.
+MAX_INBOUND_STREAMS = 256
+# Of which channels opened before the connection is handed to the host (js-libp2p keeps 10
+# "early streams", DEFAULT_MAX_EARLY_STREAMS; a remote has no reason to open more during setup).
+MAX_EARLY_CHANNELS = 16
 OPEN_TIMEOUT = 10.0
 
 
@@ -28,7 +39,9 @@ class DataChannelMuxer:
         self._early: list[DataChannel] = []
         self._started = False
         self.streams: set[DataChannelStream] = set()
-        self._releasing: asyncio.Future | None = None  # pc.close() after ICE failed
+        self._inbound: set[DataChannelStream] = set()
+        self.refused_channels = 0  # remote channels closed at once (over a cap)
+        self._releasing: asyncio.Future[None] | None = None  # pc.close() after ICE failed
         # Take channels from the first moment: a remote may open its first streams before the
         # connection object exists (js does identify at once).
         pc.on_datachannel = self._on_datachannel
@@ -38,18 +51,45 @@ class DataChannelMuxer:
         if channel.label == INIT_LABEL:
             watch_init_channel(channel)  # the initiator closes it once connected
             return
-        if len(self.streams) >= MAX_STREAMS:
-            log.info("closing data channel %s: %d streams open", channel.id, MAX_STREAMS)
-            channel.close()
+        if not self._started and len(self._early) >= MAX_EARLY_CHANNELS:
+            self._refuse(channel, f"{MAX_EARLY_CHANNELS} channels opened before the "
+                                  "connection was set up")
+            return
+        if len(self._inbound) + len(self._early) >= MAX_INBOUND_STREAMS:
+            self._refuse(channel, f"the peer has {MAX_INBOUND_STREAMS} streams open")
             return
         if not self._started:
             self._early.append(channel)
             return
         self._accept(channel)
 
+    def _refuse(self, channel: DataChannel, why: str) -> None:
+        self.refused_channels += 1
+        n = self.refused_channels
+        if n & (n - 1) == 0:  # 1, 2, 4, 8...: a flood of channels is a few lines, not thousands
+            log.info("closing data channel %s at once: %s (%d refused on this connection)",
+                     channel.id, why, n)
+        channel.on_message = _discard  # frees anything it had buffered; keeps nothing more
+        channel.close()
+
+    @property
+    def inbound_streams(self) -> int:
+        """Streams the remote opened that are still open (or waiting for the connection)."""
+        return len(self._inbound) + len(self._early)
+
+    @property
+    def buffered(self) -> int:
+        """Unread bytes held for all streams of this connection."""
+        return sum(s.buffered for s in self.streams)
+
+    def _forget(self, stream: DataChannelStream) -> None:
+        self.streams.discard(stream)
+        self._inbound.discard(stream)
+
     def _accept(self, channel: DataChannel) -> None:
-        stream = DataChannelStream(channel, on_finished=self.streams.discard)
+        stream = DataChannelStream(channel, on_finished=self._forget)
         self.streams.add(stream)
+        self._inbound.add(stream)
         if self.on_stream is not None:
             self.on_stream(stream)
         else:
@@ -71,7 +111,7 @@ class DataChannelMuxer:
         if self.close_reason is None:
             self.close_reason = reason
         for s in list(self.streams):
-            s._abort(f"connection closed: {reason}", send_reset=False)
+            s.connection_closed(reason)
         self._closed.set()
 
     def start(self) -> None:
@@ -84,7 +124,7 @@ class DataChannelMuxer:
         if self.close_reason is not None:
             raise StreamClosed(f"connection is closed: {self.close_reason}")
         channel = self.pc.create_channel("")
-        stream = DataChannelStream(channel, on_finished=self.streams.discard)
+        stream = DataChannelStream(channel, on_finished=self._forget)
         self.streams.add(stream)
         try:
             async with asyncio.timeout(OPEN_TIMEOUT):
@@ -105,6 +145,10 @@ class DataChannelMuxer:
         await self._closed.wait()
 
 
-def _log_close_error(task: asyncio.Future) -> None:
+def _discard(data: bytes) -> None:
+    pass
+
+
+def _log_close_error(task: asyncio.Future[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.info("closing a failed peer connection: %s", task.exception())

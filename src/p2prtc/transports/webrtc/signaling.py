@@ -17,7 +17,7 @@ import time
 from ...errors import P2PError, ProtocolError
 from ...pb import text, webrtc_pb2
 from ...streams import read_length_prefixed, write_length_prefixed
-from .engine import DataChannel, PeerConnection
+from .engine_base import DataChannel, PeerConnection
 
 log = logging.getLogger(__name__)
 

@@ -1,23 +1,36 @@
-"""A libp2p stream on one data channel (specs: webrtc/README.md).
+"""A libp2p stream on one data channel (specs: webrtc/README.md): the asyncio adapter of
+`stream_core.StreamCore`, which holds the protocol state (FIN / FIN_ACK half-close, STOP_SENDING
+never answered with a reset, RESET_STREAM, the bounded read buffer).
 
-Half-close with FIN / FIN_ACK, STOP_SENDING (never answered with a reset), RESET_STREAM.
-Writes wait while the channel's queue is above the high-water mark; reads return buffered data.
+This module puts the core's frames on the channel, closes the channel when the core is done,
+wakes readers, and makes writers wait while the channel's queue is above its high-water mark.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections.abc import Callable
+from typing import Any
 
-from ...errors import ProtocolError, StreamClosed, StreamReset
+from ...errors import StreamClosed
 from ...streams import ByteStream
 from . import framing
-from .engine import DataChannel
+from .engine_base import DataChannel
+from .stream_core import (
+    RECEIVE_BUFFER_LIMIT,
+    DataReceived,
+    Event,
+    FinAcknowledged,
+    RemoteFinished,
+    StreamCore,
+    StreamFinished,
+    StreamWasReset,
+)
 
 log = logging.getLogger(__name__)
 
-# js waits this long for a FIN_ACK; so do we.
+# js waits this long for a FIN_ACK (@libp2p/webrtc DEFAULT_FIN_ACK_TIMEOUT); so do we.
 FIN_ACK_TIMEOUT = 10.0
 # How long close() waits for the remote to finish writing before giving up on it.
 REMOTE_FIN_TIMEOUT = 10.0
@@ -25,23 +38,17 @@ OPEN_TIMEOUT = 10.0
 
 
 class DataChannelStream(ByteStream):
-    def __init__(self, channel: DataChannel, *, on_finished=None) -> None:
+    def __init__(self, channel: DataChannel, *,
+                 on_finished: Callable[[DataChannelStream], None] | None = None,
+                 receive_limit: int = RECEIVE_BUFFER_LIMIT) -> None:
         self.channel = channel
         self.protocol: str | None = None
-        self.connection = None
-        self._decoder = framing.FrameDecoder()
-        self._chunks: deque[bytes] = deque()
-        self._buffered = 0
+        self.connection: Any = None
+        self._core = StreamCore(receive_limit=receive_limit)
         self._readable = asyncio.Event()
-        self._read_eof = False  # remote sent FIN (or the channel closed)
-        self._reset_reason: str | None = None
-        self._write_closed = False  # we sent FIN
-        self._remote_stopped = False  # remote sent STOP_SENDING
-        self._we_stopped = False  # we sent STOP_SENDING: discard incoming data
         self._fin_acked = asyncio.Event()
         self._remote_fin = asyncio.Event()
         self._on_finished = on_finished
-        self._finished = False
         channel.on_message = self._on_message
         channel.on_close = self._on_channel_close
 
@@ -51,101 +58,85 @@ class DataChannelStream(ByteStream):
 
     @property
     def buffered(self) -> int:
-        return self._buffered
+        """Unread bytes held for the reader (at most the core's receive_limit)."""
+        return self._core.buffered
 
-    # -- inbound ---------------------------------------------------------------------------
+    @property
+    def reset_reason(self) -> str | None:
+        return self._core.reset_reason
+
+    @property
+    def finished(self) -> bool:
+        """Done: nothing more travels on the channel."""
+        return self._core.finished
+
+    # -- from the channel and the core ---------------------------------------------------------
 
     def _on_message(self, data: bytes) -> None:
-        try:
-            frames = self._decoder.feed(data)
-        except ProtocolError as e:
-            log.info("data channel %s: %s; resetting the stream", self.channel.id, e)
-            self._abort(f"bad frame from remote: {e}", send_reset=True)
-            return
-        for flag, payload in frames:
-            if payload and not self._read_eof and self._reset_reason is None and not self._we_stopped:
-                self._chunks.append(payload)
-                self._buffered += len(payload)
-                self._readable.set()
-            if flag is None:
-                continue
-            if flag == framing.FIN:
-                self._read_eof = True
-                self._remote_fin.set()
-                self._readable.set()
-                self._send_flag(framing.FIN_ACK)
-            elif flag == framing.FIN_ACK:
-                self._fin_acked.set()
-            elif flag == framing.STOP_SENDING:
-                self._remote_stopped = True
-            elif flag == framing.RESET_STREAM:
-                self._abort("stream reset by remote", send_reset=False)
-        self._maybe_finish()
+        self._apply(self._core.receive(data))
 
     def _on_channel_close(self) -> None:
-        if not self._read_eof:
-            self._read_eof = True
-            self._remote_fin.set()
-        self._fin_acked.set()
-        self._readable.set()
-        self._done()
+        self._apply(self._core.channel_closed())
 
-    def _abort(self, reason: str, *, send_reset: bool) -> None:
-        if self._reset_reason is None:
-            self._reset_reason = reason
-        if send_reset:
-            self._send_flag(framing.RESET_STREAM)
-        self._readable.set()
-        self._fin_acked.set()
-        self._remote_fin.set()
-        self.channel.close()
-        self._done()
+    def connection_closed(self, reason: str) -> None:
+        """The connection under this stream ended (called by the muxer)."""
+        self._apply(self._core.connection_closed(reason))
 
-    def _maybe_finish(self) -> None:
-        # Both directions finished: the channel has nothing more to carry.
-        if self._write_closed and self._fin_acked.is_set() and self._remote_fin.is_set():
-            self.channel.close()
-            self._done()
+    def _apply(self, events: list[Event]) -> None:
+        frames = self._core.frames_to_send()
+        if frames:
+            self._send_frames(frames)
+        for ev in events:
+            kind = type(ev)
+            if kind is DataReceived:
+                self._readable.set()
+            elif kind is RemoteFinished:
+                self._remote_fin.set()
+                self._readable.set()
+            elif kind is FinAcknowledged:
+                self._fin_acked.set()
+            elif isinstance(ev, StreamWasReset):
+                self._readable.set()
+                if not ev.by_remote and ev.reason != "stream reset locally":
+                    log.warning("data channel %s (%s): %s; stream reset", self.channel.id,
+                                self.protocol or "no protocol yet", ev.reason)
+            elif kind is StreamFinished:
+                self.channel.close()
+                if self._on_finished is not None:
+                    self._on_finished(self)
 
-    def _done(self) -> None:
-        if not self._finished:
-            self._finished = True
-            if self._on_finished is not None:
-                self._on_finished(self)
+    def _send_frames(self, frames: list[bytes]) -> None:
+        if self.channel.ready_state != "open":
+            return
+        try:
+            for frame in frames:
+                self.channel.send(frame)
+        except Exception as e:  # noqa: BLE001 - InvalidStateError while closing
+            log.debug("data channel %s: could not send a flag: %s", self.channel.id, e)
 
-    def _send_flag(self, flag: int) -> None:
-        if self.channel.ready_state == "open":
-            try:
-                self.channel.send(framing.encode_flag(flag))
-            except Exception as e:  # InvalidStateError while closing
-                log.debug("could not send %s: %s", framing.FLAG_NAMES[flag], e)
+    # -- reading -------------------------------------------------------------------------------
 
     async def read(self, n: int = 65536) -> bytes:
-        while not self._chunks:
-            if self._reset_reason is not None:
-                raise StreamReset(self._reset_reason)
-            if self._read_eof:
-                return b""
+        core = self._core
+        while True:
+            data = core.read(n)
+            if data is not None:
+                return data
             self._readable.clear()
             await self._readable.wait()
-        chunk = self._chunks[0]
-        if len(chunk) <= n:
-            self._chunks.popleft()
-        else:
-            self._chunks[0] = chunk[n:]
-            chunk = chunk[:n]
-        self._buffered -= len(chunk)
-        return chunk
 
-    # -- outbound --------------------------------------------------------------------------
+    async def wait_remote_finished(self) -> None:
+        """Until the remote has sent FIN (or the stream/channel ended)."""
+        await self._remote_fin.wait()
+
+    def close_read(self) -> None:
+        """Read no more: drop what is buffered and tell the remote (STOP_SENDING)."""
+        self._apply(self._core.close_read())
+
+    # -- writing -------------------------------------------------------------------------------
 
     async def _ensure_writable(self) -> None:
-        if self._reset_reason is not None:
-            raise StreamReset(self._reset_reason)
-        if self._write_closed:
-            raise StreamClosed("stream is closed for writing")
-        if self._remote_stopped:
-            raise StreamClosed("remote stopped reading this stream")
+        self._core.check_writable()
         if self.channel.ready_state != "open":
             try:
                 async with asyncio.timeout(OPEN_TIMEOUT):
@@ -155,48 +146,45 @@ class DataChannelStream(ByteStream):
             if not opened:
                 raise StreamClosed(f"data channel is {self.channel.ready_state}")
 
-    async def write(self, data) -> None:
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
         await self._ensure_writable()
         view = memoryview(data)
         channel = self.channel
-        for i in range(0, len(view), framing.MAX_DATA_SIZE):
-            if self._reset_reason is not None:
-                raise StreamReset(self._reset_reason)
+        send_data = self._core.send_data
+        step = framing.MAX_DATA_SIZE
+        for i in range(0, len(view), step):
+            frame = send_data(view[i:i + step])  # raises once reset or stopped
             if channel.ready_state != "open":
                 raise StreamClosed(f"data channel is {channel.ready_state}")
-            channel.send(framing.encode_data(view[i:i + framing.MAX_DATA_SIZE]))
+            channel.send(frame)
             if channel.buffered_amount > 0:
                 await channel.drain()
 
     async def close_write(self) -> None:
-        if self._write_closed or self._reset_reason is not None:
+        core = self._core
+        if core.write_closed or core.reset_reason is not None:
             return
         if self.channel.ready_state == "connecting":
             await self._ensure_writable()
-        self._write_closed = True
-        self._send_flag(framing.FIN)
+        self._apply(core.close_write())
         try:
             async with asyncio.timeout(FIN_ACK_TIMEOUT):
                 await self._fin_acked.wait()
         except TimeoutError:
             log.debug("data channel %s: no FIN_ACK within %.0f s", self.channel.id, FIN_ACK_TIMEOUT)
-        self._maybe_finish()
 
     async def close(self) -> None:
         await self.close_write()
-        if not self._remote_fin.is_set() and self._reset_reason is None:
+        core = self._core
+        if not core.read_finished and core.reset_reason is None:
             # We will not read any more: tell the remote, then give it a moment to finish.
-            self._we_stopped = True
-            self._chunks.clear()
-            self._buffered = 0
-            self._send_flag(framing.STOP_SENDING)
+            self.close_read()
             try:
                 async with asyncio.timeout(REMOTE_FIN_TIMEOUT):
                     await self._remote_fin.wait()
             except TimeoutError:
                 pass
-        self.channel.close()
-        self._done()
+        self._apply(core.finish())
 
     def reset(self) -> None:
-        self._abort("stream reset locally", send_reset=True)
+        self._apply(self._core.reset())

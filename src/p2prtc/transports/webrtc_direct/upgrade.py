@@ -16,6 +16,7 @@ from ...connection import Connection
 from ...identity import Identity, PeerId
 from ...multiaddr import Multiaddr
 from ...security import noise
+from ..webrtc.engine_base import DataChannel
 from ..webrtc.muxer import DataChannelMuxer
 from ..webrtc.stream import DataChannelStream
 from .certificate import certhash, noise_prologue
@@ -23,10 +24,6 @@ from .peer import DirectPeerConnection
 
 log = logging.getLogger(__name__)
 
-# Channels a peer may open before its connection is authenticated and handed to the host
-# (js-libp2p allows 10 "early streams"); more are closed, so an unauthenticated client cannot
-# make us hold thousands of channel objects for the length of a handshake.
-MAX_EARLY_CHANNELS = 16
 # How long a client's first stream waits for a sign that the server's connection is set up
 # (see DirectMuxer); only servers that give no sign at all make a client wait this long.
 SERVER_READY_GRACE = 0.5
@@ -39,7 +36,9 @@ SECURITY_PROTOCOL = "/noise"
 class DirectMuxer(DataChannelMuxer):
     """The /webrtc data-channel muxer, plus two precautions.
 
-    At most MAX_EARLY_CHANNELS channels wait for the connection to be handed to the host.
+    At most muxer.MAX_EARLY_CHANNELS channels wait for the connection to be handed to the host
+    (as on /webrtc), so an unauthenticated client cannot make us hold thousands of channel
+    objects for the length of a handshake.
 
     rust-libp2p's server (libp2p-webrtc 0.10) starts listening for data channels only after it
     has closed its end of the Noise channel, so a stream the client opens the moment its own
@@ -54,13 +53,8 @@ class DirectMuxer(DataChannelMuxer):
         if not client:
             self.server_ready.set()
 
-    def _on_datachannel(self, channel) -> None:
+    def _on_datachannel(self, channel: DataChannel) -> None:
         self.server_ready.set()
-        if not self._started and len(self._early) >= MAX_EARLY_CHANNELS:
-            log.info("closing data channel %s: %d channels opened before the handshake ended",
-                     channel.id, MAX_EARLY_CHANNELS)
-            channel.close()
-            return
         super()._on_datachannel(channel)
 
     def _mark_closed(self, reason: str) -> None:
@@ -89,14 +83,14 @@ async def authenticate(pc: DirectPeerConnection, identity: Identity, *, server: 
     session = await noise.handshake(stream, identity, server, remote_peer,
                                     noise_prologue(client_digest, server_digest))
     if ready is not None:
-        pc.spawn(_set_when(stream._remote_fin, ready))
+        pc.spawn(_set_when(stream, ready))
     # Done with channel 0 (FIN, then wait for the peer's FIN_ACK and FIN, all bounded).
     pc.spawn(_close_quietly(stream))
     return session
 
 
-async def _set_when(event: asyncio.Event, target: asyncio.Event) -> None:
-    await event.wait()
+async def _set_when(stream: DataChannelStream, target: asyncio.Event) -> None:
+    await stream.wait_remote_finished()
     target.set()
 
 
