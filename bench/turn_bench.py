@@ -1,7 +1,7 @@
 """TURN relaying (RFC 8656): `p2prtc relay`'s TURN server vs coturn, in the same run (issue 11.5).
 
     scripts/netns-run .venv/bin/python bench/turn_bench.py [--quick] [--json out.json]
-        [--servers p2prtc,coturn,floor] [--phases throughput,memory,allocations]
+        [--servers p2prtc,coturn,floor] [--phases throughput,memory,allocations|cpu]
         [--step-seconds 1.5] [--allocations 200] [--cycles 300]
 
 Both servers run with the same secret (TURN REST API credentials, coturn's use-auth-secret), on
@@ -282,7 +282,7 @@ class Server:
     def pid(self) -> int:
         return self.proc.pid
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         lo, hi = PORT_RANGES[self.kind]
         self.logf = open(os.path.join(self.dir, "log"), "w")
         if self.kind == "floor":
@@ -690,7 +690,7 @@ def report(args, info, tp, mem, allocs, cpu=None) -> str:
             for k in here:
                 xs = cpu[k][way]
                 ms = [x["server_ms_per_mb"] for x in xs]
-                def m(f) -> float:
+                def m(f, xs=xs) -> float:
                     return statistics.median(f(x) for x in xs)
 
                 client = m(lambda x: (x["sender_cpu"] + x["receiver_cpu"]) / x["wall"])
@@ -867,12 +867,13 @@ def main() -> None:
     info["versions_str"] = versions()
     tp = mem = allocs = cpu = None
     t_start = time.monotonic()
-    if "throughput" in phases:
+    if "throughput" in phases or "cpu" in phases:  # cpu: the CPU-per-MB table only
         log("throughput")
         servers = {k: Server(k).start() for k in args.servers}
         try:
             cpu = cpu_at_rate(servers, args.cpu_rate, args.cpu_seconds, args.cpu_runs)
-            tp = throughput(servers, args.step_seconds, LADDER)
+            if "throughput" in phases:
+                tp = throughput(servers, args.step_seconds, LADDER)
         finally:
             for s in servers.values():
                 s.stop()

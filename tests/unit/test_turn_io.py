@@ -14,9 +14,10 @@ from aioice.turn import create_turn_endpoint
 from p2prtc.errors import ProtocolError
 from p2prtc.pb import turn_credentials_pb2 as pb
 from p2prtc.protocols import turn_credentials as tc
-from p2prtc.relay import turn_io
+from p2prtc.relay import turn_io, udp_batch
 from p2prtc.relay.turn import TurnLimits, TurnStats
 from p2prtc.relay.turn_io import TurnConfig, TurnService
+from p2prtc.transports.webrtc_direct import stun as codec
 
 SECRET = "unit-secret"
 
@@ -173,3 +174,92 @@ async def test_shared_stun_socket_gets_coturns_buffer_size(service):
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= granted("wmem_max")
     finally:
         stun.close()
+
+
+# -- the batched fast path (udp_batch.py): what the core enforces holds there too -----------------
+
+class RawClient:
+    """A TURN client over a UDP socket of its own (aioice's codec for the requests)."""
+
+    def __init__(self, transport: asyncio.DatagramTransport, inbox: Queue, server) -> None:
+        self.t, self.inbox, self.server = transport, inbox, server
+        self.user, self.password = creds()
+        self.key = self.realm = self.nonce = None
+
+    async def request(self, method, attrs: dict) -> astun.Message:
+        for _ in range(2):
+            m = astun.Message(message_method=method, message_class=astun.Class.REQUEST)
+            m.attributes.update(attrs)
+            if self.key is not None:
+                m.attributes.update(USERNAME=self.user, REALM=self.realm, NONCE=self.nonce)
+                m.add_message_integrity(self.key)
+            self.t.sendto(bytes(m), self.server)
+            data, _ = await asyncio.wait_for(self.inbox.q.get(), 5)
+            resp = astun.parse_message(data)
+            if resp.message_class == astun.Class.ERROR and self.key is None:
+                self.realm, self.nonce = resp.attributes["REALM"], resp.attributes["NONCE"]
+                self.key = codec.long_term_key(self.user, self.realm, self.password)
+                continue
+            return resp
+        raise AssertionError("no answer")
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["mmsg", "per-datagram"])
+async def test_fast_path_enforces_channels_permissions_and_byte_limit(batched):
+    if batched and not udp_batch.mmsg_available():
+        pytest.fail("recvmmsg/sendmmsg not reachable through ctypes on this Linux")
+    limit = 10_000
+    s = TurnService(TurnConfig(SECRET, "unit", TurnLimits(max_bytes=limit), relay_ip="127.0.0.1",
+                               batched=batched), TurnStats())
+    loop = asyncio.get_running_loop()
+    transports = []
+    try:
+        server = await s.listen_udp("127.0.0.1", 0)
+        ct, cq = await loop.create_datagram_endpoint(Queue, local_addr=("127.0.0.1", 0))
+        pt, pq = await loop.create_datagram_endpoint(Queue, local_addr=("127.0.0.1", 0))
+        p2t, p2q = await loop.create_datagram_endpoint(Queue, local_addr=("127.0.0.1", 0))
+        transports += [ct, pt, p2t]
+        client = RawClient(ct, cq, server)
+        resp = await client.request(astun.Method.ALLOCATE, {"REQUESTED-TRANSPORT": 0x11000000})
+        relayed = resp.attributes["XOR-RELAYED-ADDRESS"]
+        peer = pt.get_extra_info("sockname")
+        resp = await client.request(astun.Method.CHANNEL_BIND, {
+            "CHANNEL-NUMBER": 0x4000, "XOR-PEER-ADDRESS": peer})
+        assert resp.message_class == astun.Class.RESPONSE
+        stats = s.core.stats
+        # client -> peer over the channel, in order
+        for i in range(5):
+            ct.sendto(codec.channel_data(0x4000, bytes([i]) * 1000), server)
+        got = [await asyncio.wait_for(pq.q.get(), 5) for _ in range(5)]
+        assert [d for d, _ in got] == [bytes([i]) * 1000 for i in range(5)]
+        assert all(a == tuple(relayed) for _, a in got)
+        # peer -> client: ChannelData on the bound channel
+        for i in range(3):
+            pt.sendto(bytes([i]) * 1000, tuple(relayed))
+        back = [(await asyncio.wait_for(cq.q.get(), 5))[0] for _ in range(3)]
+        assert back == [codec.channel_data(0x4000, bytes([i]) * 1000) for i in range(3)]
+        # the same IP, another port: permitted (permissions are per IP), no channel: Data
+        p2t.sendto(b"from another port", tuple(relayed))
+        data, _ = await asyncio.wait_for(cq.q.get(), 5)
+        assert astun.parse_message(data).attributes["DATA"] == b"from another port"
+        # a channel that is not bound: refused, counted
+        ct.sendto(codec.channel_data(0x4001, b"nobody"), server)
+        await asyncio.wait_for(_until(lambda: stats.refusals["unknown-channel"] == 1), 5)
+        # 8,017 bytes relayed: of ten more 1,000-byte datagrams, the first fits the limit
+        assert s.core.allocations[1].bytes == 8000 + len(b"from another port")
+        for i in range(10):
+            ct.sendto(codec.channel_data(0x4000, b"L" * 1000), server)
+        await asyncio.wait_for(_until(lambda: stats.refusals["byte-limit"] == 9), 5)
+        data, _ = await asyncio.wait_for(pq.q.get(), 5)
+        assert data == b"L" * 1000 and pq.q.empty()
+        assert s.core.allocations[1].bytes <= limit
+        # the allocation deleted: its channel is gone from the fast path at once
+        resp = await client.request(astun.Method.REFRESH, {"LIFETIME": 0})
+        assert resp.message_class == astun.Class.RESPONSE and not s.relayed
+        ct.sendto(codec.channel_data(0x4000, b"late"), server)
+        await asyncio.wait_for(_until(lambda: stats.refusals["no-allocation"] == 1), 5)
+        assert pq.q.empty()
+    finally:
+        for t in transports:
+            t.close()
+        s.close()

@@ -14,9 +14,9 @@ other port, so that a client can still tell port-dependent filtering and mapping
 sockets and is the only I/O. The message codec is `transports/webrtc_direct/stun.py`.
 
 TURN shares the primary socket, as coturn serves STUN and TURN on 3478: after
-`StunServer.share_primary(other)` (called by the TURN adapter, `relay/turn_io.py`), everything
-arriving there that is not a Binding request (other STUN methods, ChannelData) goes straight to
-`other`, which answers through `StunServer.send`.
+`StunServer.take_primary(make_owner)` (called by the TURN adapter, `relay/turn_io.py`), TURN reads
+that socket itself (in batches) and passes Binding requests back to
+`StunServer.datagram_received`; replies leave through the owner's `sendto`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import socket
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from ..netutil import bind_udp
 from ..transports.webrtc_direct import stun as codec
@@ -142,48 +143,42 @@ class _RoleProtocol(asyncio.DatagramProtocol):
         log.debug("STUN socket error: %s", exc)
 
 
-class _SharedPrimaryProtocol(asyncio.DatagramProtocol):
-    """The primary socket when TURN shares it: Binding requests to the STUN responder, all else
-    straight to `other` (TURN's per-datagram path: as little as possible in between)."""
+class DatagramSender(Protocol):
+    """What the server sends a role's replies through: its asyncio transport, or the owner the
+    primary socket was handed to (`StunServer.take_primary`)."""
 
-    def __init__(self, server: "StunServer", other: Callable[..., None]) -> None:
-        self.server = server
-        self.other = other
-        ip, port = server.responder.local[PRIMARY]
-        # our address as clients reach it; None when bound to 0.0.0.0 / :: (looked up per client)
-        self.here = None if ipaddress.ip_address(ip).is_unspecified else (ip, port)
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None: ...
 
-    def datagram_received(self, data: bytes, addr) -> None:
-        if data[:2] == b"\x00\x01":  # a Binding request
-            self.server.datagram_received(PRIMARY, data, addr)
-            return
-        here = self.here
-        if here is None:
-            local_ip = self.server._local_ip_for(addr[0])
-            if local_ip is None:
-                return
-            here = (local_ip, self.server.responder.local[PRIMARY][1])
-        self.other(data, addr if len(addr) == 2 else (addr[0], addr[1]), here)
+    def is_closing(self) -> bool: ...
 
-    def error_received(self, exc: Exception) -> None:
-        log.debug("STUN/TURN socket error: %s", exc)
+    def close(self) -> None: ...
+
+
+_Owner = TypeVar("_Owner", bound=DatagramSender)
 
 
 class StunServer:
     """The sockets of one STUN server (see `start_stun_server`)."""
 
     def __init__(self) -> None:
-        self.transports: dict[Role, asyncio.DatagramTransport] = {}
+        self.transports: dict[Role, DatagramSender] = {}
         self.responder: StunResponder | None = None
         self.answered = 0
         self.ignored = 0
         self._origins: OrderedDict[str, str] = OrderedDict()
 
-    def share_primary(self, other: Callable[[bytes, tuple[str, int], tuple[str, int]], None]
-                      ) -> None:
-        """Hand every datagram on the primary socket that is not a Binding request to
-        `other(data, client address, our address as the client reached it)`: TURN."""
-        self.transports[PRIMARY].set_protocol(_SharedPrimaryProtocol(self, other))
+    def take_primary(self, make_owner: Callable[[socket.socket], _Owner]) -> _Owner:
+        """Hand the primary socket to `make_owner(socket)` (TURN, which reads it in batches and
+        passes Binding requests back to `datagram_received(PRIMARY, ...)`): the asyncio
+        transport is closed, a duplicate of its socket goes to the owner, and replies from the
+        primary role leave through the owner's `sendto` from then on."""
+        transport = self.transports[PRIMARY]
+        inner = transport.get_extra_info("socket")  # type: ignore[attr-defined]
+        sock = socket.fromfd(inner.fileno(), inner.family, inner.type)
+        owner = make_owner(sock)
+        transport.close()
+        self.transports[PRIMARY] = owner
+        return owner
 
     @property
     def addresses(self) -> dict[Role, tuple[str, int]]:

@@ -179,6 +179,18 @@ class CloseRelay:
 Action = ToClient | ToPeer | OpenRelay | CloseRelay
 
 
+class ChannelRoute(NamedTuple):
+    """A channel the core allows data on, until `until` (the earliest of the allocation's,
+    the channel's and the permission's expiry) or until `TurnServer.generation` changes: what an
+    adapter may forward without asking the core per datagram (`relay/turn_io.py`), counting
+    every datagram with `TurnServer.account`."""
+    allocation: Allocation
+    five: FiveTuple
+    peer: Addr
+    channel: int
+    until: float
+
+
 @dataclass
 class TurnLimits:
     max_allocations: int = MAX_ALLOCATIONS
@@ -196,7 +208,7 @@ class TurnStats:
     allocations_active: int = 0
     allocations_total: int = 0
     bytes_relayed: int = 0
-    refusals: Counter = field(default_factory=Counter)  # reason -> count
+    refusals: Counter[str] = field(default_factory=Counter)  # reason -> count
 
 
 class _Bucket:
@@ -245,7 +257,7 @@ class Allocation:
 class _RateLimitedLog:
     def __init__(self) -> None:
         self.last: dict[str, float] = {}
-        self.suppressed: Counter = Counter()
+        self.suppressed: Counter[str] = Counter()
 
     def __call__(self, reason: str, detail: str, now: float) -> None:
         if now - self.last.get(reason, -LOG_INTERVAL) < LOG_INTERVAL:
@@ -281,12 +293,15 @@ class TurnServer:
         self.allow_loopback_peers = allow_loopback_peers
         self.allocations: dict[int, Allocation] = {}
         self.by_five: dict[FiveTuple, Allocation] = {}
-        self.per_peer: Counter = Counter()
+        self.per_peer: Counter[str] = Counter()
         self._next_id = 1
         self._nonce_key = os.urandom(16)
         self._txid_prefix = os.urandom(4)
         self._indications = 0
         self._log = _RateLimitedLog()
+        # Bumped whenever a route may appear or go other than by expiring (an allocation is
+        # removed or opened, a permission or channel made): adapters drop cached routes then.
+        self.generation = 0
 
     # -- inputs ----------------------------------------------------------------------------------
 
@@ -349,6 +364,7 @@ class TurnServer:
         if a is None or a.relayed is not None:
             return []
         a.relayed = relayed
+        self.generation += 1
         txid = a.allocate_txid
         a.allocate_response = codec.build(codec.message_type(codec.METHOD_ALLOCATE,
                                                              codec.CLASS_SUCCESS), txid, [
@@ -382,7 +398,7 @@ class TurnServer:
         if exp is None or exp <= now:
             return self._drop("peer-without-permission",
                               f"{peer[0]}:{peer[1]} -> allocation of {a.username}", now)
-        if not self._account(a, len(data), now):
+        if not self.account(a, len(data), now):
             return []
         channel = a.channel_of.get(peer)
         if channel is not None and a.channels[channel][1] > now:
@@ -425,6 +441,35 @@ class TurnServer:
                 peer, _ = a.channels.pop(ch)
                 a.channel_of.pop(peer, None)
         return actions
+
+    def channel_route(self, five: FiveTuple, channel: int, now: float) -> ChannelRoute | None:
+        """Where ChannelData on `channel` from `five` may go without the core, None when it
+        needs the core (no allocation, channel or permission: the core refuses it)."""
+        a = self.by_five.get(five)
+        if a is None or a.relayed is None:
+            return None
+        bound = a.channels.get(channel)
+        if bound is None:
+            return None
+        peer, channel_expires = bound
+        permission_expires = a.permissions.get(peer[0])
+        if permission_expires is None:
+            return None
+        until = min(a.expires, channel_expires, permission_expires)
+        return ChannelRoute(a, five, peer, channel, until) if until > now else None
+
+    def peer_route(self, allocation: int, peer: Addr, now: float) -> ChannelRoute | None:
+        """Where datagrams from `peer` to `allocation`'s relayed address may go as ChannelData
+        without the core (the client has a channel to it), else None."""
+        a = self.allocations.get(allocation)
+        if a is None or a.relayed is None:
+            return None
+        channel = a.channel_of.get(peer)
+        permission_expires = a.permissions.get(peer[0])
+        if channel is None or permission_expires is None:
+            return None
+        until = min(a.expires, a.channels[channel][1], permission_expires)
+        return ChannelRoute(a, a.five, peer, channel, until) if until > now else None
 
     def client_closed(self, five: FiveTuple) -> list[Action]:
         """A TCP client's connection ended: its allocation goes with it (RFC 8656 3.1)."""
@@ -528,7 +573,7 @@ class TurnServer:
             return DEFAULT_LIFETIME
         if len(raw) != 4:
             raise _Refused(BAD_REQUEST, "bad-request", "LIFETIME is not 4 bytes")
-        (asked,) = struct.unpack(">I", raw)
+        asked: int = struct.unpack(">I", raw)[0]
         if allocate:  # RFC 8656 7.2: less than the default gets the default
             asked = max(asked, DEFAULT_LIFETIME)
         return min(asked, self.limits.max_lifetime)
@@ -588,6 +633,8 @@ class TurnServer:
                            f"{self.limits.max_permissions} permissions per allocation")
         for ip in ips:
             a.permissions[ip] = now + PERMISSION_LIFETIME
+        if new:
+            self.generation += 1
 
     def _create_permission(self, msg: StunMessage, five: FiveTuple, username: str, key: bytes,
                            now: float) -> list[Action]:
@@ -621,6 +668,7 @@ class TurnServer:
         self._permit(a, {peer[0]}, now)
         a.channels[channel] = (peer, now + CHANNEL_LIFETIME)
         a.channel_of[peer] = channel
+        self.generation += 1
         return self._success(msg, five, key)
 
     # -- data from the client --------------------------------------------------------------------
@@ -638,7 +686,7 @@ class TurnServer:
         if exp is None or exp <= now:
             return self._drop("send-without-permission",
                               f"{a.username} -> {peer[0]}:{peer[1]}", now)
-        if not self._account(a, len(data), now):
+        if not self.account(a, len(data), now):
             return []
         return [ToPeer(a.id, peer, data)]
 
@@ -659,14 +707,27 @@ class TurnServer:
         if exp is None or exp <= now:
             return self._drop("send-without-permission",
                               f"{a.username} -> {peer[0]}:{peer[1]}", now)
-        if not self._account(a, len(payload), now):
+        if not self.account(a, len(payload), now):
             return []
         return [ToPeer(a.id, peer, payload)]
 
     # -- bookkeeping -----------------------------------------------------------------------------
 
-    def _account(self, a: Allocation, n: int, now: float) -> bool:
-        """Count `n` relayed bytes against the allocation's limits; False: drop them."""
+    def try_account(self, a: Allocation, n: int, now: float) -> bool:
+        """Count `n` relayed bytes if they fit the allocation's limits; False (nothing counted,
+        no refusal): they do not all fit (an adapter then counts datagram by datagram)."""
+        limits = self.limits
+        if limits.max_bytes and a.bytes + n > limits.max_bytes:
+            return False
+        if limits.max_bandwidth and not a.bucket.take(n, now):
+            return False
+        a.bytes += n
+        self.stats.bytes_relayed += n
+        return True
+
+    def account(self, a: Allocation, n: int, now: float) -> bool:
+        """Count `n` relayed bytes against the allocation's limits; False: drop them (counted
+        and logged as a refusal)."""
         limits = self.limits
         if limits.max_bytes and a.bytes + n > limits.max_bytes:
             self._drop("byte-limit", f"allocation of {a.username} relayed "
@@ -683,6 +744,7 @@ class TurnServer:
     def _remove(self, a: Allocation) -> list[Action]:
         if self.allocations.pop(a.id, None) is None:
             return []
+        self.generation += 1
         if self.by_five.get(a.five) is a:
             del self.by_five[a.five]
         self.per_peer[a.peer] -= 1

@@ -12,22 +12,29 @@
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
 import ipaddress
 import logging
 import random
 import socket
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 from ..netutil import bind_udp
-from ..protocols.stun import StunServer
+from ..protocols.stun import PRIMARY, StunServer
+from ..transports.webrtc_direct import stun as codec
 from ..transports.webrtc_direct.stun import StunError
-from .turn import (Addr, CloseRelay, FiveTuple, OpenRelay, StreamFramer, ToClient, ToPeer,
-                   TurnLimits, TurnServer, TurnStats)
+from .turn import (Action, Addr, Allocation, CloseRelay, FiveTuple, OpenRelay, StreamFramer,
+                   ToClient, ToPeer, TurnLimits, TurnServer, TurnStats)
+from .udp_batch import HEADROOM, SLOT, Batcher, Dest, Key
 
 log = logging.getLogger(__name__)
 _now = time.time
+_CHANNEL_HEAD = codec.CHANNEL_HEADER
+_SLOT = SLOT
+_PAYLOAD = HEADROOM + 4  # where a ChannelData payload starts in a receive slot
 
 # coturn's defaults for the relayed port range (--min-port / --max-port).
 MIN_RELAY_PORT = 49152
@@ -43,6 +50,11 @@ TCP_ALLOCATE_TIMEOUT = 30.0
 TCP_MAX_BUFFERED = 256 * 1024
 # Ours: UDP 5-tuples remembered (one per client address; a flood of new ones just clears it).
 MAX_CACHED_FIVE_TUPLES = 4096
+# Ours: fast-path routes a socket remembers (per client address and channel, or per peer address,
+# positive or not); a flood of new addresses just clears the table.
+MAX_ROUTES = 4096
+# Ours: client IP -> the local IP that answers it, for sockets bound to 0.0.0.0 / ::.
+MAX_LOCAL_IPS = 1024
 # How often allocations, permissions and channels are aged.
 EXPIRE_INTERVAL = 1.0
 # Receive and send buffer of the sockets clients reach TURN on: coturn's UR_SERVER_SOCK_BUF_SIZE
@@ -61,56 +73,279 @@ class TurnConfig:
     public_ip: str | None = None       # the relayed address's IP as peers see it (--announce)
     min_port: int = MIN_RELAY_PORT
     max_port: int = MAX_RELAY_PORT
+    # recvmmsg/sendmmsg when the platform has them (udp_batch.py); False: a call per datagram
+    batched: bool = True
 
 
-class _RelayedProtocol(asyncio.DatagramProtocol):
-    def __init__(self, service: "TurnService", allocation: int) -> None:
+class _Route:
+    """Where a datagram that needs no TURN decision goes: what `TurnServer.channel_route` /
+    `peer_route` allowed until `until` (the core's state generation unchanged), the socket it
+    leaves from and its prepared destination."""
+
+    __slots__ = ("until", "allocation", "channel", "sock", "fd", "dest")
+
+    def __init__(self, until: float, allocation: Allocation, channel: int, sock: socket.socket,
+                 dest: Dest) -> None:
+        self.until = until
+        self.allocation = allocation
+        self.channel = channel
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.dest = dest
+
+
+def _forward(batcher: Batcher, core: TurnServer, route: _Route, run: list[int], total: int,
+             header: int, now: float) -> None:
+    """Queue a run of datagrams on one route (`run`: offset, length, offset, length, ...; each
+    length includes `header` bytes that are not payload), counted against the allocation's
+    limits at once when they all fit (the usual case), else one by one exactly as the core
+    counts them (what passes a limit is dropped, counted and logged there)."""
+    a, fd, sock, dest, queue = route.allocation, route.fd, route.sock, route.dest, batcher.queue
+    if core.try_account(a, total, now):
+        for i in range(0, len(run), 2):
+            queue(fd, sock, run[i], run[i + 1], dest)
+        return
+    for i in range(0, len(run), 2):
+        if core.account(a, run[i + 1] - header, now):
+            queue(fd, sock, run[i], run[i + 1], dest)
+
+
+# not looked up yet (None in a route table: looked up, no fast route); a _Route for the type
+_MISS = _Route.__new__(_Route)
+
+
+class _ClientSocket:
+    """A UDP socket clients reach TURN on (the STUN server's primary one, or TURN's own), read
+    in batches (`udp_batch.Batcher`). ChannelData on a channel the core has bound goes straight
+    to its peer from the allocation's relayed socket (`channel_route`, cached until it expires
+    or the core's state changes); everything else goes to the core (`TurnService.udp_datagram`),
+    Binding requests to the STUN server when the socket is its."""
+
+    def __init__(self, service: TurnService, sock: socket.socket,
+                 stun: StunServer | None = None) -> None:
+        self.service = service
+        self.sock = sock
+        self.stun = stun
+        name = sock.getsockname()
+        self.local: Addr = (str(name[0]), int(name[1]))
+        self.v6 = sock.family == socket.AF_INET6
+        # our address as clients reach it; None when bound to 0.0.0.0 / :: (looked up per client)
+        self.here: Addr | None = None if ipaddress.ip_address(self.local[0]).is_unspecified \
+            else self.local
+        self.routes: dict[tuple[Key, int], _Route | None] = {}
+        self.generation = -1
+        self._closing = False
+        sock.setblocking(False)
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        svc = self.service
+        batcher = svc.batcher
+        n, lengths, keys = batcher.recv(self.sock, self.v6)
+        if not n:
+            return
+        core = svc.core
+        routes = self.routes
+        if self.generation != core.generation:
+            routes.clear()
+            self.generation = core.generation
+        now = _now()
+        buf = batcher.buf
+        heads = batcher.heads(n)
+        run: list[int] = []  # consecutive datagrams on one route, forwarded together
+        run_route: _Route | None = None
+        total = 0
+        for i in range(n):
+            size = lengths[i]
+            channel = heads[2 * i]
+            length = heads[2 * i + 1]
+            if 0x4000 <= channel <= 0x4FFF and length + 4 <= size:  # ChannelData
+                key = keys[i]
+                r = routes.get((key, channel), _MISS)
+                if r is _MISS:
+                    r = self._route(key, channel, now)
+                if r is not None:
+                    if now < r.until:
+                        if r is not run_route:
+                            if run_route is not None:
+                                _forward(batcher, core, run_route, run, total, 0, now)
+                                run = []
+                            run_route, total = r, 0
+                        run += (i * _SLOT + _PAYLOAD, length)
+                        total += length
+                        continue
+                    del routes[(key, channel)]
+            if run_route is not None:  # keep the order of what this client sent
+                _forward(batcher, core, run_route, run, total, 0, now)
+                run, run_route = [], None
+            off = i * _SLOT + HEADROOM
+            self._slow(buf[off:off + size], keys[i])
+            if self.generation != core.generation:  # a request changed what is allowed
+                routes.clear()
+                self.generation = core.generation
+        if run_route is not None:
+            _forward(batcher, core, run_route, run, total, 0, now)
+        batcher.flush()
+
+    def _route(self, key: Key, channel: int, now: float) -> _Route | None:
+        svc = self.service
+        client = svc.batcher.decode(key)
+        here = self._here(client)
+        route = None
+        if here is not None:
+            found = svc.core.channel_route(svc.five_tuple(client, here), channel, now)
+            relayed = svc.relayed.get(found.allocation.id) if found is not None else None
+            if found is not None and relayed is not None:
+                route = _Route(found.until, found.allocation, channel, relayed.sock,
+                               svc.batcher.dest(found.peer))
+        if len(self.routes) >= MAX_ROUTES:
+            self.routes.clear()
+        self.routes[(key, channel)] = route
+        return route
+
+    def _here(self, client: Addr) -> Addr | None:
+        if self.here is not None:
+            return self.here
+        ip = self.service.local_ip_for(client[0])
+        return None if ip is None else (ip, self.local[1])
+
+    def _slow(self, data: bytes, key: Key) -> None:
+        client = self.service.batcher.decode(key)
+        if self.stun is not None and data[:2] == b"\x00\x01":  # a Binding request: STUN's
+            self.stun.datagram_received(PRIMARY, data, client)
+            return
+        here = self._here(client)
+        if here is not None:
+            self.service.udp_datagram(data, client, here, self.sendto)
+
+    # what StunServer needs of the socket it gave away (it answers Binding requests through it)
+    def sendto(self, data: bytes, addr: Addr) -> None:
+        if not self._closing:
+            self.service.batcher.sendto(self.sock, data, addr)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return self.sock if name == "socket" else default
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self.service.batcher.flush()
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
+class _RelayedSocket:
+    """The relayed UDP socket of one allocation, read in batches. A datagram from a peer the
+    client has a channel to (`TurnServer.peer_route`) goes to the client as ChannelData, its
+    header written in the headroom in front of it (UDP clients); all else goes to the core
+    (`peer_datagram`: permissions, Data indications, TCP clients)."""
+
+    def __init__(self, service: TurnService, allocation: int, sock: socket.socket) -> None:
         self.service = service
         self.allocation = allocation
+        self.sock = sock
+        self.v6 = sock.family == socket.AF_INET6
+        self.routes: dict[Key, _Route | None] = {}
+        self.generation = -1
+        self._closing = False
+        sock.setblocking(False)
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
 
-    def datagram_received(self, data: bytes, addr) -> None:
-        self.service.guarded(self.service.core.peer_datagram, self.allocation, data,
-                             (addr[0], addr[1]), time.time())
+    def _readable(self) -> None:
+        svc = self.service
+        batcher = svc.batcher
+        n, lengths, keys = batcher.recv(self.sock, self.v6)
+        if not n:
+            return
+        core = svc.core
+        routes = self.routes
+        if self.generation != core.generation:
+            routes.clear()
+            self.generation = core.generation
+        now = _now()
+        buf = batcher.buf
+        pack_head = _CHANNEL_HEAD.pack_into
+        run: list[int] = []
+        run_route: _Route | None = None
+        total = 0
+        for i in range(n):
+            size = lengths[i]
+            key = keys[i]
+            r = routes.get(key, _MISS)
+            if r is _MISS:
+                r = self._route(key, now)
+            if r is not None:
+                if now < r.until:
+                    if r is not run_route:
+                        if run_route is not None:
+                            _forward(batcher, core, run_route, run, total, 4, now)
+                            run = []
+                        run_route, total = r, 0
+                    off = i * _SLOT  # the header goes into the headroom
+                    pack_head(buf, off, r.channel, size)
+                    run += (off, size + 4)
+                    total += size
+                    continue
+                del routes[key]
+            if run_route is not None:
+                _forward(batcher, core, run_route, run, total, 4, now)
+                run, run_route = [], None
+            off = i * _SLOT + HEADROOM
+            svc.guarded(core.peer_datagram, self.allocation, buf[off:off + size],
+                        batcher.decode(key), now)
+            if self.generation != core.generation:
+                routes.clear()
+                self.generation = core.generation
+        if run_route is not None:
+            _forward(batcher, core, run_route, run, total, 4, now)
+        batcher.flush()
 
-    def error_received(self, exc: Exception) -> None:
-        log.debug("TURN relayed socket error: %s", exc)
+    def _route(self, key: Key, now: float) -> _Route | None:
+        svc = self.service
+        found = svc.core.peer_route(self.allocation, svc.batcher.decode(key), now)
+        route = None
+        if found is not None and found.five.transport == "udp":  # TCP: framed by the core
+            client_socket = svc.client_sockets.get(found.five.server)
+            if client_socket is not None:
+                route = _Route(found.until, found.allocation, found.channel, client_socket.sock,
+                               svc.batcher.dest(found.five.client))
+        if len(self.routes) >= MAX_ROUTES:
+            self.routes.clear()
+        self.routes[key] = route
+        return route
 
+    def sendto(self, data: bytes, addr: Addr) -> None:
+        if not self._closing:
+            self.service.batcher.sendto(self.sock, data, addr)
 
-class _UdpProtocol(asyncio.DatagramProtocol):
-    """TURN's own UDP socket (when it does not share STUN's)."""
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
 
-    def __init__(self, service: "TurnService", local: Addr) -> None:
-        self.service = service
-        self.local = local
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-
-    def datagram_received(self, data: bytes, addr) -> None:
-        server = self.local
-        if ipaddress.ip_address(server[0]).is_unspecified:
-            server = (_local_ip_for(addr[0]) or server[0], server[1])
-        self.service.udp_datagram(data, (addr[0], addr[1]), server, self._send)
-
-    def _send(self, data: bytes, addr: Addr) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("TURN socket error: %s", exc)
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self.service.batcher.flush()  # nothing queued may name this socket once it is closed
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        self.sock.close()
 
 
 class _TcpProtocol(asyncio.Protocol):
-    def __init__(self, service: "TurnService") -> None:
+    def __init__(self, service: TurnService) -> None:
         self.service = service
         self.framer = StreamFramer()
         self.transport: asyncio.Transport | None = None
         self.five: FiveTuple | None = None
         self.timer: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
         if len(self.service.tcp_clients) >= MAX_TCP_CONNECTIONS:
@@ -161,7 +396,7 @@ class _TcpProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
         if self.five is not None and self.service.tcp_clients.pop(self.five, None) is self:
@@ -176,46 +411,50 @@ class TurnService:
         allow_loopback = ipaddress.ip_address(config.relay_ip).is_loopback
         self.core = TurnServer(config.secret, config.realm, config.limits, stats,
                                allow_loopback_peers=allow_loopback)
-        self.relayed: dict[int, asyncio.DatagramTransport] = {}
+        self.batcher = Batcher(config.batched)
+        self.relayed: dict[int, _RelayedSocket] = {}
         self.ports_in_use: set[int] = set()
         self.tcp_clients: dict[FiveTuple, _TcpProtocol] = {}
+        self.client_sockets: dict[Addr, _ClientSocket] = {}  # by the address clients reach
         self.udp_addresses: list[Addr] = []   # where TURN/UDP is served
         self.tcp_addresses: list[Addr] = []
-        self._udp_senders: dict[Addr, object] = {}
+        self._udp_senders: dict[Addr, Callable[[bytes, Addr], None]] = {}
         self._udp_fives: dict[tuple[Addr, Addr], FiveTuple] = {}
-        self._udp_transports: list[asyncio.DatagramTransport] = []
+        self._local_ips: dict[str, str | None] = {}
+        self._own_sockets: list[_ClientSocket] = []
         self._tcp_servers: list[asyncio.AbstractServer] = []
-        self._expiry: asyncio.Task | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._expiry: asyncio.Task[None] | None = None
         self._closed = False
 
     # -- listening -------------------------------------------------------------------------------
 
     def share(self, stun: StunServer) -> None:
-        """Serve TURN on the STUN server's primary socket."""
-        stun.share_primary(functools.partial(self.udp_datagram, send=stun.send))  # no frame
-        primary = stun.transports.get((0, 0))
-        if primary is not None:
-            _enlarge_buffers(primary.get_extra_info("socket"))
-        self.udp_addresses.append(stun.addresses[(0, 0)])
+        """Serve TURN on the STUN server's primary socket (which TURN then reads: Binding
+        requests go back to the STUN server)."""
+        client_socket = stun.take_primary(lambda sock: _ClientSocket(self, sock, stun))
+        _enlarge_buffers(client_socket.sock)
+        self._add_client_socket(client_socket)
         self._start_expiry()
 
     async def listen_udp(self, host: str, port: int) -> Addr:
         sock = bind_udp(host, port)
         _enlarge_buffers(sock)
-        local = sock.getsockname()[:2]
-        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-            lambda: _UdpProtocol(self, local), sock=sock)
-        self._udp_transports.append(transport)
-        self.udp_addresses.append(local)
+        client_socket = _ClientSocket(self, sock)
+        self._own_sockets.append(client_socket)
+        self._add_client_socket(client_socket)
         self._start_expiry()
-        return local
+        return client_socket.local
+
+    def _add_client_socket(self, client_socket: _ClientSocket) -> None:
+        self.udp_addresses.append(client_socket.local)
+        self.client_sockets[client_socket.local] = client_socket
 
     async def listen_tcp(self, host: str, port: int) -> Addr:
         server = await asyncio.get_running_loop().create_server(
             lambda: _TcpProtocol(self), host, port, reuse_address=True)
         self._tcp_servers.append(server)
-        local = server.sockets[0].getsockname()[:2]
+        name = server.sockets[0].getsockname()
+        local = (str(name[0]), int(name[1]))
         self.tcp_addresses.append(local)
         self._start_expiry()
         return local
@@ -231,37 +470,47 @@ class TurnService:
 
     # -- datagrams in and actions out ------------------------------------------------------------
 
-    def udp_datagram(self, data: bytes, client: Addr, server: Addr, send) -> None:
+    def five_tuple(self, client: Addr, server: Addr) -> FiveTuple:
         five = self._udp_fives.get((client, server))
         if five is None:  # making a NamedTuple costs ~1 us; looking one up ~0.2 us
             if len(self._udp_fives) >= MAX_CACHED_FIVE_TUPLES:
                 self._udp_fives.clear()
             five = self._udp_fives[(client, server)] = FiveTuple("udp", client, server)
-            self._udp_senders.setdefault(server, send)
-        try:  # guarded(), inlined: this is the per-datagram path
-            self.dispatch(self.core.client_datagram(data, five, _now()))
-        except Exception:
-            log.exception("TURN: internal error on a datagram (dropped)")
-            self.core.stats.refusals["internal-error"] += 1
+        return five
 
-    def guarded(self, step, *args) -> None:
+    def local_ip_for(self, client_ip: str) -> str | None:
+        """The address the kernel answers `client_ip` from (cached route lookups)."""
+        if client_ip in self._local_ips:
+            return self._local_ips[client_ip]
+        if len(self._local_ips) >= MAX_LOCAL_IPS:
+            self._local_ips.clear()
+        ip = self._local_ips[client_ip] = _local_ip_for(client_ip)
+        return ip
+
+    def udp_datagram(self, data: bytes, client: Addr, server: Addr,
+                     send: Callable[[bytes, Addr], None]) -> None:
+        five = self.five_tuple(client, server)
+        if server not in self._udp_senders:
+            self._udp_senders[server] = send
+        self.guarded(self.core.client_datagram, data, five, _now())
+
+    def guarded(self, step: Callable[..., Iterable[Action]], *args: object) -> None:
         """Run a core step and its actions. The core never raises on network input (fuzzed in
         tests/unit/test_turn.py); should a bug slip through, it costs one datagram, not the
-        socket (asyncio closes a transport whose protocol raises), which STUN shares."""
+        socket, which STUN shares."""
         try:
             self.dispatch(step(*args))
         except Exception:
             log.exception("TURN: internal error on a datagram (dropped)")
             self.core.stats.refusals["internal-error"] += 1
 
-    def dispatch(self, actions) -> None:
+    def dispatch(self, actions: Iterable[Action]) -> None:
         for a in actions:
-            kind = type(a)
-            if kind is ToPeer:
-                t = self.relayed.get(a.allocation)
-                if t is not None and not t.is_closing():
-                    t.sendto(a.data, a.peer)
-            elif kind is ToClient:
+            if isinstance(a, ToPeer):
+                relayed = self.relayed.get(a.allocation)
+                if relayed is not None:
+                    relayed.sendto(a.data, a.peer)
+            elif isinstance(a, ToClient):
                 if a.five.transport == "udp":
                     send = self._udp_senders.get(a.five.server)
                     if send is not None:
@@ -270,20 +519,18 @@ class TurnService:
                     conn = self.tcp_clients.get(a.five)
                     if conn is not None:
                         conn.send(a.data)
-            elif kind is OpenRelay:
-                task = asyncio.get_running_loop().create_task(self._open_relay(a))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            elif kind is CloseRelay:
-                t = self.relayed.pop(a.allocation, None)
-                if t is not None:
-                    self.ports_in_use.discard(t.get_extra_info("sockname")[1])
-                    t.close()
+            elif isinstance(a, OpenRelay):
+                self._open_relay(a)
+            elif isinstance(a, CloseRelay):
+                relayed = self.relayed.pop(a.allocation, None)
+                if relayed is not None:
+                    self.ports_in_use.discard(relayed.port())
+                    relayed.close()
                 conn = self.tcp_clients.get(a.five) if a.five.transport == "tcp" else None
                 if conn is not None:
                     conn.arm_idle_timer()
 
-    async def _open_relay(self, a: OpenRelay) -> None:
+    def _open_relay(self, a: OpenRelay) -> None:
         sock = None if self._closed else self._bind_relay_port()
         if sock is None:
             if not self._closed:
@@ -293,20 +540,7 @@ class TurnService:
             return
         port = sock.getsockname()[1]
         self.ports_in_use.add(port)
-        try:
-            transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-                lambda: _RelayedProtocol(self, a.allocation), sock=sock)
-        except OSError as e:
-            sock.close()
-            self.ports_in_use.discard(port)
-            log.warning("TURN: relayed socket on port %d: %s", port, e)
-            self.dispatch(self.core.relay_failed(a.allocation, time.time()))
-            return
-        if self._closed or not self.core.has_allocation_id(a.allocation):
-            transport.close()  # the allocation ended while its socket was being opened
-            self.ports_in_use.discard(port)
-            return
-        self.relayed[a.allocation] = transport
+        self.relayed[a.allocation] = _RelayedSocket(self, a.allocation, sock)
         ip = self.config.public_ip or self.config.relay_ip
         if ipaddress.ip_address(ip).is_unspecified:
             ip = a.server[0]
@@ -330,18 +564,18 @@ class TurnService:
         self._closed = True
         if self._expiry is not None:
             self._expiry.cancel()
-        for t in self.relayed.values():
-            t.close()
+        for relayed in self.relayed.values():
+            relayed.close()
         self.relayed.clear()
         for conn in list(self.tcp_clients.values()):
             conn.close()
-        for t in self._udp_transports:
-            t.close()
+        for own in self._own_sockets:
+            own.close()
         for s in self._tcp_servers:
             s.close()
 
 
-def _enlarge_buffers(sock) -> None:
+def _enlarge_buffers(sock: socket.socket | None) -> None:
     """SOCKET_BUFFER for receiving and sending (never less than the kernel's default: it caps
     the value at rmem_max/wmem_max, then doubles it)."""
     if sock is None:
@@ -359,6 +593,6 @@ def _local_ip_for(client_ip: str) -> str | None:
     try:
         with socket.socket(family, socket.SOCK_DGRAM) as s:
             s.connect((client_ip, 9))
-            return s.getsockname()[0]
+            return str(s.getsockname()[0])
     except OSError:
         return None
