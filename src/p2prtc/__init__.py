@@ -38,26 +38,27 @@ _EXPORTS = {
     "api_events": None,
 }
 _EVENTS = ("Event", "Peer", "Dialing", "RelayConnected", "Reservation", "Listening", "Relayed",
-           "Connected", "Disconnected", "RelayedClosed", "Nat", "NatPeer", "Warning", "Error",
-           "Message", "Sent", "Undelivered", "FileIncoming", "File", "FileSent")
+           "Connected", "Disconnected", "RelayedClosed", "PathChanged", "Nat", "NatPeer",
+           "Warning", "Error", "Message", "Sent", "Undelivered", "FileIncoming", "File",
+           "FileSent")
 _EXPORTS.update({name: "api_events" for name in _EVENTS})
 
 __all__ = [
     "__version__", "Node", "Connection", "Stream", "NoDirectPath", "Handler", "P2PError",
     "DialError", "ProtocolError", "StreamClosed", "StreamReset", "NegotiationFailed",
     "IncompleteRead", "IceServer", "api_events", "Event", "Peer", "Dialing", "RelayConnected",
-    "Reservation", "Listening", "Relayed", "Connected", "Disconnected", "RelayedClosed", "Nat",
-    "NatPeer", "Warning", "Error", "Message", "Sent", "Undelivered", "FileIncoming", "File",
-    "FileSent",
+    "Reservation", "Listening", "Relayed", "Connected", "Disconnected", "RelayedClosed",
+    "PathChanged", "Nat", "NatPeer", "Warning", "Error", "Message", "Sent", "Undelivered",
+    "FileIncoming", "File", "FileSent",
 ]
 assert set(__all__) == {"__version__", *_EXPORTS}
 
 if TYPE_CHECKING:
     from . import api_events
     from .api_events import (Connected, Dialing, Disconnected, Error, Event, File, FileIncoming,
-                             FileSent, Listening, Message, Nat, NatPeer, Peer, Relayed,
-                             RelayConnected, RelayedClosed, Reservation, Sent, Undelivered,
-                             Warning)
+                             FileSent, Listening, Message, Nat, NatPeer, PathChanged, Peer,
+                             Relayed, RelayConnected, RelayedClosed, Reservation, Sent,
+                             Undelivered, Warning)
     from .errors import (DialError, NegotiationFailed, P2PError, ProtocolError, StreamClosed,
                          StreamReset)
     from .node import Connection, Handler, NoDirectPath, Node, Stream

@@ -1,10 +1,10 @@
 """The events of the public API: one frozen dataclass per `--json` event of `p2prtc listen/dial`.
 
 `Node.events()` yields the network events (`Peer`, `Dialing`, `RelayConnected`, `Reservation`,
-`Listening`, `Relayed`, `Connected`, `Disconnected`, `RelayedClosed`, `Nat`, `NatPeer`,
-`Warning`, `Error`). The chat and file events (`Message`, `Sent`, `Undelivered`, `FileIncoming`,
-`File`, `FileSent`) are those of the chat application built on top; they are defined here so
-that every `--json` event has one type.
+`Listening`, `Relayed`, `Connected`, `Disconnected`, `RelayedClosed`, `PathChanged`, `Nat`,
+`NatPeer`, `Warning`, `Error`). The chat and file events (`Message`, `Sent`, `Undelivered`,
+`FileIncoming`, `File`, `FileSent`) are those of the chat application built on top; they are
+defined here so that every `--json` event has one type.
 
 Each event's `to_dict()` is its `--json` object without the timestamp: `{"event": name, ...}`
 with the same field names (see DEVELOPERS.md, "`--json` events"). `Event.t` is the time in
@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 __all__ = [
     "Event", "Peer", "Dialing", "RelayConnected", "Reservation", "Listening", "Relayed",
-    "Connected", "Disconnected", "RelayedClosed", "Nat", "NatPeer", "Warning", "Error",
-    "Message", "Sent", "Undelivered", "FileIncoming", "File", "FileSent", "CandidatePair",
+    "Connected", "Disconnected", "RelayedClosed", "PathChanged", "Nat", "NatPeer", "Warning",
+    "Error", "Message", "Sent", "Undelivered", "FileIncoming", "File", "FileSent", "CandidatePair",
     "RelayLimit", "EVENT_TYPES", "from_dict",
 ]
 
@@ -138,6 +138,17 @@ class RelayedClosed(Event):
     name: ClassVar[str] = "relayed-closed"
     peer: str
     reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PathChanged(Event):
+    """ICE moved the WebRTC connection with `peer` to another candidate pair (looked at again
+    a moment after connecting): `path` is now "direct" or "turn"."""
+
+    name: ClassVar[str] = "path"
+    peer: str
+    path: str
+    candidate_pair: CandidatePair | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -266,8 +277,8 @@ def _rename(d: dict[str, Any]) -> dict[str, Any]:
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.name: cls for cls in (
         Peer, Dialing, RelayConnected, Reservation, Listening, Relayed, Connected, Disconnected,
-        RelayedClosed, Nat, NatPeer, Warning, Error, Message, Sent, Undelivered, FileIncoming,
-        File, FileSent)
+        RelayedClosed, PathChanged, Nat, NatPeer, Warning, Error, Message, Sent, Undelivered,
+        FileIncoming, File, FileSent)
 }
 """Every event type by its `--json` name."""
 

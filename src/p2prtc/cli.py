@@ -308,11 +308,11 @@ def cmd_peer(args: argparse.Namespace) -> int:
                        web_url=getattr(args, "web_url", None))
     try:
         if args.mode == "listen":
-            return run_async(run_peer(opts, listen=args.relay))
+            return run_async(run_peer(opts, listen=[args.relay]))
         from .web.links import addr_from_link
 
         # a link from the page or from `listen --web-url` (https://host/#/dial/<addr>) works too
-        return run_async(run_peer(opts, dial=addr_from_link(args.peer) or args.peer))
+        return run_async(run_peer(opts, dial=[addr_from_link(args.peer) or args.peer]))
     except (P2PError, ValueError) as e:
         raise CliError(str(e)) from None
 

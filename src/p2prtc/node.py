@@ -172,6 +172,34 @@ class Connection:
         return bool(self._inner.limited)
 
     @property
+    def limit(self) -> ev.RelayLimit | None:
+        """The relay's limit on this relayed connection, `{"duration": seconds, "data": bytes}`
+        (0: none), or None (not relayed, or the relay set none)."""
+        lim = self._inner.details.get("limit")
+        return dict(lim) if lim else None
+
+    def limit_refuses(self, nbytes: int) -> str | None:
+        """Why writing `nbytes` more now would pass the relay's limits on this relayed
+        connection (the relay would cut it off, and what is in flight would be lost), in
+        words; None when it fits or there are no limits. Both directions count, and what is
+        still queued."""
+        meter = self._inner.limit_meter
+        return None if meter is None else meter.refuse(nbytes, time.monotonic())
+
+    def limit_room(self) -> int | None:
+        """How many more bytes fit under the relay's data limit on this connection; None when
+        it has none."""
+        meter = self._inner.limit_meter
+        return None if meter is None else meter.room()
+
+    @property
+    def limit_used_up(self) -> bool:
+        """True once nothing useful fits under the relay's data limit any more: closing the
+        connection then frees the relay's slot."""
+        meter = self._inner.limit_meter
+        return meter is not None and bool(meter.data_used_up())
+
+    @property
     def candidate_pair(self) -> ev.CandidatePair | None:
         """The ICE candidate pair of a WebRTC connection, else None."""
         pair = self._inner.details.get("candidate_pair")
@@ -554,6 +582,9 @@ class _Tracker:
             reason=f"relay: {reason}; retrying")))
         on("warning", lambda text: self.node._emit(ev.Warning(reason=text)))
         on("webrtc-failed", self._on_webrtc_failed)
+        on("path-changed", lambda conn: self.node._emit(ev.PathChanged(
+            peer=str(conn.remote_peer), path=str(conn.details.get("path")),
+            candidate_pair=conn.details.get("candidate_pair"))))
 
     def _on_connection(self, conn: "_Conn") -> None:
         peer = conn.remote_peer

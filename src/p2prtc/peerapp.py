@@ -1,7 +1,9 @@
-"""`p2prtc listen` and `p2prtc dial`: a chat (and file transfer) peer over a relay and direct WebRTC.
+"""`p2prtc listen` and `p2prtc dial`: a chat (and file transfer) peer over relays and direct WebRTC.
 
-Human-readable status lines by default; with --json one event object per line on stdout
-(schema in DESIGN.md) and stdin lines are the messages to send.
+Built on the public API only: a `p2prtc.Node` does the networking; its typed events
+(`Node.events()`) become the lines printed here, and chat and files run on its streams
+(`nodechat`). Human-readable status lines by default; with --json one event object per line on
+stdout (schema in DEVELOPERS.md) and stdin lines are the messages to send.
 """
 
 from __future__ import annotations
@@ -14,31 +16,31 @@ import signal
 import stat
 import sys
 import time
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from .connection import Connection
+from . import api_events as ev
 from .errors import DialError, P2PError
-from .host import Host
 from .identity import Identity, PeerId
-from .multiaddr import Multiaddr
-from .protocols.chat import ChatService, NotSent
-from .protocols.filetransfer import MAX_HEADER, FileResult, FileService
-from .protocols.natinfo import NatInfoService, stun_server_of
+from .nat import NatBehaviour
+from .node import Connection, Node
+from .nodechat import NodeChat, NodeFiles, best_connection
+from .protocols.chat import NotSent
+from .protocols.filetransfer import MAX_HEADER, FileResult, Progress
 from .transports.circuit_limit import data_words
-from .transports.webrtc import transport as webrtc_transport
-from .transports.webrtc.transport import WebRTCTransport
+from .transports.webrtc.engine import IceServer
 
 log = logging.getLogger(__name__)
 
-RELAY_TIMEOUT = 20.0
-# A listener reports an inbound relayed connection as `connected` (transport relay) when no
-# direct WebRTC connection and no upgrade failure came within this time: the dialer's whole
-# /webrtc dial, and a little more.
-UPGRADE_WAIT = webrtc_transport.DIAL_TIMEOUT + 2.0
 # What a file costs on a relayed connection beyond its bytes: the header (at most MAX_HEADER),
 # the receiver's answer and the stream's negotiation.
 FILE_OVERHEAD = 2 * MAX_HEADER
+
+LISTEN_HINT = ("Waiting for peers. Type a message and press Enter to send it; /send FILE sends a "
+               "file; /quit leaves.")
+DIAL_HINT = "Type a message and press Enter to send it; /send FILE sends a file; /quit leaves."
 
 
 @dataclass
@@ -46,7 +48,7 @@ class PeerOptions:
     identity: Identity
     ice_servers: list[str] | None = None
     # "auto": TURN credentials from the relay in use; a list of IceServers; "none"
-    turn: "str | list" = "auto"
+    turn: str | list[IceServer] = "auto"
     json: bool = False
     save_dir: Path = field(default_factory=lambda: Path("."))
     quit_on_eof: bool = False
@@ -62,14 +64,26 @@ class Output:
         self.t0 = time.monotonic()
         self._progress_active = False
 
-    def event(self, name: str, human: str | None = None, /, **fields) -> None:
+    def event(self, name: str, human: str | None = None, /, **fields: Any) -> None:
         """Emit event `name`; `human` is the line shown without --json (None: nothing)."""
+        self._write({"event": name, "t": round(time.monotonic() - self.t0, 3), **fields}, human)
+
+    def node_event(self, e: ev.Event, human: str | None = None, /, **extra: Any) -> None:
+        """Emit a Node event (its own fields and time), plus `extra` fields."""
+        self._write({**e.to_dict(), **extra}, human)
+
+    def _write(self, obj: dict[str, Any], human: str | None) -> None:
         if self.as_json:
-            print(json.dumps({"event": name, "t": round(time.monotonic() - self.t0, 3), **fields}),
-                  flush=True)
+            print(json.dumps(obj), flush=True)
         elif human is not None:
             self._clear_progress()
             print(human, flush=True)
+
+    def hint(self, text: str) -> None:
+        """A line for a person only (nothing with --json)."""
+        if not self.as_json:
+            self._clear_progress()
+            print(text, flush=True)
 
     def progress(self, label: str, done: int, total: int, started: float) -> None:
         if self.as_json or not sys.stderr.isatty():
@@ -99,220 +113,166 @@ def stdin_is_pipe_or_tty() -> bool:
     return sys.stdin.isatty() or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
-def short(peer: PeerId) -> str:
+def short(peer: PeerId | str | None) -> str:
     s = str(peer)
     return f"{s[:6]}…{s[-6:]}"
 
 
-def browser_dialable(addr: Multiaddr) -> bool:
-    """Whether a browser can dial this address: its relay is reached over WebSocket (ws, wss,
-    tls/ws) or WebRTC-direct; browsers cannot open TCP or QUIC connections."""
-    parts = addr.split_last("p2p-circuit")
-    protos = (parts[0] if parts is not None else addr).protocols()
-    return any(p in protos for p in ("ws", "wss", "webrtc-direct"))
-
-
-def describe(conn: Connection) -> str:
-    if conn.transport == "webrtc":
-        pair = conn.details.get("candidate_pair")
+def describe(transport: str, *, path: str | None = None,
+             candidate_pair: ev.CandidatePair | None = None, limit: ev.RelayLimit | None = None,
+             addr: str = "") -> str:
+    """How a connection goes, in words: "direct WebRTC (host a <-> srflx b)", "WebRTC via TURN
+    (relay ip) (...)", "the relay, limited to 120 s / 128 KiB", or "<transport> <addr>"."""
+    if transport == "webrtc":
+        pair = candidate_pair
         how = f" ({pair['local']} {pair['local_addr']} <-> {pair['remote']} {pair['remote_addr']})" \
             if pair else ""
-        if conn.details.get("path") == "turn":
-            return f"WebRTC via TURN (relay {conn.details.get('turn_relay')}){how}"
+        if path == "turn" and pair:
+            # the TURN server's relayed address (ours, else the peer's)
+            via = pair["local_addr"] if pair["local"] == "relay" else pair["remote_addr"]
+            return f"WebRTC via TURN (relay {via.rpartition(':')[0].strip('[]')}){how}"
+        if path == "turn":
+            return f"WebRTC via TURN{how}"
         return f"direct WebRTC{how}"
-    if conn.transport == "circuit" or conn.limited:  # a relay may also grant unlimited circuits
-        lim = conn.details.get("limit", {})
+    if transport == "relay":
         extra = ""
-        if lim:
-            extra = f", limited to {lim.get('duration', 0)} s / {lim.get('data', 0) // 1024} KiB"
+        if limit:
+            extra = (f", limited to {limit.get('duration', 0)} s / "
+                     f"{limit.get('data', 0) // 1024} KiB")
         return f"the relay{extra}"
-    return f"{conn.transport} {conn.remote_addr}"
+    return f"{transport} {addr}"
+
+
+def describe_connection(conn: Connection) -> str:
+    return describe(conn.transport, path=conn.path, candidate_pair=conn.candidate_pair,
+                    limit=conn.limit, addr=conn.remote_addr)
+
+
+def _without_peer_id(addr: str) -> str:
+    head, sep, _ = addr.rpartition("/p2p/")
+    return head if sep else addr
 
 
 class PeerApp:
-    def __init__(self, opts: PeerOptions) -> None:
+    """`mode` "listen" or "dial": which side's words the lines use."""
+
+    def __init__(self, opts: PeerOptions, mode: str = "listen") -> None:
         self.opts = opts
+        self.mode = mode
         self.out = Output(opts.json)
-        self.host = Host(opts.identity)
         if opts.web_url:
             from .web.links import dial_link
 
             dial_link(opts.web_url, "/")  # ValueError now (a usage error), not at reservation
-        if opts.tls_ca:
-            from .transports.tls import client_context
-            from .transports.websocket import websocket_transport
-
-            websocket_transport(self.host.transports).client_ssl = client_context(opts.tls_ca)
-        self.webrtc = WebRTCTransport(self.host, opts.ice_servers, turn=opts.turn)
-        self.host.add_transport(self.webrtc, first=True)
-        self.natinfo = NatInfoService(self.host)  # detection starts with listen/dial
-        self.webrtc.natinfo = self.natinfo
-        self.chat = ChatService(self.host, self._on_message, self._on_chat_closed)
-        self.files = FileService(self.host, opts.save_dir, on_start=self._on_file_start,
-                                 on_received=self._on_file)
-        self.relays: set[PeerId] = set()
-        self.peers: list[PeerId] = []  # chat partners, most recent last
-        self._dial_started: dict[PeerId, float] = {}
-        # ids of the connections reported `connected` (one event per connection, final kind)
-        self._reported: set[int] = set()
-        # ids of relayed connections a direct one replaced (their end is no disconnection)
-        self._superseded: set[int] = set()
-        self._ending: set[asyncio.Task] = set()  # end events waiting for a chat stream's reader
-        # inbound relayed connections waiting for the dialer's WebRTC upgrade (listener side)
-        self._awaiting: dict[PeerId, tuple[Connection, asyncio.TimerHandle]] = {}
+        self.node = Node(opts.identity, stun=opts.ice_servers, turn=opts.turn, tls_ca=opts.tls_ca)
+        self.chat = NodeChat(self.node, self._on_message)
+        self.files = NodeFiles(self.node, opts.save_dir, on_start=self._on_file_start,
+                               on_received=self._on_file)
         self.stop = asyncio.Event()
-        ev = self.host.events
-        ev.on("connection", self._on_connection)
-        ev.on("disconnection", self._on_disconnection)
-        ev.on("reservation", self._on_reservation)
-        ev.on("nat-detected", self._on_nat)
-        ev.on("nat-peer", self._on_nat_peer)
-        # retries, not failures: `warning`
-        ev.on("reservation-lost", lambda relay, reason: self.out.event(
-            "warning", f"Lost the relay {short(relay)} ({reason}); reserving again…",
-            reason=f"relay connection lost: {reason}; reserving again"))
-        ev.on("relay-error", lambda addr, reason: self.out.event(
-            "warning", f"Relay {addr}: {reason} (retrying)", reason=f"relay: {reason}; retrying"))
-        ev.on("webrtc-failed", self._on_webrtc_failed)
-        ev.on("warning", lambda text: self.out.event("warning", f"Warning: {text}", reason=text))
-        ev.on("path-changed", lambda conn: self.out.event(
-            "path", f"Connection to {short(conn.remote_peer)} now goes via {describe(conn)}",
-            peer=str(conn.remote_peer), path=conn.details.get("path"),
-            candidate_pair=conn.details.get("candidate_pair")))
+        self._events = self.node.events()  # from before start(): its `peer` event too
+        self._pump: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # what the lines say of each connection: the relay's limit per peer (from `relayed`),
+        # and how each (peer, transport) goes (from `connected` and `path`)
+        self._limits: dict[str, ev.RelayLimit | None] = {}
+        self._described: dict[tuple[str, str], str] = {}
+        self._reservation: ev.Reservation | None = None
+        self._hinted = False
+        self._peers: dict[str, None] = {}  # chat partners (see peers())
+
+    @property
+    def peer_id(self) -> str:
+        return self.node.peer_id
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def peers(self) -> list[str]:
+        """The peers we are connected to (directly or through a relay), most recent last: those
+        the events reported and not yet reported gone (a connection that is closing still
+        counts, so a message then gets its true reason), and those just connected."""
+        return list(dict.fromkeys([*self._peers, *(c.remote_peer for c in self.node.connections())]))
+
+    def _seen(self, peer: str) -> None:
+        self._peers.pop(peer, None)
+        self._peers[peer] = None
+
+    def _gone(self, peer: str) -> None:
+        if not any(c.remote_peer == peer for c in self.node.connections()):
+            self._peers.pop(peer, None)
+
+    async def start(self) -> None:
+        self._pump = asyncio.ensure_future(self._print_events())
+        await self.node.start()
 
     # -- events ----------------------------------------------------------------------------
 
-    # Events a script can trust: `relayed` for the relayed connection an upgrade runs over, then
-    # one `connected` per connection with its final kind: webrtc/direct once the upgrade works,
-    # relay/not direct once it failed (dialer: the /webrtc dial failed; listener: the upgrade
-    # failed or none came within UPGRADE_WAIT); `disconnected` when that connection ends.
+    async def _print_events(self) -> None:
+        async for e in self._events:
+            try:
+                self._show(e)
+            except Exception:  # a line that cannot be written must not end the app
+                log.exception("showing %s failed", e.name)
 
-    def _on_connection(self, conn: Connection) -> None:
-        peer = conn.remote_peer
-        if peer in self.relays:
-            self.out.event("relay-connected", f"Connected to relay {conn.remote_addr}",
-                           relay=str(conn.remote_addr.with_peer_id(peer)))
-            return
-        if peer in self.peers:
-            self.peers.remove(peer)
-        self.peers.append(peer)
-        if conn.transport != "circuit":
-            self._report_connected(conn)
-            return
-        # relayed, even when the relay sets no limits
-        inbound = conn.direction == "inbound"
-        text = f"Relayed connection with {short(peer)} through {describe(conn)}"
-        if inbound and self.webrtc.listening:
-            text += "; waiting for its direct WebRTC upgrade"
-        self.out.event("relayed", text, peer=str(peer), addr=str(conn.remote_addr),
-                       limit=conn.details.get("limit"))
-        if inbound:
-            if not self.webrtc.listening:
-                self._report_connected(conn)
-                return
-            old = self._awaiting.pop(peer, None)
-            if old is not None:
-                old[1].cancel()
-            timer = asyncio.get_running_loop().call_later(UPGRADE_WAIT, self._upgrade_overdue,
-                                                          conn)
-            self._awaiting[peer] = (conn, timer)
-        # outbound: dial() reports it once the upgrade has failed
+    def _show(self, e: ev.Event) -> None:  # noqa: C901 - one branch per event type
+        out = self.out
+        if isinstance(e, ev.Peer):
+            out.node_event(e, f"Peer id: {e.peer}")
+        elif isinstance(e, ev.Dialing):
+            out.node_event(e, f"Dialing {e.addr}")
+        elif isinstance(e, ev.RelayConnected):
+            out.node_event(e, f"Connected to relay {_without_peer_id(e.relay)}")
+        elif isinstance(e, ev.Reservation):
+            self._reservation = e
+            out.node_event(e, None)  # the person's lines come with the addresses (`listening`)
+        elif isinstance(e, ev.Listening):
+            self._show_listening(e)
+        elif isinstance(e, ev.Relayed):
+            self._seen(e.peer)
+            self._limits[e.peer] = e.limit
+            text = f"Relayed connection with {short(e.peer)} through " \
+                   f"{describe('relay', limit=e.limit)}"
+            if self.mode == "listen":
+                text += "; waiting for its direct WebRTC upgrade"
+            out.node_event(e, text)
+        elif isinstance(e, ev.Connected):
+            self._show_connected(e)
+        elif isinstance(e, ev.PathChanged):
+            how = describe("webrtc", path=e.path, candidate_pair=e.candidate_pair)
+            self._described[(e.peer, "webrtc")] = how
+            out.node_event(e, f"Connection to {short(e.peer)} now goes via {how}")
+        elif isinstance(e, (ev.Disconnected, ev.RelayedClosed)):
+            self._show_end(e)
+        elif isinstance(e, ev.Warning):
+            out.node_event(e, _warning_words(e.reason))
+        elif isinstance(e, ev.Error):
+            self._show_error(e)
+        elif isinstance(e, ev.Nat):
+            out.node_event(e, f"NAT: {NatBehaviour.from_dict(e.to_dict()).describe()}")
+        elif isinstance(e, ev.NatPeer):
+            b = NatBehaviour.from_dict(e.to_dict())
+            out.node_event(e, f"{short(e.peer)} is behind {b.short()}"
+                              + (f"; {e.ruled_out}" if e.ruled_out else ""))
+        else:
+            out.node_event(e, None)
 
-    def _upgrade_overdue(self, conn: Connection) -> None:
-        entry = self._awaiting.get(conn.remote_peer)
-        if entry is not None and entry[0] is conn:
-            del self._awaiting[conn.remote_peer]
-            self._report_connected(conn)
-
-    def _on_webrtc_failed(self, peer: PeerId, reason: str) -> None:
-        self.out.event("error", f"No direct WebRTC path with {short(peer)}: {reason}. "
-                                "Chat goes over the relay while it allows.",
-                       reason=reason, peer=str(peer))
-        entry = self._awaiting.pop(peer, None)
-        if entry is not None:
-            entry[1].cancel()
-            self._report_connected(entry[0])
-
-    def _report_connected(self, conn: Connection) -> None:
-        """The one `connected` event of `conn`, with its final transport."""
-        if conn.id in self._reported or conn.is_closed:
-            return
-        peer = conn.remote_peer
-        relayed = conn.transport == "circuit"
-        if not relayed:
-            entry = self._awaiting.pop(peer, None)
-            if entry is not None:
-                entry[1].cancel()
-            self._superseded.update(c.id for c in self.host.connections(peer)
-                                    if c.transport == "circuit")
-        self._reported.add(conn.id)
-        ms = conn.details.get("upgrade_ms")
-        if ms is None and peer in self._dial_started:
-            ms = (time.perf_counter() - self._dial_started[peer]) * 1000
-        took = f" in {ms:.0f} ms" if ms is not None else ""
-        text = f"Connected to {short(peer)} via {describe(conn)}{took}"
-        if relayed:
-            text += " (no direct connection: chat goes over the relay while it allows)"
-        path = "relay" if relayed else conn.details.get("path", "direct")
-        self.out.event("connected", text, peer=str(peer), addr=str(conn.remote_addr),
-                       transport="relay" if relayed else conn.transport,
-                       direct=path == "direct", path=path,
-                       ms=round(ms, 1) if ms is not None else None,
-                       candidate_pair=conn.details.get("candidate_pair"))
-
-    def _on_disconnection(self, conn: Connection) -> None:
-        peer = conn.remote_peer
-        if peer in self.relays:
-            return
-        reason = conn.end_reason or "closed"
-        entry = self._awaiting.get(peer)
-        if entry is not None and entry[0] is conn:
-            del self._awaiting[peer]
-            entry[1].cancel()
-        still = [c for c in self.host.connections(peer) if not c.is_closed]
-        kind = "relay" if conn.transport == "circuit" else conn.transport
-        self._reported.discard(conn.id)
-        if conn.id in self._superseded:  # the relayed connection a direct one replaced
-            self._superseded.discard(conn.id)
-            direct_up = any(c.transport != "circuit" for c in still)
-            event = ("relayed-closed", f"The relayed connection with {short(peer)} ended "
-                                       f"({reason})"
-                                       + ("; the direct connection stays" if direct_up else ""))
-            fields = {"peer": str(peer), "reason": reason}
-        else:  # a connection reported `connected`, or a relayed one that never got that far
-            event = ("disconnected", f"Disconnected from {short(peer)} ({describe(conn)}): "
-                                     f"{reason}")
-            fields = {"peer": str(peer), "reason": reason, "transport": kind}
-        if not still and peer in self.peers:
-            self.peers.remove(peer)
-        if not self.chat.reading(conn):
-            self.out.event(*event, **fields)
-            return
-        # Messages that arrived before the end are still in the chat stream's buffer: report
-        # them first, so that the end is the connection's last event.
-        task = asyncio.ensure_future(self._report_end(conn, event, fields))
-        self._ending.add(task)
-        task.add_done_callback(self._ending.discard)
-
-    async def _report_end(self, conn: Connection, event: tuple[str, str], fields: dict) -> None:
-        await self.chat.drained(conn)
-        self.out.event(*event, **fields)
-
-    def _on_reservation(self, info) -> None:
-        self.relays.add(info.relay)
-        addrs = [a.with_peer_id(self.host.peer_id) for a in self.host.listen_addrs
-                 if a.has("webrtc")]
-        # browsers can only use some: those first (a browser user copies the first one)
-        browser = [str(a) for a in addrs if browser_dialable(a)]
-        others = [str(a) for a in addrs if not browser_dialable(a)]
-        expires = time.strftime("%H:%M:%S", time.localtime(info.expires))
-        text = f"Reserved a slot on relay {short(info.relay)} until {expires}.\n" \
-               "Dialable addresses (share one):"
+    def _show_listening(self, e: ev.Listening) -> None:
+        browser = e.browser_addrs
+        others = [a for a in e.addrs if a not in browser]
+        res = self._reservation
+        text = ""
+        if res is not None:
+            expires = time.strftime("%H:%M:%S", time.localtime(res.expires))
+            text = f"Reserved a slot on relay {short(res.relay)} until {expires}.\n"
+        text += "Dialable addresses (share one):"
         if browser:
             text += "\n  for browsers:\n    " + "\n    ".join(browser)
         if others:
             text += "\n  for Python/rust/Node peers:\n    " + "\n    ".join(others)
-        link = None
+        extra: dict[str, Any] = {}
         if self.opts.web_url:
             from .web.links import dial_link, link_target
 
@@ -320,25 +280,64 @@ class PeerApp:
             link = dial_link(self.opts.web_url, target) if target else None
             text += f"\nOpen in a browser to chat:\n  {link}" if link else \
                 "\n(no link for --web-url: the relay has no address a browser can dial)"
-        self.out.event("reservation", text, relay=str(info.relay), expires=info.expires)
-        self.out.event("listening", None, addrs=browser + others, browser_addrs=browser,
-                       **({"link": link} if self.opts.web_url else {}))
+            extra["link"] = link
+        self.out.hint(text)
+        self.out.node_event(e, None, **extra)
+        if self.mode == "listen" and not self._hinted:
+            self._hinted = True
+            self.out.hint(LISTEN_HINT)
 
-    def _on_nat(self, b) -> None:
-        self.out.event("nat", f"NAT: {b.describe()}", **b.to_dict())
+    def _show_connected(self, e: ev.Connected) -> None:
+        self._seen(e.peer)
+        relayed = e.transport == "relay"
+        how = describe(e.transport, path=e.path, candidate_pair=e.candidate_pair,
+                       limit=self._limits.get(e.peer), addr=e.addr)
+        self._described[(e.peer, e.transport)] = how
+        took = f" in {e.ms:.0f} ms" if e.ms is not None else ""
+        text = f"Connected to {short(e.peer)} via {how}{took}"
+        if relayed:
+            text += " (no direct connection: chat goes over the relay while it allows)"
+        self.out.node_event(e, text)
+        if self.mode == "dial" and not self._hinted:
+            self._hinted = True
+            self.out.hint(DIAL_HINT)
 
-    def _on_nat_peer(self, peer: PeerId, b, reason: str | None) -> None:
-        self.out.event("nat-peer", f"{short(peer)} is behind {b.short()}"
-                       + (f"; {reason}" if reason else ""),
-                       peer=str(peer), **b.to_dict(), ruled_out=reason)
+    def _show_end(self, e: ev.Disconnected | ev.RelayedClosed) -> None:
+        self._gone(e.peer)
+        if isinstance(e, ev.RelayedClosed):
+            direct_up = any(c.remote_peer == e.peer and c.transport != "relay"
+                            for c in self.node.connections())
+            text = f"The relayed connection with {short(e.peer)} ended ({e.reason})" \
+                   + ("; the direct connection stays" if direct_up else "")
+        else:
+            how = self._described.get((e.peer, e.transport)) or describe(
+                e.transport, limit=self._limits.get(e.peer))
+            text = f"Disconnected from {short(e.peer)} ({how}): {e.reason}"
+        if not self.chat.reading_ended(e.peer):
+            self.out.node_event(e, text)
+            return
+        # Messages that arrived before the end are still in the chat stream's buffer: report
+        # them first, so that the end is the connection's last event.
+        self.spawn(self._show_after_chat(e, e.peer, text))
 
-    def _on_message(self, peer: PeerId, text: str) -> None:
-        self.out.event("message", f"<{short(peer)}> {text}", peer=str(peer), text=text)
+    async def _show_after_chat(self, e: ev.Event, peer: str, text: str) -> None:
+        await self.chat.drained(peer)
+        self.out.node_event(e, text)
 
-    def _on_chat_closed(self, peer: PeerId, reason: str) -> None:
-        log.debug("chat with %s: %s", peer, reason)
+    def _show_error(self, e: ev.Error) -> None:
+        if e.peer is None:
+            self.out.node_event(e, f"Error: {e.reason}")
+        elif self.mode == "dial":  # our dial found no direct path: the relayed connection stays
+            how = describe("relay", limit=self._limits.get(e.peer))
+            self.out.node_event(e, f"{e.reason}\nChatting over the relay instead ({how}).")
+        else:
+            self.out.node_event(e, f"No direct WebRTC path with {short(e.peer)}: {e.reason}. "
+                                   "Chat goes over the relay while it allows.")
 
-    def _on_file_start(self, peer: PeerId, name: str, size: int):
+    def _on_message(self, peer: str, text: str) -> None:
+        self.out.event("message", f"<{short(peer)}> {text}", peer=peer, text=text)
+
+    def _on_file_start(self, peer: PeerId, name: str, size: int) -> Progress:
         started = time.perf_counter()
         self.out.event("file-incoming", f"Receiving {name} ({size / 1e6:.1f} MB) from {short(peer)}",
                        peer=str(peer), name=name, bytes=size)
@@ -352,58 +351,26 @@ class PeerApp:
 
     # -- actions ---------------------------------------------------------------------------
 
-    async def listen(self, relay: str) -> None:
-        relay_addr = Multiaddr(relay)
-        if relay_addr.peer_id() is None:
-            raise DialError("the relay address must end with /p2p/<relay peer id>")
-        self.relays.add(relay_addr.peer_id())
-        self.natinfo.start(stun_server_of(self.opts.ice_servers, relay_addr))
-        self.out.event("peer", f"Peer id: {self.host.peer_id}", peer=str(self.host.peer_id))
-        await self.host.listen("/webrtc")
-        try:
-            await self.host.listen_via_relay(relay_addr, RELAY_TIMEOUT)
-        except asyncio.TimeoutError:
-            raise DialError(f"no reservation on {relay} within {RELAY_TIMEOUT:.0f} s") from None
-        if not self.opts.json:
-            print("Waiting for peers. Type a message and press Enter to send it; "
-                  "/send FILE sends a file; /quit leaves.", flush=True)
+    async def listen(self, relays: Sequence[str]) -> None:
+        """Reserve on each relay (and keep the reservations); DialError when none is granted."""
+        for relay in relays:
+            await self.node.listen(relay)
 
-    async def dial(self, target: str) -> None:
-        addr = Multiaddr(target)
-        peer = addr.peer_id()
-        if peer is None:
-            raise DialError("the peer address must end with /p2p/<peer id>")
-        relay_part = addr.split_last("p2p-circuit")
-        if relay_part is not None and relay_part[0].peer_id() is not None:
-            self.relays.add(relay_part[0].peer_id())
-        self.natinfo.start(stun_server_of(self.opts.ice_servers,
-                                          relay_part[0] if relay_part is not None else None))
-        self.out.event("peer", f"Peer id: {self.host.peer_id}", peer=str(self.host.peer_id))
-        self.out.event("dialing", f"Dialing {addr}", addr=str(addr))
-        self._dial_started[peer] = time.perf_counter()
-        try:
-            conn = await self.host.dial(addr)
-        except DialError as e:
-            relayed = self.host.best_connection(peer, allow_limited=True)
-            if relayed is None or not addr.has("webrtc"):
-                raise
-            self.out.event("error", f"{e}\nChatting over the relay instead ({describe(relayed)}).",
-                           reason=str(e))
-            self._report_connected(relayed)
-        else:
-            self._report_connected(conn)  # a relayed one when dialing a plain circuit address
-        if not self.opts.json:
-            print("Type a message and press Enter to send it; /send FILE sends a file; /quit "
-                  "leaves.", flush=True)
+    async def dial(self, targets: Sequence[str]) -> None:
+        """Dial the peer at any of `targets` (raced); chat over the relay when no direct path
+        comes about."""
+        (target,) = targets
+        await self.node.dial(target, allow_relayed=True)
 
     async def send_text(self, text: str) -> None:
         """`sent` only for a message written into an open stream within the relay's limits;
         otherwise `undelivered` naming the message and why."""
-        if not self.peers:
+        peers = self.peers()
+        if not peers:
             self.out.event("undelivered", f"Not sent (nobody to send to yet): {text}",
                            peer=None, text=text, reason="not sent: no connected peer")
             return
-        for peer in list(self.peers):
+        for peer in peers:
             try:
                 await self.chat.send(peer, text)
             except NotSent as e:
@@ -411,10 +378,10 @@ class PeerApp:
             except (P2PError, OSError, ValueError) as e:
                 reason = f"not delivered: {e}"
             else:
-                self.out.event("sent", None, peer=str(peer), text=text)
+                self.out.event("sent", None, peer=peer, text=text)
                 continue
             self.out.event("undelivered", f"Message to {short(peer)} {reason}: {text}",
-                           peer=str(peer), text=text, reason=reason)
+                           peer=peer, text=text, reason=reason)
 
     async def send_file(self, path: str) -> None:
         p = Path(path).expanduser()
@@ -422,40 +389,41 @@ class PeerApp:
             self.out.event("error", f"No such file: {p}", reason=f"no such file: {p}")
             return
         size = p.stat().st_size
-        for peer in list(self.peers):
+        for peer in self.peers():
             why = self._file_refused(peer, size)
             if why is not None:
                 self.out.event("error", f"{p.name} not sent to {short(peer)}: {why}",
-                               reason=f"not sent: {why}", peer=str(peer), name=p.name)
+                               reason=f"not sent: {why}", peer=peer, name=p.name)
                 continue
-            started = time.perf_counter()
             try:
-                r = await self.files.send(
-                    peer, p, lambda d, t: self.out.progress(f"send {p.name}", d, t, started))
-            except (P2PError, OSError) as e:
+                r = await self.files.send(peer, p, self._send_progress(p.name))
+            except (P2PError, OSError, ValueError) as e:
                 self.out.event("error", f"Sending {p.name} to {short(peer)} failed: {e}",
                                reason=str(e))
                 continue
             self.out.event("file-sent", f"Sent {p.name} to {short(peer)}: {r.size} bytes in "
                                         f"{r.seconds:.1f} s ({r.size / r.seconds / 1e6:.1f} MB/s), "
                                         "sha256 verified by the receiver",
-                           peer=str(peer), name=p.name, bytes=r.size, sha256=r.sha256,
+                           peer=peer, name=p.name, bytes=r.size, sha256=r.sha256,
                            seconds=round(r.seconds, 3))
 
-    def _file_refused(self, peer: PeerId, size: int) -> str | None:
+    def _send_progress(self, name: str) -> Progress:
+        started = time.perf_counter()
+        return lambda done, total: self.out.progress(f"send {name}", done, total, started)
+
+    def _file_refused(self, peer: str, size: int) -> str | None:
         """Why a file of `size` bytes cannot go to `peer` now: it goes over a relayed connection
         (no direct one) whose relay limits leave no room for it; the relay would cut it off."""
-        conn = self.host.best_connection(peer, allow_limited=True)
-        meter = conn.limit_meter if conn is not None else None
-        if meter is None:
+        conn = best_connection(self.node, peer)
+        if conn is None:
             return None
-        why = meter.refuse(size + FILE_OVERHEAD, time.monotonic())
+        why = conn.limit_refuses(size + FILE_OVERHEAD)
         if why is None:
             return None
-        room = meter.room()
-        if room is not None and room > 0 and "data limit" in why:
-            return (f"{size} bytes do not fit: the relay's {data_words(meter.data)} data limit "
-                    f"for this relayed connection leaves room for {room // 1024} KiB")
+        room, limit = conn.limit_room(), conn.limit
+        if room is not None and room > 0 and limit and "data limit" in why:
+            return (f"{size} bytes do not fit: the relay's {data_words(limit['data'])} data "
+                    f"limit for this relayed connection leaves room for {room // 1024} KiB")
         return why
 
     async def handle_line(self, line: str) -> None:
@@ -467,9 +435,8 @@ class PeerApp:
         elif line.startswith("/send "):
             await self.send_file(line[6:].strip())
         elif line.strip() == "/peers":
-            for peer in self.peers:
-                for c in self.host.connections(peer):
-                    print(f"  {peer} via {describe(c)}", flush=True)
+            for c in self.node.connections():
+                print(f"  {c.remote_peer} via {describe_connection(c)}", flush=True)
         else:
             await self.send_text(line)
 
@@ -501,18 +468,35 @@ class PeerApp:
             await self.handle_line(line.decode("utf-8", errors="replace"))
 
     async def close(self) -> None:
-        await self.host.close()
-        if self._ending:
-            await asyncio.gather(*self._ending, return_exceptions=True)
+        await self.chat.close()
+        await self.node.close()  # its last events (disconnections) still get printed
+        if self._pump is not None:
+            await self._pump
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-async def run_peer(opts: PeerOptions, *, listen: str | None = None, dial: str | None = None) -> int:
-    app = PeerApp(opts)
+def _warning_words(reason: str) -> str:
+    """A Node warning for a person (the JSON carries `reason` as it is)."""
+    lost = "relay connection lost: "
+    if reason.startswith(lost) and reason.endswith("; reserving again"):
+        return f"Lost a relay ({reason[len(lost):-len('; reserving again')]}); reserving again…"
+    if reason.startswith("relay: ") and reason.endswith("; retrying"):
+        return f"Relay: {reason[len('relay: '):-len('; retrying')]} (retrying)"
+    return f"Warning: {reason}"
+
+
+async def run_peer(opts: PeerOptions, *, listen: Sequence[str] = (),
+                   dial: Sequence[str] = (), app_factory: Callable[..., PeerApp] = PeerApp) -> int:
+    """`p2prtc listen RELAY...` (listen) or `p2prtc dial ADDR...` (dial) until /quit, end of
+    input with --quit-on-eof, SIGINT or SIGTERM."""
+    app = app_factory(opts, "listen" if listen else "dial")
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, app.stop.set)
     try:
-        if listen is not None:
+        await app.start()
+        if listen:
             await app.listen(listen)
         else:
             await app.dial(dial)

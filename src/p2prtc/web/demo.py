@@ -17,12 +17,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import P2PError
-from ..identity import Identity, PeerId
+from ..identity import Identity
 from ..multiaddr import Multiaddr
 from ..netutil import ipv4_addresses, is_loopback
-from ..peerapp import Output, PeerApp, PeerOptions, stdin_is_pipe_or_tty
+from ..peerapp import Output, PeerApp, PeerOptions, short, stdin_is_pipe_or_tty
 from ..protocols.filetransfer import FileResult
 from ..relay.app import RelayApp, RelayOptions
 from .app import DEFAULT_PORT, RELAY_STUN_PORT, WebConfig, WebServer
@@ -49,41 +50,41 @@ class _PrefixedOutput(Output):
 
     muted = False  # set while shutting down: "lost the relay" then is no news
 
-    def event(self, name: str, human: str | None = None, /, **fields) -> None:
+    def _write(self, obj: dict[str, Any], human: str | None) -> None:
         if self.muted:
             return
         if human is not None:
             human = "\n".join(f"[python peer] {line}" for line in human.splitlines())
-        super().event(name, human, **fields)
+        super()._write(obj, human)
 
 
 class EchoPeer(PeerApp):
     """A listener that answers every chat message with "echo: <message>"."""
 
     def __init__(self, opts: PeerOptions) -> None:
-        super().__init__(opts)
-        self.out = _PrefixedOutput(opts.json)
+        super().__init__(opts, "listen")
+        self.out = self._prefixed = _PrefixedOutput(opts.json)
 
-    def _on_message(self, peer: PeerId, text: str) -> None:
+    def _on_message(self, peer: str, text: str) -> None:
         super()._on_message(peer, text)
-        self.host.spawn(self._reply(peer, f"echo: {text}"))
+        self.spawn(self._reply(peer, f"echo: {text}"))
 
     def _on_file(self, r: FileResult) -> None:
         super()._on_file(r)
-        self.host.spawn(self._reply(r.peer, f"echo: received {r.name} ({r.size} bytes, "
+        self.spawn(self._reply(str(r.peer), f"echo: received {r.name} ({r.size} bytes, "
                                             f"sha256 {r.sha256})"))
 
     async def close(self) -> None:
-        self.out.muted = True
+        self._prefixed.muted = True
         await super().close()
 
-    async def _reply(self, peer: PeerId, text: str) -> None:
+    async def _reply(self, peer: str, text: str) -> None:
         try:
             await self.chat.send(peer, text)
         except (P2PError, OSError, ValueError) as e:
-            self.out.event("error", f"Could not echo to {peer.short()}: {e}", reason=str(e))
+            self.out.event("error", f"Could not echo to {short(peer)}: {e}", reason=str(e))
             return
-        self.out.event("sent", f"replied: {text}", peer=str(peer), text=text)
+        self.out.event("sent", f"replied: {text}", peer=peer, text=text)
 
 
 def _pick(addrs: list[Multiaddr], *, ws: bool) -> Multiaddr:
@@ -144,8 +145,9 @@ class Demo:
                 "choose other ports with --relay-port / --websocket-port") from None
         self.relay_ws = _pick(addrs, ws=True)
         relay_tcp = _pick(addrs, ws=False)
-        await self.peer.listen(str(relay_tcp))
-        self.peer_addr = Multiaddr(f"{self.relay_ws}/p2p-circuit/webrtc/p2p/{self.peer.host.peer_id}")
+        await self.peer.start()
+        await self.peer.listen([str(relay_tcp)])
+        self.peer_addr = Multiaddr(f"{self.relay_ws}/p2p-circuit/webrtc/p2p/{self.peer.peer_id}")
         self.web = WebServer(WebConfig(relay=str(self.relay_ws), demo_peer=str(self.peer_addr),
                                        stun=None if self.stun_port else []))
         try:
