@@ -14,8 +14,9 @@ run few protocols, and their handlers bound their own work.
 
 Limits of 0 mean "no limit". Defaults are go's `DefaultLimits` (limit_defaults.go) worked out the
 way go's `AutoScale` does for a node given 16 GiB (BaseLimit + 16 x LimitIncrease), a dedicated
-relay; memory is ours (see `DEFAULT_SYSTEM`), since we count only buffered stream bytes, not
-every allocation as go's muxers and transports do.
+relay, except where a comment says why not: the system and transient connection counts are
+larger (a relay's connections are inbound and cheap here), and memory is ours, since we count
+only buffered stream bytes, not every allocation as go's muxers and transports do.
 """
 
 from __future__ import annotations
@@ -48,21 +49,25 @@ class ScopeLimits:
     memory: int = 0  # bytes buffered in streams (received and not yet read)
 
 
-# go System: Conns in/out/all 64/128/128 + 64/128/128 per GiB; streams 1024/2048/2048 + the
-# same per GiB. Memory: 512 MiB of buffered stream data (go: 128 MiB + 1 GiB per GiB for all
-# of libp2p's memory; a Python relay's whole RSS stays well under that, see bench/abuse.py).
+# go System: Conns in/out/all 64/128/128 + 64/128/128 per GiB (1088/2176/2176 at 16 GiB);
+# streams 1024/2048/2048 + the same per GiB. Connections here: 4096 each way and in all, as a
+# relay's are nearly all inbound and cost ~40 KB each (bench/abuse.py: 4096 ~ 160 MB).
+# Memory: 512 MiB of buffered stream data (go: 128 MiB + 1 GiB per GiB for all of libp2p's
+# memory; ours counts only what streams buffer).
 DEFAULT_SYSTEM = ScopeLimits(
-    conns_inbound=64 + 64 * _SCALE, conns_outbound=128 + 128 * _SCALE,
-    conns=128 + 128 * _SCALE,
+    conns_inbound=4096, conns_outbound=4096, conns=4096,
     streams_inbound=1024 + 1024 * _SCALE, streams_outbound=2048 + 2048 * _SCALE,
     streams=2048 + 2048 * _SCALE,
     memory=512 * _MiB,
 )
-# go Transient: conns 32/64/64 + 16/32/32 per GiB, streams 128/256/256 + the same per GiB,
-# memory 32 MiB + 128 MiB per GiB. Connections are transient only while they handshake (at
-# most `UPGRADE_TIMEOUT`); 64 MiB is plenty for what they buffer before a peer is known.
+# go Transient: conns 32/64/64 + 16/32/32 per GiB (288/576/576 at 16 GiB), streams
+# 128/256/256 + the same per GiB, memory 32 MiB + 128 MiB per GiB. Connections are transient
+# only while they handshake (at most `UPGRADE_TIMEOUT`), and the per-IP budget keeps one address
+# from taking many; but 18 addresses fill go's 288 (bench/abuse.py: new honest connections
+# were refused then). 1024 takes 64 addresses, and a pending handshake costs a socket and a
+# parked task. Memory: 64 MiB is plenty for what they buffer before a peer is known.
 DEFAULT_TRANSIENT = ScopeLimits(
-    conns_inbound=32 + 16 * _SCALE, conns_outbound=64 + 32 * _SCALE, conns=64 + 32 * _SCALE,
+    conns_inbound=1024, conns_outbound=64 + 32 * _SCALE, conns=1024 + 64 + 32 * _SCALE,
     streams_inbound=128 + 128 * _SCALE, streams_outbound=256 + 256 * _SCALE,
     streams=256 + 256 * _SCALE,
     memory=64 * _MiB,

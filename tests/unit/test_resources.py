@@ -26,11 +26,11 @@ def used(rm: ResourceManager, scope: str, key: str) -> int:
     return next(u for s, k, u, _ in rm.usage() if s == scope and k == key)
 
 
-def test_defaults_are_gos_scaled_to_16_gib() -> None:
+def test_defaults_are_gos_scaled_to_16_gib_with_more_connections() -> None:
     # go DefaultLimits: base + 16 x increase
-    assert DEFAULT_SYSTEM.conns_inbound == 64 + 64 * 16
+    assert DEFAULT_SYSTEM.conns == 4096 and DEFAULT_TRANSIENT.conns_inbound == 1024
     assert DEFAULT_SYSTEM.streams_inbound == 1024 + 1024 * 16
-    assert DEFAULT_TRANSIENT.conns_inbound == 32 + 16 * 16
+    assert DEFAULT_TRANSIENT.conns_outbound == 64 + 32 * 16
     assert DEFAULT_PEER.conns == 8 and DEFAULT_PEER.streams_inbound == 256
 
 

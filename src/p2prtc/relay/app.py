@@ -295,7 +295,33 @@ def _version() -> str:
     return __version__
 
 
+# File descriptors beyond one per connection: listeners, STUN/TURN sockets, TURN's relayed
+# sockets, files (go's rcmgr likewise keeps its FD budget at half the process limit).
+FD_HEADROOM = 1024
+
+
+def raise_fd_limit(limits: ResourceLimits) -> int:
+    """Every connection is a socket: raise the soft RLIMIT_NOFILE (often 1024) towards the hard
+    one so that the connection budget, not EMFILE, is what refuses connections. Returns it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    conns = limits.system.conns or 65536
+    want = conns + FD_HEADROOM
+    if soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(hard, want)
+        if new > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+    if soft < want:
+        log.warning("only %d file descriptors allowed (ulimit -n; hard limit %d): fewer than "
+                    "--max-connections %d needs; connections beyond that fail with EMFILE",
+                    soft, hard, conns)
+    return soft
+
+
 async def run_relay(opts: RelayOptions) -> int:
+    raise_fd_limit(opts.resources)
     app = RelayApp(opts)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -22,6 +22,10 @@ READ_BUFFER_LIMIT = 1 << 20
 # write() returns at once until this much is queued in the kernel-side transport buffer.
 WRITE_HIGH_WATER = 1 << 20
 IP_PROTOCOLS = ("ip4", "ip6", "dns", "dns4", "dns6")
+# Accept queue: go's net.Listen takes somaxconn (4096 on Linux >= 5.4), asyncio 100. Under a
+# connection flood a short queue drops SYNs, and an honest client then waits 1 s or more for
+# its retransmission (bench/abuse.py); the kernel caps this at somaxconn.
+LISTEN_BACKLOG = 4096
 
 
 def host_port(addr: Multiaddr) -> tuple[str, int, int]:
@@ -150,7 +154,8 @@ class TcpTransport(Transport):
                 await on_connection(conn)
 
         server = await asyncio.start_server(
-            accepted, host, port, limit=READ_BUFFER_LIMIT, reuse_address=True
+            accepted, host, port, limit=READ_BUFFER_LIMIT, reuse_address=True,
+            backlog=LISTEN_BACKLOG,
         )
         bound = [s.getsockname() for s in server.sockets]
         addrs: list[Multiaddr] = []

@@ -24,7 +24,8 @@ from ..errors import DialError, StreamClosed, StreamReset
 from ..multiaddr import Multiaddr
 from ..netutil import expand_unspecified
 from .base import ConnectionHandler, Listener, RawConnection, Transport
-from .tcp import IP_PROTOCOLS, host_port, sockaddr_to_multiaddr
+from .tcp import IP_PROTOCOLS, LISTEN_BACKLOG, host_port, sockaddr_to_multiaddr
+from .ws_admission import AdmittingServer
 
 if TYPE_CHECKING:
     from ..upgrader import Upgrader
@@ -191,7 +192,8 @@ class WebSocketTransport(Transport):
             remote = request.transport.get_extra_info("peername") or ("0.0.0.0", 0)
             raw = WebSocketStream(ws, sockaddr_to_multiaddr(local, suffix),
                                   sockaddr_to_multiaddr(remote, suffix))
-            conn = await self.upgrader.upgrade_inbound_or_log(raw, "ws")
+            conn = await self.upgrader.upgrade_inbound_or_log(
+                raw, "ws", scope=server.take_scope(request))
             if conn is not None:
                 await on_connection(conn)
                 # aiohttp closes the socket when this handler returns: stay until the connection ends.
@@ -201,12 +203,12 @@ class WebSocketTransport(Transport):
         protos = addr.without_peer_id().protocols()
         secure = protos[-1] == "wss" or "tls" in protos
         suffix = "/tls/ws" if secure else "/ws"
-        server = web.Server(handle, access_log=None)
+        server = AdmittingServer(handle, upgrader=self.upgrader, access_log=None)
         # Connections are closed by the host before its listeners; do not wait 60 s for stragglers.
         runner = web.ServerRunner(server, handle_signals=False, access_log=None,
                                   shutdown_timeout=2.0)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True,
+        site = web.TCPSite(runner, host, port, reuse_address=True, backlog=LISTEN_BACKLOG,
                            ssl_context=self.server_tls.context if secure else None)
         await site.start()
         addrs: list[Multiaddr] = []
