@@ -16,12 +16,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aioice.ice import relayed_candidate, server_reflexive_candidate
+from aioice import Candidate as AioiceCandidate
+from aioice import Connection as IceConnection
+from aioice.ice import StunProtocol, relayed_candidate, server_reflexive_candidate
+from aiortc import (RTCConfiguration, RTCDataChannel, RTCIceCandidate, RTCPeerConnection,
+                    RTCSessionDescription)
 from aiortc.rtcicetransport import candidate_from_aioice, parse_stun_turn_uri
 from aiortc import sdp as aiortc_sdp
 from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
@@ -96,7 +99,7 @@ class EarlyMessageBuffer:
 class DataChannel(EarlyMessageBuffer):
     """An RTCDataChannel: send bytes, learn about messages, open, close and drain."""
 
-    def __init__(self, channel) -> None:
+    def __init__(self, channel: RTCDataChannel) -> None:
         self._ch = channel
         self._ch.bufferedAmountLowThreshold = BUFFERED_LOW
         self._start_buffering()
@@ -224,7 +227,7 @@ def parse_sdp(sdp: str) -> None:
         raise ProtocolError(f"unparsable SDP: {type(e).__name__}: {e}") from None
 
 
-def parse_candidate(init: Any):
+def parse_candidate(init: Any) -> RTCIceCandidate | None:
     """An aiortc RTCIceCandidate from an RTCIceCandidateInit (RTCIceCandidate.toJSON()), None
     for the end of the list (None, "", or an empty candidate); ProtocolError if unusable."""
     if init is None or init == "":
@@ -265,15 +268,15 @@ class PeerConnection:
         servers = [s if isinstance(s, IceServer) else IceServer.parse(s) for s in ice_servers]
         self._stun = [s for s in servers if s.scheme == "stun"]
         self._turn = [s for s in servers if s.scheme != "stun"]
-        self._unused_turn: list = []  # allocations ICE has not taken (ours to close)
+        self._unused_turn: list[StunProtocol] = []  # allocations ICE has not taken (ours to close)
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.on_datachannel: Callable[[DataChannel], None] | None = None
         self.on_state: Callable[[str], None] | None = None
         self.on_warning = on_warning
         self._connected = asyncio.Event()
         self._ended = asyncio.Event()
-        self._trickle: asyncio.Queue[dict | None] = asyncio.Queue()
-        self._gathering: asyncio.Task | None = None
+        self._trickle: asyncio.Queue[dict[str, object] | None] = asyncio.Queue()
+        self._gathering: asyncio.Task[None] | None = None
         self._mid = "0"
         self._closing = False  # our own close() was called
         self._ice_lost = False  # DTLS ended because ICE did (consent expired)
@@ -287,7 +290,7 @@ class PeerConnection:
             return "failed"
         return self._pc.connectionState
 
-    def _datachannel(self, channel) -> None:
+    def _datachannel(self, channel: RTCDataChannel) -> None:
         ch = DataChannel(channel)
         if self.on_datachannel is not None:
             self.on_datachannel(ch)
@@ -357,7 +360,7 @@ class PeerConnection:
             self._gathering = asyncio.ensure_future(self._gather_late())
         return "".join(f"{line}\r\n" for line in lines if line != "a=end-of-candidates")
 
-    async def local_candidates(self):
+    async def local_candidates(self) -> AsyncIterator[dict[str, object] | None]:
         """Candidates found after the SDP left, as RTCIceCandidate.toJSON() dicts; the last
         item is None (end of candidates)."""
         if self._gathering is None:
@@ -385,7 +388,7 @@ class PeerConnection:
         finally:
             self._trickle.put_nowait(None)
 
-    def _found(self, connection, cand) -> None:
+    def _found(self, connection: IceConnection, cand: AioiceCandidate) -> None:
         known = {(c.type, c.host, c.port, c.related_address, c.related_port)
                  for c in connection.local_candidates}
         if (cand.type, cand.host, cand.port, cand.related_address, cand.related_port) in known:
@@ -408,9 +411,10 @@ class PeerConnection:
         if self.on_warning is not None:
             self.on_warning(text)
 
-    async def _ask_stun(self, connection, server: IceServer, protocols: list) -> None:
+    async def _ask_stun(self, connection: IceConnection, server: IceServer,
+                        protocols: list[StunProtocol]) -> None:
         """Server-reflexive candidates from one STUN server, one per host socket."""
-        async def one(protocol):
+        async def one(protocol: StunProtocol) -> AioiceCandidate:
             async with asyncio.timeout(STUN_TIMEOUT):
                 cand, _ = await server_reflexive_candidate(protocol, (server.host, server.port))
             return cand
@@ -426,7 +430,7 @@ class PeerConnection:
                             "this side offers no server-reflexive candidate, so a direct path "
                             "through NATs may fail")
 
-    async def _ask_turn(self, connection, server: IceServer) -> None:
+    async def _ask_turn(self, connection: IceConnection, server: IceServer) -> None:
         """A relay candidate from one TURN server. It joins ICE (paired with every remote
         candidate, checked after the direct pairs) only RELAY_HOLDBACK after gathering began,
         so a direct pair whose first check a NAT dropped still wins over the relay."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from ...connection import Connection
@@ -48,7 +49,7 @@ def parse_direct_addr(addr: Multiaddr) -> tuple[str, int, list[bytes], PeerId | 
     for name, value in comps[3:]:
         if name == "certhash":
             try:
-                digests.append(digest_from_certhash(value))
+                digests.append(digest_from_certhash(value or ""))
             except P2PError as e:
                 raise DialError(str(e)) from None
         elif name == "p2p" and peer is None:
@@ -57,12 +58,15 @@ def parse_direct_addr(addr: Multiaddr) -> tuple[str, int, list[bytes], PeerId | 
             raise DialError(f"unexpected /{name} in webrtc-direct address {addr}")
     if not digests:
         raise DialError(f"{addr} has no /certhash: cannot authenticate the server's DTLS")
-    return comps[0][1], int(comps[1][1]), digests, peer
+    ip, port = comps[0][1], comps[1][1]
+    if ip is None or port is None:  # (the codec gives ip4/ip6/udp a value)
+        raise DialError(f"not a webrtc-direct address: {addr}")
+    return ip, int(port), digests, peer
 
 
 class _ClientProtocol(asyncio.DatagramProtocol):
     def __init__(self) -> None:
-        self.on_datagram = None
+        self.on_datagram: Callable[[bytes], None] | None = None
         self.error: Exception | None = None
         self.failed = asyncio.Event()
 
@@ -156,7 +160,8 @@ async def dial(addr: Multiaddr, identity: Identity, version: int = 1) -> Connect
     return conn
 
 
-async def _check(checker: IceChecker, transport, proto: _ClientProtocol, checked: asyncio.Event,
+async def _check(checker: IceChecker, transport: asyncio.DatagramTransport, proto: _ClientProtocol,
+                 checked: asyncio.Event,
                  ip: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + ICE_TIMEOUT
@@ -178,7 +183,8 @@ async def _check(checker: IceChecker, transport, proto: _ClientProtocol, checked
         rto = min(rto * 2, CHECK_RTO_MAX)
 
 
-async def _keepalive(checker: IceChecker, transport, pc: DirectPeerConnection) -> None:
+async def _keepalive(checker: IceChecker, transport: asyncio.DatagramTransport,
+                     pc: DirectPeerConnection) -> None:
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(KEEPALIVE_INTERVAL)

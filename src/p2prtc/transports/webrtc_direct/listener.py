@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ...connection import Connection
 from ...errors import HandshakeError, P2PError
@@ -52,7 +53,7 @@ class _LogThrottle:
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
-    def log(self, level: int, kind: str, msg: str, *args) -> None:
+    def log(self, level: int, kind: str, msg: str, *args: object) -> None:
         now = time.monotonic()
         last = self._last.get(kind)
         if last is not None and now - last < self.interval:
@@ -76,14 +77,14 @@ class _Client:
     ip: str
     started: float
     connection: Connection | None = None
-    task: asyncio.Task | None = field(default=None, repr=False)
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, listener: WebRTCDirectListener) -> None:
         self.listener = listener
 
-    def datagram_received(self, data: bytes, addr) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         try:
             self.listener._on_datagram(data, addr)
         except Exception:  # noqa: BLE001 - one bad datagram must not stop the socket
@@ -110,8 +111,8 @@ class WebRTCDirectListener(Listener):
         self.stats: dict[str, int] = {}
         self._throttle = _LogThrottle()
         self._transport: asyncio.DatagramTransport | None = None
-        self._sweeper: asyncio.Task | None = None
-        self._closing: set[asyncio.Task] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
         self.addrs: list[Multiaddr] = []
 
@@ -137,10 +138,10 @@ class WebRTCDirectListener(Listener):
         if self._transport is not None and not self._transport.is_closing():
             self._transport.sendto(data, addr)
 
-    def _on_datagram(self, data: bytes, addr) -> None:
+    def _on_datagram(self, data: bytes, source: tuple[str | Any, int]) -> None:
         if self._closed:
             return
-        addr = normalize_addr(addr)
+        addr = normalize_addr(source)
         now = asyncio.get_running_loop().time()
         if stun.looks_like_stun(data):
             result = self.agent.handle_stun(data, addr, now)
@@ -150,7 +151,7 @@ class WebRTCDirectListener(Listener):
                                    "webrtc-direct: dropped STUN from %s:%d: %s", addr[0], addr[1],
                                    result.dropped)
                 return
-            if result.new:
+            if result.new and result.session is not None:
                 log.debug("webrtc-direct: new ICE session %s from %s:%d",
                           result.session.ufrag, addr[0], addr[1])
             if result.reply is not None:
@@ -173,7 +174,7 @@ class WebRTCDirectListener(Listener):
                 return
         client.link.feed(data)
 
-    def _new_client(self, session: IceSession, data: bytes, addr) -> _Client | None:
+    def _new_client(self, session: IceSession, data: bytes, addr: tuple[str, int]) -> _Client | None:
         # A DTLS handshake record (22) holding a ClientHello (1) is the only way in.
         if len(data) < 14 or data[0] != 22 or data[13] != 1:
             self._count("not_client_hello")
@@ -221,9 +222,12 @@ class WebRTCDirectListener(Listener):
             async with asyncio.timeout(UPGRADE_TIMEOUT):
                 await pc.connect()
                 stage = "Noise"
+                remote_digest = pc.remote_digest
+                if remote_digest is None:  # connect() returns only once DTLS verified it
+                    raise HandshakeError("the client's DTLS certificate is unknown")
                 secure = await authenticate(pc, self.identity, server=True,
                                             local_digest=self.certificate.digest,
-                                            remote_digest=pc.remote_digest)
+                                            remote_digest=remote_digest)
         except TimeoutError:
             await self._failed(client, stage, f"timed out after {UPGRADE_TIMEOUT:.0f} s")
             return

@@ -34,7 +34,8 @@ import hmac
 import logging
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from aiortc import RTCDataChannel, RTCDataChannelParameters
 from aiortc.rtcdtlstransport import (
@@ -44,7 +45,7 @@ from aiortc.rtcdtlstransport import (
     RTCDtlsTransport,
     State as DtlsState,
 )
-from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
+from aiortc.rtcsctptransport import Chunk, RTCSctpCapabilities, RTCSctpTransport
 from cryptography.hazmat.primitives import serialization
 
 from ..webrtc.engine import DataChannel
@@ -67,7 +68,10 @@ SOCKET_RCVBUF = 4 << 20
 SOCKET_SNDBUF = 1 << 20
 
 
-def tune_socket(transport) -> None:
+_T = TypeVar("_T")
+
+
+def tune_socket(transport: asyncio.BaseTransport) -> None:
     """Ask for large socket buffers (best effort: the kernel may give less)."""
     sock = transport.get_extra_info("socket")
     if sock is None:
@@ -88,7 +92,7 @@ class DatagramLink:
         self._sendto = sendto
         self._queue: deque[bytes] = deque()
         self._max_queue = max_queue
-        self._waiter: asyncio.Future | None = None
+        self._waiter: asyncio.Future[None] | None = None
         self._closed = False
         self.loop = asyncio.get_running_loop()
         self.last_received = self.loop.time()
@@ -151,7 +155,7 @@ class DirectDtlsTransport(RTCDtlsTransport):
         self.failure: str | None = None
 
     def _validate_peer_identity(self, remoteParameters: RTCDtlsParameters) -> None:
-        cert = self._ssl.get_peer_certificate(as_cryptography=True)
+        cert = self._ssl.get_peer_certificate(as_cryptography=True) if self._ssl else None
         if cert is None:
             self.failure = "the peer sent no DTLS certificate"
             self._set_state(DtlsState.FAILED)
@@ -171,7 +175,7 @@ class DirectDtlsTransport(RTCDtlsTransport):
 class _SctpTransport(RTCSctpTransport):
     on_closed: Callable[[], None] | None = None
 
-    async def _send_chunk(self, chunk) -> None:
+    async def _send_chunk(self, chunk: Chunk) -> None:
         try:
             await super()._send_chunk(chunk)
         except ConnectionError:
@@ -180,7 +184,7 @@ class _SctpTransport(RTCSctpTransport):
             # logged as "Task exception was never retrieved"; a packet for a dead link is lost.
             pass
 
-    def _set_state(self, state) -> None:  # type: ignore[override]
+    def _set_state(self, state: RTCSctpTransport.State) -> None:
         super()._set_state(state)
         if state == self.State.CLOSED and self.on_closed is not None:
             cb, self.on_closed = self.on_closed, None
@@ -209,8 +213,8 @@ class DirectPeerConnection:
         self.on_closed: list[Callable[[], None]] = []
         self.state = "new"
         self.close_reason: str | None = None
-        self._tasks: set[asyncio.Task] = set()
-        self._closing: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing: asyncio.Task[None] | None = None
         # Registered now, before any datagram: the server starts Noise the moment the
         # association is up, and aiortc drops data for stream ids it does not know.
         self.noise_channel = DataChannel(RTCDataChannel(self.sctp, RTCDataChannelParameters(
@@ -224,14 +228,14 @@ class DirectPeerConnection:
     def remote_digest(self) -> bytes | None:
         return self.dtls.remote_digest
 
-    def spawn(self, coro) -> asyncio.Task:
+    def spawn(self, coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
         """Run a task that ends with this connection."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
 
-    def _task_done(self, task: asyncio.Task) -> None:
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.debug("webrtc-direct connection task failed: %r", task.exception())
