@@ -183,3 +183,35 @@ async def test_per_peer_stream_budget_refuses_that_peers_new_streams_only(relay_
     finally:
         await greedy.close()
         await other.close()
+
+
+async def test_per_peer_memory_budget_resets_the_stream_that_overflows_it(relay_with) -> None:
+    # Ping streams whose echoes we never read: once our window is full the relay's ping handler
+    # stops reading, and what we push piles up in the relay's buffers, up to its 256 KiB
+    # window per stream; two such streams pass a 300 KiB budget.
+    relay = await relay_with("--max-memory-per-peer", "300K")
+    greedy, other = Host(), Host()
+    pushers: list[asyncio.Task[None]] = []
+    try:
+        conn = await greedy.dial(relay.addr)
+        streams = [await conn.new_stream([PING]) for _ in range(2)]
+
+        async def push(stream) -> None:
+            chunk = b"\0" * 32 * 1024
+            for _ in range(40):  # 1.25 MiB: more than both windows hold
+                await stream.write(chunk)
+
+        pushers = [asyncio.ensure_future(push(s)) for s in streams]
+        line = await relay.wait_log(r"stream \d+ reset: peer: cannot reserve memory", 30)
+        assert "limit 307200" in line, line
+        done, _ = await asyncio.wait(pushers, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        assert done and isinstance(next(iter(done)).exception(), P2PError)  # the reset stream
+        assert not conn.is_closed
+        await ping_ok(await other.dial(relay.addr))  # another peer is unaffected
+        assert re.search(r'p2prtc_relay_resource_refusals_total\{scope="peer",'
+                         r'resource="memory"\} [1-9]', await relay.metrics())
+    finally:
+        for t in pushers:
+            t.cancel()
+        await greedy.close()
+        await other.close()
