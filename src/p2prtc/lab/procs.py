@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 
 from .netns import LabError, exec_argv
@@ -30,6 +31,8 @@ class LabProcess:
         self.log_path = os.path.join(log_dir, f"{name}.log")
         self.on_event = on_event
         self.events: list[dict] = []
+        self._arrived: dict[int, float] = {}  # id(event) -> time.monotonic() when it was read
+        self._cpu: float | None = None
         self.proc: asyncio.subprocess.Process | None = None
         self._cond = asyncio.Condition()
         self._reader: asyncio.Task | None = None
@@ -61,6 +64,7 @@ class LabProcess:
                 if not isinstance(ev, dict):
                     continue
                 self.events.append(ev)
+                self._arrived[id(ev)] = time.monotonic()
                 if self.on_event is not None:
                     self.on_event(self.name, ev)
                 async with self._cond:
@@ -69,6 +73,34 @@ class LabProcess:
             self._eof = True
             async with self._cond:
                 self._cond.notify_all()
+
+    def arrived(self, ev: dict) -> float:
+        """When the lab read event `ev` of this process (time.monotonic()): one clock for the
+        events of every process, whatever their own "t"."""
+        return self._arrived[id(ev)]
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time of the process (from /proc while it runs; afterwards the last
+        value read, which kill() and stop() read just before the end)."""
+        if self.proc is not None and self.proc.returncode is None:
+            try:
+                with open(f"/proc/{self.proc.pid}/stat") as f:
+                    fields = f.read().rpartition(")")[2].split()
+                self._cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except (OSError, IndexError, ValueError):
+                pass
+        return self._cpu
+
+    async def kill(self) -> None:
+        """SIGKILL the process (its whole session) and wait for it: a crash, no cleanup."""
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.cpu_seconds()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        await self.proc.wait()
 
     def log_tail(self, n: int = 15) -> str:
         try:
@@ -137,6 +169,7 @@ class LabProcess:
         if self.proc is None:
             return
         if self.proc.returncode is None:
+            self.cpu_seconds()
             try:
                 if self.proc.stdin is not None:
                     self.proc.stdin.close()

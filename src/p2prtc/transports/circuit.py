@@ -201,8 +201,13 @@ class CircuitListener(Listener):
                 raise
             except (P2PError, OSError, TimeoutError) as e:
                 msg = str(e) or type(e).__name__
-                log.warning("reservation on %s failed: %s (retrying)", self.relay_addr, msg)
-                self.host.events.emit("relay-error", self.relay_addr, msg)
+                # one warning (and event) per outage while retrying fast, then each time
+                quiet = (unreachable_since is not None and (conn is None or conn.is_closed)
+                         and time.monotonic() - unreachable_since < FAST_RETRY_WINDOW)
+                log.log(logging.DEBUG if quiet else logging.WARNING,
+                        "reservation on %s failed: %s (retrying)", self.relay_addr, msg)
+                if not quiet:
+                    self.host.events.emit("relay-error", self.relay_addr, msg)
                 if not self.first_attempt.done():
                     self.first_attempt.set_exception(DialError(msg))
                     self.first_attempt.exception()
