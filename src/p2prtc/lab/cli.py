@@ -63,6 +63,36 @@ def add_parser(subparsers, add_common) -> None:
     add_common(p)
     p.set_defaults(func=cmd_matrix)
 
+    p = sub.add_parser("chaos", help="faults on a direct connection: the relay killed and "
+                                     "restarted, loss and delay, a peer killed",
+                       description="A NATed pair on a direct WebRTC connection chats and sends "
+                                   "files while the relay is killed (SIGKILL) and restarted, "
+                                   "under loss and delay, and while one peer is killed; checks "
+                                   "that nothing is lost, reservations come back within 2 s, "
+                                   "and the other side reports a killed peer within 10 s.")
+    p.add_argument("--nat-a", default="port-restricted", choices=NAT_TYPES, metavar="TYPE",
+                   help="NAT in front of peer A (default port-restricted; the pair must have "
+                        "a direct path)")
+    p.add_argument("--nat-b", default="port-restricted", choices=NAT_TYPES, metavar="TYPE")
+    p.add_argument("--faults", default="relay-kill,loss,peer-kill", metavar="F1,F2,...",
+                   help="which faults, in this order: relay-kill, loss, peer-kill (default all)")
+    p.add_argument("--file-bytes", type=int, default=10_000_000, metavar="N",
+                   help="the file sent while the relay is killed and restarted (default 10 MB)")
+    p.add_argument("--loss-file-bytes", type=int, default=10_000_000, metavar="N",
+                   help="the file sent under loss and delay (default 10 MB)")
+    p.add_argument("--loss", type=float, default=5.0, metavar="PCT",
+                   help="loss on each side's way to the internet (default 5)")
+    p.add_argument("--delay", type=float, default=50.0, metavar="MS",
+                   help="delay on the same path (default 50: 100 ms RTT between the peers)")
+    p.add_argument("--chat-interval", type=float, default=0.2, metavar="S",
+                   help="one chat message every S seconds during each fault (default 0.2)")
+    p.add_argument("--relay-down", type=float, default=5.0, metavar="S",
+                   help="how long the killed relay stays down before it restarts (default 5)")
+    p.add_argument("--turn", choices=["builtin", "none"], default="builtin")
+    p.add_argument("--keep-logs", metavar="DIR", help="keep the processes' logs in DIR")
+    add_common(p)
+    p.set_defaults(func=cmd_chaos)
+
     p = sub.add_parser("probe", help="build each NAT type and check it behaves as its name says",
                        description="Builds every NAT type (or --types) and measures its mapping "
                                    "and filtering with the probe; exit 1 on any mismatch.")
@@ -221,6 +251,42 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         if bad:
             print(f"p2prtc: {len(bad)} of {len(results)} pairs disagree with theory or their "
                   "probe", file=sys.stderr)
+            return 1
+        return 0
+
+    return _run(go)
+
+
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from ..cli import CliError
+    from .chaos import ChaosOptions, chaos_table, describe_chaos, run_chaos
+    from .netns import LabError
+
+    _require_support()
+    try:
+        opts = ChaosOptions(nat_a=args.nat_a, nat_b=args.nat_b,
+                            faults=tuple(f.strip() for f in args.faults.split(",") if f.strip()),
+                            file_bytes=args.file_bytes, loss_file_bytes=args.loss_file_bytes,
+                            loss_pct=args.loss, delay_ms=args.delay,
+                            chat_interval=args.chat_interval, relay_down=args.relay_down,
+                            turn=args.turn,
+                            keep_logs=args.keep_logs, verbose=args.verbose)
+        opts.check()
+    except LabError as e:
+        raise CliError(str(e)) from None
+    out = Printer(args.json)
+
+    async def go() -> int:
+        r = await run_chaos(opts, out.on_event if args.json else None)
+        if args.json:
+            out.emit("result", **r.to_dict())
+        else:
+            print(describe_chaos(r), flush=True)
+            print(flush=True)
+            print(chaos_table(r), flush=True)
+        if not r.ok:
+            why = r.error or "; ".join(s for f in r.faults for s in f.failed)
+            print(f"p2prtc: the chaos run failed: {why}", file=sys.stderr)
             return 1
         return 0
 
