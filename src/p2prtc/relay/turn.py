@@ -76,6 +76,13 @@ LOG_INTERVAL = 10.0
 # The realm when none is configured (coturn requires one; any string works for REST credentials).
 DEFAULT_REALM = "p2prtc"
 SOFTWARE = b"p2prtc"
+# RFC 8489 9.2.1 / 14.11: every nonce carries the cookie with the "password algorithms" feature
+# bit, and every 401/438 offers PASSWORD-ALGORITHMS: SHA-256 first (preferred), then MD5 (what
+# RFC 5389 clients, aioice and libwebrtc use).
+NONCE_PREFIX = codec.NONCE_COOKIE + base64.b64encode(
+    codec.SECURITY_FEATURE_PASSWORD_ALGORITHMS.to_bytes(3, "big")).decode("ascii")
+PASSWORD_ALGORITHMS_OFFER = struct.pack(">HHHH", codec.PASSWORD_ALGORITHM_SHA256, 0,
+                                        codec.PASSWORD_ALGORITHM_MD5, 0)
 # The first 401 of every allocation (REALM and NONCE for a client without them) is the normal
 # start of the exchange, not a refusal: neither counted nor logged.
 CHALLENGE = "challenge"
@@ -104,13 +111,14 @@ REASONS = {
 }
 
 # Comprehension-required attributes (0x0000-0x7FFF) we understand in requests; any other one is
-# answered 420 (RFC 8489 6.3.1). MESSAGE-INTEGRITY-SHA256 is accepted and MESSAGE-INTEGRITY used.
+# answered 420 (RFC 8489 6.3.1). USERHASH is not offered (no username anonymity): 400.
 KNOWN_REQUIRED = frozenset({
     codec.ATTR_USERNAME, codec.ATTR_MESSAGE_INTEGRITY, codec.ATTR_REALM, codec.ATTR_NONCE,
     codec.ATTR_LIFETIME, codec.ATTR_REQUESTED_TRANSPORT, codec.ATTR_XOR_PEER_ADDRESS,
     codec.ATTR_CHANNEL_NUMBER, codec.ATTR_DATA, codec.ATTR_DONT_FRAGMENT,
     codec.ATTR_REQUESTED_ADDRESS_FAMILY, codec.ATTR_MESSAGE_INTEGRITY_SHA256,
     codec.ATTR_PRIORITY, codec.ATTR_USE_CANDIDATE, codec.ATTR_XOR_MAPPED_ADDRESS,
+    codec.ATTR_PASSWORD_ALGORITHM,
 })
 
 
@@ -236,7 +244,7 @@ class Allocation:
     id: int
     five: FiveTuple
     username: str
-    key: bytes                 # the long-term key: responses are signed with it
+    signer: Signer             # how its Allocate was signed: responses to it are signed so
     expires: float
     allocate_txid: bytes
     bucket: _Bucket
@@ -333,18 +341,18 @@ class TurnServer:
             codec.METHOD_CREATE_PERMISSION: self._create_permission,
             codec.METHOD_CHANNEL_BIND: self._channel_bind,
         }.get(method)
-        key = None
+        signer: Signer | None = None
         try:
             if handler is None:
                 raise _Refused(BAD_REQUEST, "unknown-method", f"method 0x{method:03x}")
-            username, key = self._authenticate(data, msg, five, now)
+            username, signer = self._authenticate(data, msg, five, now)
             unknown = [t for t, _ in msg.attr_list if t < 0x8000 and t not in KNOWN_REQUIRED]
             if unknown:
                 raise _Refused(UNKNOWN_ATTRIBUTE, "unknown-attribute",
                                ", ".join(f"0x{t:04x}" for t in unknown),
                                attrs=[(codec.ATTR_UNKNOWN_ATTRIBUTES,
                                        b"".join(struct.pack(">H", t) for t in unknown[:16]))])
-            return handler(msg, five, username, key, now)
+            return handler(msg, five, username, signer, now)
         except _Refused as r:
             if r.reason != CHALLENGE:
                 self._refuse(r.reason, f"{r.code} {r.detail} for {five.transport} "
@@ -353,9 +361,9 @@ class TurnServer:
             attrs += r.attrs
             if r.code in (UNAUTHORIZED, STALE_NONCE):
                 attrs += self._challenge(five, now)
-                key = None  # 401 and 438 are not signed (RFC 8489 9.2.4)
-            response = codec.build(codec.message_type(method, codec.CLASS_ERROR), msg.txid,
-                                   attrs + [(codec.ATTR_SOFTWARE, SOFTWARE)], integrity_key=key)
+                signer = None  # 401 and 438 are not signed (RFC 8489 9.2.4)
+            response = _build(codec.message_type(method, codec.CLASS_ERROR), msg.txid,
+                              attrs + [(codec.ATTR_SOFTWARE, SOFTWARE)], signer)
             return [ToClient(five, response)]
 
     def relay_opened(self, allocation: int, relayed: Addr, now: float) -> list[Action]:
@@ -366,13 +374,13 @@ class TurnServer:
         a.relayed = relayed
         self.generation += 1
         txid = a.allocate_txid
-        a.allocate_response = codec.build(codec.message_type(codec.METHOD_ALLOCATE,
-                                                             codec.CLASS_SUCCESS), txid, [
+        a.allocate_response = _build(codec.message_type(codec.METHOD_ALLOCATE,
+                                                        codec.CLASS_SUCCESS), txid, [
             (codec.ATTR_XOR_RELAYED_ADDRESS, codec.xor_address_value(relayed, txid)),
             (codec.ATTR_LIFETIME, struct.pack(">I", max(0, round(a.expires - now)))),
             (codec.ATTR_XOR_MAPPED_ADDRESS, codec.xor_address_value(a.five.client, txid)),
             (codec.ATTR_SOFTWARE, SOFTWARE),
-        ], integrity_key=a.key)
+        ], a.signer)
         log.debug("TURN allocation %d for %s: relayed %s:%d", a.id, a.username, *relayed)
         return [ToClient(a.five, a.allocate_response)]
 
@@ -383,11 +391,11 @@ class TurnServer:
             return []
         self._remove(a)
         self._refuse("no-relay-port", f"no relayed port for {a.username}", now)
-        return [ToClient(a.five, codec.build(
+        return [ToClient(a.five, _build(
             codec.message_type(codec.METHOD_ALLOCATE, codec.CLASS_ERROR), a.allocate_txid,
             [(codec.ATTR_ERROR_CODE, codec.error_code_value(INSUFFICIENT_CAPACITY,
                                                             "no relayed port available")),
-             (codec.ATTR_SOFTWARE, SOFTWARE)], integrity_key=a.key))]
+             (codec.ATTR_SOFTWARE, SOFTWARE)], a.signer))]
 
     def peer_datagram(self, allocation: int, data: bytes, peer: Addr, now: float) -> list[Action]:
         """A datagram from `peer` arrived on the relayed socket of `allocation`."""
@@ -486,15 +494,18 @@ class TurnServer:
 
     def _challenge(self, five: FiveTuple, now: float) -> list[tuple[int, bytes]]:
         return [(codec.ATTR_REALM, self.realm.encode("utf-8")),
-                (codec.ATTR_NONCE, self._nonce(five.client[0], now).encode("ascii"))]
+                (codec.ATTR_NONCE, self._nonce(five.client[0], now).encode("ascii")),
+                (codec.ATTR_PASSWORD_ALGORITHMS, PASSWORD_ALGORITHMS_OFFER)]
 
     def _nonce(self, client_ip: str, now: float) -> str:
         expiry = int(now) + NONCE_LIFETIME
         mac = hmac.new(self._nonce_key, f"{expiry}:{client_ip}".encode(), hashlib.sha256)
-        return f"{expiry:x}-{mac.hexdigest()[:24]}"
+        return f"{NONCE_PREFIX}{expiry:x}-{mac.hexdigest()[:24]}"
 
     def _nonce_ok(self, nonce: str, client_ip: str, now: float) -> bool:
-        head, _, mac = nonce.partition("-")
+        if not nonce.startswith(NONCE_PREFIX):
+            return False
+        head, _, mac = nonce[len(NONCE_PREFIX):].partition("-")
         try:
             expiry = int(head, 16)
         except ValueError:
@@ -503,9 +514,11 @@ class TurnServer:
         return hmac.compare_digest(mac, good.hexdigest()[:24]) and now < expiry
 
     def _authenticate(self, data: bytes, msg: StunMessage, five: FiveTuple,
-                      now: float) -> tuple[str, bytes]:
-        """(username, long-term key) of a request with valid credentials, else _Refused."""
-        if msg.integrity_offset is None:
+                      now: float) -> tuple[str, Signer]:
+        """(username, how to sign the answer) of a request with valid credentials, else
+        _Refused (RFC 8489 9.2.4, in its order)."""
+        sha256 = msg.integrity_sha256_offset is not None
+        if msg.integrity_offset is None and not sha256:
             raise _Refused(UNAUTHORIZED, CHALLENGE, "credentials required")
         username = msg.username
         realm = codec.text_attr(msg, codec.ATTR_REALM)
@@ -515,22 +528,28 @@ class TurnServer:
                            "USERNAME, REALM and NONCE")
         if not self._nonce_ok(nonce, five.client[0], now):
             raise _Refused(STALE_NONCE, "stale-nonce")
+        algorithm = _password_algorithm(msg)  # our nonces all offer PASSWORD-ALGORITHMS
         if realm != self.realm:
             raise _Refused(UNAUTHORIZED, "wrong-realm", f"realm {realm[:40]!r}")
         expiry = rest_expiry(username)
         if expiry is None:
             raise _Refused(UNAUTHORIZED, "unknown-user", "username is not <expiry>:<peer id>")
-        key = codec.long_term_key(username, self.realm, rest_password(self.secret, username))
-        if not codec.verify_integrity(data, msg, key):
+        key = codec.long_term_key(username, self.realm, rest_password(self.secret, username),
+                                  algorithm)
+        if sha256:  # RFC 8489 9.2.4: MESSAGE-INTEGRITY-SHA256 when present, else M-I
+            if not codec.verify_integrity_sha256(data, msg, key):
+                raise _Refused(UNAUTHORIZED, "bad-integrity-sha256",
+                               "bad MESSAGE-INTEGRITY-SHA256")
+        elif not codec.verify_integrity(data, msg, key):
             raise _Refused(UNAUTHORIZED, "bad-integrity", "bad MESSAGE-INTEGRITY")
         if expiry <= now:
             raise _Refused(UNAUTHORIZED, "expired-credentials",
                            f"credentials expired {int(now) - expiry} s ago")
-        return username, key
+        return username, Signer(key, sha256)
 
     # -- requests --------------------------------------------------------------------------------
 
-    def _allocate(self, msg: StunMessage, five: FiveTuple, username: str, key: bytes,
+    def _allocate(self, msg: StunMessage, five: FiveTuple, username: str, signer: Signer,
                   now: float) -> list[Action]:
         existing = self.by_five.get(five)
         if existing is not None:
@@ -556,7 +575,7 @@ class TurnServer:
             raise _Refused(ALLOCATION_QUOTA_REACHED, "quota-total",
                            f"{self.limits.max_allocations} allocations in all")
         lifetime = self._lifetime(msg, allocate=True)
-        a = Allocation(id=self._next_id, five=five, username=username, key=key,
+        a = Allocation(id=self._next_id, five=five, username=username, signer=signer,
                        expires=now + lifetime, allocate_txid=msg.txid,
                        bucket=_Bucket(self.limits.max_bandwidth, now))
         self._next_id += 1
@@ -587,13 +606,13 @@ class TurnServer:
                            "not the username that made the allocation")
         return a
 
-    def _success(self, msg: StunMessage, five: FiveTuple, key: bytes,
+    def _success(self, msg: StunMessage, five: FiveTuple, signer: Signer,
                  attrs: list[tuple[int, bytes]] | None = None) -> list[Action]:
-        return [ToClient(five, codec.build(
+        return [ToClient(five, _build(
             codec.message_type(codec.method_of(msg.msg_type), codec.CLASS_SUCCESS), msg.txid,
-            (attrs or []) + [(codec.ATTR_SOFTWARE, SOFTWARE)], integrity_key=key))]
+            (attrs or []) + [(codec.ATTR_SOFTWARE, SOFTWARE)], signer))]
 
-    def _refresh(self, msg: StunMessage, five: FiveTuple, username: str, key: bytes,
+    def _refresh(self, msg: StunMessage, five: FiveTuple, username: str, signer: Signer,
                  now: float) -> list[Action]:
         a = self._own_allocation(five, username)
         family = msg.attrs.get(codec.ATTR_REQUESTED_ADDRESS_FAMILY)
@@ -601,7 +620,7 @@ class TurnServer:
             raise _Refused(PEER_ADDRESS_FAMILY_MISMATCH, "peer-family",
                            "the allocation is IPv4")  # RFC 8656 8.2
         lifetime = self._lifetime(msg, allocate=False)
-        actions = self._success(msg, five, key, [(codec.ATTR_LIFETIME,
+        actions = self._success(msg, five, signer, [(codec.ATTR_LIFETIME,
                                                   struct.pack(">I", lifetime))])
         if lifetime == 0:
             log.debug("TURN allocation %d deleted by %s", a.id, username)
@@ -636,14 +655,14 @@ class TurnServer:
         if new:
             self.generation += 1
 
-    def _create_permission(self, msg: StunMessage, five: FiveTuple, username: str, key: bytes,
+    def _create_permission(self, msg: StunMessage, five: FiveTuple, username: str, signer: Signer,
                            now: float) -> list[Action]:
         a = self._own_allocation(five, username)
         peers = self._peer_addresses(msg)
         self._permit(a, {ip for ip, _ in peers}, now)
-        return self._success(msg, five, key)
+        return self._success(msg, five, signer)
 
-    def _channel_bind(self, msg: StunMessage, five: FiveTuple, username: str, key: bytes,
+    def _channel_bind(self, msg: StunMessage, five: FiveTuple, username: str, signer: Signer,
                       now: float) -> list[Action]:
         a = self._own_allocation(five, username)
         raw = msg.attrs.get(codec.ATTR_CHANNEL_NUMBER)
@@ -669,7 +688,7 @@ class TurnServer:
         a.channels[channel] = (peer, now + CHANNEL_LIFETIME)
         a.channel_of[peer] = channel
         self.generation += 1
-        return self._success(msg, five, key)
+        return self._success(msg, five, signer)
 
     # -- data from the client --------------------------------------------------------------------
 
@@ -763,6 +782,40 @@ class TurnServer:
 
 
 _BROADCAST = ipaddress.ip_address("255.255.255.255")
+
+
+class Signer(NamedTuple):
+    """How a response is signed: with the request's long-term key, by MESSAGE-INTEGRITY-SHA256
+    when the request used it, else MESSAGE-INTEGRITY (RFC 8489 9.2.4)."""
+    key: bytes
+    sha256: bool = False
+
+
+def _build(msg_type: int, txid: bytes, attrs: list[tuple[int, bytes]],
+           signer: Signer | None) -> bytes:
+    if signer is None:
+        return codec.build(msg_type, txid, attrs)
+    if signer.sha256:
+        return codec.build(msg_type, txid, attrs, integrity_sha256_key=signer.key)
+    return codec.build(msg_type, txid, attrs, integrity_key=signer.key)
+
+
+def _password_algorithm(msg: StunMessage) -> int:
+    """RFC 8489 9.2.4 under a nonce that offered PASSWORD-ALGORITHMS: neither attribute means
+    MD5; both: the list must be the one offered and the choice one of it; else 400."""
+    offered = msg.attrs.get(codec.ATTR_PASSWORD_ALGORITHMS)
+    chosen = msg.attrs.get(codec.ATTR_PASSWORD_ALGORITHM)
+    if offered is None and chosen is None:
+        return codec.PASSWORD_ALGORITHM_MD5
+    if offered != PASSWORD_ALGORITHMS_OFFER or chosen is None or len(chosen) != 4:
+        raise _Refused(BAD_REQUEST, "bad-password-algorithm",
+                       "PASSWORD-ALGORITHMS/PASSWORD-ALGORITHM do not match the offer")
+    algorithm, params = struct.unpack(">HH", chosen)
+    if params or algorithm not in (codec.PASSWORD_ALGORITHM_MD5,
+                                   codec.PASSWORD_ALGORITHM_SHA256):
+        raise _Refused(BAD_REQUEST, "bad-password-algorithm",
+                       f"PASSWORD-ALGORITHM 0x{algorithm:04x} was not offered")
+    return int(algorithm)
 
 
 _COOKIE = struct.pack(">I", codec.MAGIC_COOKIE)

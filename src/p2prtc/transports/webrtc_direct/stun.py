@@ -53,6 +53,8 @@ ERROR_UNKNOWN_ATTRIBUTE = 420
 
 FINGERPRINT_XOR = 0x5354554E
 INTEGRITY_SIZE = 20  # HMAC-SHA1
+INTEGRITY_SHA256_SIZE = 32  # HMAC-SHA256 (RFC 8489 14.6)
+MIN_INTEGRITY_SHA256_SIZE = 16  # the shortest truncation 14.6 allows
 # RFC 8489: USERNAME is at most 513 bytes. A whole check is far below one MTU.
 MAX_USERNAME = 513
 MAX_MESSAGE_SIZE = 1500
@@ -84,6 +86,8 @@ class StunMessage:
     # Every attribute in order, repeats included (`attrs` keeps the first of each type; TURN's
     # CreatePermission may carry several XOR-PEER-ADDRESS).
     attr_list: list[tuple[int, bytes]] = field(default_factory=list)
+    # Byte offset of the MESSAGE-INTEGRITY-SHA256 attribute header, if present (RFC 8489 14.6).
+    integrity_sha256_offset: int | None = None
 
     @property
     def username(self) -> str | None:
@@ -147,7 +151,7 @@ def parse(data: bytes, max_size: int = MAX_MESSAGE_SIZE) -> StunMessage:
         raise StunError("STUN length field does not match the datagram")
     attrs: dict[int, bytes] = {}
     attr_list: list[tuple[int, bytes]] = []
-    integrity_offset = None
+    integrity_offset = integrity_sha256_offset = None
     pos = HEADER_SIZE
     count = 0
     while pos < n:
@@ -166,6 +170,9 @@ def parse(data: bytes, max_size: int = MAX_MESSAGE_SIZE) -> StunMessage:
             # RFC 8489 14.5: only FINGERPRINT may follow MESSAGE-INTEGRITY (and agents must
             # ignore anything else after it); we are strict: nothing else is covered by the MAC.
             raise StunError("attribute after MESSAGE-INTEGRITY")
+        if integrity_sha256_offset is not None and attr_type != ATTR_FINGERPRINT:
+            # RFC 8489 14.6: likewise after MESSAGE-INTEGRITY-SHA256 (which follows M-I if both)
+            raise StunError("attribute after MESSAGE-INTEGRITY-SHA256")
         if attr_type == ATTR_FINGERPRINT:
             if attr_len != 4 or end != n:
                 raise StunError("FINGERPRINT is not the last attribute")
@@ -178,6 +185,11 @@ def parse(data: bytes, max_size: int = MAX_MESSAGE_SIZE) -> StunMessage:
             if attr_len != INTEGRITY_SIZE:
                 raise StunError("MESSAGE-INTEGRITY has the wrong length")
             integrity_offset = pos
+        elif attr_type == ATTR_MESSAGE_INTEGRITY_SHA256:
+            # RFC 8489 14.6: 32 bytes, or truncated to no less than 16, a multiple of 4
+            if not MIN_INTEGRITY_SHA256_SIZE <= attr_len <= INTEGRITY_SHA256_SIZE or attr_len % 4:
+                raise StunError("MESSAGE-INTEGRITY-SHA256 has the wrong length")
+            integrity_sha256_offset = pos
         if attr_type == ATTR_USERNAME and attr_len > MAX_USERNAME:
             raise StunError("USERNAME too long")
         value = bytes(data[start:end])
@@ -186,7 +198,8 @@ def parse(data: bytes, max_size: int = MAX_MESSAGE_SIZE) -> StunMessage:
         pos = end + (-attr_len % 4)
     if pos != n:
         raise StunError("STUN attribute padding runs past the datagram")
-    return StunMessage(msg_type, txid, attrs, integrity_offset, attr_list)
+    return StunMessage(msg_type, txid, attrs, integrity_offset, attr_list,
+                       integrity_sha256_offset)
 
 
 def verify_integrity(data: bytes, msg: StunMessage, key: bytes) -> bool:
@@ -200,6 +213,19 @@ def verify_integrity(data: bytes, msg: StunMessage, key: bytes) -> bool:
     return hmac.compare_digest(expected, data[off + 4:off + 4 + INTEGRITY_SIZE])
 
 
+def verify_integrity_sha256(data: bytes, msg: StunMessage, key: bytes) -> bool:
+    """Check MESSAGE-INTEGRITY-SHA256 (RFC 8489 14.6: HMAC-SHA256 over the message up to it,
+    MESSAGE-INTEGRITY included when present, the length field counting up to its end; a
+    truncated value is compared with as many leading bytes of the HMAC)."""
+    off = msg.integrity_sha256_offset
+    if off is None:
+        return False
+    (size,) = struct.unpack_from(">H", data, off + 2)
+    covered = _with_length(data[:off], off - HEADER_SIZE + 4 + size)
+    expected = hmac.new(key, covered, hashlib.sha256).digest()[:size]
+    return hmac.compare_digest(expected, data[off + 4:off + 4 + size])
+
+
 # -- building ------------------------------------------------------------------------------------
 
 def new_transaction_id() -> bytes:
@@ -207,13 +233,20 @@ def new_transaction_id() -> bytes:
 
 
 def build(msg_type: int, txid: bytes, attrs: list[tuple[int, bytes]], *,
-          integrity_key: bytes | None = None, fingerprint: bool = True) -> bytes:
+          integrity_key: bytes | None = None, integrity_sha256_key: bytes | None = None,
+          fingerprint: bool = True) -> bytes:
+    """A message; MESSAGE-INTEGRITY (HMAC-SHA1) with `integrity_key`, then
+    MESSAGE-INTEGRITY-SHA256 (32 bytes) with `integrity_sha256_key`, then FINGERPRINT."""
     body = b"".join(_attr(t, v) for t, v in attrs)
     msg = HEADER.pack(msg_type, len(body), MAGIC_COOKIE, txid) + body
     if integrity_key is not None:
         covered = _with_length(msg, len(msg) - HEADER_SIZE + 4 + INTEGRITY_SIZE)
         mac = hmac.new(integrity_key, covered, hashlib.sha1).digest()
         msg = covered + _attr(ATTR_MESSAGE_INTEGRITY, mac)
+    if integrity_sha256_key is not None:
+        covered = _with_length(msg, len(msg) - HEADER_SIZE + 4 + INTEGRITY_SHA256_SIZE)
+        mac = hmac.new(integrity_sha256_key, covered, hashlib.sha256).digest()
+        msg = covered + _attr(ATTR_MESSAGE_INTEGRITY_SHA256, mac)
     if fingerprint:
         length = len(msg) - HEADER_SIZE + 8
         fp = _fingerprint(msg, length)
@@ -342,8 +375,20 @@ ATTR_EVEN_PORT = 0x0018
 ATTR_REQUESTED_TRANSPORT = 0x0019
 ATTR_DONT_FRAGMENT = 0x001A
 ATTR_MESSAGE_INTEGRITY_SHA256 = 0x001C  # RFC 8489 14.6
+ATTR_PASSWORD_ALGORITHM = 0x001D  # RFC 8489 14.12
+ATTR_USERHASH = 0x001E  # RFC 8489 14.4
 ATTR_RESERVATION_TOKEN = 0x0022
 ATTR_ADDITIONAL_ADDRESS_FAMILY = 0x8000
+ATTR_PASSWORD_ALGORITHMS = 0x8002  # RFC 8489 14.11
+
+# RFC 8489 18.5: password algorithms (the long-term key: MD5 or SHA-256 of user:realm:password)
+PASSWORD_ALGORITHM_MD5 = 0x0001
+PASSWORD_ALGORITHM_SHA256 = 0x0002
+# RFC 8489 9.2: a NONCE that starts with this cookie carries 24 bits of STUN security features
+# (base64, 4 characters) after it; bit 0 (the least significant, erratum 6290) "password
+# algorithms" says the server offered PASSWORD-ALGORITHMS.
+NONCE_COOKIE = "obMatJos2"
+SECURITY_FEATURE_PASSWORD_ALGORITHMS = 0x000001
 
 TRANSPORT_UDP = 17  # REQUESTED-TRANSPORT protocol number (RFC 8656 18.8: only UDP is defined)
 FAMILY_IPV4 = 0x01
@@ -372,9 +417,14 @@ def class_of(msg_type: int) -> int:
     return ((msg_type & 0x0100) >> 7) | ((msg_type & 0x0010) >> 4)
 
 
-def long_term_key(username: str, realm: str, password: str) -> bytes:
-    """RFC 8489 9.2.2: MD5(username ":" realm ":" password) (no SASLprep: we hand out ASCII)."""
-    return hashlib.md5(f"{username}:{realm}:{password}".encode()).digest()
+def long_term_key(username: str, realm: str, password: str,
+                  algorithm: int = PASSWORD_ALGORITHM_MD5) -> bytes:
+    """RFC 8489 9.2.2: MD5 (or, with PASSWORD-ALGORITHM SHA-256, SHA-256) of
+    username ":" realm ":" password (no OpaqueString/SASLprep: we hand out ASCII)."""
+    text = f"{username}:{realm}:{password}".encode()
+    if algorithm == PASSWORD_ALGORITHM_SHA256:
+        return hashlib.sha256(text).digest()
+    return hashlib.md5(text).digest()
 
 
 def error_code_value(code: int, reason: str) -> bytes:
