@@ -51,6 +51,7 @@ from p2prtc.identity import Identity  # noqa: E402
 from p2prtc.multiaddr import Multiaddr  # noqa: E402
 from p2prtc.protocols import relay_hop as hop  # noqa: E402
 from p2prtc.protocols.relay_hop import HopMessage  # noqa: E402
+from p2prtc.transports.circuit import CircuitListener, CircuitTransport  # noqa: E402
 
 RELAYS = ["p2prtc", "js", "py-libp2p", "rust"]
 BIG = "1000000"
@@ -183,13 +184,13 @@ async def bench_circuits(impl: str, n: int, concurrency: int, log, n_dialers: in
         await relay.start()
         addr = Multiaddr(relay_tcp_addr(relay))
         await listener.listen(addr.encapsulate("/p2p-circuit"))
-        await asyncio.wait_for(listener._listeners[-1].first_attempt, 30)
+        await listener.listeners(CircuitListener)[-1].reserved(30)
         for d in dialers:
             await d.dial(addr)
         dst = listener.peer_id
 
         async def one(i: int) -> None:
-            conn = await dialers[i % len(dialers)].circuit.dial_via(addr, dst)
+            conn = await dialers[i % len(dialers)].transport(CircuitTransport).dial_via(addr, dst)
             close_later(conn)  # counted once noise + yamux over the circuit are up
 
         with CpuMeter({"relay": pid_of(relay)}) as m:

@@ -50,12 +50,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from p2prtc.events import ConnectionOpened  # noqa: E402
 from p2prtc.host import Host  # noqa: E402
 from p2prtc.identity import Identity  # noqa: E402
 from p2prtc.multiaddr import Multiaddr  # noqa: E402
 from p2prtc.netutil import ipv4_addresses  # noqa: E402
 from p2prtc.protocols import relay_hop as hop  # noqa: E402
 from p2prtc.protocols.relay_hop import HopMessage  # noqa: E402
+from p2prtc.transports.circuit import CircuitListener  # noqa: E402
 
 # The goal (issue 12): flat after warm-up.
 FD_SLACK = 2
@@ -447,13 +449,13 @@ async def phase_webrtc(k: int, log, engine: str, warmup: int) -> dict:
     errors: list[str] = []
     inbound: list = []
     relay_peer: list = []
-    listener.events.on("connection", lambda c: None if c.remote_peer in relay_peer
-                       else inbound.append(c))
+    listener.events.on(ConnectionOpened, lambda e: None if e.connection.remote_peer in relay_peer
+                       else inbound.append(e.connection))
     t0 = time.monotonic()
     try:
         relay_peer.append(relay.addr.peer_id())
         await listener.listen(relay.addr.encapsulate("/p2p-circuit"), "/webrtc")
-        await listener.listeners[0].reserved(20)
+        await listener.listeners(CircuitListener)[0].reserved(20)
         addr = next(a for a in listener.listen_addrs if a.has("webrtc")).with_peer_id(
             listener.peer_id)
         base = await sample(relay, f"webrtc/{engine}", "before", 0, t0, webrtc=True)
@@ -532,8 +534,9 @@ async def phase_browser(k: int, log, warmup: int) -> dict:
     samples: list[Sample] = []
     errors: list[str] = []
     inbound: list = []
-    listener.events.on("connection", lambda c: None if c.remote_peer == relay.addr.peer_id()
-                       else inbound.append(c))
+    listener.events.on(ConnectionOpened,
+                       lambda e: None if e.connection.remote_peer == relay.addr.peer_id()
+                       else inbound.append(e.connection))
     session = BrowserSession()
     t0 = time.monotonic()
     try:
@@ -541,7 +544,7 @@ async def phase_browser(k: int, log, warmup: int) -> dict:
         page = await session.new_peer("soak")
         await page.start()
         await listener.listen(relay.ws_addr.encapsulate("/p2p-circuit"), "/webrtc")
-        await listener.listeners[0].reserved(20)
+        await listener.listeners(CircuitListener)[0].reserved(20)
         addr = next(a for a in listener.listen_addrs if a.has("webrtc") and a.has("ws")
                     ).with_peer_id(listener.peer_id)  # a browser dials the relay's WebSocket
         base = await sample(relay, "browser", "before", 0, t0, webrtc=True)

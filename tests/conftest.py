@@ -60,7 +60,7 @@ async def host_factory():
         host = Host(**kwargs)
         hosts.append(host)
         if echo:
-            host.set_stream_handler(ECHO, handle_echo, allow_limited=True)
+            host.handle(ECHO, handle_echo, allow_limited=True)
         if listen:
             await host.listen(*listen)
         return host

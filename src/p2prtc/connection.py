@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from .errors import NegotiationFailed, ProtocolError, StreamClosed
 from .identity import PeerId, PublicKey
 from .multiaddr import Multiaddr
 from .wire import multistream
@@ -23,6 +24,22 @@ _ids = itertools.count(1)
 
 # A stream that does not finish protocol negotiation in this time is reset.
 NEGOTIATION_TIMEOUT = 10.0
+
+
+class Stream(Protocol):
+    """A stream of a connection, as protocol handlers and `new_stream` callers see it: a
+    `streams.ByteStream` plus the protocol negotiated on it and its connection. Yamux streams
+    and WebRTC data-channel streams satisfy it; `protocol` and `connection` are set only by
+    `Connection.new_stream` (outbound) and `Connection.accept_stream` (inbound)."""
+
+    protocol: str | None
+    connection: Connection | None
+
+    async def read(self, n: int = 65536) -> bytes: ...
+    async def write(self, data: bytes | bytearray | memoryview) -> None: ...
+    async def close_write(self) -> None: ...
+    async def close(self) -> None: ...
+    def reset(self) -> None: ...
 
 
 class Muxer(Protocol):
@@ -97,9 +114,10 @@ class Connection:
             self._end_reason = self.explain_end(low)
         return self._end_reason
 
-    async def new_stream(self, protocols: Sequence[str]):
+    async def new_stream(self, protocols: Sequence[str]) -> Stream:
         """Open a stream and negotiate one of `protocols` (in order of preference)."""
-        stream = await self.muxer.open_stream()
+        stream: Stream = await self.muxer.open_stream()
+        stream.connection = self
         try:
             async with asyncio.timeout(NEGOTIATION_TIMEOUT):
                 stream.protocol = await multistream.select_outbound(stream, protocols)
@@ -107,6 +125,21 @@ class Connection:
             stream.reset()
             raise
         return stream
+
+    async def accept_stream(self, stream: Stream,
+                            supports: Callable[[str], bool]) -> str | None:
+        """Negotiate an inbound stream to a protocol `supports`; returns it (also set as
+        `stream.protocol`), or None after resetting a stream whose negotiation failed."""
+        stream.connection = self
+        try:
+            async with asyncio.timeout(NEGOTIATION_TIMEOUT):
+                proto = await multistream.handle_inbound(stream, supports)
+        except (TimeoutError, NegotiationFailed, ProtocolError, StreamClosed) as e:
+            log.debug("inbound stream from %s: negotiation failed: %s", self.remote_peer.short(), e)
+            stream.reset()
+            return None
+        stream.protocol = proto
+        return proto
 
     async def close(self) -> None:
         await self.muxer.close()

@@ -4,27 +4,40 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import AGENT_VERSION
-from .connection import NEGOTIATION_TIMEOUT, Connection
-from .errors import DialError, NegotiationFailed, P2PError, ProtocolError, StreamClosed
-from .events import EventBus
+from .connection import Connection, Stream
+from .errors import DialError, P2PError, StreamClosed
+from .events import (ConnectionClosed, ConnectionOpened, EventBus, ListenAddrsChanged,
+                     ProtocolsChanged)
 from .identity import Identity, PeerId
 from .multiaddr import Multiaddr
-from .peerstore import PeerStore
+from .network import L, StreamHandler, TransportFactory
+from .peerstore import PeerInfo, PeerStore
 from .transports.base import Listener, Transport
-from .transports.tcp import TcpTransport
-from .transports.webrtc_direct import WebRTCDirectTransport
-from .transports.websocket import WebSocketTransport
 from .upgrader import Upgrader
-from .wire import multistream
+
+if TYPE_CHECKING:
+    from .protocols.identify import IdentifyService
+    from .transports.circuit import ReservationInfo
 
 log = logging.getLogger(__name__)
 
 DIAL_TIMEOUT = 20.0
-StreamHandler = Callable[..., Awaitable[None]]
+T = TypeVar("T", bound=Transport)
+
+
+def default_transports() -> list[TransportFactory]:
+    """TCP, WebSocket, webrtc-direct and the circuit relay client: what `Host()` has."""
+    from .transports.circuit import CircuitTransport
+    from .transports.tcp import TcpTransport
+    from .transports.webrtc_direct import WebRTCDirectTransport
+    from .transports.websocket import WebSocketTransport
+
+    return [TcpTransport, WebSocketTransport, WebRTCDirectTransport, CircuitTransport]
 
 
 @dataclass
@@ -34,20 +47,21 @@ class _Handler:
 
 
 class Host:
-    """A libp2p node.
+    """A libp2p node; implements `network.Network` for its transports and services.
 
-    Events (`host.events.on(name, cb)`): "connection" (Connection), "disconnection" (Connection),
-    "identified" (PeerId, PeerInfo), "listen-addrs-changed" (), "protocols-changed" ().
+    `transports`: factories `Network -> Transport`, tried in order for each dial and listen
+    address (default: `default_transports()`). Events: `host.events.on(EventType, cb)` with the
+    dataclasses of `p2prtc.events`.
     """
 
     def __init__(
         self,
         identity: Identity | None = None,
         *,
+        transports: Sequence[TransportFactory] | None = None,
         agent_version: str = AGENT_VERSION,
         announce: Iterable[Multiaddr | str] = (),
         identify: bool = True,
-        relay_client: bool = True,
     ) -> None:
         self.identity = identity or Identity.generate()
         self.peer_id: PeerId = self.identity.peer_id
@@ -55,58 +69,67 @@ class Host:
         self.peerstore = PeerStore()
         self.events = EventBus()
         self.upgrader = Upgrader(self.identity)
-        self.transports: list[Transport] = [TcpTransport(self.upgrader),
-                                            WebSocketTransport(self.upgrader),
-                                            WebRTCDirectTransport(self)]
         self.announce_addrs: list[Multiaddr] = [Multiaddr(a) for a in announce]
         self.observed_addrs: list[Multiaddr] = []  # how others see us, via identify
         self._listeners: list[Listener] = []
         self._handlers: dict[str, _Handler] = {}
         self._conns: dict[PeerId, list[Connection]] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
-        self.identify = None
+        self.identify: IdentifyService | None = None
         from .protocols.ping import PingService
         self.ping_service = PingService(self)
         if identify:
             from .protocols.identify import IdentifyService
             self.identify = IdentifyService(self)
-        self.circuit = None
-        if relay_client:
-            from .transports.circuit import CircuitTransport
-            self.circuit = CircuitTransport(self)
-            self.transports.append(self.circuit)
+        factories = default_transports() if transports is None else transports
+        self.transports: list[Transport] = [make(self) for make in factories]
 
     # -- addresses -----------------------------------------------------------------------------
 
     def add_transport(self, transport: Transport, *, first: bool = False) -> None:
+        """Add a transport made after the host (tests build hosts from a fixture this way)."""
         if first:
             self.transports.insert(0, transport)
         else:
             self.transports.append(transport)
 
+    def transport(self, kind: type[T]) -> T:
+        """Our transport of this type (e.g. `host.transport(CircuitTransport)`)."""
+        found = next((t for t in self.transports if isinstance(t, kind)), None)
+        if found is None:
+            raise P2PError(f"this host has no {kind.__name__}")
+        return found
+
     async def listen(self, *addrs: Multiaddr | str) -> list[Multiaddr]:
         bound: list[Multiaddr] = []
         for a in addrs:
-            addr = Multiaddr(a)
-            transport = next((t for t in self.transports if t.can_listen(addr)), None)
-            if transport is None:
-                raise P2PError(f"no transport can listen on {addr}")
-            listener = await transport.listen(addr, self._on_inbound_connection)
-            self._listeners.append(listener)
-            bound.extend(listener.addrs)
-        self.events.emit("listen-addrs-changed")
+            bound.extend((await self._listen_one(Multiaddr(a))).addrs)
+        self.events.emit(ListenAddrsChanged())
         return bound
 
-    @property
-    def listeners(self) -> list[Listener]:
-        return list(self._listeners)
+    async def _listen_one(self, addr: Multiaddr) -> Listener:
+        transport = next((t for t in self.transports if t.can_listen(addr)), None)
+        if transport is None:
+            raise P2PError(f"no transport can listen on {addr}")
+        listener = await transport.listen(addr, self._on_inbound_connection)
+        self._listeners.append(listener)
+        return listener
 
-    async def listen_via_relay(self, relay_addr: Multiaddr | str, timeout: float = 20.0):
+    def listeners(self, kind: type[L]) -> list[L]:
+        """Our open listeners of one type, e.g. `host.listeners(CircuitListener)`."""
+        return [lis for lis in self._listeners if isinstance(lis, kind)]
+
+    async def listen_via_relay(self, relay_addr: Multiaddr | str,
+                               timeout: float = 20.0) -> ReservationInfo:
         """Reserve on a relay (`<relay>/p2p/<id>`) and keep the reservation alive; returns the
         first ReservationInfo. Our `<relay>/p2p-circuit` addresses join listen_addrs."""
-        await self.listen(Multiaddr(relay_addr).encapsulate("/p2p-circuit"))
-        return await self._listeners[-1].reserved(timeout)
+        from .transports.circuit import CircuitListener
+
+        listener = await self._listen_one(Multiaddr(relay_addr).encapsulate("/p2p-circuit"))
+        self.events.emit(ListenAddrsChanged())
+        assert isinstance(listener, CircuitListener)
+        return await listener.reserved(timeout)
 
     @property
     def listen_addrs(self) -> list[Multiaddr]:
@@ -125,12 +148,11 @@ class Host:
 
     # -- protocols -----------------------------------------------------------------------------
 
-    def set_stream_handler(self, protocol: str, handler: StreamHandler, *,
-                           allow_limited: bool = False) -> None:
+    def handle(self, protocol: str, handler: StreamHandler, *, allow_limited: bool = False) -> None:
         """handler(stream) runs for each inbound stream negotiated to `protocol`; `stream.connection`
         is its Connection. Handlers run on limited (relayed) connections only if allowed."""
         self._handlers[protocol] = _Handler(handler, allow_limited)
-        self.events.emit("protocols-changed")
+        self.events.emit(ProtocolsChanged())
 
     @property
     def protocols(self) -> list[str]:
@@ -174,7 +196,7 @@ class Host:
             raise DialError(f"{addr} is peer {conn.remote_peer}, not the one we dialed")
         if not conn.limited:
             self.peerstore.add_addrs(conn.remote_peer, [addr])
-        self._add_connection(conn)
+        self.add_connection(conn)
         return conn
 
     async def connect(self, peer: PeerId, *, allow_limited: bool = False) -> Connection:
@@ -192,7 +214,7 @@ class Host:
         raise DialError(f"cannot reach {peer}: " + ("; ".join(errors) or "no known addresses"))
 
     async def new_stream(self, target: PeerId | Connection | Multiaddr | str,
-                         protocols: Sequence[str] | str, *, allow_limited: bool = False):
+                         protocols: Sequence[str] | str, *, allow_limited: bool = False) -> Stream:
         if isinstance(protocols, str):
             protocols = [protocols]
         if isinstance(target, Connection):
@@ -204,24 +226,29 @@ class Host:
         if conn.limited and not allow_limited:
             raise StreamClosed(f"connection to {conn.remote_peer} is limited (relayed); "
                                "this protocol is not allowed on it")
-        stream = await conn.new_stream(protocols)
-        stream.connection = conn
-        return stream
+        return await conn.new_stream(protocols)
 
-    def _add_connection(self, conn: Connection) -> None:
+    def add_connection(self, conn: Connection) -> None:
+        """Track `conn` until it closes and serve its inbound streams; dials do it, and the
+        `on_connection` callback given to every `Transport.listen`."""
         if self._closed:
-            self._spawn(conn.close())
+            self.spawn(conn.close())
             return
         if conn in self._conns.get(conn.remote_peer, ()):
             return
         self._conns.setdefault(conn.remote_peer, []).append(conn)
-        conn.start(lambda stream: self._spawn(self._handle_inbound_stream(conn, stream)))
+        conn.start(lambda stream: self.spawn(self._handle_inbound_stream(conn, stream)))
         log.debug("connection opened: %r", conn)
-        self.events.emit("connection", conn)
-        self._spawn(self._watch_connection(conn))
+        self.events.emit(ConnectionOpened(conn))
+        self.spawn(self._watch_connection(conn))
 
     async def _on_inbound_connection(self, conn: Connection) -> None:
-        self._add_connection(conn)
+        self.add_connection(conn)
+
+    async def identified(self, conn: Connection) -> PeerInfo | None:
+        if self.identify is None:
+            return None
+        return await self.identify.identified(conn)
 
     async def _watch_connection(self, conn: Connection) -> None:
         try:
@@ -233,23 +260,16 @@ class Host:
                 if not conns:
                     del self._conns[conn.remote_peer]
             log.debug("connection closed: %r (%s)", conn, conn.close_reason)
-            self.events.emit("disconnection", conn)
+            self.events.emit(ConnectionClosed(conn))
 
-    async def _handle_inbound_stream(self, conn: Connection, stream) -> None:
-        stream.connection = conn
-
+    async def _handle_inbound_stream(self, conn: Connection, stream: Stream) -> None:
         def supports(proto: str) -> bool:
             h = self._handlers.get(proto)
             return h is not None and (h.allow_limited or not conn.limited)
 
-        try:
-            async with asyncio.timeout(NEGOTIATION_TIMEOUT):
-                proto = await multistream.handle_inbound(stream, supports)
-        except (TimeoutError, NegotiationFailed, ProtocolError, StreamClosed) as e:
-            log.debug("inbound stream from %s: negotiation failed: %s", conn.remote_peer.short(), e)
-            stream.reset()
+        proto = await conn.accept_stream(stream, supports)
+        if proto is None:
             return
-        stream.protocol = proto
         handler = self._handlers[proto]
         try:
             await handler.fn(stream)
@@ -265,13 +285,18 @@ class Host:
 
     # -- tasks and shutdown --------------------------------------------------------------------
 
-    def _spawn(self, coro: Awaitable) -> asyncio.Task:
+    @property
+    def closing(self) -> bool:
+        """True once close() has begun."""
+        return self._closed
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
 
-    def _task_done(self, task: asyncio.Task) -> None:
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
@@ -279,8 +304,6 @@ class Host:
                 log.info("background task ended: %s", exc)
             else:
                 log.error("background task failed", exc_info=exc)
-
-    spawn = _spawn
 
     async def close(self) -> None:
         if self._closed:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -44,6 +45,9 @@ __all__ = ["Node", "Connection", "Stream", "NoDirectPath", "Handler"]
 
 # How long listen() waits for the relay's reservation, as `p2prtc listen` (peerapp.RELAY_TIMEOUT).
 RESERVATION_TIMEOUT = 20.0
+# Node.dial with several addresses starts one attempt every ATTEMPT_DELAY seconds: RFC 8305's
+# recommended Connection Attempt Delay (section 5, 250 ms), which go-libp2p's dial ranker uses.
+ATTEMPT_DELAY = 0.25
 # An event iterator that is not read keeps at most this many events; older ones are dropped
 # (with one log line per iterator) so that a forgotten iterator cannot grow without bound.
 EVENT_QUEUE_MAX = 1024
@@ -354,22 +358,24 @@ class Node:
             return
         if self._closed:
             raise P2PError("this node is closed")
-        from .host import Host
+        from .host import Host, default_transports
         from .protocols.natinfo import NatInfoService
         from .transports.webrtc.engine import IceServer
         from .transports.webrtc.transport import WebRTCTransport
 
-        host = Host(self._identity)
-        if self._tls_ca:
-            from .transports.tls import client_context
-            from .transports.websocket import websocket_transport
-
-            websocket_transport(host.transports).client_ssl = client_context(self._tls_ca)
         turn: Any = self._turn
         if not isinstance(turn, str):
             turn = [s if isinstance(s, IceServer) else IceServer.parse(s) for s in turn]
-        self._webrtc = WebRTCTransport(host, self._stun, engine=self._engine, turn=turn)
-        host.add_transport(self._webrtc, first=True)
+        host = Host(self._identity, transports=[
+            functools.partial(WebRTCTransport, ice_servers=self._stun, engine=self._engine,
+                              turn=turn),
+            *default_transports()])
+        if self._tls_ca:
+            from .transports.tls import client_context
+            from .transports.websocket import WebSocketTransport
+
+            host.transport(WebSocketTransport).client_ssl = client_context(self._tls_ca)
+        self._webrtc = host.transport(WebRTCTransport)
         if self._nat:
             self._natinfo = NatInfoService(host)
             self._webrtc.natinfo = self._natinfo
@@ -427,30 +433,50 @@ class Node:
             await handler(stream)
             await stream.close()
 
-        self._host.set_stream_handler(protocol, run, allow_limited=allow_relayed)
+        self._host.handle(protocol, run, allow_limited=allow_relayed)
 
     # -- listening and dialing -------------------------------------------------------------
 
-    async def listen(self, relay: str, *, timeout: float = RESERVATION_TIMEOUT) -> list[str]:
-        """Reserve a slot on `relay` (its multiaddr, ending with `/p2p/<relay peer id>`) and keep
-        it; returns our dialable addresses `<relay>/p2p-circuit/webrtc/p2p/<our id>`, those a
-        browser can dial first. Others dial one of them with `Node.dial`.
+    async def listen(self, *relays: str | Sequence[str],
+                     timeout: float = RESERVATION_TIMEOUT) -> list[str]:
+        """Reserve a slot on each relay given (its multiaddr, ending with `/p2p/<relay peer
+        id>`; `listen(a, b)` or `listen([a, b])`) and keep every reservation alive (refreshed
+        before it expires, made again when a relay restarts or the connection drops). Returns
+        our dialable addresses `<relay>/p2p-circuit/webrtc/p2p/<our id>`, one or more through
+        each relay, those a browser can dial first. Others dial one (or several: `Node.dial`
+        races them) of them.
 
-        Raises `DialError` when the relay cannot be reached or grants no reservation in
-        `timeout` seconds."""
+        Waits for each relay's first answer (at most `timeout` seconds each, in parallel).
+        Raises `DialError` when no relay grants a reservation; relays that failed while others
+        succeeded are retried in the background (`Warning` events) and join `addrs()` once
+        they grant one."""
         host = self._require_host()
-        relay_addr = Multiaddr(relay)
-        relay_peer = relay_addr.peer_id()
-        if relay_peer is None:
-            raise DialError("the relay address must end with /p2p/<relay peer id>")
-        self._tracker.relays.add(relay_peer)
-        self._start_nat(relay_addr)
+        flat = [r for item in relays for r in ([item] if isinstance(item, str) else item)]
+        if not flat:
+            raise ValueError("listen: give at least one relay address")
+        addrs = [Multiaddr(r) for r in flat]
+        for relay_addr in addrs:
+            relay_peer = relay_addr.peer_id()
+            if relay_peer is None:
+                raise DialError("the relay address must end with /p2p/<relay peer id>")
+            self._tracker.relays.add(relay_peer)
+        self._start_nat(addrs[0])
         if not self._webrtc.listening:
             await host.listen("/webrtc")
-        try:
-            await host.listen_via_relay(relay_addr, timeout)
-        except TimeoutError:
-            raise DialError(f"no reservation on {relay} within {timeout:.0f} s") from None
+        results = await asyncio.gather(*(host.listen_via_relay(a, timeout) for a in addrs),
+                                       return_exceptions=True)
+        failures: list[str] = []
+        for relay, result in zip(flat, results, strict=True):
+            if isinstance(result, TimeoutError):
+                failures.append(f"no reservation on {relay} within {timeout:.0f} s")
+            elif isinstance(result, DialError):
+                failures.append(f"{result}" if len(flat) == 1 else f"{relay}: {result}")
+            elif isinstance(result, BaseException):
+                raise result
+        if len(failures) == len(flat):
+            raise DialError("; ".join(failures))
+        for reason in failures:
+            self._emit(ev.Warning(reason=f"{reason}; retrying"))
         return self.addrs()
 
     def addrs(self) -> list[str]:
@@ -462,50 +488,83 @@ class Node:
         addrs = [a.with_peer_id(host.peer_id) for a in host.listen_addrs if a.has("webrtc")]
         return [str(a) for a in sorted(addrs, key=lambda a: not _browser_dialable(a))]
 
-    async def dial(self, addr: str, *, allow_relayed: bool = False,
-                   timeout: float | None = None) -> Connection:
+    async def dial(self, addr: str | Sequence[str], *, allow_relayed: bool = False,
+                   timeout: float | None = None,
+                   attempt_delay: float = ATTEMPT_DELAY) -> Connection:
         """Connect to the peer at `addr` (a `<relay>/p2p-circuit/webrtc/p2p/<peer>` address from
         its `listen()`); returns once the connection is direct WebRTC (or via TURN).
 
-        Raises `NoDirectPath` when the relay reached the peer but no direct connection came
-        about (the relayed connection is closed), unless `allow_relayed`: then that relayed
+        Several addresses of one peer (e.g. through different relays) are raced, happy-eyeballs
+        style (RFC 8305): one attempt starts every `attempt_delay` seconds (at once when all
+        running ones have failed; 0 starts them all together), the first direct connection
+        wins, and the other attempts are cancelled and their relayed connections closed (the
+        relays keep no circuit for them).
+
+        Raises `NoDirectPath` when a relay reached the peer but no direct connection came
+        about (the relayed connections are closed), unless `allow_relayed`: then a relayed
         connection is returned (`direct` False, limited by the relay). Raises `DialError` when
-        the peer cannot be reached at all. `timeout` bounds the whole dial (default: the
+        the peer cannot be reached at all. `timeout` bounds each attempt (default: the
         transport's, about 20 s)."""
         host = self._require_host()
-        target = Multiaddr(addr)
-        peer = target.peer_id()
-        if peer is None:
+        targets = [Multiaddr(a) for a in ([addr] if isinstance(addr, str) else addr)]
+        if not targets:
+            raise ValueError("dial: give at least one address")
+        peers = {t.peer_id() for t in targets}
+        if None in peers:
             raise DialError("the peer address must end with /p2p/<peer id>")
-        split = target.split_last("p2p-circuit")
-        relay_part = split[0] if split is not None else None
-        relay_peer = relay_part.peer_id() if relay_part is not None else None
-        if relay_peer is not None:
-            self._tracker.relays.add(relay_peer)
-        self._start_nat(relay_part)
-        self._emit(ev.Dialing(addr=str(target)))
+        if len(peers) > 1:
+            raise DialError("dial: the addresses name different peers; give one peer's")
+        peer = targets[0].peer_id()
+        assert peer is not None
+        relay_parts = []
+        for target in targets:
+            split = target.split_last("p2p-circuit")
+            relay_part = split[0] if split is not None else None
+            relay_peer = relay_part.peer_id() if relay_part is not None else None
+            if relay_peer is not None:
+                self._tracker.relays.add(relay_peer)
+            relay_parts.append(relay_part)
+        self._start_nat(relay_parts[0])
         self._tracker.dial_started[peer] = time.perf_counter()
-        try:
-            if timeout is None:
-                conn = await host.dial(target)
-            else:
-                conn = await host.dial(target, timeout=timeout)
-        except DialError as e:
-            relayed = host.best_connection(peer, allow_limited=True)
-            if relayed is None or not target.has("webrtc"):
-                raise
-            self._emit(ev.Error(reason=str(e), peer=str(peer)))
-            if allow_relayed:
-                self._tracker.report_connected(relayed)
-                return self._wrap(relayed)
+        before = {c.id for c in host.connections(peer)}
+        race = _DialRace(self, host, targets, timeout, attempt_delay)
+        direct = await race.run()
+
+        def relayed_since() -> list[_Conn]:  # relayed connections this dial made, oldest first
+            return [c for c in host.connections(peer) if c.transport == "circuit"
+                    and not c.is_closed and c.id not in before]
+
+        if direct is not None:
+            keep = direct.details.get("relayed_via")  # the one its upgrade ran over
+            for c in relayed_since():
+                if str(c.remote_addr) != keep:
+                    await c.close()
+            self._tracker.report_connected(direct)
+            return self._wrap(direct)
+        relayed = race.relayed[-1] if race.relayed else None
+        upgrade_failed = [e for t, e in race.errors if t.has("webrtc")]
+        if relayed is None and upgrade_failed:
+            relayed = next(iter(reversed(relayed_since())), None)
+        if relayed is None:
+            if len(race.errors) == 1:
+                raise race.errors[0][1]
+            raise DialError("; ".join(str(e) for _, e in race.errors) or f"cannot reach {peer}")
+        for c in relayed_since():
+            if c is not relayed:
+                await c.close()
+        if upgrade_failed:
+            reason = "; ".join(str(e) for e in upgrade_failed)
+            self._emit(ev.Error(reason=reason, peer=str(peer)))
+            if not allow_relayed:
+                await relayed.close()
+                raise NoDirectPath(reason)
+        elif relayed.limited and not allow_relayed:
             await relayed.close()
-            raise NoDirectPath(str(e)) from None
-        if conn.limited and not allow_relayed:
-            await conn.close()
-            raise NoDirectPath(f"{addr} is reached only through the relay (a relayed "
-                               "connection); dial its /webrtc address, or pass allow_relayed=True")
-        self._tracker.report_connected(conn)
-        return self._wrap(conn)
+            raise NoDirectPath(f"{race.relayed_addr} is reached only through the relay (a "
+                               "relayed connection); dial its /webrtc address, or pass "
+                               "allow_relayed=True")
+        self._tracker.report_connected(relayed)
+        return self._wrap(relayed)
 
     def connections(self) -> list[Connection]:
         """Open connections to peers (not those to the relays we use)."""
@@ -544,6 +603,65 @@ class Node:
             sub._put(stamped)
 
 
+class _DialRace:
+    """The attempts of one `Node.dial` (RFC 8305 section 5): one more every `delay` seconds,
+    or at once when all running ones failed; the first direct connection ends the race and
+    the attempts still running are cancelled. What the others gave is kept: `relayed`
+    (connections to plain circuit addresses) and `errors`."""
+
+    def __init__(self, node: Node, host: "Host", targets: list[Multiaddr],
+                 timeout: float | None, delay: float) -> None:
+        self.node = node
+        self.host = host
+        self.queue = list(targets)
+        self.timeout = timeout
+        self.delay = max(0.0, delay)
+        self.relayed: list[_Conn] = []
+        self.relayed_addr: Multiaddr | None = None
+        self.errors: list[tuple[Multiaddr, P2PError | OSError]] = []
+
+    async def _attempt(self, target: Multiaddr) -> "_Conn":
+        self.node._emit(ev.Dialing(addr=str(target)))
+        if self.timeout is None:
+            return await self.host.dial(target)
+        return await self.host.dial(target, timeout=self.timeout)
+
+    async def run(self) -> "_Conn | None":
+        """The first direct (not relayed) connection, or None when no attempt gave one."""
+        running: dict[asyncio.Task[_Conn], Multiaddr] = {}
+        winner: _Conn | None = None
+        try:
+            while winner is None and (self.queue or running):
+                for target in self.queue[:1 if self.delay else None]:  # delay 0: all at once
+                    self.queue.remove(target)
+                    running[asyncio.ensure_future(self._attempt(target))] = target
+                done, _ = await asyncio.wait(running, timeout=self.delay if self.queue else None,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    target = running.pop(task)
+                    try:
+                        conn = task.result()
+                    except (P2PError, OSError) as e:
+                        self.errors.append((target, e))
+                        continue
+                    if conn.transport != "circuit" and winner is None:
+                        winner = conn
+                    elif conn.transport == "circuit":
+                        self.relayed.append(conn)
+                        self.relayed_addr = target
+                    elif conn is not winner:
+                        await conn.close()  # a second direct connection: one is enough
+        finally:
+            for task in running:
+                task.cancel()
+            results = await asyncio.gather(*running, return_exceptions=True)
+            for late in results:  # finished while being cancelled
+                if not isinstance(late, BaseException) and late is not winner \
+                        and late.transport != "circuit":
+                    await late.close()
+        return winner
+
+
 def _with_t(event: ev.Event, t: float) -> ev.Event:
     object.__setattr__(event, "t", t)
     return event
@@ -562,29 +680,33 @@ class _Tracker:
         self._superseded: set[int] = set()
         self._awaiting: dict[PeerId, tuple[_Conn, asyncio.TimerHandle]] = {}
         self._upgrade_wait = 16.0
+        self._listed: list[str] = []  # the addresses of the last Listening event
 
     def attach(self, host: "Host") -> None:
         from .transports.webrtc import transport as webrtc_transport
 
         # as peerapp.UPGRADE_WAIT: the dialer's whole /webrtc dial, and a little more
         self._upgrade_wait = webrtc_transport.DIAL_TIMEOUT + 2.0
+        from . import events as hev
+
         self.host = host
         on = host.events.on
-        on("connection", self._on_connection)
-        on("disconnection", self._on_disconnection)
-        on("reservation", self._on_reservation)
-        on("nat-detected", lambda b: self.node._emit(ev.Nat(**b.to_dict())))
-        on("nat-peer", lambda peer, b, reason: self.node._emit(
-            ev.NatPeer(peer=str(peer), **b.to_dict(), ruled_out=reason)))
-        on("reservation-lost", lambda relay, reason: self.node._emit(ev.Warning(
-            reason=f"relay connection lost: {reason}; reserving again")))
-        on("relay-error", lambda addr, reason: self.node._emit(ev.Warning(
-            reason=f"relay: {reason}; retrying")))
-        on("warning", lambda text: self.node._emit(ev.Warning(reason=text)))
-        on("webrtc-failed", self._on_webrtc_failed)
-        on("path-changed", lambda conn: self.node._emit(ev.PathChanged(
-            peer=str(conn.remote_peer), path=str(conn.details.get("path")),
-            candidate_pair=conn.details.get("candidate_pair"))))
+        on(hev.ConnectionOpened, lambda e: self._on_connection(e.connection))
+        on(hev.ConnectionClosed, lambda e: self._on_disconnection(e.connection))
+        on(hev.ReservationMade, lambda e: self._on_reservation(e.info))
+        on(hev.NatDetected, lambda e: self.node._emit(ev.Nat(**e.behaviour.to_dict())))
+        on(hev.NatPeerLearned, lambda e: self.node._emit(
+            ev.NatPeer(peer=str(e.peer), **e.behaviour.to_dict(), ruled_out=e.ruled_out)))
+        on(hev.ReservationLost, lambda e: self.node._emit(ev.Warning(
+            reason=f"relay connection lost: {e.reason}; reserving again")))
+        on(hev.RelayError, lambda e: self.node._emit(ev.Warning(
+            reason=f"relay: {e.reason}; retrying")))
+        on(hev.HostWarning, lambda e: self.node._emit(ev.Warning(reason=e.reason)))
+        on(hev.WebRTCFailed, lambda e: self._on_webrtc_failed(e.peer, e.reason))
+        on(hev.ListenAddrsChanged, lambda e: self._on_addrs_changed())
+        on(hev.PathChanged, lambda e: self.node._emit(ev.PathChanged(
+            peer=str(e.connection.remote_peer), path=str(e.connection.details.get("path")),
+            candidate_pair=e.connection.details.get("candidate_pair"))))
 
     def _on_connection(self, conn: "_Conn") -> None:
         peer = conn.remote_peer
@@ -613,6 +735,12 @@ class _Tracker:
             self.report_connected(conn)
 
     def _on_webrtc_failed(self, peer: PeerId, reason: str) -> None:
+        if self.host.best_connection(peer) is not None:
+            # a direct connection came through another upgrade (a dialer racing addresses
+            # through several relays cancels the others): no failure to report
+            log.info("a WebRTC upgrade from %s failed (%s); a direct connection stays", peer,
+                     reason)
+            return
         self.node._emit(ev.Error(reason=reason, peer=str(peer)))
         entry = self._awaiting.pop(peer, None)
         if entry is not None:
@@ -661,7 +789,15 @@ class _Tracker:
 
     def _on_reservation(self, info: Any) -> None:
         self.relays.add(info.relay)
-        addrs = self.node.addrs()
-        browser = [a for a in addrs if _browser_dialable(Multiaddr(a))]
         self.node._emit(ev.Reservation(relay=str(info.relay), expires=info.expires))
+        self._listening()
+
+    def _on_addrs_changed(self) -> None:
+        # addresses come with a reservation (above); say when some went (a relay lost)
+        if set(self._listed) - set(self.node.addrs()):
+            self._listening()
+
+    def _listening(self) -> None:
+        addrs = self._listed = self.node.addrs()
+        browser = [a for a in addrs if _browser_dialable(Multiaddr(a))]
         self.node._emit(ev.Listening(addrs=addrs, browser_addrs=browser))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -16,7 +17,8 @@ import sys
 import time
 
 from .errors import P2PError
-from .host import Host
+from .events import ConnectionClosed, ConnectionOpened, Identified, ReservationMade
+from .host import Host, default_transports
 from .identity import Identity, PeerId
 from .multiaddr import Multiaddr
 from .protocols.echo import ECHO, handle_echo
@@ -29,19 +31,21 @@ class ControlPeer:
     def __init__(self, host: Host) -> None:
         self.host = host
         self.perf = PerfService(host)
-        host.set_stream_handler(ECHO, handle_echo, allow_limited=True)
-        host.events.on("connection", lambda c: self.emit(
-            "connection", peer=str(c.remote_peer), remoteAddr=str(c.remote_addr),
-            direction=c.direction, limited=c.limited))
-        host.events.on("disconnection", lambda c: self.emit(
-            "disconnection", peer=str(c.remote_peer), reason=c.close_reason))
-        host.events.on("identified", lambda peer, info, conn: self.emit(
-            "identify", peer=str(peer), agentVersion=info.agent_version,
-            protocolVersion=info.protocol_version, protocols=info.protocols,
-            listenAddrs=[str(a) for a in info.addrs],
-            observedAddr=str(info.observed_addr) if info.observed_addr else None))
-        host.events.on("reservation", lambda info: self.emit(
-            "reservation", relay=str(info.relay), addrs=[str(a) for a in info.addrs]))
+        host.handle(ECHO, handle_echo, allow_limited=True)
+        host.events.on(ConnectionOpened, lambda e: self.emit(
+            "connection", peer=str(e.connection.remote_peer),
+            remoteAddr=str(e.connection.remote_addr), direction=e.connection.direction,
+            limited=e.connection.limited))
+        host.events.on(ConnectionClosed, lambda e: self.emit(
+            "disconnection", peer=str(e.connection.remote_peer),
+            reason=e.connection.close_reason))
+        host.events.on(Identified, lambda e: self.emit(
+            "identify", peer=str(e.peer), agentVersion=e.info.agent_version,
+            protocolVersion=e.info.protocol_version, protocols=e.info.protocols,
+            listenAddrs=[str(a) for a in e.info.addrs],
+            observedAddr=str(e.info.observed_addr) if e.info.observed_addr else None))
+        host.events.on(ReservationMade, lambda e: self.emit(
+            "reservation", relay=str(e.info.relay), addrs=[str(a) for a in e.info.addrs]))
 
     def emit(self, event: str, **fields) -> None:
         sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
@@ -145,7 +149,12 @@ class ControlPeer:
 
 async def main_async(args: argparse.Namespace) -> int:
     identity = Identity.from_seed(args.seed) if args.seed is not None else Identity.generate()
-    host = Host(identity)
+    transports = default_transports()
+    if args.webrtc:
+        from .transports.webrtc.transport import WebRTCTransport
+
+        transports.insert(0, functools.partial(WebRTCTransport, ice_servers=args.ice or []))
+    host = Host(identity, transports=transports)
     if args.relay:
         from .relay.limits import RelayLimits
         from .relay.server import RelayService
@@ -153,10 +162,6 @@ async def main_async(args: argparse.Namespace) -> int:
         limits = RelayLimits()
         limits.lift_circuit_limits()
         RelayService(host, limits)
-    if args.webrtc:
-        from .transports.webrtc.transport import WebRTCTransport
-
-        host.add_transport(WebRTCTransport(host, ice_servers=args.ice or []), first=True)
     peer = ControlPeer(host)
     addrs = []
     for a in args.listen:

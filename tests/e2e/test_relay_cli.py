@@ -17,6 +17,7 @@ from p2prtc.host import Host
 from p2prtc.identity import PeerId
 from p2prtc.multiaddr import Multiaddr
 from p2prtc.protocols.stun import MAGIC_COOKIE
+from p2prtc.transports.circuit import CircuitListener
 
 from ..netns import lab_ip
 
@@ -97,7 +98,7 @@ async def test_announce_identify_reservation_stun_metrics_and_sigterm():
         info = await client.identify.identified(conn)
         assert Multiaddr(f"/ip4/203.0.113.50/tcp/{tcp}") in info.addrs
         await client.listen(relay_addr.encapsulate("/p2p-circuit"))
-        rsv = await asyncio.wait_for(client._listeners[0].first_attempt, 10)
+        rsv = await client.listeners(CircuitListener)[0].reserved(10)
         assert rsv.relay == PeerId.from_string(seed1)
         assert Multiaddr(f"/ip4/203.0.113.50/tcp/{tcp}/p2p/{seed1}") in rsv.addrs
 

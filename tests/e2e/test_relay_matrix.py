@@ -24,9 +24,11 @@ import time
 
 import pytest
 
+from p2prtc.events import ConnectionOpened
 from p2prtc.identity import PeerId
 from p2prtc.protocols.chat import ChatService
 from p2prtc.protocols.filetransfer import FileService
+from p2prtc.transports.circuit import CircuitListener
 from p2prtc.transports.webrtc.transport import WebRTCTransport
 
 # The js and rust relays come from the interop harness (Node 22 + js-libp2p, the rust binary).
@@ -119,7 +121,7 @@ class PyHost:
         self.chat = ChatService(host, lambda p, t: self.inbox.put_nowait((str(p), t)))
         self.files = FileService(host, save_dir, on_received=self.files_in.put_nowait)
         self.conns: asyncio.Queue = asyncio.Queue()
-        host.events.on("connection", self.conns.put_nowait)
+        host.events.on(ConnectionOpened, lambda e: self.conns.put_nowait(e.connection))
 
     @classmethod
     async def start(cls, host_factory, save_dir) -> "PyHost":
@@ -129,7 +131,7 @@ class PyHost:
 
     async def listen(self, relay_addr: str) -> str:
         await self.host.listen(f"{relay_addr}/p2p-circuit", "/webrtc")
-        await asyncio.wait_for(self.host._listeners[0].first_attempt, 30)
+        await self.host.listeners(CircuitListener)[0].reserved(30)
         return str(next(a for a in self.host.listen_addrs if a.has("webrtc") and not a.has("ws"))
                    .with_peer_id(self.host.peer_id))
 

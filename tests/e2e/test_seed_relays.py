@@ -26,6 +26,7 @@ import time
 
 import pytest
 
+from p2prtc.events import ConnectionOpened
 from p2prtc.identity import PeerId
 from p2prtc.protocols.chat import ChatService
 from p2prtc.transports.webrtc.transport import WebRTCTransport
@@ -120,7 +121,7 @@ class PyHost:
         self.inbox: asyncio.Queue = asyncio.Queue()
         self.chat = ChatService(host, lambda p, t: self.inbox.put_nowait((str(p), t)))
         self.conns: asyncio.Queue = asyncio.Queue()
-        host.events.on("connection", self.conns.put_nowait)
+        host.events.on(ConnectionOpened, lambda e: self.conns.put_nowait(e.connection))
 
     @classmethod
     async def start(cls, host_factory) -> "PyHost":

@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from p2prtc.events import ConnectionOpened, HostWarning
 from p2prtc.protocols.stun import start_stun_server
 from p2prtc.relay.server import RelayService
 from p2prtc.transports.webrtc import engine as aiortc_engine
@@ -57,7 +58,7 @@ async def webrtc_host(host_factory, ice_servers):
     host = await host_factory(listen=[])
     host.add_transport(WebRTCTransport(host, ice_servers=ice_servers), first=True)
     warnings: list[str] = []
-    host.events.on("warning", warnings.append)
+    host.events.on(HostWarning, lambda e: warnings.append(e.reason))
     return host, warnings
 
 
@@ -76,12 +77,12 @@ async def test_sdp_leaves_at_once_when_stun_never_answers(relay, host_factory, b
     a, warn_a = await webrtc_host(host_factory, [black_hole])
     b, addr, warn_b = await listening_peer(host_factory, relay, [black_hole])
     upgraded = asyncio.ensure_future(b.events.wait_for(
-        "connection", lambda c: c.transport == "webrtc", timeout=10))
+        ConnectionOpened, lambda e: e.connection.transport == "webrtc", timeout=10))
 
     t0 = time.perf_counter()
     conn = await a.dial(addr)
     took = time.perf_counter() - t0
-    (inbound,) = await upgraded
+    inbound = (await upgraded).connection
     assert conn.transport == "webrtc" and not conn.limited
     assert conn.details["offer_ms"] < SDP_DEADLINE_MS, conn.details
     assert inbound.details["answer_after_offer_ms"] < SDP_DEADLINE_MS, inbound.details
@@ -90,7 +91,7 @@ async def test_sdp_leaves_at_once_when_stun_never_answers(relay, host_factory, b
     # Both sides tell the user, once, which STUN server failed them (the process-wide warning is
     # given by whichever side's gathering ends first; the other logs it at debug level).
     if not warn_a + warn_b:
-        await a.events.wait_for("warning", timeout=aiortc_engine.STUN_TIMEOUT + 5)
+        await a.events.wait_for(HostWarning, timeout=aiortc_engine.STUN_TIMEOUT + 5)
     texts = warn_a + warn_b
     assert len(texts) == 1 and black_hole in texts[0], texts
     logged = [r.getMessage() for r in caplog.records if black_hole in r.getMessage()]

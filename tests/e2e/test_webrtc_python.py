@@ -17,6 +17,7 @@ from p2prtc.errors import DialError
 from p2prtc.protocols.chat import ChatService
 from p2prtc.protocols.filetransfer import FileService
 from p2prtc.relay.server import RelayService
+from p2prtc.transports.circuit import CircuitListener
 from p2prtc.transports.webrtc.stream_core import RECEIVE_BUFFER_LIMIT
 from p2prtc.transports.webrtc.transport import WebRTCTransport
 
@@ -46,7 +47,7 @@ async def listening_peer(host_factory, relay, engine: str | None = None):
     b = await webrtc_host(host_factory, engine)
     await b.listen(relay.listen_addrs[0].with_peer_id(relay.peer_id).encapsulate("/p2p-circuit"),
                    "/webrtc")
-    await b._listeners[0].first_attempt
+    await b.listeners(CircuitListener)[0].reserved()
     addr = next(a for a in b.listen_addrs if a.has("webrtc")).with_peer_id(b.peer_id)
     return b, addr
 
@@ -106,7 +107,7 @@ async def test_paused_reader_loses_nothing(relay, host_factory):
         await inbound.put(stream)
         await stream.connection.wait_closed()
 
-    b.set_stream_handler("/test/hold/1.0.0", hold)
+    b.handle("/test/hold/1.0.0", hold)
     conn = await a.dial(addr)
     stream = await a.new_stream(conn, ["/test/hold/1.0.0"])
     await stream.write(to_b)  # nobody reads on the other side while this runs
@@ -177,7 +178,7 @@ async def test_peer_that_closes_is_reported_as_left(relay, host_factory, engine,
 async def test_no_direct_path_fails_fast_and_relay_keeps_working(relay, host_factory, udp_blocked):
     a = await webrtc_host(host_factory)
     b, addr = await listening_peer(host_factory, relay)
-    b.set_stream_handler("/test/ok/1.0.0", lambda s: s.close(), allow_limited=True)
+    b.handle("/test/ok/1.0.0", lambda s: s.close(), allow_limited=True)
     t0 = time.perf_counter()
     with pytest.raises(DialError) as err:
         await a.dial(addr)

@@ -101,7 +101,7 @@ async def test_identify_push_reaches_js(host_factory, node_peer_factory):
     ours = await host_factory(listen=[])
     conn = await ours.dial(js.addr("tcp"))
     await ours.identify.identified(conn)
-    ours.set_stream_handler("/p2prtc/test-push/1.0.0", lambda s: s.close())
+    ours.handle("/p2prtc/test-push/1.0.0", lambda s: s.close())
     ev = await js.wait_event("identify", peer=str(ours.peer_id), timeout=10,
                              **{})
     for _ in range(5):  # the first identify event may predate the push

@@ -9,6 +9,7 @@ import pytest
 from p2prtc import AGENT_VERSION
 from p2prtc.identity import PeerId
 from p2prtc.protocols.echo import ECHO
+from p2prtc.transports.circuit import CircuitListener
 
 from .relays import P2prtcRelay
 from .test_core_js import addr_of, echo_via
@@ -81,6 +82,6 @@ async def test_we_reserve_on_upstream_like_rust_relay_without_retrying(rust_peer
     ours = await host_factory(listen=[])
     t0 = time.perf_counter()
     await ours.listen(relay.addr("tcp") + "/p2p-circuit")
-    info = await asyncio.wait_for(ours._listeners[0].first_attempt, 10)
+    info = await ours.listeners(CircuitListener)[0].reserved(10)
     assert time.perf_counter() - t0 < 1.0, "reservation needed a retry"
     assert str(info.relay) == relay.peer_id

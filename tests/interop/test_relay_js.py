@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from p2prtc.identity import PeerId
+from p2prtc.transports.circuit import CircuitListener
 
 from .relays import P2prtcRelay
 from .test_core_js import echo_via
@@ -48,7 +49,7 @@ async def test_js_reserves_and_is_reached_through_circuit(relay, node_peer_facto
 async def test_js_dialer_reaches_python_listener_through_our_relay(relay, node_peer_factory, host_factory):
     ours = await host_factory(listen=[])
     await ours.listen(f"{relay.addr('tcp')}/p2p-circuit")
-    await ours._listeners[0].first_attempt
+    await ours.listeners(CircuitListener)[0].reserved()
     target = str(ours.listen_addrs[0].with_peer_id(ours.peer_id))
     dialer = await node_peer_factory(listen=[], circuit=True, name="js-dialer")
     dialed = await dialer.dial(target)

@@ -10,6 +10,7 @@ import pytest
 
 from p2prtc.relay.limits import RelayLimits
 from p2prtc.relay.server import RelayService
+from p2prtc.transports.circuit import CircuitListener
 from p2prtc.transports.webrtc.transport import WebRTCTransport
 
 from ..netns import lab_ip
@@ -47,7 +48,7 @@ async def test_browser_dials_python_listener(relay, host_factory, browser_factor
     ours = await webrtc_peer(host_factory)
     ours_perf(ours)
     await ours.listen(f"{relay_addr(relay)}/p2p-circuit", "/webrtc")
-    await ours._listeners[0].first_attempt
+    await ours.listeners(CircuitListener)[0].reserved()
     target = next(a for a in ours.listen_addrs if a.has("webrtc")).with_peer_id(ours.peer_id)
 
     page = await browser_factory()
@@ -97,7 +98,7 @@ async def test_browser_that_hangs_up_is_reported_as_left(relay, host_factory, br
 
     ours = await webrtc_peer(host_factory)
     await ours.listen(f"{relay_addr(relay)}/p2p-circuit", "/webrtc")
-    await ours._listeners[0].first_attempt
+    await ours.listeners(CircuitListener)[0].reserved()
     target = next(a for a in ours.listen_addrs if a.has("webrtc")).with_peer_id(ours.peer_id)
     page = await browser_factory()
     await page.dial(str(target))

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from p2prtc.events import ConnectionOpened
 from p2prtc.identity import PeerId
 from p2prtc.multiaddr import Multiaddr
 from p2prtc.transports.webrtc_direct.dialer import dial
@@ -30,7 +31,8 @@ def gopeer_built() -> str:
 async def test_go_dials_our_listener(gopeer_built, host_factory, version):
     ours = await host_factory(listen=[LISTEN])
     inbound = asyncio.get_running_loop().create_future()
-    ours.events.on("connection", lambda c: inbound.done() or inbound.set_result(c))
+    ours.events.on(ConnectionOpened,
+                   lambda e: inbound.done() or inbound.set_result(e.connection))
     addr = next(a for a in ours.listen_addrs if a.has("webrtc-direct")).with_peer_id(ours.peer_id)
     result = await go_dial(str(addr), version)
     assert 0 < result["rtt_ms"] < 1000 and result["remote"].endswith("/webrtc-direct")

@@ -11,6 +11,7 @@ import pytest
 
 from p2prtc.identity import PeerId
 from p2prtc.protocols.chat import ChatService
+from p2prtc.transports.circuit import CircuitListener
 from p2prtc.transports.webrtc.transport import WebRTCTransport
 
 from ..conftest import ENGINES
@@ -35,7 +36,7 @@ async def py_peer(host_factory, relay=None, engine=None):
     host.add_transport(WebRTCTransport(host, ice_servers=[], engine=engine), first=True)
     if relay is not None:
         await host.listen(f"{relay.addr('ws')}/p2p-circuit", "/webrtc")
-        await host._listeners[0].first_attempt
+        await host.listeners(CircuitListener)[0].reserved()
     return host
 
 

@@ -41,7 +41,7 @@ MS_HEADER = ms.encode_message(ms.PROTOCOL_ID)
 async def echo_server(caplog, listen: str):
     caplog.set_level(logging.INFO)
     h = Host()
-    h.set_stream_handler(ECHO, handle_echo)
+    h.handle(ECHO, handle_echo)
     addrs = await h.listen(listen)
     h.test_addr = addrs[0].with_peer_id(h.peer_id)
     h.test_port = int(addrs[0].value_for("tcp"))
@@ -392,7 +392,7 @@ async def test_identify_answer_truncated(server, caplog):
         await stream.write(encode_uvarint(500) + b"x" * 10)
         await stream.close()
 
-    bad.set_stream_handler(identify.IDENTIFY, half_answer, allow_limited=True)
+    bad.handle(identify.IDENTIFY, half_answer, allow_limited=True)
     try:
         with expect_log("p2prtc.protocols.identify", "identify with") as seen:
             conn = await asyncio.wait_for(bad.dial(server.test_addr), T)

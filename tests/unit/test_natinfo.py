@@ -10,6 +10,7 @@ import time
 import pytest
 
 from p2prtc.errors import ProtocolError
+from p2prtc.events import NatPeerLearned
 from p2prtc.host import Host
 from p2prtc.nat import AD, APD, EI, UNKNOWN, NatBehaviour, NatDetector
 from p2prtc.protocols import natinfo
@@ -78,7 +79,7 @@ def test_encode_decode():
 
 async def test_ruled_out_pair_is_reported_on_both_sides(net):
     a, sa, b, sb, conn = await net.pair(PORT_RESTRICTED, SYMMETRIC)
-    learned = asyncio.ensure_future(a.events.wait_for("nat-peer", timeout=T))
+    learned = asyncio.ensure_future(a.events.wait_for(NatPeerLearned, timeout=T))
     t0 = time.monotonic()
     reason = await sb.check(conn)
     assert time.monotonic() - t0 < 1.0
@@ -86,7 +87,8 @@ async def test_ruled_out_pair_is_reported_on_both_sides(net):
     assert SYMMETRIC.short() in reason and PORT_RESTRICTED.short() in reason
     assert reason.index(SYMMETRIC.short()) < reason.index(PORT_RESTRICTED.short())  # ours first
     assert sb.peers[a.peer_id] == PORT_RESTRICTED
-    peer, theirs, a_reason = await learned
+    e = await learned
+    peer, theirs, a_reason = e.peer, e.behaviour, e.ruled_out
     assert peer == b.peer_id and theirs == SYMMETRIC
     assert a_reason is not None and a_reason.index(PORT_RESTRICTED.short()) < a_reason.index(
         SYMMETRIC.short())
@@ -97,7 +99,7 @@ async def test_compatible_pair_goes_ahead(net):
     a, sa, b, sb, conn = await net.pair(RESTRICTED, SYMMETRIC)
     assert await sb.check(conn) is None
     assert sb.peers[a.peer_id] == RESTRICTED
-    await a.events.wait_for("nat-peer", timeout=T)
+    await a.events.wait_for(NatPeerLearned, timeout=T)
     assert sa.peers[b.peer_id] == SYMMETRIC
 
 
@@ -177,12 +179,13 @@ async def test_dialer_decides_on_its_mapping_before_its_filtering_is_known(net):
     probe = SlowProbe(SYMMETRIC)
     a, sa, b, sb, conn = await net.pair(PORT_RESTRICTED, None)
     sb.start(NatDetector(("stun.invalid", 3478), probe))
-    learned = asyncio.ensure_future(a.events.wait_for("nat-peer", timeout=T))
+    learned = asyncio.ensure_future(a.events.wait_for(NatPeerLearned, timeout=T))
     reason = await asyncio.wait_for(sb.check(conn), T)
     assert reason is not None and "symmetric NAT" in reason
     assert not learned.done()  # the listener hears ours once our detection has ended
     probe.release.set()
-    peer, theirs, a_reason = await learned
+    e = await learned
+    peer, theirs, a_reason = e.peer, e.behaviour, e.ruled_out
     assert theirs == SYMMETRIC and a_reason is not None
 
 

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from p2prtc.events import RelayError, ReservationLost, ReservationMade
 from p2prtc.host import Host
 from p2prtc.identity import Identity
 from p2prtc.multiaddr import Multiaddr
@@ -52,9 +53,9 @@ async def test_reservation_back_within_2s_of_the_relays_return(hosts, caplog):
     hosts.append(b)
     made: asyncio.Queue[float] = asyncio.Queue()
     failures: list[float] = []
-    b.events.on("reservation", lambda info: made.put_nowait(time.monotonic()))
+    b.events.on(ReservationMade, lambda e: made.put_nowait(time.monotonic()))
     lost = asyncio.Event()
-    b.events.on("reservation-lost", lambda relay, reason: lost.set())
+    b.events.on(ReservationLost, lambda e: lost.set())
     await b.listen(raddr.encapsulate("/p2p-circuit"))
     await asyncio.wait_for(made.get(), T)
 
@@ -83,7 +84,7 @@ async def test_a_relay_that_refuses_is_backed_off(hosts):
     b = Host()
     hosts.append(b)
     failures: asyncio.Queue[float] = asyncio.Queue()
-    b.events.on("relay-error", lambda addr, msg: failures.put_nowait(time.monotonic()))
+    b.events.on(RelayError, lambda e: failures.put_nowait(time.monotonic()))
     await b.listen(raddr.encapsulate("/p2p-circuit"))
     first = await asyncio.wait_for(failures.get(), T)
     second = await asyncio.wait_for(failures.get(), T)

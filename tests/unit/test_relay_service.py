@@ -13,7 +13,9 @@ import time
 
 import pytest
 
+from p2prtc.connection import Connection
 from p2prtc.errors import DialError, P2PError
+from p2prtc.events import ConnectionClosed, ConnectionOpened, ReservationLost, ReservationMade
 from p2prtc.host import Host
 from p2prtc.identity import Identity
 from p2prtc.protocols import relay_hop as hop
@@ -22,7 +24,8 @@ from p2prtc.protocols.relay_hop import HopMessage, StopMessage
 from p2prtc.relay.limits import RateLimit, RelayLimits
 from p2prtc.relay.server import RelayService
 from p2prtc.streams import read_length_prefixed, write_length_prefixed
-from p2prtc.transports.circuit import CircuitStream, ReservationInfo, reserve
+from p2prtc.transports.circuit import (CircuitListener, CircuitStream, CircuitTransport,
+                                       ReservationInfo, reserve)
 from p2prtc.transports.tcp import READ_BUFFER_LIMIT, TcpStream
 
 T = 5.0  # upper bound of any single wait
@@ -37,7 +40,7 @@ class Net:
     def host(self, identity: Identity | None = None, *, echo: bool = False) -> Host:
         h = Host(identity)
         if echo:
-            h.set_stream_handler(ECHO, handle_echo, allow_limited=True)
+            h.handle(ECHO, handle_echo, allow_limited=True)
         self.hosts.append(h)
         return h
 
@@ -52,7 +55,7 @@ class Net:
         """A host with a reservation on the relay (via CircuitListener)."""
         h = self.host(echo=echo)
         await h.listen(relay_addr.encapsulate("/p2p-circuit"))
-        info = await asyncio.wait_for(h._listeners[-1].first_attempt, T)
+        info = await h.listeners(CircuitListener)[-1].reserved(T)
         return h, info
 
     async def close(self) -> None:
@@ -115,9 +118,10 @@ async def peer_connection(host: Host, peer, transport: str = "circuit"):
     for c in host.connections(peer):
         if c.transport == transport and not c.is_closed:
             return c
-    (conn,) = await host.events.wait_for(
-        "connection", lambda c: c.remote_peer == peer and c.transport == transport, T)
-    return conn
+    event = await host.events.wait_for(
+        ConnectionOpened,
+        lambda e: e.connection.remote_peer == peer and e.connection.transport == transport, T)
+    return event.connection
 
 
 async def _until(predicate) -> None:
@@ -164,8 +168,11 @@ async def test_reserve_is_for_the_sender_not_the_named_peer(net, caplog):
     assert svc.reservations.connection_for(x.peer_id, time.time()) is not None
     assert svc.reservations.connection_for(y.peer_id, time.time()) is None
     # What a CircuitListener would have recorded: X now accepts stops from this relay.
-    x.circuit.reserved_on[relay.peer_id] = ReservationInfo(relay.peer_id, raddr,
-                                                           float(reply.reservation.expire))
+    async def accept(conn: Connection) -> None:
+        x.add_connection(conn)
+
+    x.transport(CircuitTransport).accept_relayed(
+        ReservationInfo(relay.peer_id, raddr, float(reply.reservation.expire)), accept)
 
     with pytest.raises(DialError, match="NO_RESERVATION"):
         await asyncio.wait_for(z.dial(circuit_addr(raddr, y.peer_id)), T)
@@ -207,7 +214,7 @@ async def test_reservations_global_limit(net):
         await reserve(conns[2])
     # When a reserving peer goes away its slot is freed.
     gone = asyncio.ensure_future(svc.host.events.wait_for(
-        "disconnection", lambda c: c.remote_peer == hosts[0].peer_id, T))
+        ConnectionClosed, lambda e: e.connection.remote_peer == hosts[0].peer_id, T))
     await conns[0].close()
     await gone
     await reserve(conns[2])
@@ -395,7 +402,7 @@ async def test_connection_flood_from_one_ip(net, caplog):
         "127.0.0.1", port, local_addr=("127.0.0.2", 0), limit=READ_BUFFER_LIMIT)
     conn = await asyncio.wait_for(
         other.upgrader.upgrade_outbound(TcpStream(reader, writer), relay.peer_id, "tcp"), T)
-    other._add_connection(conn)
+    other.add_connection(conn)
     assert conn.local_addr.value_for("ip4") == "127.0.0.2"
     assert (await other.ping_service.ping(conn))[0] < T
     info = await reserve(conn)
@@ -414,7 +421,7 @@ async def test_reservation_is_refreshed(net):
     _, svc, raddr = await net.relay(RelayLimits(reservation_duration=3))
     b = net.host()
     got: asyncio.Queue = asyncio.Queue()
-    b.events.on("reservation", got.put_nowait)
+    b.events.on(ReservationMade, lambda e: got.put_nowait(e.info))
     await b.listen(raddr.encapsulate("/p2p-circuit"))
     first = await asyncio.wait_for(got.get(), T)
     assert first.expires - time.time() <= 3
@@ -436,9 +443,9 @@ async def test_relay_restart(net, caplog):
     port = int(raddr.value_for("tcp"))
     b = net.host(echo=True)
     reservations: asyncio.Queue = asyncio.Queue()
-    b.events.on("reservation", reservations.put_nowait)
+    b.events.on(ReservationMade, lambda e: reservations.put_nowait(e.info))
     lost = asyncio.get_running_loop().create_future()
-    b.events.on("reservation-lost", lambda *a: lost.done() or lost.set_result(a))
+    b.events.on(ReservationLost, lambda e: lost.done() or lost.set_result(e))
     await b.listen(raddr.encapsulate("/p2p-circuit"))
     await asyncio.wait_for(reservations.get(), T)
 

@@ -109,7 +109,7 @@ def test_unusable_files_are_a_clear_error(ca, tmp_path):
 async def _tls_ws_pair(ca, hosts, dialer_ca: bool = True):
     issued = ca.issue("relay", hosts)
     server = Host()
-    server.set_stream_handler(ECHO, handle_echo)
+    server.handle(ECHO, handle_echo)
     websocket_transport(server.transports).server_tls = ReloadingCertificate(
         str(issued.cert), str(issued.key))
     addrs = await server.listen("/ip4/127.0.0.1/tcp/0/tls/ws")

@@ -35,7 +35,7 @@ LOGGER = "p2prtc.transports.webrtc_direct"
 @pytest.fixture
 async def server(host_factory):
     host = await host_factory(listen=["/ip4/127.0.0.1/udp/0/webrtc-direct"])
-    listener = next(lst for lst in host._listeners if isinstance(lst, WebRTCDirectListener))
+    (listener,) = host.listeners(WebRTCDirectListener)
     host.wd = listener  # type: ignore[attr-defined]
     return host
 
@@ -293,7 +293,7 @@ async def test_vanished_peer_is_closed_after_idle_timeout(server, host_factory, 
 
 async def test_listener_close_frees_everything(host_factory):
     server = await host_factory(listen=["/ip4/127.0.0.1/udp/0/webrtc-direct"])
-    listener = next(lst for lst in server._listeners if isinstance(lst, WebRTCDirectListener))
+    (listener,) = server.listeners(WebRTCDirectListener)
     client = await host_factory(listen=[])
     conn = await client.dial(str(listener.addrs[0].with_peer_id(server.peer_id)))
     await listener.close()

@@ -75,7 +75,7 @@ def test_v2_check_signed_with_the_wrong_key_or_an_unknown_version_is_dropped():
 @pytest.mark.parametrize("version", [1, 2])
 async def test_our_dialer_in_either_version_reaches_our_listener(version):
     server = Host()
-    server.set_stream_handler(ECHO, handle_echo)
+    server.handle(ECHO, handle_echo)
     client = Host()
     try:
         addrs = await server.listen("/ip4/127.0.0.1/udp/0/webrtc-direct")

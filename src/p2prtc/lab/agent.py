@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -41,7 +42,8 @@ from pathlib import Path
 
 from ..connection import Connection
 from ..errors import DialError, P2PError
-from ..host import Host
+from ..events import ConnectionClosed, ConnectionOpened, NatDetected, NatPeerLearned, WebRTCFailed
+from ..host import Host, default_transports
 from ..identity import PeerId
 from ..multiaddr import Multiaddr
 from ..protocols.chat import ChatService
@@ -84,9 +86,10 @@ def conn_info(conn: Connection) -> dict:
 class LabPeer:
     def __init__(self, ice_servers: list[str] | None, turn: str = "auto") -> None:
         self.emit = Emitter()
-        self.host = Host()
-        self.webrtc = WebRTCTransport(self.host, ice_servers, turn=turn)
-        self.host.add_transport(self.webrtc, first=True)
+        self.host = Host(transports=[
+            functools.partial(WebRTCTransport, ice_servers=ice_servers, turn=turn),
+            *default_transports()])
+        self.webrtc = self.host.transport(WebRTCTransport)
         self.ice_servers = ice_servers
         self.natinfo = NatInfoService(self.host)
         self.webrtc.natinfo = self.natinfo
@@ -97,14 +100,14 @@ class LabPeer:
                                  on_received=self._on_file)
         self.messages: asyncio.Queue[tuple[PeerId, str]] = asyncio.Queue()
         self.replying = False
-        self.host.events.on("connection", lambda c: self.emit("connected", **conn_info(c)))
-        self.host.events.on("disconnection", lambda c: self.emit(
-            "disconnected", **conn_info(c), reason=c.close_reason))
-        self.host.events.on("webrtc-failed", lambda peer, reason: self.emit(
-            "webrtc-failed", peer=str(peer), reason=reason))
-        self.host.events.on("nat-detected", lambda b: self.emit("nat", **b.to_dict()))
-        self.host.events.on("nat-peer", lambda peer, b, reason: self.emit(
-            "nat-peer", peer=str(peer), **b.to_dict(), ruled_out=reason))
+        on = self.host.events.on
+        on(ConnectionOpened, lambda e: self.emit("connected", **conn_info(e.connection)))
+        on(ConnectionClosed, lambda e: self.emit(
+            "disconnected", **conn_info(e.connection), reason=e.connection.close_reason))
+        on(WebRTCFailed, lambda e: self.emit("webrtc-failed", peer=str(e.peer), reason=e.reason))
+        on(NatDetected, lambda e: self.emit("nat", **e.behaviour.to_dict()))
+        on(NatPeerLearned, lambda e: self.emit(
+            "nat-peer", peer=str(e.peer), **e.behaviour.to_dict(), ruled_out=e.ruled_out))
 
     def detect_nat(self, relay: Multiaddr | None) -> None:
         self.natinfo.start(stun_server_of(self.ice_servers, relay))
@@ -116,8 +119,8 @@ class LabPeer:
 
     def _on_message(self, peer: PeerId, text: str) -> None:
         stream = self.chat.streams.get(peer)
-        via = stream.connection.transport if stream is not None and hasattr(
-            stream, "connection") else None
+        conn = stream.connection if stream is not None else None
+        via = conn.transport if conn is not None else None
         self.emit("message", peer=str(peer), text=text, via=_via(via))
         if self.replying:
             self.host.spawn(self._reply(peer, text))
@@ -133,9 +136,8 @@ class LabPeer:
     async def listen(self, relay: str) -> None:
         self.replying = True
         self.detect_nat(Multiaddr(relay))
-        await self.host.listen(Multiaddr(relay).encapsulate("/p2p-circuit"), "/webrtc")
-        listener = next(lis for lis in self.host._listeners if hasattr(lis, "first_attempt"))
-        await asyncio.wait_for(asyncio.shield(listener.first_attempt), RESERVATION_TIMEOUT)
+        await self.host.listen("/webrtc")
+        await self.host.listen_via_relay(Multiaddr(relay), RESERVATION_TIMEOUT)
         addrs = [str(a.with_peer_id(self.host.peer_id)) for a in self.host.listen_addrs
                  if a.has("webrtc")]
         self.emit("listening", addrs=addrs)

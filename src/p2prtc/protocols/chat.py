@@ -8,9 +8,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..errors import P2PError
 from ..identity import PeerId
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +33,7 @@ class NotSent(P2PError):
 class ChatService:
     """Keeps one chat stream per peer and reports every message received."""
 
-    def __init__(self, host, on_message: Callable[[PeerId, str], None],
+    def __init__(self, host: "Network", on_message: Callable[[PeerId, str], None],
                  on_closed: Callable[[PeerId, str], None] | None = None) -> None:
         self.host = host
         self.on_message = on_message
@@ -39,7 +43,7 @@ class ChatService:
         self._reading: dict[object, asyncio.Event] = {}  # stream -> set when its reader ends
         # Allowed on limited connections: when no direct path exists, Python peers still chat
         # over the relay (js only chats on direct connections).
-        host.set_stream_handler(CHAT, self._handle, allow_limited=True)
+        host.handle(CHAT, self._handle, allow_limited=True)
 
     async def _handle(self, stream) -> None:
         peer = stream.connection.remote_peer

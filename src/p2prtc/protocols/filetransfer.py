@@ -14,9 +14,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
 from ..errors import P2PError, ProtocolError
 from ..identity import PeerId
 from ..streams import ByteStream, read_length_prefixed, write_length_prefixed
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +62,7 @@ def unique_path(directory: Path, name: str) -> Path:
 
 
 class FileService:
-    def __init__(self, host, save_dir: Path, *,
+    def __init__(self, host: "Network", save_dir: Path, *,
                  on_start: Callable[[PeerId, str, int], Progress | None] | None = None,
                  on_received: Callable[[FileResult], None] | None = None,
                  max_size: int = DEFAULT_MAX_FILE) -> None:
@@ -66,7 +71,7 @@ class FileService:
         self.on_start = on_start
         self.on_received = on_received
         self.max_size = max_size
-        host.set_stream_handler(FILE, self._handle, allow_limited=True)
+        host.handle(FILE, self._handle, allow_limited=True)
 
     async def _handle(self, stream) -> None:
         result = await receive_file(stream, stream.connection.remote_peer, self.save_dir,

@@ -12,15 +12,16 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..connection import Connection
+from ..connection import Connection, Stream
 from ..errors import P2PError, ProtocolError
+from ..events import ConnectionOpened, Identified, ListenAddrsChanged, ProtocolsChanged
 from ..identity import InvalidKey, PeerId, PublicKey
 from ..multiaddr import Multiaddr, MultiaddrError
 from ..pb import identify_pb2, text
 from ..streams import read_length_prefixed, write_length_prefixed
 
 if TYPE_CHECKING:
-    from ..host import Host
+    from ..network import Network
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +86,13 @@ def decode(data: bytes, remote_peer: PeerId) -> IdentifyRecord:
 
 
 class IdentifyService:
-    def __init__(self, host: "Host") -> None:
+    def __init__(self, host: "Network") -> None:
         self.host = host
-        host.set_stream_handler(IDENTIFY, self._handle_identify, allow_limited=True)
-        host.set_stream_handler(IDENTIFY_PUSH, self._handle_push, allow_limited=True)
-        host.events.on("connection", self._on_connection)
-        host.events.on("protocols-changed", self._schedule_push)
-        host.events.on("listen-addrs-changed", self._schedule_push)
+        host.handle(IDENTIFY, self._handle_identify, allow_limited=True)
+        host.handle(IDENTIFY_PUSH, self._handle_push, allow_limited=True)
+        host.events.on(ConnectionOpened, lambda e: self._on_connection(e.connection))
+        host.events.on(ProtocolsChanged, lambda e: self._schedule_push())
+        host.events.on(ListenAddrsChanged, lambda e: self._schedule_push())
         self._push_pending = False
         self._identified: dict[int, asyncio.Future] = {}
 
@@ -113,7 +114,6 @@ class IdentifyService:
         try:
             async with asyncio.timeout(IDENTIFY_TIMEOUT):
                 stream = await conn.new_stream([IDENTIFY])
-                stream.connection = conn
                 data = await read_length_prefixed(stream, MAX_MESSAGE_SIZE, allow_eof=True)
                 await stream.close()
             if data is None:
@@ -152,7 +152,7 @@ class IdentifyService:
         )
         log.debug("identified %s: %s, %d protocols", conn.remote_peer.short(),
                   info.agent_version, len(info.protocols))
-        self.host.events.emit("identified", conn.remote_peer, info, conn)
+        self.host.events.emit(Identified(conn.remote_peer, info, conn))
         return info
 
     # -- inbound ---------------------------------------------------------------------------

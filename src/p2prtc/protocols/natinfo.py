@@ -21,13 +21,14 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from ..errors import P2PError, ProtocolError
+from ..events import NatDetected, NatPeerLearned
 from ..nat import (NatBehaviour, NatDetector, could_be_ruled_out, direct_path_ruled_out,
                    stun_server_for)
 from ..streams import read_length_prefixed, write_length_prefixed
 
 if TYPE_CHECKING:
     from ..connection import Connection
-    from ..host import Host
+    from ..network import Network
     from ..identity import PeerId
     from ..multiaddr import Multiaddr
 
@@ -135,14 +136,14 @@ def stun_server_of(ice_servers: list[str] | None, relay_addr: "Multiaddr | None"
 
 class NatInfoService:
     """Runs our NAT detection once, answers `/p2prtc/nat/1.0.0`, and remembers what peers told
-    us. Host events: `nat-detected (behaviour)` once ours is known, `nat-peer (peer, behaviour,
-    reason)` when a peer told us theirs (reason: why no direct path is possible, or None)."""
+    us. Host events: `NatDetected` once ours is known, `NatPeerLearned` when a peer told us
+    theirs (with why no direct path is possible, or None)."""
 
-    def __init__(self, host: "Host") -> None:
+    def __init__(self, host: "Network") -> None:
         self.host = host
         self.detector: NatDetector | None = None
         self.peers: dict["PeerId", NatBehaviour] = {}
-        host.set_stream_handler(NATINFO_PROTOCOL, self._handle, allow_limited=True)
+        host.handle(NATINFO_PROTOCOL, self._handle, allow_limited=True)
 
     def start(self, server: "tuple[str, int] | NatDetector | None") -> None:
         """Start detecting against the STUN server (host, port) (or use a detector); once."""
@@ -154,7 +155,7 @@ class NatInfoService:
 
     def _detected(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is None:
-            self.host.events.emit("nat-detected", task.result())
+            self.host.events.emit(NatDetected(task.result()))
 
     @property
     def mine(self) -> NatBehaviour | None:
@@ -174,7 +175,7 @@ class NatInfoService:
         while len(self.peers) > MAX_PEERS:
             self.peers.pop(next(iter(self.peers)))
         reason = direct_path_ruled_out(mine, theirs)
-        self.host.events.emit("nat-peer", peer, theirs, reason)
+        self.host.events.emit(NatPeerLearned(peer, theirs, reason))
         return reason
 
     def ruled_out(self, peer: "PeerId") -> str | None:

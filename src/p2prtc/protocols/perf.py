@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING
 from ..streams import read_exactly
 
 if TYPE_CHECKING:
-    from ..host import Host
+    from ..network import Network
 
 PERF = "/perf/1.0.0"
 BLOCK = bytes(64 * 1024)
 
 
 class PerfService:
-    def __init__(self, host: "Host") -> None:
+    def __init__(self, host: "Network") -> None:
         self.host = host
-        host.set_stream_handler(PERF, self._handle)
+        host.handle(PERF, self._handle)
 
     async def _handle(self, stream) -> None:
         (to_send,) = struct.unpack(">Q", await read_exactly(stream, 8))

@@ -10,16 +10,16 @@ from ..errors import ProtocolError
 from ..streams import read_exactly
 
 if TYPE_CHECKING:
-    from ..host import Host
+    from ..network import Network
 
 PING = "/ipfs/ping/1.0.0"
 PING_SIZE = 32
 
 
 class PingService:
-    def __init__(self, host: "Host") -> None:
+    def __init__(self, host: "Network") -> None:
         self.host = host
-        host.set_stream_handler(PING, self._handle, allow_limited=True)
+        host.handle(PING, self._handle, allow_limited=True)
 
     async def _handle(self, stream) -> None:
         while True:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from ..events import ConnectionOpened
 from ..host import Host
 from ..identity import Identity
 from ..multiaddr import Multiaddr
@@ -160,7 +161,7 @@ class RelayApp:
                 self.host, o.turn.secret, lambda conn: list(o.turn.external_urls))
         elif o.turn.enabled:
             await self._start_turn()
-        self.host.events.on("connection", lambda c: log.debug("connection %r", c))
+        self.host.events.on(ConnectionOpened, lambda e: log.debug("connection %r", e.connection))
         return self.printed_addrs()
 
     async def _start_stun(self, ip: str) -> None:

@@ -14,9 +14,11 @@ import heapq
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..connection import Connection
 from ..errors import P2PError, ProtocolError, StreamClosed
+from ..events import ConnectionClosed, ConnectionOpened
 from ..identity import PeerId
 from ..multiaddr import Multiaddr
 from ..pb import circuit_pb2
@@ -24,6 +26,9 @@ from ..protocols import relay_hop as hop
 from ..protocols.relay_hop import HopMessage, StopMessage
 from .limits import RateLimiter, RelayLimits
 from .metrics import RelayMetrics
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +161,7 @@ class CircuitTable:
 
 
 class RelayService:
-    def __init__(self, host, limits: RelayLimits | None = None,
+    def __init__(self, host: "Network", limits: RelayLimits | None = None,
                  metrics: RelayMetrics | None = None) -> None:
         self.host = host
         self.limits = limits or RelayLimits()
@@ -170,9 +175,9 @@ class RelayService:
         self._cct_ip = RateLimiter(L.circuit_rate_per_ip)
         self._conn_ip = RateLimiter(L.connection_rate_per_ip)
         self._conns_per_ip: dict[str, int] = {}
-        host.set_stream_handler(hop.HOP, self._handle_hop, allow_limited=True)
-        host.events.on("connection", self._on_connection)
-        host.events.on("disconnection", self._on_disconnection)
+        host.handle(hop.HOP, self._handle_hop, allow_limited=True)
+        host.events.on(ConnectionOpened, lambda e: self._on_connection(e.connection))
+        host.events.on(ConnectionClosed, lambda e: self._on_disconnection(e.connection))
         host.upgrader.inbound_gate = self._admit_raw
 
     # -- connection accounting -------------------------------------------------------------

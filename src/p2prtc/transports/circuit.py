@@ -16,8 +16,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..connection import Connection
+from ..connection import Connection, Stream
 from ..errors import DialError, P2PError, ProtocolError, StreamClosed
+from ..events import (Identified, ListenAddrsChanged, RelayConnected, RelayError,
+                      ReservationLost, ReservationMade)
 from ..identity import PeerId
 from ..multiaddr import Multiaddr, MultiaddrError
 from ..muxer.yamux import GO_AWAY_NORMAL
@@ -27,7 +29,7 @@ from .base import ConnectionHandler, Listener, RawConnection, Transport
 from .circuit_limit import CircuitMeter, limit_seconds
 
 if TYPE_CHECKING:
-    from ..host import Host
+    from ..network import Network
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +54,12 @@ class CircuitStream(RawConnection):
 
     transport_name = "circuit"
 
-    def __init__(self, stream, local_addr: Multiaddr, remote_addr: Multiaddr,
+    def __init__(self, stream: Stream, local_addr: Multiaddr, remote_addr: Multiaddr,
                  meter: CircuitMeter | None = None) -> None:
         self._s = stream
+        if stream.connection is None:
+            raise ValueError("a circuit runs on a stream of a relay connection")
+        self._relay_connection = stream.connection
         self.local_addr = local_addr
         self.remote_addr = remote_addr
         self.meter = meter or CircuitMeter(started=time.monotonic())
@@ -62,7 +67,7 @@ class CircuitStream(RawConnection):
     @property
     def relay_connection(self) -> Connection:
         """Our connection to the relay that carries this circuit."""
-        return self._s.connection
+        return self._relay_connection
 
     async def read(self, n: int = 65536) -> bytes:
         data = await self._s.read(n)
@@ -147,22 +152,27 @@ async def reserve(conn: Connection, relay_agent: str | None = None) -> Reservati
 
 
 class CircuitListener(Listener):
-    """Keeps a reservation on one relay alive; its addrs are `<relay addr>/p2p-circuit`."""
+    """Keeps a reservation on one relay alive; its addrs are `<relay addr>/p2p-circuit`.
+    Relayed connections through that relay go to `on_connection` (from `Transport.listen`).
+    `await listener.reserved(timeout)` waits for the first reservation attempt."""
 
-    def __init__(self, transport: "CircuitTransport", relay_addr: Multiaddr) -> None:
+    def __init__(self, transport: "CircuitTransport", relay_addr: Multiaddr,
+                 on_connection: ConnectionHandler) -> None:
         self.transport = transport
         self.host = transport.host
         self.relay_addr = relay_addr
         self.relay_peer = relay_addr.peer_id()
         self.reservation: ReservationInfo | None = None
         self.addrs: list[Multiaddr] = []
+        self._on_connection = on_connection
+        self._first_attempt: asyncio.Future[ReservationInfo] = (
+            asyncio.get_running_loop().create_future())
         self._task = asyncio.ensure_future(self._keep())
-        self.first_attempt = asyncio.get_running_loop().create_future()
 
     def _set_addrs(self, addrs: list[Multiaddr]) -> None:
         if addrs != self.addrs:
             self.addrs = addrs
-            self.host.events.emit("listen-addrs-changed")
+            self.host.events.emit(ListenAddrsChanged())
 
     async def _keep(self) -> None:
         backoff = BACKOFF_INITIAL
@@ -171,19 +181,19 @@ class CircuitListener(Listener):
             conn = None
             try:
                 conn = await self.host.dial(self.relay_addr)
-                self.host.events.emit("relay-connected", self.relay_peer, conn)
+                self.host.events.emit(RelayConnected(self.relay_peer, conn))
                 await self._identified(conn)
                 while not conn.is_closed:
-                    info = await reserve(conn, self.transport._agent(self.relay_peer))
+                    info = await reserve(conn, self.transport.agent_of(self.relay_peer))
                     self.reservation = info
-                    self.transport.reserved_on[info.relay] = info
+                    self.transport.accept_relayed(info, self._on_connection)
                     relay_addrs = info.addrs or [conn.remote_addr.with_peer_id(info.relay)]
                     self._set_addrs([a.encapsulate("/p2p-circuit") for a in relay_addrs])
                     log.info("reservation on relay %s until %s", info.relay,
                              time.strftime("%H:%M:%S", time.localtime(info.expires)))
-                    self.host.events.emit("reservation", info)
-                    if not self.first_attempt.done():
-                        self.first_attempt.set_result(info)
+                    self.host.events.emit(ReservationMade(info))
+                    if not self._first_attempt.done():
+                        self._first_attempt.set_result(info)
                     backoff, unreachable_since = BACKOFF_INITIAL, None
                     ttl = info.expires - time.time()
                     wait = max(1.0, min(ttl - REFRESH_MARGIN, ttl / 2))
@@ -192,11 +202,11 @@ class CircuitListener(Listener):
                     except asyncio.TimeoutError:
                         continue  # time to refresh on the same connection
                 reason = conn.close_reason or "connection closed"
-                if self.host._closed:
+                if self.host.closing:
                     return  # we are shutting down: nothing was lost
                 log.warning("lost the connection to relay %s (%s); reserving again",
                             self.relay_peer, reason)
-                self.host.events.emit("reservation-lost", self.relay_peer, reason)
+                self.host.events.emit(ReservationLost(self.relay_peer, reason))
             except asyncio.CancelledError:
                 raise
             except (P2PError, OSError, TimeoutError) as e:
@@ -207,11 +217,11 @@ class CircuitListener(Listener):
                 log.log(logging.DEBUG if quiet else logging.WARNING,
                         "reservation on %s failed: %s (retrying)", self.relay_addr, msg)
                 if not quiet:
-                    self.host.events.emit("relay-error", self.relay_addr, msg)
-                if not self.first_attempt.done():
-                    self.first_attempt.set_exception(DialError(msg))
-                    self.first_attempt.exception()
-            self.transport.reserved_on.pop(self.relay_peer, None)
+                    self.host.events.emit(RelayError(self.relay_addr, msg))
+                if not self._first_attempt.done():
+                    self._first_attempt.set_exception(DialError(msg))
+                    self._first_attempt.exception()
+            self.transport.stop_accepting(self.relay_peer)
             self.reservation = None
             self._set_addrs([])
             # Retry timer (not synchronisation): FAST_RETRY while the relay is unreachable
@@ -227,25 +237,23 @@ class CircuitListener(Listener):
     async def reserved(self, timeout: float | None = None) -> ReservationInfo:
         """The first reservation; raises DialError if the first attempt failed (the listener
         keeps retrying in the background either way)."""
-        return await asyncio.wait_for(asyncio.shield(self.first_attempt), timeout)
+        return await asyncio.wait_for(asyncio.shield(self._first_attempt), timeout)
 
     async def _identified(self, conn: Connection) -> None:
         """Let identify finish first, as js does: a rust relay only serves hop once identify has
         given it an external address, and a relay that does not serve hop at all is worth a
         clear error rather than a failed negotiation."""
-        if self.host.identify is None:
-            return
         try:
-            info = await self.host.identify.identified(conn)
+            info = await self.host.identified(conn)
         except (P2PError, TimeoutError, asyncio.TimeoutError):
             return  # reserve anyway: the hop request itself will tell
-        if not info.protocols or hop.HOP in info.protocols:
+        if info is None or not info.protocols or hop.HOP in info.protocols:
             return
         # rust's relay adds hop once it learns an external address (from our identify) and
         # then pushes its new protocol list: give that push a moment.
         try:
             await self.host.events.wait_for(
-                "identified", lambda peer, i, c: c is conn and hop.HOP in i.protocols,
+                Identified, lambda e: e.connection is conn and hop.HOP in e.info.protocols,
                 timeout=HOP_ANNOUNCE_WAIT)
         except asyncio.TimeoutError:
             raise DialError(f"{self.relay_addr} does not offer circuit relay v2 "
@@ -255,16 +263,25 @@ class CircuitListener(Listener):
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         if self.relay_peer is not None:
-            self.transport.reserved_on.pop(self.relay_peer, None)
+            self.transport.stop_accepting(self.relay_peer)
 
 
 class CircuitTransport(Transport):
     name = "circuit"
 
-    def __init__(self, host: "Host") -> None:
+    def __init__(self, host: "Network") -> None:
         self.host = host
-        self.reserved_on: dict[PeerId, ReservationInfo] = {}
-        host.set_stream_handler(hop.STOP, self._handle_stop)
+        # relay -> (our reservation there, where its relayed connections go)
+        self._accepting: dict[PeerId, tuple[ReservationInfo, ConnectionHandler]] = {}
+        host.handle(hop.STOP, self._handle_stop)
+
+    def accept_relayed(self, info: ReservationInfo, on_connection: ConnectionHandler) -> None:
+        """Accept stop requests (relayed connections) from `info.relay`, for `on_connection`."""
+        self._accepting[info.relay] = (info, on_connection)
+
+    def stop_accepting(self, relay: PeerId | None) -> None:
+        if relay is not None:
+            self._accepting.pop(relay, None)
 
     def can_dial(self, addr: Multiaddr) -> bool:
         protos = addr.protocols()
@@ -308,13 +325,14 @@ class CircuitTransport(Transport):
         stream.connection = relay_conn
         raw = CircuitStream(stream, base.encapsulate(f"/p2p/{self.host.peer_id}"),
                             base.encapsulate(f"/p2p/{dst}"),
-                            _meter(limit, self._agent(relay_peer)))
+                            _meter(limit, self.agent_of(relay_peer)))
         conn = await self.host.upgrader.upgrade_outbound(raw, dst, "circuit",
                                                          limited=is_limited(limit))
         _note_limit(conn, limit, raw)
         return conn
 
-    def _agent(self, relay: PeerId | None) -> str | None:
+    def agent_of(self, relay: PeerId | None) -> str | None:
+        """The relay's agent version (from identify), if known."""
         info = self.host.peerstore.peek(relay) if relay is not None else None
         return info.agent_version if info is not None else None
 
@@ -322,10 +340,11 @@ class CircuitTransport(Transport):
         relay_addr = addr.decapsulate("p2p-circuit")
         if relay_addr.peer_id() is None:
             raise DialError(f"relay address needs /p2p/<relay id>: {addr}")
-        return CircuitListener(self, relay_addr)
+        return CircuitListener(self, relay_addr, on_connection)
 
-    async def _handle_stop(self, stream) -> None:
-        relay_conn: Connection = stream.connection
+    async def _handle_stop(self, stream: Stream) -> None:
+        relay_conn = stream.connection
+        assert relay_conn is not None  # set by Connection.accept_stream
         try:
             msg = await hop.read_message(stream, StopMessage)
         except hop.MalformedMessage as e:
@@ -335,7 +354,8 @@ class CircuitTransport(Transport):
         if msg.type != StopMessage.CONNECT:
             await _stop_status(stream, hop.UNEXPECTED_MESSAGE)
             return
-        if relay_conn.remote_peer not in self.reserved_on:
+        accepting = self._accepting.get(relay_conn.remote_peer)
+        if accepting is None:
             log.info("refusing a relayed connection from %s: no reservation there",
                      relay_conn.remote_peer)
             await _stop_status(stream, hop.PERMISSION_DENIED)
@@ -350,7 +370,7 @@ class CircuitTransport(Transport):
         base = relay_conn.remote_addr.with_peer_id(relay_conn.remote_peer).encapsulate("/p2p-circuit")
         raw = CircuitStream(stream, base.encapsulate(f"/p2p/{self.host.peer_id}"),
                             base.encapsulate(f"/p2p/{src}"),
-                            _meter(limit, self._agent(relay_conn.remote_peer)))
+                            _meter(limit, self.agent_of(relay_conn.remote_peer)))
         conn = await self.host.upgrader.upgrade_inbound(raw, "circuit", limited=is_limited(limit))
         if conn.remote_peer != src:
             log.warning("relayed connection claimed to be from %s but authenticated as %s",
@@ -358,7 +378,7 @@ class CircuitTransport(Transport):
             await conn.close()
             return
         _note_limit(conn, limit, raw)
-        self.host._add_connection(conn)
+        await accepting[1](conn)
 
 
 def _meter(limit, relay_agent: str | None) -> CircuitMeter:

@@ -13,7 +13,7 @@ from ..netutil import expand_unspecified
 from .base import ConnectionHandler, Listener, RawConnection, Transport
 
 if TYPE_CHECKING:
-    from ..upgrader import Upgrader
+    from ..network import Network
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,8 @@ class TcpListener(Listener):
 class TcpTransport(Transport):
     name = "tcp"
 
-    def __init__(self, upgrader: "Upgrader") -> None:
-        self.upgrader = upgrader
+    def __init__(self, network: "Network") -> None:
+        self.upgrader = network.upgrader
 
     def can_dial(self, addr: Multiaddr) -> bool:
         protos = addr.without_peer_id().protocols()

@@ -28,7 +28,7 @@ from .tcp import IP_PROTOCOLS, LISTEN_BACKLOG, host_port, sockaddr_to_multiaddr
 from .ws_admission import AdmittingServer
 
 if TYPE_CHECKING:
-    from ..upgrader import Upgrader
+    from ..network import Network
     from .tls import ReloadingCertificate
 
 log = logging.getLogger(__name__)
@@ -131,9 +131,10 @@ class WebSocketListener(Listener):
 class WebSocketTransport(Transport):
     name = "ws"
 
-    def __init__(self, upgrader: "Upgrader", *, server_tls: "ReloadingCertificate | None" = None,
+    def __init__(self, network: "Network", *,
+                 server_tls: "ReloadingCertificate | None" = None,
                  client_ssl: ssl.SSLContext | None = None) -> None:
-        self.upgrader = upgrader
+        self.upgrader = network.upgrader
         # Public: set by the relay (`--tls-cert`) and the peers (`--tls-ca`) before listen/dial.
         self.server_tls = server_tls
         self.client_ssl = client_ssl
@@ -212,8 +213,7 @@ class WebSocketTransport(Transport):
                            ssl_context=self.server_tls.context if secure else None)
         await site.start()
         addrs: list[Multiaddr] = []
-        for sock in site._server.sockets:  # the bound port when port was 0
-            sockaddr = sock.getsockname()
+        for sockaddr in runner.addresses:  # the bound port when port was 0
             for ip in expand_unspecified(sockaddr[0]):
                 addrs.append(sockaddr_to_multiaddr((ip, sockaddr[1]), suffix))
         return WebSocketListener(runner, addrs)

@@ -11,10 +11,12 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from ...connection import Connection
+from ...connection import Connection, Stream
 from ...errors import DialError, P2PError
+from ...events import HostWarning, PathChanged, ReservationMade, WebRTCFailed
 from ...multiaddr import Multiaddr
 from ..base import ConnectionHandler, Listener, Transport
+from ..circuit import CircuitListener
 from ...identity import PeerId
 from ...protocols.turn_credentials import fetch_turn_credentials
 from .engine_base import IceServer, PeerConnection, make_peer_connection, resolve_engine
@@ -22,7 +24,7 @@ from .muxer import DataChannelMuxer
 from .signaling import SIGNALING_PROTOCOL, NoDirectPath, initiate, respond
 
 if TYPE_CHECKING:
-    from ...host import Host
+    from ...network import Network
 
 log = logging.getLogger(__name__)
 
@@ -68,19 +70,17 @@ class WebRTCListener(Listener):
 
     @property
     def addrs(self) -> list[Multiaddr]:
-        host = self.transport.host
-        return [a.encapsulate("/webrtc") for listener in host._listeners
-                if listener is not self for a in listener.addrs
-                if a.protocols()[-1:] == ["p2p-circuit"]]
+        relays = self.transport.host.listeners(CircuitListener)
+        return [a.encapsulate("/webrtc") for listener in relays for a in listener.addrs]
 
     async def close(self) -> None:
-        self.transport.listening = False
+        self.transport.stop_listening()
 
 
 class WebRTCTransport(Transport):
     name = "webrtc"
 
-    def __init__(self, host: "Host", ice_servers: list[str] | None = None,
+    def __init__(self, host: "Network", ice_servers: list[str] | None = None,
                  engine: str | None = None, turn: "str | list[IceServer]" = "auto") -> None:
         """ice_servers: STUN/TURN URLs; None means the STUN server of the relay in use.
         engine: "aiortc", "wrtc" or "auto"; None means $P2PRTC_ENGINE, else auto (engine_base).
@@ -92,13 +92,24 @@ class WebRTCTransport(Transport):
         resolve_engine(engine)  # loads the engine now, not in the first dial (wrtc: ~0.2 s)
         self.turn = turn
         self._turn_cache: dict[PeerId, tuple[list[IceServer], float]] = {}
-        self.listening = False
+        self._on_connection: ConnectionHandler | None = None  # set while listening
         # protocols.natinfo.NatInfoService, when the app runs NAT detection: NAT behaviours that
         # rule out a direct path end the dial before signalling (issue 10).
         self.natinfo = None
-        host.set_stream_handler(SIGNALING_PROTOCOL, self._handle_signaling, allow_limited=True)
+        host.handle(SIGNALING_PROTOCOL, self._handle_signaling, allow_limited=True)
         if turn == "auto":  # a listener's first dialer need not wait for the credentials
-            host.events.on("reservation", lambda info: host.spawn(self._turn_for(info.relay)))
+            host.events.on(ReservationMade, lambda e: self._prefetch_turn(e.info.relay))
+
+    def _prefetch_turn(self, relay: PeerId) -> None:
+        self.host.spawn(self._turn_for(relay))
+
+    @property
+    def listening(self) -> bool:
+        """True while we accept /webrtc upgrades (`listen("/webrtc")`)."""
+        return self._on_connection is not None
+
+    def stop_listening(self) -> None:
+        self._on_connection = None
 
     async def _turn_for(self, relay: PeerId | None) -> list[IceServer]:
         """The TURN servers to use with a connection through `relay` (see `turn`)."""
@@ -135,7 +146,7 @@ class WebRTCTransport(Transport):
         # A STUN server that does not answer costs nothing but a warning (host "warning" event):
         # our SDP leaves before any STUN answer, so the default guess of the relay's host is safe.
         return make_peer_connection([*self._ice_for(relay_addr), *turn],
-                                    on_warning=lambda text: self.host.events.emit("warning", text),
+                                    on_warning=lambda text: self.host.events.emit(HostWarning(text)),
                                     engine=self.engine)
 
     def can_dial(self, addr: Multiaddr) -> bool:
@@ -145,7 +156,7 @@ class WebRTCTransport(Transport):
         return addr.protocols() == ["webrtc"]
 
     async def listen(self, addr: Multiaddr, on_connection: ConnectionHandler) -> Listener:
-        self.listening = True
+        self._on_connection = on_connection
         return WebRTCListener(self)
 
     async def dial(self, addr: Multiaddr) -> Connection:
@@ -154,7 +165,8 @@ class WebRTCTransport(Transport):
             raise DialError(f"not a /webrtc address: {addr}")
         relay_addr, peer = split
         t0 = time.perf_counter()
-        relayed = self.host.best_connection(peer, allow_limited=True)
+        # through this relay: each address of a raced dial (Node.dial) has its own
+        relayed = self._relayed_via(relay_addr.peer_id(), peer)
         if relayed is None:
             relayed = await self.host.dial(relay_addr.encapsulate(f"/p2p-circuit/p2p/{peer}"))
         t_relayed = time.perf_counter()
@@ -191,9 +203,16 @@ class WebRTCTransport(Transport):
         self.host.spawn(_close_quietly(stream))
         return conn
 
-    async def _handle_signaling(self, stream) -> None:
-        relayed: Connection = stream.connection
-        if not self.listening:
+    def _relayed_via(self, relay: PeerId | None, peer: PeerId) -> Connection | None:
+        """Our newest open relayed connection to `peer` through `relay`, if any."""
+        conns = [c for c in self.host.connections(peer) if c.transport == "circuit"
+                 and not c.is_closed and _relay_peer(c.remote_addr) == relay]
+        return conns[-1] if conns else None
+
+    async def _handle_signaling(self, stream: Stream) -> None:
+        relayed = stream.connection
+        assert relayed is not None  # set by Connection.accept_stream
+        if self._on_connection is None:
             log.info("refusing WebRTC signaling from %s: not listening on /webrtc",
                      relayed.remote_peer.short())
             stream.reset()
@@ -209,7 +228,7 @@ class WebRTCTransport(Transport):
         except (TimeoutError, NoDirectPath, P2PError, OSError) as e:
             log.warning("no direct WebRTC connection from %s: %s", relayed.remote_peer,
                         str(e) or "timed out")
-            self.host.events.emit("webrtc-failed", relayed.remote_peer, str(e) or "timed out")
+            self.host.events.emit(WebRTCFailed(relayed.remote_peer, str(e) or "timed out"))
             stream.reset()
             await pc.close()
             return
@@ -219,7 +238,11 @@ class WebRTCTransport(Transport):
             raise
         conn = self._connection(pc, muxer, relayed, "inbound")
         conn.details.update(timings, upgrade_ms=(time.perf_counter() - t0) * 1000)
-        self.host._add_connection(conn)
+        on_connection = self._on_connection
+        if on_connection is None:  # the listener closed during the upgrade
+            await conn.close()
+        else:
+            await on_connection(conn)
         await _close_quietly(stream)
 
     def _connection(self, pc: PeerConnection, muxer: DataChannelMuxer, relayed: Connection,
@@ -252,7 +275,7 @@ class WebRTCTransport(Transport):
         except TimeoutError:
             pass
         if not conn.is_closed and _note_path(conn, pc.selected_pair()):
-            self.host.events.emit("path-changed", conn)
+            self.host.events.emit(PathChanged(conn))
 
 
 def _note_path(conn: Connection, pair) -> bool:
@@ -288,6 +311,11 @@ def _udp_addr(hostport: str) -> Multiaddr:
     host, _, port = hostport.rpartition(":")
     proto = "ip6" if ":" in host else "ip4"
     return Multiaddr(f"/{proto}/{host.strip('[]')}/udp/{port}")
+
+
+def _relay_peer(circuit_addr: Multiaddr) -> PeerId | None:
+    relay = _relay_part(circuit_addr)
+    return relay.peer_id() if relay is not None else None
 
 
 def _relay_part(circuit_addr: Multiaddr) -> Multiaddr | None:
