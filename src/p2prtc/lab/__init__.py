@@ -8,5 +8,6 @@ Modules: `netns` (namespaces, links, cleanup), `nat` (the NAT types as nftables 
 theory of which pairs connect), `topology` (builds the lab), `probe` (measures what a NAT really
 does), `netem` (delay/loss through NFQUEUE, as this kernel has no netem), `agent` and
 `browser_agent` (the peers, run inside their namespaces, JSON lines out), `scenario` (one run and
-the matrix), `cli` (`p2prtc lab`). docs/lab.md explains the whole thing.
+the matrix), `chaos` and `chaos_agent` (faults on a direct connection: `p2prtc lab chaos`), `cli`
+(`p2prtc lab`). docs/lab.md explains the whole thing.
 """

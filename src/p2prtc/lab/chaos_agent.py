@@ -37,6 +37,7 @@ from typing import Any
 
 from ..connection import Connection
 from ..errors import DialError, P2PError
+from ..events import RelayError, ReservationLost, ReservationMade
 from ..identity import PeerId
 from ..multiaddr import Multiaddr
 from ..protocols.filetransfer import CHUNK, FILE, MAX_HEADER
@@ -86,12 +87,12 @@ class ChaosPeer(LabPeer):
         self.resume: dict[str, asyncio.Event] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         on = self.host.events.on
-        on("reservation", lambda info: self.emit(
-            "reservation", relay=str(info.relay), expires=info.expires))
-        on("reservation-lost", lambda relay, reason: self.emit(
-            "reservation-lost", relay=str(relay), reason=reason))
-        on("relay-error", lambda addr, reason: self.emit(
-            "relay-error", relay=str(addr), reason=reason))
+        on(ReservationMade, lambda e: self.emit(
+            "reservation", relay=str(e.info.relay), expires=e.info.expires))
+        on(ReservationLost, lambda e: self.emit(
+            "reservation-lost", relay=str(e.relay), reason=e.reason))
+        on(RelayError, lambda e: self.emit(
+            "relay-error", relay=str(e.relay_addr), reason=e.reason))
 
     def _on_message(self, peer: PeerId, text: str) -> None:
         if self.replying:
