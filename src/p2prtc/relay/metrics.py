@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .turn import TurnStats
+
+if TYPE_CHECKING:
+    from ..resources import ResourceManager
+    from ..transports.tls import ReloadingCertificate
 
 
 @dataclass
@@ -17,18 +21,18 @@ class RelayMetrics:
     circuits_total: int = 0
     bytes_relayed: int = 0
     connections_active: int = 0
-    refusals: Counter = field(default_factory=Counter)  # reason -> count
+    refusals: Counter[str] = field(default_factory=Counter)  # reason -> count
     turn: TurnStats = field(default_factory=TurnStats)  # the TURN server's (relay/turn.py)
-    # the --wss-port certificate (transports.tls.ReloadingCertificate), when there is one
-    certificate: Any = None
-    # the host's budgets (p2prtc.resources.ResourceManager), set by the relay app
-    resources: Any = None
+    # the --wss-port certificate, when there is one
+    certificate: ReloadingCertificate | None = None
+    # the host's budgets, set by the relay app
+    resources: ResourceManager | None = None
 
     def refuse(self, reason: str) -> None:
         self.refusals[reason] += 1
 
     def render(self) -> str:
-        lines = []
+        lines: list[str] = []
 
         def metric(name: str, kind: str, help_: str, value: int, labels: str = "") -> None:
             if not any(l.startswith(f"# HELP {name} ") for l in lines):

@@ -115,7 +115,9 @@ def _patch_consent() -> bool:
                 return
 
     query_consent.__qualname__ = "Connection.query_consent"
-    conn_cls.query_consent = query_consent
+    # (patching the pinned version's method is this module's purpose; `self` is Any in the
+    # replacements below because they read internals aioice does not declare)
+    conn_cls.query_consent = query_consent  # type: ignore[method-assign]
     return True
 
 
@@ -131,7 +133,7 @@ def _patch_triggered_checks() -> bool:
         return False
     in_progress = ice.CandidatePair.State.IN_PROGRESS
 
-    def check_incoming(self, message, addr, protocol):
+    def check_incoming(self: Any, message: Any, addr: tuple[str, int], protocol: Any) -> None:
         original(self, message, addr, protocol)
         try:
             for pair in self._check_list:
@@ -143,7 +145,7 @@ def _patch_triggered_checks() -> bool:
         except AttributeError:  # internals moved: keep aioice's own behaviour
             pass
 
-    ice.Connection.check_incoming = check_incoming
+    ice.Connection.check_incoming = check_incoming  # type: ignore[method-assign]
     return True
 
 
@@ -163,7 +165,7 @@ def _patch_delayed_sack() -> bool:
         return False
     send_now = cls._send_sack
 
-    async def send_sack(self) -> None:
+    async def send_sack(self: Any) -> None:
         timer = getattr(self, "_p2prtc_sack_timer", None)
         if self._sack_misordered or self._sack_duplicates \
                 or getattr(self, "_p2prtc_unacked", 0) >= 1:
@@ -183,7 +185,7 @@ def _patch_delayed_sack() -> bool:
 
             self._p2prtc_sack_timer = asyncio.get_running_loop().call_later(SACK_DELAY, fire)
 
-    cls._send_sack = send_sack
+    cls._send_sack = send_sack  # type: ignore[method-assign]
     return True
 
 
@@ -201,7 +203,7 @@ def _patch_reopened_stream_ids() -> bool:
     if original is None or dcep is None or channel_open is None:
         return False
 
-    async def receive(self, stream_id: int, pp_id: int, data: bytes) -> None:
+    async def receive(self: Any, stream_id: int, pp_id: int, data: bytes) -> None:
         if pp_id == dcep and data and data[0] == channel_open:
             existing = self._data_channels.get(stream_id)
             if existing is not None:
@@ -215,7 +217,7 @@ def _patch_reopened_stream_ids() -> bool:
                     return
         await original(self, stream_id, pp_id, data)
 
-    cls._data_channel_receive = receive
+    cls._data_channel_receive = receive  # type: ignore[method-assign]
     return True
 
 

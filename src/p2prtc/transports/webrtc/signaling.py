@@ -16,7 +16,7 @@ import time
 
 from ...errors import P2PError, ProtocolError
 from ...pb import text, webrtc_pb2
-from ...streams import read_length_prefixed, write_length_prefixed
+from ...streams import ByteStream, read_length_prefixed, write_length_prefixed
 from .engine_base import DataChannel, PeerConnection
 
 log = logging.getLogger(__name__)
@@ -38,11 +38,11 @@ class NoDirectPath(P2PError):
     """ICE found no working candidate pair in time."""
 
 
-async def _write(stream, kind: int, data: str) -> None:
+async def _write(stream: ByteStream, kind: webrtc_pb2.SignalingMessage.Type, data: str) -> None:
     await write_length_prefixed(stream, Msg(type=kind, data=data).SerializeToString())
 
 
-async def _read(stream) -> Msg | None:
+async def _read(stream: ByteStream) -> Msg | None:
     body = await read_length_prefixed(stream, MAX_MESSAGE_SIZE, allow_eof=True)
     if body is None:
         return None
@@ -61,7 +61,7 @@ def decode_message(body: bytes) -> Msg:
     return msg
 
 
-def candidate_init(msg: Msg):
+def candidate_init(msg: Msg) -> object:
     """The decoded JSON of an ICE_CANDIDATE message (an RTCIceCandidateInit if the peer is
     well-behaved; `PeerConnection.add_candidate` checks); None for an empty one."""
     if not msg.data:
@@ -73,7 +73,7 @@ def candidate_init(msg: Msg):
     return init
 
 
-async def _read_candidates(stream, pc: PeerConnection, counts: dict) -> None:
+async def _read_candidates(stream: ByteStream, pc: PeerConnection, counts: dict[str, int]) -> None:
     """Apply trickled candidates until the stream ends (runs until cancelled)."""
     while True:
         msg = await _read(stream)
@@ -91,7 +91,7 @@ async def _read_candidates(stream, pc: PeerConnection, counts: dict) -> None:
             log.info("ignoring remote ICE candidate: %s", e)
 
 
-async def _send_candidates(stream, pc: PeerConnection) -> None:
+async def _send_candidates(stream: ByteStream, pc: PeerConnection) -> None:
     """Trickle our late candidates (runs until gathering ends or it is cancelled)."""
     async for init in pc.local_candidates():
         if pc.connection_state == "connected":
@@ -99,15 +99,16 @@ async def _send_candidates(stream, pc: PeerConnection) -> None:
         await _write(stream, Msg.ICE_CANDIDATE, json.dumps(init))
 
 
-async def _connect_with_candidates(stream, pc: PeerConnection, timeout: float) -> None:
-    counts: dict = {}
+async def _connect_with_candidates(stream: ByteStream, pc: PeerConnection, timeout: float) -> None:
+    counts: dict[str, int] = {}
     reader = asyncio.ensure_future(_read_candidates(stream, pc, counts))
     writer = asyncio.ensure_future(_send_candidates(stream, pc))
     connected = asyncio.ensure_future(pc.wait_connected())
     try:
         done, _ = await asyncio.wait({connected}, timeout=timeout)
-        if reader.done() and reader.exception() is not None:
-            raise reader.exception()
+        failure = reader.exception() if reader.done() else None
+        if failure is not None:
+            raise failure
         if not done or not connected.result():
             local = ", ".join(pc.local_candidate_types()) or "none"
             why = ("ICE checks failed" if done else f"no ICE candidate pair worked within "
@@ -120,7 +121,8 @@ async def _connect_with_candidates(stream, pc: PeerConnection, timeout: float) -
         await asyncio.gather(reader, writer, connected, return_exceptions=True)
 
 
-async def initiate(stream, pc: PeerConnection, *, timeout: float = ICE_TIMEOUT) -> dict:
+async def initiate(stream: ByteStream, pc: PeerConnection, *,
+                   timeout: float = ICE_TIMEOUT) -> dict[str, float]:
     """Role A. Returns timings once connected; the caller then closes the signaling stream
     (in the background: the connection is usable at once). On failure the caller resets the
     stream and closes pc."""
@@ -152,7 +154,8 @@ async def initiate(stream, pc: PeerConnection, *, timeout: float = ICE_TIMEOUT) 
             "connected_ms": (t_connected - t0) * 1000}
 
 
-async def respond(stream, pc: PeerConnection, *, timeout: float = ICE_TIMEOUT) -> dict:
+async def respond(stream: ByteStream, pc: PeerConnection, *,
+                  timeout: float = ICE_TIMEOUT) -> dict[str, float]:
     """Role B. Returns once connected; the caller closes the signaling stream in the background
     (the initiator closes `init`, then its end of the stream)."""
     t0 = time.perf_counter()
