@@ -131,15 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_relay)
 
     for name, helptext, arg, argdesc in (
-        ("listen", "reserve a slot on a relay, print our /webrtc address, chat with dialers",
-         "relay", "the relay's multiaddr, ending in /p2p/<relay id>"),
+        ("listen", "reserve a slot on each relay given (all kept alive), print our /webrtc "
+         "address through each, chat with dialers",
+         "relay", "a relay's multiaddr, ending in /p2p/<relay id>; several: reserve on each"),
         ("dial", "connect to a peer over a relay and upgrade to direct WebRTC, then chat",
          "peer", "the peer's multiaddr, e.g. <relay>/p2p-circuit/webrtc/p2p/<peer id>, "
-         "or a link to it (https://host/#/dial/<multiaddr>)"),
+         "or a link to it (https://host/#/dial/<multiaddr>); several (e.g. through different "
+         "relays): raced, the first direct connection wins"),
     ):
         p = sub.add_parser(name, help=helptext, description=helptext + ". Type a message and "
                            "Enter to send it; /send FILE sends a file; /quit leaves.")
-        p.add_argument(arg, metavar=arg.upper() + "_MULTIADDR", help=argdesc)
+        p.add_argument(arg, nargs="+", metavar=arg.upper() + "_MULTIADDR", help=argdesc)
         g = p.add_mutually_exclusive_group()
         g.add_argument("--identity", metavar="FILE", help="key file (created on first use)")
         g.add_argument("--secret-key-seed", type=seed_arg, metavar="N", help=argparse.SUPPRESS)
@@ -308,11 +310,11 @@ def cmd_peer(args: argparse.Namespace) -> int:
                        web_url=getattr(args, "web_url", None))
     try:
         if args.mode == "listen":
-            return run_async(run_peer(opts, listen=[args.relay]))
+            return run_async(run_peer(opts, listen=args.relay))
         from .web.links import addr_from_link
 
         # a link from the page or from `listen --web-url` (https://host/#/dial/<addr>) works too
-        return run_async(run_peer(opts, dial=[addr_from_link(args.peer) or args.peer]))
+        return run_async(run_peer(opts, dial=[addr_from_link(a) or a for a in args.peer]))
     except (P2PError, ValueError) as e:
         raise CliError(str(e)) from None
 

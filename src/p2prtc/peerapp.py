@@ -353,14 +353,12 @@ class PeerApp:
 
     async def listen(self, relays: Sequence[str]) -> None:
         """Reserve on each relay (and keep the reservations); DialError when none is granted."""
-        for relay in relays:
-            await self.node.listen(relay)
+        await self.node.listen(*relays)
 
     async def dial(self, targets: Sequence[str]) -> None:
         """Dial the peer at any of `targets` (raced); chat over the relay when no direct path
         comes about."""
-        (target,) = targets
-        await self.node.dial(target, allow_relayed=True)
+        await self.node.dial(list(targets), allow_relayed=True)
 
     async def send_text(self, text: str) -> None:
         """`sent` only for a message written into an open stream within the relay's limits;

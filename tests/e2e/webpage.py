@@ -119,6 +119,11 @@ class Cli:
 
         return await self._wait(find, f"{event!r} event {match or ''}", timeout)
 
+    async def wait_until(self, find, what: str, timeout: float = 30):
+        """The first non-None `find()`, looked at whenever a line comes (CliError on timeout or
+        exit)."""
+        return await self._wait(find, what, timeout)
+
     async def send_line(self, text: str) -> None:
         assert self.proc and self.proc.stdin
         self.proc.stdin.write(text.encode() + b"\n")

@@ -305,6 +305,7 @@ class CircuitTransport(Transport):
         """Open a relayed connection to `dst` through the relay at `relay_addr` (with /p2p/)."""
         relay_peer = relay_addr.peer_id()
         relay_conn = await self.host.dial(relay_addr)
+        stream = None
         try:
             async with asyncio.timeout(HOP_TIMEOUT):
                 stream = await relay_conn.new_stream([hop.HOP])
@@ -312,10 +313,15 @@ class CircuitTransport(Transport):
                 req.peer.id = dst.to_bytes()
                 await hop.write_message(stream, req)
                 reply = await hop.read_message(stream, HopMessage)
-        except TimeoutError:
-            raise DialError(f"relay {relay_peer} did not answer the circuit request") from None
-        except (ProtocolError, StreamClosed) as e:
-            raise DialError(f"circuit request to relay {relay_peer} failed: {e}") from None
+        except BaseException as e:
+            # reset, so that the relay keeps no circuit for us (e.g. a raced dial that lost)
+            if stream is not None:
+                stream.reset()
+            if isinstance(e, TimeoutError):
+                raise DialError(f"relay {relay_peer} did not answer the circuit request") from None
+            if isinstance(e, (ProtocolError, StreamClosed)):
+                raise DialError(f"circuit request to relay {relay_peer} failed: {e}") from None
+            raise
         if reply.type != HopMessage.STATUS or reply.status != hop.OK:
             stream.reset()
             raise DialError(f"relay {relay_peer} could not connect us to {dst}: "

@@ -1,0 +1,189 @@
+"""Several relays (issue 15, point 1): a listener reserves on relays of different kinds (our
+`p2prtc relay`, the seed's rust-libp2p relay-server and js relay.js) and lists an address
+through each; a dialer given both addresses races them, the first direct connection wins and
+the other attempt is cancelled without leaving a circuit behind; killing one relay leaves the
+listener reachable through the other.
+
+Run inside the test namespace:
+    scripts/netns-run .venv/bin/python -m pytest tests/e2e/test_several_relays.py -q
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from p2prtc import Node, api_events
+
+from ..interop.relays import JsRelay, RustRelay
+from ..netns import lab_ip
+from .test_relay_leak import relay_metrics
+from .webpage import Cli, free_port
+
+pytestmark = pytest.mark.interop
+
+STEP = 30.0  # seconds for one step (a reservation, a dial) on a loaded machine
+# our relay frees a circuit as soon as either side's stream ends; this bounds how long the
+# metrics may lag behind the dialer's close
+METRICS_SETTLE = 10.0
+
+
+async def our_relay() -> tuple[Cli, str, int]:
+    """`p2prtc relay` with metrics; returns it, its TCP address and its metrics port."""
+    ip = lab_ip()
+    metrics_port = free_port(ip)
+    relay = await Cli("relay", "--port", str(free_port(ip)), "--listen-ip", ip, "--stun-port", "0",
+                      "--metrics-port", str(metrics_port), "--json", name="our relay").start()
+    addr = next(a for a in (await relay.wait_event("listening", STEP))["addrs"] if "/ws/" not in a)
+    return relay, addr, metrics_port
+
+
+async def circuits_become(ip: str, port: int, want: int) -> dict[str, float]:
+    """Our relay's metrics once `circuits_active` is `want` (no event to wait on: its /metrics
+    is read until then, at most METRICS_SETTLE)."""
+    deadline = time.monotonic() + METRICS_SETTLE
+    while True:
+        values = await relay_metrics(ip, port)
+        if values["p2prtc_relay_circuits_active"] == want:
+            return values
+        assert time.monotonic() < deadline, values
+        await asyncio.sleep(0.05)
+
+
+def relay_of(addr: str) -> str:
+    """The relay peer id of a `/p2p/R/p2p-circuit/...` address."""
+    return addr.split("/p2p-circuit")[0].rsplit("/p2p/", 1)[1]
+
+
+def through(addrs: list[str], relay_addr: str) -> str:
+    found = [a for a in addrs if a.startswith(relay_addr + "/p2p-circuit/webrtc/")]
+    assert len(found) == 1, (relay_addr, addrs)
+    return found[0]
+
+
+async def until(events, seen: list, check, what: str, timeout: float = STEP):
+    """Return check()'s first non-None value, looked at now and after each event (kept in
+    `seen`)."""
+    async with asyncio.timeout(timeout):
+        if (found := check()) is not None:
+            return found
+        async for e in events:
+            seen.append(e)
+            if (found := check()) is not None:
+                return found
+    raise AssertionError(f"events ended before {what}")
+
+
+async def test_race_through_our_relay_and_rusts(rust_peer_factory):
+    """In process: a Node listens on our relay and on rust's relay-server (as upstream runs
+    it), another dials both addresses at once (attempt_delay 0). One direct connection; the
+    losing attempt's relayed connection is closed on both sides and no relay keeps a circuit
+    for it (our relay's metrics); the listener reports no failure for the cancelled upgrade."""
+    relay, ours, metrics_port = await our_relay()
+    rust = await RustRelay(rust_peer_factory, upstream=True).start()
+    try:
+        async with Node(stun=[], turn="none") as lis, Node(stun=[], turn="none") as dialer:
+            lis_events = lis.events()
+            addrs = await lis.listen(ours, rust.addr("tcp"))
+            targets = [through(addrs, ours), through(addrs, rust.addr("tcp"))]
+            assert set(map(relay_of, targets)) == {relay_of(ours + "/p2p-circuit"),
+                                                   relay_of(rust.addr("tcp") + "/p2p-circuit")}
+
+            conn = await dialer.dial(targets, attempt_delay=0)
+            assert conn.direct and conn.transport == "webrtc"
+            # the dialer closed the loser's relayed connection before returning
+            relayed = [c for c in dialer.connections() if c.transport == "relay"]
+            assert len(relayed) == 1, relayed
+            winner = relay_of(relayed[0].remote_addr)
+
+            def settled():
+                mine = [c for c in lis.connections()
+                        if c.remote_peer == dialer.peer_id and c.transport == "relay"]
+                return mine if len(mine) == 1 and relay_of(mine[0].remote_addr) == winner \
+                    else None
+
+            seen: list = []
+            await until(lis_events, seen, settled, "the loser's relayed connection to close")
+            want = 1 if winner == relay_of(ours + "/p2p-circuit") else 0
+            after = await circuits_become(lab_ip(), metrics_port, want)
+            relayed_in = sum(isinstance(e, api_events.Relayed) for e in seen)
+            print(f"[several relays] winner {'ours' if want else 'rust'}; the listener saw "
+                  f"{relayed_in} relayed connections from the dialer; our relay: "
+                  f"{after['p2prtc_relay_circuits_total']:.0f} circuits made, {want} left")
+
+            # the direct connection carries streams; the listener said nothing failed
+            lis.handle("/test/echo/1.0.0", _echo)
+            stream = await conn.open_stream("/test/echo/1.0.0")
+            await stream.write(b"ping")
+            await stream.close()
+            assert await stream.read_exactly(4) == b"ping"
+            await lis.close()
+            seen += [e async for e in lis_events]
+            errors = [e for e in seen if isinstance(e, api_events.Error)]
+            assert errors == [], errors
+    finally:
+        await rust.stop()
+        await relay.close()
+
+
+async def _echo(stream) -> None:
+    while data := await stream.read():
+        await stream.write(data)
+
+
+async def test_cli_listens_on_two_relays_and_survives_one(clis, node_peer_factory):
+    """`p2prtc listen OURS JS` lists an address through each relay; `p2prtc dial A B` goes
+    direct; our relay is killed: the listener keeps its js address, a fresh `p2prtc dial` of
+    it goes direct and chats, and one given both addresses (one dead) still gets through."""
+    relay, ours, _ = await our_relay()
+    js = await JsRelay(node_peer_factory, example=True).start()
+    try:
+        lis = await clis("listen", ours, js.addr("ws"), "--json", "--stun", "none",
+                         name="listener")
+        me = (await lis.wait_event("peer", STEP))["peer"]
+
+        def both():
+            for e in reversed(lis.events):
+                if e["event"] == "listening" and len({relay_of(a) for a in e["addrs"]}) == 2:
+                    return e
+            return None
+
+        listening = await lis.wait_until(both, "addresses through both relays", STEP)
+        via_ours, via_js = through(listening["addrs"], ours), through(listening["addrs"],
+                                                                       js.addr("ws"))
+        assert listening["browser_addrs"] == [via_js]  # relay.js is reached over WebSocket
+        assert sum(e["event"] == "reservation" for e in lis.events) >= 2
+
+        first = await clis("dial", via_ours, via_js, "--json", "--stun", "none", name="dialer")
+        connected = await first.wait_event("connected", STEP, peer=me)
+        assert connected["direct"] is True and connected["transport"] == "webrtc", connected
+        dialings = [e["addr"] for e in first.events if e["event"] == "dialing"]
+        assert dialings[0] == via_ours and set(dialings) <= {via_ours, via_js}, dialings
+        await first.send_line("/quit")
+        assert await asyncio.wait_for(first.proc.wait(), STEP) == 0
+
+        relay.proc.kill()  # our relay dies: the listener keeps the other reservation
+        lost = await lis.wait_event("warning", STEP)
+        assert "reserving again" in lost["reason"] or "retrying" in lost["reason"], lost
+        await lis.wait_until(
+            lambda: next((e for e in reversed(lis.events) if e["event"] == "listening"
+                          and e["addrs"] == [via_js]), None),
+            "the addresses through the relay left", STEP)
+
+        second = await clis("dial", via_js, "--json", "--stun", "none", name="fresh dialer")
+        peer = (await second.wait_event("peer", STEP))["peer"]
+        assert (await second.wait_event("connected", STEP, peer=me))["direct"] is True
+        await second.send_line("hello through the relay left")
+        await lis.wait_event("message", STEP, peer=peer, text="hello through the relay left")
+        await second.send_line("/quit")
+        assert await asyncio.wait_for(second.proc.wait(), STEP) == 0
+
+        both_addrs = await clis("dial", via_ours, via_js, "--json", "--stun", "none",
+                                name="dialer of both")
+        assert (await both_addrs.wait_event("connected", STEP, peer=me))["direct"] is True
+        assert not [e for e in both_addrs.events if e["event"] == "error"], both_addrs.describe()
+    finally:
+        await js.stop()
+        await relay.close()
