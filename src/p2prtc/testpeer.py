@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import time
+from typing import Any
 
 from .errors import P2PError
 from .events import ConnectionClosed, ConnectionOpened, Identified, ReservationMade
@@ -25,6 +26,9 @@ from .protocols.echo import ECHO, handle_echo
 from .protocols.perf import PerfService
 
 log = logging.getLogger("p2prtc.testpeer")
+
+# A command or a reply: decoded JSON, its values checked by use (the peer is driven by our tests).
+Json = dict[str, Any]
 
 
 class ControlPeer:
@@ -47,38 +51,40 @@ class ControlPeer:
         host.events.on(ReservationMade, lambda e: self.emit(
             "reservation", relay=str(e.info.relay), addrs=[str(a) for a in e.info.addrs]))
 
-    def emit(self, event: str, **fields) -> None:
+    def emit(self, event: str, **fields: object) -> None:
         sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
         sys.stdout.flush()
 
-    def reply(self, msg_id, **fields) -> None:
+    def reply(self, msg_id: object, **fields: object) -> None:
         sys.stdout.write(json.dumps({"id": msg_id, **fields}) + "\n")
         sys.stdout.flush()
 
-    def _target(self, args: dict):
+    def _target(self, args: Json) -> PeerId | Multiaddr:
         if "peer" in args:
             return PeerId.from_string(args["peer"])
         return Multiaddr(args["addr"])
 
-    async def cmd_dial(self, args: dict) -> dict:
+    async def cmd_dial(self, args: Json) -> Json:
         t0 = time.perf_counter()
         conn = await self.host.dial(args["addr"])
         return {"peer": str(conn.remote_peer), "remoteAddr": str(conn.remote_addr),
                 "ms": (time.perf_counter() - t0) * 1000}
 
-    async def cmd_ping(self, args: dict) -> dict:
+    async def cmd_ping(self, args: Json) -> Json:
         rtts = await self.host.ping_service.ping(self._target(args), args.get("count", 1))
         return {"rtt_ms": min(rtts) * 1000, "rtts_ms": [r * 1000 for r in rtts]}
 
-    async def cmd_identify(self, args: dict) -> dict:
+    async def cmd_identify(self, args: Json) -> Json:
         peer = PeerId.from_string(args["peer"])
         conn = await self.host.connect(peer)
+        if self.host.identify is None:
+            raise ValueError("this peer runs no identify service")
         info = await self.host.identify.identified(conn)
         return {"agentVersion": info.agent_version, "protocolVersion": info.protocol_version,
                 "protocols": info.protocols, "listenAddrs": [str(a) for a in info.addrs],
                 "observedAddr": str(info.observed_addr) if info.observed_addr else None}
 
-    async def cmd_echo(self, args: dict) -> dict:
+    async def cmd_echo(self, args: Json) -> Json:
         n, chunk = int(args["bytes"]), int(args.get("chunk", 65536))
         payload = os.urandom(n)
         t0 = time.perf_counter()
@@ -91,7 +97,7 @@ class ControlPeer:
             await stream.close_write()
 
         async def receive() -> bytes:
-            parts = []
+            parts: list[bytes] = []
             while True:
                 data = await stream.read(1 << 20)
                 if not data:
@@ -104,26 +110,26 @@ class ControlPeer:
                 "sha_received": hashlib.sha256(got).hexdigest(),
                 "ms": (time.perf_counter() - t0) * 1000}
 
-    async def cmd_perf(self, args: dict) -> dict:
+    async def cmd_perf(self, args: Json) -> Json:
         r = await self.perf.run(self._target(args), int(args.get("upload_bytes", 0)),
                                 int(args.get("download_bytes", 0)))
         return {"upload_ms": r["upload_s"] * 1000, "download_ms": r["download_s"] * 1000,
                 "downloaded": r["downloaded"]}
 
-    async def cmd_listen_relay(self, args: dict) -> dict:
+    async def cmd_listen_relay(self, args: Json) -> Json:
         before = set(self.host.listen_addrs)
         info = await self.host.listen_via_relay(args["addr"], 30)
         return {"addrs": [str(a.with_peer_id(self.host.peer_id)) for a in self.host.listen_addrs
                           if a not in before and a.protocols()[-1] == "p2p-circuit"],
                 "expires": info.expires}
 
-    async def cmd_connections(self, args: dict) -> dict:
+    async def cmd_connections(self, args: Json) -> Json:
         return {"connections": [
             {"peer": str(c.remote_peer), "remoteAddr": str(c.remote_addr),
              "direction": c.direction, "limited": c.limited, "transport": c.transport}
             for c in self.host.connections()]}
 
-    async def cmd_hangup(self, args: dict) -> dict:
+    async def cmd_hangup(self, args: Json) -> Json:
         peer = PeerId.from_string(args["peer"])
         for c in self.host.connections(peer):
             await c.close()

@@ -13,6 +13,7 @@ from ..netutil import expand_unspecified
 from .base import ConnectionHandler, Listener, RawConnection, Transport
 
 if TYPE_CHECKING:
+    from ..connection import Connection
     from ..network import Network
 
 log = logging.getLogger(__name__)
@@ -34,12 +35,16 @@ def host_port(addr: Multiaddr) -> tuple[str, int, int]:
     if len(comps) < 2 or comps[0][0] not in IP_PROTOCOLS or comps[1][0] != "tcp":
         raise DialError(f"not a TCP address: {addr}")
     proto, host = comps[0]
+    port = comps[1][1]
+    if host is None or port is None:  # (the codec gives these protocols a value)
+        raise DialError(f"not a TCP address: {addr}")
     family = {"ip4": socket.AF_INET, "dns4": socket.AF_INET, "ip6": socket.AF_INET6,
               "dns6": socket.AF_INET6}.get(proto, socket.AF_UNSPEC)
-    return host, int(comps[1][1]), family
+    return host, int(port), family
 
 
-def sockaddr_to_multiaddr(sockaddr: tuple, suffix: str = "") -> Multiaddr:
+def sockaddr_to_multiaddr(sockaddr: tuple[str, int] | tuple[str, int, int, int],
+                          suffix: str = "") -> Multiaddr:
     host, port = sockaddr[0], sockaddr[1]
     proto = "ip6" if ":" in host else "ip4"
     return Multiaddr(f"/{proto}/{host}/tcp/{port}{suffix}")
@@ -63,7 +68,7 @@ class TcpStream(RawConnection):
         except OSError as e:
             raise StreamReset(f"TCP read failed: {e}") from None
 
-    async def write(self, data) -> None:
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._write_closed:
             raise StreamClosed("TCP write side is closed")
         writer = self._writer
@@ -133,7 +138,7 @@ class TcpTransport(Transport):
         protos = addr.without_peer_id().protocols()
         return len(protos) == 2 and protos[0] in IP_PROTOCOLS and protos[1] == "tcp"
 
-    async def dial(self, addr: Multiaddr):
+    async def dial(self, addr: Multiaddr) -> Connection:
         host, port, family = host_port(addr)
         try:
             reader, writer = await asyncio.open_connection(

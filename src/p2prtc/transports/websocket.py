@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -28,6 +29,7 @@ from .tcp import IP_PROTOCOLS, LISTEN_BACKLOG, host_port, sockaddr_to_multiaddr
 from .ws_admission import AdmittingServer
 
 if TYPE_CHECKING:
+    from ..connection import Connection
     from ..network import Network
     from .tls import ReloadingCertificate
 
@@ -75,7 +77,7 @@ class WebSocketStream(RawConnection):
             return self._buf
         return self._buf[start:end]
 
-    async def write(self, data) -> None:
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._ws.closed:
             raise StreamClosed("WebSocket is closed")
         try:
@@ -120,7 +122,7 @@ def ws_url(addr: Multiaddr) -> tuple[str, int, int, bool]:
 
 
 class WebSocketListener(Listener):
-    def __init__(self, runner: web.AppRunner, addrs: list[Multiaddr]) -> None:
+    def __init__(self, runner: web.BaseRunner, addrs: list[Multiaddr]) -> None:
         self._runner = runner
         self.addrs = addrs
 
@@ -155,7 +157,7 @@ class WebSocketTransport(Transport):
             return True
         return self.server_tls is not None and protos[2:] in (["tls", "ws"], ["wss"])
 
-    async def dial(self, addr: Multiaddr):
+    async def dial(self, addr: Multiaddr) -> Connection:
         host, port, _family, secure = ws_url(addr)
         hostpart = f"[{host}]" if ":" in host else host
         url = f"{'wss' if secure else 'ws'}://{hostpart}:{port}/"
@@ -188,9 +190,11 @@ class WebSocketTransport(Transport):
                 return web.Response(status=426, text="this is a libp2p WebSocket endpoint\n")
             ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_SIZE, compress=False)
             await ws.prepare(request)
-            sock = request.transport.get_extra_info("socket") if request.transport else None
+            transport = request.transport
+            sock = transport.get_extra_info("socket") if transport is not None else None
             local = sock.getsockname() if sock is not None else (host, port)
-            remote = request.transport.get_extra_info("peername") or ("0.0.0.0", 0)
+            peername = transport.get_extra_info("peername") if transport is not None else None
+            remote = peername or ("0.0.0.0", 0)
             raw = WebSocketStream(ws, sockaddr_to_multiaddr(local, suffix),
                                   sockaddr_to_multiaddr(remote, suffix))
             conn = await self.upgrader.upgrade_inbound_or_log(
@@ -204,13 +208,15 @@ class WebSocketTransport(Transport):
         protos = addr.without_peer_id().protocols()
         secure = protos[-1] == "wss" or "tls" in protos
         suffix = "/tls/ws" if secure else "/ws"
+        if secure and self.server_tls is None:  # (can_listen says no to it)
+            raise ValueError(f"cannot listen on {addr}: no TLS certificate")
         server = AdmittingServer(handle, upgrader=self.upgrader, access_log=None)
         # Connections are closed by the host before its listeners; do not wait 60 s for stragglers.
         runner = web.ServerRunner(server, handle_signals=False, access_log=None,
                                   shutdown_timeout=2.0)
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True, backlog=LISTEN_BACKLOG,
-                           ssl_context=self.server_tls.context if secure else None)
+                           ssl_context=self.server_tls.context if self.server_tls and secure else None)
         await site.start()
         addrs: list[Multiaddr] = []
         for sockaddr in runner.addresses:  # the bound port when port was 0
@@ -223,6 +229,6 @@ class WebSocketTransport(Transport):
             await self._session.close()
 
 
-def websocket_transport(transports) -> WebSocketTransport:
+def websocket_transport(transports: Iterable[Transport]) -> WebSocketTransport:
     """The WebSocket transport among a host's `transports` (to give it certificates or a CA)."""
     return next(t for t in transports if isinstance(t, WebSocketTransport))

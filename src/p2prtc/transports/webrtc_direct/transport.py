@@ -49,7 +49,10 @@ class WebRTCDirectTransport(Transport):
         from .listener import WebRTCDirectListener
 
         comps = addr.components()
-        listener = WebRTCDirectListener(str(comps[0][1]), int(comps[1][1]), self.host.identity,
+        ip, port = comps[0][1], comps[1][1]
+        if ip is None or port is None:  # (can_listen checked the shape; the codec gives values)
+            raise ValueError(f"not a webrtc-direct listen address: {addr}")
+        listener = WebRTCDirectListener(ip, int(port), self.host.identity,
                                         certificate_for(self.host.identity), on_connection)
         await listener.start()  # OSError (port in use, ...) as for TCP listeners
         return listener
