@@ -42,11 +42,13 @@ class AdmittingServer(web.Server):
         peer = transport.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) and peer else None
         result = self._upgrader.resources.open_connection("inbound", ip)
+        loop = asyncio.get_running_loop()
         if isinstance(result, Refusal):
             log.info("WebSocket connection from %s refused: %s", ip, result.reason)
-            transport.abort()
+            # Not at once: aiohttp starts the handler's task right after this returns, and that
+            # task asserts the connection is still there.
+            loop.call_soon(transport.abort)
             return
-        loop = asyncio.get_running_loop()
         timer = loop.call_later(WS_UPGRADE_TIMEOUT, self._expire, handler, transport, ip)
         self._pending[handler] = (result, timer)
 
