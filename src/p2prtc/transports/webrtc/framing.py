@@ -8,6 +8,8 @@ generated protobuf class. tests/unit/test_webrtc_framing.py checks both agree by
 
 from __future__ import annotations
 
+from google.protobuf.message import DecodeError
+
 from ...errors import ProtocolError
 from ...pb import webrtc_pb2
 from ...wire.varint import LengthPrefixedDecoder, encode_uvarint
@@ -66,7 +68,7 @@ def decode_body(body: bytes) -> tuple[int | None, bytes | None]:
     msg = webrtc_pb2.Message()
     try:
         msg.ParseFromString(body)
-    except Exception as e:
+    except DecodeError as e:
         raise ProtocolError(f"malformed WebRTC stream message: {e}") from None
     flag = msg.flag if msg.HasField("flag") else None
     if flag is not None and flag not in FLAG_NAMES:
