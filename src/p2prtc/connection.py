@@ -11,11 +11,13 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .errors import NegotiationFailed, ProtocolError, StreamClosed
 from .identity import PeerId, PublicKey
 from .multiaddr import Multiaddr
+from .streams import Stream
 from .wire import multistream
 
 log = logging.getLogger(__name__)
@@ -26,20 +28,58 @@ _ids = itertools.count(1)
 NEGOTIATION_TIMEOUT = 10.0
 
 
-class Stream(Protocol):
-    """A stream of a connection, as protocol handlers and `new_stream` callers see it: a
-    `streams.ByteStream` plus the protocol negotiated on it and its connection. Yamux streams
-    and WebRTC data-channel streams satisfy it; `protocol` and `connection` are set only by
-    `Connection.new_stream` (outbound) and `Connection.accept_stream` (inbound)."""
+@dataclass(frozen=True)
+class CandidatePair:
+    """The ICE candidate pair a WebRTC connection uses: types ("host", "srflx", "prflx",
+    "relay") and "ip:port" addresses ("" when unknown)."""
+    local: str
+    remote: str
+    local_addr: str
+    remote_addr: str
 
-    protocol: str | None
-    connection: Connection | None
+    def to_dict(self) -> dict[str, str]:
+        return {"local": self.local, "remote": self.remote, "local_addr": self.local_addr,
+                "remote_addr": self.remote_addr}
 
-    async def read(self, n: int = 65536) -> bytes: ...
-    async def write(self, data: bytes | bytearray | memoryview) -> None: ...
-    async def close_write(self) -> None: ...
-    async def close(self) -> None: ...
-    def reset(self) -> None: ...
+
+@dataclass(frozen=True)
+class RelayLimit:
+    """A relay's limit on a relayed connection (0: none): seconds and bytes."""
+    duration: int
+    data: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {"duration": self.duration, "data": self.data}
+
+
+@dataclass
+class ConnectionDetails:
+    """What the transport that made a connection knows of it that is worth showing; each
+    transport fills its own fields, the rest stay None."""
+
+    # circuit: the relay's limit (None: the relay set none)
+    limit: RelayLimit | None = None
+    # /webrtc: "direct" or "turn", the candidate pair, the TURN server's relayed address when
+    # on "turn", and the relayed connection the upgrade ran over
+    path: str | None = None
+    candidate_pair: CandidatePair | None = None
+    turn_relay: str | None = None
+    relayed_via: str | None = None
+    # /webrtc: ms to the relayed connection (dialer) and for the upgrade over it
+    relayed_ms: float | None = None
+    upgrade_ms: float | None = None
+    # webrtc-direct: the ICE ufrag and the handshake version (1, 2)
+    ufrag: str | None = None
+    webrtc_direct_version: int | None = None
+    # ms per phase of the connection's setup (signaling: offer_ms, answer_ms, connected_ms, ...;
+    # webrtc-direct: its stages, handshake_ms)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def limit_dict(self) -> dict[str, int] | None:
+        return self.limit.to_dict() if self.limit is not None else None
+
+    def candidate_pair_dict(self) -> dict[str, str] | None:
+        return self.candidate_pair.to_dict() if self.candidate_pair is not None else None
 
 
 class Muxer(Protocol):
@@ -82,7 +122,7 @@ class Connection:
         self.muxer_protocol = muxer_protocol
         self.opened_at = time.monotonic()
         # Filled by the transport when useful to show (e.g. ICE candidate pair of a WebRTC conn).
-        self.details: dict[str, Any] = {}
+        self.details = ConnectionDetails()
         # Set by the circuit transport on relayed connections: bytes and time used against the
         # relay's limits (a transports.circuit_limit.CircuitMeter).
         self.limit_meter: Any = None
@@ -91,7 +131,7 @@ class Connection:
         self.explain_end: Callable[[str], str] | None = None
         self._end_reason: str | None = None
 
-    def start(self, on_stream: Callable[[Any], None]) -> None:
+    def start(self, on_stream: Callable[[Stream], None]) -> None:
         self.muxer.on_stream = on_stream
         self.muxer.start()
 

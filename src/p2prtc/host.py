@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import AGENT_VERSION
-from .connection import Connection, Stream
+from .connection import Connection
 from .errors import DialError, P2PError, StreamClosed
 from .events import (ConnectionClosed, ConnectionOpened, EventBus, ListenAddrsChanged,
                      ProtocolsChanged)
@@ -17,6 +17,7 @@ from .identity import Identity, PeerId
 from .multiaddr import Multiaddr
 from .network import L, StreamHandler, TransportFactory
 from .peerstore import PeerInfo, PeerStore
+from .streams import Stream
 from .transports.base import Listener, Transport
 from .upgrader import Upgrader
 
@@ -237,7 +238,10 @@ class Host:
         if conn in self._conns.get(conn.remote_peer, ()):
             return
         self._conns.setdefault(conn.remote_peer, []).append(conn)
-        conn.start(lambda stream: self.spawn(self._handle_inbound_stream(conn, stream)))
+        def on_stream(stream: Stream) -> None:
+            self.spawn(self._handle_inbound_stream(conn, stream))
+
+        conn.start(on_stream)
         log.debug("connection opened: %r", conn)
         self.events.emit(ConnectionOpened(conn))
         self.spawn(self._watch_connection(conn))

@@ -18,11 +18,12 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from .connection import Connection, Stream
+    from .connection import Connection
     from .events import EventBus
     from .identity import Identity, PeerId
     from .multiaddr import Multiaddr
     from .peerstore import PeerInfo, PeerStore
+    from .streams import Stream
     from .transports.base import Listener, Transport
     from .upgrader import Upgrader
 

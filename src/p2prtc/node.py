@@ -163,7 +163,7 @@ class Connection:
         """"direct", "turn" (WebRTC relayed by a TURN server) or "relay"."""
         if self._inner.transport == "circuit":
             return "relay"
-        return str(self._inner.details.get("path", "direct"))
+        return self._inner.details.path or "direct"
 
     @property
     def direct(self) -> bool:
@@ -179,8 +179,7 @@ class Connection:
     def limit(self) -> ev.RelayLimit | None:
         """The relay's limit on this relayed connection, `{"duration": seconds, "data": bytes}`
         (0: none), or None (not relayed, or the relay set none)."""
-        lim = self._inner.details.get("limit")
-        return dict(lim) if lim else None
+        return self._inner.details.limit_dict()
 
     def limit_refuses(self, nbytes: int) -> str | None:
         """Why writing `nbytes` more now would pass the relay's limits on this relayed
@@ -206,8 +205,7 @@ class Connection:
     @property
     def candidate_pair(self) -> ev.CandidatePair | None:
         """The ICE candidate pair of a WebRTC connection, else None."""
-        pair = self._inner.details.get("candidate_pair")
-        return dict(pair) if pair else None
+        return self._inner.details.candidate_pair_dict()
 
     @property
     def closed(self) -> bool:
@@ -535,7 +533,7 @@ class Node:
                     and not c.is_closed and c.id not in before]
 
         if direct is not None:
-            keep = direct.details.get("relayed_via")  # the one its upgrade ran over
+            keep = direct.details.relayed_via  # the one its upgrade ran over
             for c in relayed_since():
                 if str(c.remote_addr) != keep:
                     await c.close()
@@ -705,8 +703,8 @@ class _Tracker:
         on(hev.WebRTCFailed, lambda e: self._on_webrtc_failed(e.peer, e.reason))
         on(hev.ListenAddrsChanged, lambda e: self._on_addrs_changed())
         on(hev.PathChanged, lambda e: self.node._emit(ev.PathChanged(
-            peer=str(e.connection.remote_peer), path=str(e.connection.details.get("path")),
-            candidate_pair=e.connection.details.get("candidate_pair"))))
+            peer=str(e.connection.remote_peer), path=str(e.connection.details.path),
+            candidate_pair=e.connection.details.candidate_pair_dict())))
 
     def _on_connection(self, conn: "_Conn") -> None:
         peer = conn.remote_peer
@@ -717,7 +715,7 @@ class _Tracker:
             self.report_connected(conn)
             return
         self.node._emit(ev.Relayed(peer=str(peer), addr=str(conn.remote_addr),
-                                   limit=conn.details.get("limit")))
+                                   limit=conn.details.limit_dict()))
         if conn.direction == "inbound":
             if not self.node._webrtc.listening:
                 self.report_connected(conn)
@@ -759,15 +757,15 @@ class _Tracker:
             self._superseded.update(c.id for c in self.host.connections(peer)
                                     if c.transport == "circuit")
         self._reported.add(conn.id)
-        ms = conn.details.get("upgrade_ms")
+        ms = conn.details.upgrade_ms
         if ms is None and peer in self.dial_started:
             ms = (time.perf_counter() - self.dial_started[peer]) * 1000
-        path = "relay" if relayed else conn.details.get("path", "direct")
+        path = "relay" if relayed else (conn.details.path or "direct")
         self.node._emit(ev.Connected(
             peer=str(peer), addr=str(conn.remote_addr),
             transport="relay" if relayed else conn.transport, direct=path == "direct",
             path=path, ms=round(ms, 1) if ms is not None else None,
-            candidate_pair=conn.details.get("candidate_pair")))
+            candidate_pair=conn.details.candidate_pair_dict()))
 
     def _on_disconnection(self, conn: "_Conn") -> None:
         self.node._forget(conn)

@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import abc
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from .errors import ProtocolError
 from .wire.varint import MAX_VARINT_LEN
+
+if TYPE_CHECKING:
+    from .connection import Connection
 
 
 class ByteStream(abc.ABC):
@@ -53,6 +57,16 @@ class ByteStream(abc.ABC):
             await self.close()
         else:
             self.reset()
+
+
+class Stream(ByteStream):
+    """A stream of a connection, as protocol handlers and `new_stream` callers see it: a
+    ByteStream plus the protocol negotiated on it and its connection. Yamux streams and WebRTC
+    data-channel streams are Streams; both fields are set only by `Connection.new_stream`
+    (outbound) and `Connection.accept_stream` (inbound)."""
+
+    protocol: str | None = None
+    connection: Connection | None = None
 
 
 class IncompleteRead(ProtocolError):

@@ -84,8 +84,8 @@ async def test_sdp_leaves_at_once_when_stun_never_answers(relay, host_factory, b
     took = time.perf_counter() - t0
     inbound = (await upgraded).connection
     assert conn.transport == "webrtc" and not conn.limited
-    assert conn.details["offer_ms"] < SDP_DEADLINE_MS, conn.details
-    assert inbound.details["answer_after_offer_ms"] < SDP_DEADLINE_MS, inbound.details
+    assert conn.details.timings["offer_ms"] < SDP_DEADLINE_MS, conn.details
+    assert inbound.details.timings["answer_after_offer_ms"] < SDP_DEADLINE_MS, inbound.details
     assert took < DIRECT_DEADLINE_S, f"dial to direct took {took:.2f} s: {conn.details}"
 
     # Both sides tell the user, once, which STUN server failed them (the process-wide warning is

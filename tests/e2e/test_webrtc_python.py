@@ -66,7 +66,7 @@ async def test_direct_chat_survives_relay_stop_and_files_both_ways(relay, host_f
     conn = await a.dial(addr)
     assert conn.transport == "webrtc" and not conn.limited
     assert time.perf_counter() - t0 < 5
-    assert conn.details["candidate_pair"]["local"] == "host"
+    assert conn.details.candidate_pair.local == "host"
 
     await relay.close()  # the relay goes away; the direct connection must not care
     await chat_a.send(b.peer_id, "hello B from A")

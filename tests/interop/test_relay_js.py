@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from p2prtc.connection import RelayLimit
 from p2prtc.identity import PeerId
 from p2prtc.transports.circuit import CircuitListener
 
@@ -34,7 +35,7 @@ async def test_js_reserves_and_is_reached_through_circuit(relay, node_peer_facto
     conn = await ours.dial(circuit_addr)
     assert conn.limited and conn.transport == "circuit"
     assert conn.remote_peer == PeerId.from_string(listener.peer_id)
-    assert conn.details["limit"] == {"duration": 120, "data": 128 * KB}
+    assert conn.details.limit == RelayLimit(duration=120, data=128 * KB)
     await echo_via(ours, conn, 32 * KB)
     await ours.ping_service.ping(conn)
 

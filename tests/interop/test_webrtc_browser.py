@@ -78,7 +78,7 @@ async def test_python_dials_browser_listener(relay, host_factory, browser_factor
     ours = await webrtc_peer(host_factory)
     conn = await ours.dial(target)
     assert conn.transport == "webrtc" and not conn.limited
-    assert conn.details["candidate_pair"]["local"] in ("host", "srflx", "prflx")
+    assert conn.details.candidate_pair.local in ("host", "srflx", "prflx")
 
     perf = await ours_perf(ours).run(conn, 20 * MB, 20 * MB)
     assert perf["downloaded"] == 20 * MB

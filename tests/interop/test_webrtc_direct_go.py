@@ -38,8 +38,8 @@ async def test_go_dials_our_listener(gopeer_built, host_factory, version):
     assert 0 < result["rtt_ms"] < 1000 and result["remote"].endswith("/webrtc-direct")
     conn = await asyncio.wait_for(inbound, 5)
     assert conn.transport == "webrtc-direct" and conn.direction == "inbound"
-    assert conn.details["webrtc_direct_version"] == version
-    assert conn.details["ufrag"].startswith(f"libp2p+webrtc+v{version}/")
+    assert conn.details.webrtc_direct_version == version
+    assert conn.details.ufrag.startswith(f"libp2p+webrtc+v{version}/")
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -49,7 +49,7 @@ async def test_we_dial_go_listener(gopeer_built, host_factory, version):
     try:
         conn = await dial(Multiaddr(go.addr), ours.identity, version)
         assert str(conn.remote_peer) == go.addr.rsplit("/p2p/", 1)[1]
-        assert conn.details["webrtc_direct_version"] == version
+        assert conn.details.webrtc_direct_version == version
         stream = await conn.new_stream(["/ipfs/ping/1.0.0"])
         payload = bytes(range(32))
         await stream.write(payload)

@@ -272,7 +272,7 @@ async def test_circuit_data_limit(net, caplog):
     assert info.limit_data == limit
     a = net.host()
     conn = await asyncio.wait_for(a.dial(circuit_addr(raddr, b.peer_id)), T)
-    assert conn.details["limit"]["data"] == limit
+    assert conn.details.limit.data == limit
     bconn = await peer_connection(b, a.peer_id)
     await _send_until_cut(a, conn, 4 * limit)
     await asyncio.wait_for(conn.wait_closed(), T)

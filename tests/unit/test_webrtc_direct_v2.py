@@ -80,8 +80,8 @@ async def test_our_dialer_in_either_version_reaches_our_listener(version):
     try:
         addrs = await server.listen("/ip4/127.0.0.1/udp/0/webrtc-direct")
         conn = await dial(addrs[0].with_peer_id(server.peer_id), client.identity, version)
-        assert conn.details["webrtc_direct_version"] == version
-        assert conn.details["ufrag"].startswith(f"libp2p+webrtc+v{version}/")
+        assert conn.details.webrtc_direct_version == version
+        assert conn.details.ufrag.startswith(f"libp2p+webrtc+v{version}/")
         stream = await conn.new_stream([ECHO])
         await stream.write(b"v%d" % version)
         await stream.close_write()
@@ -90,7 +90,7 @@ async def test_our_dialer_in_either_version_reaches_our_listener(version):
             got += chunk
         assert got == b"v%d" % version
         inbound = server.connections(client.peer_id)
-        assert inbound and inbound[0].details["webrtc_direct_version"] == version
+        assert inbound and inbound[0].details.webrtc_direct_version == version
         await conn.close()
     finally:
         await client.close()

@@ -79,8 +79,8 @@ class Emitter:
 def conn_info(conn: Connection) -> dict:
     return {"peer": str(conn.remote_peer), "transport": conn.transport, "limited": conn.limited,
             "direction": conn.direction, "remote_addr": str(conn.remote_addr),
-            "candidate_pair": conn.details.get("candidate_pair"),
-            "path": conn.details.get("path"), "turn_relay": conn.details.get("turn_relay")}
+            "candidate_pair": conn.details.candidate_pair_dict(),
+            "path": conn.details.path, "turn_relay": conn.details.turn_relay}
 
 
 class LabPeer:
@@ -160,11 +160,11 @@ class LabPeer:
                 d = conn.details
                 # without a candidate pair (libwebrtc: a peer-reflexive remote whose candidate
                 # has not been signalled yet) the path is not known here; the listener may know
-                path = d.get("path") if d.get("candidate_pair") else None
+                path = d.path if d.candidate_pair else None
                 summary.update(direct=True, ms=round(ms, 1), path=path,
-                               turn_relay=d.get("turn_relay"),
-                               candidate_pair=d.get("candidate_pair"),
-                               relayed_ms=_r(d.get("relayed_ms")), upgrade_ms=_r(d.get("upgrade_ms")))
+                               turn_relay=d.turn_relay,
+                               candidate_pair=d.candidate_pair_dict(),
+                               relayed_ms=_r(d.relayed_ms), upgrade_ms=_r(d.upgrade_ms))
                 self.emit("direct", **summary, remote_addr=str(conn.remote_addr))
             else:
                 summary.update(ms=round(ms, 1), reason=f"dial gave a {conn.transport} connection")

@@ -156,8 +156,8 @@ class ChaosPeer(LabPeer):
         if conn.transport == "webrtc" and not conn.limited:
             ms = _ms(t0)
             # libwebrtc may start on the TURN pair and move to the direct one: where it settles
-            summary: dict[str, Any] = {"path": conn.details.get("path"),
-                                       "candidate_pair": conn.details.get("candidate_pair")}
+            summary: dict[str, Any] = {"path": conn.details.path,
+                                       "candidate_pair": conn.details.candidate_pair_dict()}
             await self._settled_path(conn, summary)
             self.emit("direct", ms=ms, **{**conn_info(conn), **summary})
         else:

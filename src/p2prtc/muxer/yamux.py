@@ -16,7 +16,7 @@ from collections.abc import Callable
 from ..errors import ProtocolError, StreamClosed
 from ..errors import StreamReset as StreamResetError
 from ..resources import ConnectionScope, Refusal, ResourceLimitExceeded, StreamScope
-from ..streams import ByteStream
+from ..streams import ByteStream, Stream
 from .yamux_session import (
     DEFAULT_WINDOW,
     FLAG_ACK,
@@ -128,8 +128,8 @@ CONN_CLOSE_TIMEOUT = 5.0
 PING_TIMEOUT = 20.0
 
 
-class YamuxStream(ByteStream):
-    """One yamux stream as a `ByteStream` (see p2prtc.streams for the contract)."""
+class YamuxStream(Stream):
+    """One yamux stream as a `streams.Stream` (see p2prtc.streams for the contract)."""
 
     def __init__(self, muxer: YamuxMuxer, stream_id: int, inbound: bool) -> None:
         self._muxer = muxer

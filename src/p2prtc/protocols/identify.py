@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..connection import Connection, Stream
+from ..connection import Connection
 from ..errors import P2PError, ProtocolError
 from ..events import ConnectionOpened, Identified, ListenAddrsChanged, ProtocolsChanged
 from ..identity import InvalidKey, PeerId, PublicKey
@@ -22,6 +22,7 @@ from ..streams import read_length_prefixed, write_length_prefixed
 
 if TYPE_CHECKING:
     from ..network import Network
+    from ..peerstore import PeerInfo
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class IdentifyService:
         self._identified[conn.id] = fut
         self.host.spawn(self._identify(conn, fut))
 
-    async def identified(self, conn: Connection, timeout: float = IDENTIFY_TIMEOUT):
+    async def identified(self, conn: Connection, timeout: float = IDENTIFY_TIMEOUT) -> PeerInfo:
         """Wait until identify on `conn` has completed; returns the PeerInfo."""
         fut = self._identified.get(conn.id)
         if fut is None:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..connection import Connection, Stream
+from ..connection import Connection, RelayLimit
 from ..errors import DialError, P2PError, ProtocolError, StreamClosed
 from ..events import (Identified, ListenAddrsChanged, RelayConnected, RelayError,
                       ReservationLost, ReservationMade)
@@ -25,6 +25,7 @@ from ..multiaddr import Multiaddr, MultiaddrError
 from ..muxer.yamux import GO_AWAY_NORMAL
 from ..protocols import relay_hop as hop
 from ..protocols.relay_hop import HopMessage, StopMessage
+from ..streams import Stream
 from .base import ConnectionHandler, Listener, RawConnection, Transport
 from .circuit_limit import CircuitMeter, limit_seconds
 
@@ -397,7 +398,7 @@ def _meter(limit, relay_agent: str | None) -> CircuitMeter:
 def _note_limit(conn: Connection, limit, raw: CircuitStream) -> None:
     meter = raw.meter
     if limit is not None:
-        conn.details["limit"] = {"duration": meter.duration, "data": limit.data}  # seconds
+        conn.details.limit = RelayLimit(meter.duration, limit.data)  # seconds, bytes
     conn.limit_meter = meter
     relay_conn = raw.relay_connection
     session = getattr(conn.muxer, "session", None)  # the YamuxSession

@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from ...errors import StreamClosed
-from ...streams import ByteStream
+from ...streams import Stream
 from . import framing
 from .engine_base import DataChannel
 from .stream_core import (
@@ -37,13 +36,12 @@ REMOTE_FIN_TIMEOUT = 10.0
 OPEN_TIMEOUT = 10.0
 
 
-class DataChannelStream(ByteStream):
+class DataChannelStream(Stream):
     def __init__(self, channel: DataChannel, *,
                  on_finished: Callable[[DataChannelStream], None] | None = None,
                  receive_limit: int = RECEIVE_BUFFER_LIMIT) -> None:
         self.channel = channel
         self.protocol: str | None = None
-        self.connection: Any = None
         self._core = StreamCore(receive_limit=receive_limit)
         self._readable = asyncio.Event()
         self._fin_acked = asyncio.Event()

@@ -11,7 +11,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from ...connection import Connection, Stream
+from ...connection import CandidatePair, Connection
 from ...errors import DialError, P2PError
 from ...events import HostWarning, PathChanged, ReservationMade, WebRTCFailed
 from ...multiaddr import Multiaddr
@@ -19,6 +19,7 @@ from ..base import ConnectionHandler, Listener, Transport
 from ..circuit import CircuitListener
 from ...identity import PeerId
 from ...protocols.turn_credentials import fetch_turn_credentials
+from ...streams import Stream
 from .engine_base import IceServer, PeerConnection, make_peer_connection, resolve_engine
 from .muxer import DataChannelMuxer
 from .signaling import SIGNALING_PROTOCOL, NoDirectPath, initiate, respond
@@ -198,8 +199,9 @@ class WebRTCTransport(Transport):
             await pc.close()
             raise
         conn = self._connection(pc, muxer, relayed, "outbound")
-        conn.details.update(timings, relayed_ms=(t_relayed - t0) * 1000,
-                            upgrade_ms=(time.perf_counter() - t_relayed) * 1000)
+        conn.details.timings.update(timings)
+        conn.details.relayed_ms = (t_relayed - t0) * 1000
+        conn.details.upgrade_ms = (time.perf_counter() - t_relayed) * 1000
         self.host.spawn(_close_quietly(stream))
         return conn
 
@@ -237,7 +239,8 @@ class WebRTCTransport(Transport):
             await pc.close()
             raise
         conn = self._connection(pc, muxer, relayed, "inbound")
-        conn.details.update(timings, upgrade_ms=(time.perf_counter() - t0) * 1000)
+        conn.details.timings.update(timings)
+        conn.details.upgrade_ms = (time.perf_counter() - t0) * 1000
         on_connection = self._on_connection
         if on_connection is None:  # the listener closed during the upgrade
             await conn.close()
@@ -261,7 +264,7 @@ class WebRTCTransport(Transport):
             limited=False, security=None, muxer_protocol=MUXER_PROTOCOL,
         )
         _note_path(conn, pair)
-        conn.details["relayed_via"] = str(relayed.remote_addr)
+        conn.details.relayed_via = str(relayed.remote_addr)
         self.host.spawn(self._settle_path(conn, pc))
         return conn
 
@@ -282,22 +285,23 @@ def _note_path(conn: Connection, pair) -> bool:
     """Record the candidate pair and the path ("direct" or "turn") in conn.details; True if
     they changed. An unknown pair (wrtc: a peer-reflexive remote not signalled) keeps what was
     known, "direct" at first: a relay candidate is always signalled, so it would be known."""
-    before = (conn.details.get("path"), conn.details.get("candidate_pair"))
-    conn.details.setdefault("path", "direct")
+    d = conn.details
+    before = (d.path, d.candidate_pair)
+    if d.path is None:
+        d.path = "direct"
     if pair is None:
         return False
-    conn.details["candidate_pair"] = {
-        "local": pair.local_type, "remote": pair.remote_type,
-        "local_addr": pair.local_addr, "remote_addr": pair.remote_addr}
+    d.candidate_pair = CandidatePair(pair.local_type, pair.remote_type, pair.local_addr,
+                                     pair.remote_addr)
     if "relay" in (pair.local_type, pair.remote_type):
         # the TURN server's relayed address (ours, else the peer's)
         via = pair.local_addr if pair.local_type == "relay" else pair.remote_addr
-        conn.details["path"] = "turn"
-        conn.details["turn_relay"] = via.rpartition(":")[0].strip("[]")
+        d.path = "turn"
+        d.turn_relay = via.rpartition(":")[0].strip("[]")
     else:
-        conn.details["path"] = "direct"
-        conn.details.pop("turn_relay", None)
-    return (conn.details["path"], conn.details["candidate_pair"]) != before
+        d.path = "direct"
+        d.turn_relay = None
+    return (d.path, d.candidate_pair) != before
 
 
 async def _close_quietly(stream) -> None:

@@ -151,11 +151,11 @@ async def dial(addr: Multiaddr, identity: Identity, version: int = 1) -> Connect
     conn = build_connection(pc, muxer, secure, direction="outbound", local_addr=local,
                             remote_addr=direct_addr(ip, port, expected).with_peer_id(secure.remote_peer))
     stamps["noise_ms"] = loop.time()
-    conn.details["ufrag"] = checker.ufrag
-    conn.details["webrtc_direct_version"] = version
+    conn.details.ufrag = checker.ufrag
+    conn.details.webrtc_direct_version = version
     prev = t0
     for name, t in stamps.items():  # time spent in each stage
-        conn.details[name] = round((t - prev) * 1000, 1)
+        conn.details.timings[name] = round((t - prev) * 1000, 1)
         prev = t
     return conn
 

@@ -245,9 +245,10 @@ class WebRTCDirectListener(Listener):
         local = direct_addr(self.ip, self.port, self.certificate.digest)
         conn = build_connection(pc, muxer, secure, direction="inbound", local_addr=local,
                                 remote_addr=remote)
-        conn.details["ufrag"] = client.session.ufrag
-        conn.details["webrtc_direct_version"] = ufrag_version(client.session.ufrag)
-        conn.details["handshake_ms"] = round((pc.link.loop.time() - client.started) * 1000, 1)
+        conn.details.ufrag = client.session.ufrag
+        conn.details.webrtc_direct_version = ufrag_version(client.session.ufrag)
+        conn.details.timings["handshake_ms"] = round(
+            (pc.link.loop.time() - client.started) * 1000, 1)
         self._handshake_done(client)
         if pc.state in ("closed", "failed"):
             return
