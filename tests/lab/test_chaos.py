@@ -11,6 +11,10 @@ the soak (`-m soak`) sends 10 MB under loss too (~2.5 min: 5 % loss at 100 ms RT
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
+
 import pytest
 
 from p2prtc.lab.chaos import (FAULTS, PEER_GONE_LIMIT, RESERVATION_RETURN_LIMIT, ChaosOptions,
@@ -96,3 +100,32 @@ def test_options_and_table_without_root():
     assert "10,000,000 / 10,000,000 / 0 | 12 / 12 / 0 |" in table
     assert "| peer-kill | FAILED: peer-a reports the peer gone within 10 s: after 11.8 s |" in table
     assert "faults survived: 1 of 2, bytes lost: 0" in describe_chaos(r)
+
+
+async def test_cli_chaos_json(lab):
+    """`p2prtc lab chaos --json`: the events, then one result; a pair without a direct path is
+    refused in one line."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "p2prtc", "lab", "chaos", "--faults", "peer-kill", "--json",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    events = [json.loads(line) for line in out.decode().splitlines()]
+    names = [e["event"] for e in events]
+    assert "lab-built" in names and "peer-killed" in names and "fault-result" in names
+    result = events[-1]
+    assert result["event"] == "result" and result["ok"], result
+    assert result["faults_survived"] == 1 and result["bytes_lost"] == 0
+    (fault,) = result["faults"]
+    assert fault["fault"] == "peer-kill" and fault["times_ms"]["peer_a_reported"] <= 10000
+    assert set(result["cpu_seconds"]) >= {"relay", "peer-a", "peer-b"}
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "p2prtc", "lab", "chaos", "--nat-a", "symmetric", "--nat-b",
+        "symmetric", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1 and out == b""
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and "has no direct path" in lines[0], lines
