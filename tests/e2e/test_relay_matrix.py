@@ -7,8 +7,9 @@ rust-libp2p's relay, each side dialing in turn,
   `p2prtc web`) against the CLI, the page listening on its /p2p-circuit/webrtc address in one
   case and dialing the CLI in the other.
 
-Every case: the connection is direct /webrtc (not relayed, not limited) on both ends, the relay is
-then stopped, chat works both ways, and a 20 MB file arrives intact (sha256) in each direction.
+Every case runs its Python peers on each WebRTC engine (aiortc, wrtc): the connection is direct
+/webrtc (not relayed, not limited) on both ends, the relay is then stopped, chat works both ways,
+and a 20 MB file (5 MB on aiortc) arrives intact (sha256) in each direction.
 
 Run inside the test namespace: scripts/netns-run .venv/bin/python -m pytest tests/e2e/test_relay_matrix.py -q
 """
@@ -35,10 +36,13 @@ from p2prtc.transports.webrtc.transport import WebRTCTransport
 from ..interop.relays import JsRelay, P2prtcRelay, RustRelay
 from .webpage import AppPage, Cli, chromium
 
-pytestmark = pytest.mark.interop
+# Every case on each WebRTC engine (conftest `engine`): the CLI and the in-process Python peer.
+pytestmark = [pytest.mark.interop, pytest.mark.usefixtures("engine")]
 log = logging.getLogger(__name__)
 
-FILE_BYTES = 20 * 1000 * 1000
+# 20 MB on wrtc, the engine `auto` picks; 5 MB on aiortc (its 20 MB each way are in
+# test_webrtc_python/test_webrtc_browser; here each 20 MB aiortc case cost ~15 s of CI).
+FILE_BYTES_BY_ENGINE = {"wrtc": 20 * 1000 * 1000, "aiortc": 5 * 1000 * 1000}
 FILE_TIMEOUT = 120  # s for one 20 MB transfer (~1-3 s seen here; generous for a loaded CI box)
 
 
@@ -57,8 +61,8 @@ def sha256_file(path) -> str:
     return h.hexdigest()
 
 
-def random_file(path) -> str:
-    path.write_bytes(os.urandom(FILE_BYTES))
+def random_file(path, size: int) -> str:
+    path.write_bytes(os.urandom(size))
     return sha256_file(path)
 
 
@@ -152,9 +156,10 @@ class PyHost:
 # -- Python <-> Python ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("listener", ["cli", "host"])
-async def test_python_python(relay, listener, clis, host_factory, tmp_path):
+async def test_python_python(relay, listener, clis, host_factory, tmp_path, engine):
     """`listener` listens through the relay, the other one dials its /p2p-circuit/webrtc
     address: the CLI (`p2prtc listen`/`p2prtc dial`) and an in-process Host take turns."""
+    file_bytes = FILE_BYTES_BY_ENGINE[engine]
     t0 = time.perf_counter()
     host = await PyHost.start(host_factory, tmp_path / "host-received")
     cli_dir = tmp_path / "cli-received"
@@ -191,22 +196,22 @@ async def test_python_python(relay, listener, clis, host_factory, tmp_path):
 
     # 20 MB host -> cli
     src = tmp_path / "from-host.bin"
-    sha = random_file(src)
+    sha = random_file(src, file_bytes)
     t = time.perf_counter()
     sent = await asyncio.wait_for(host.files.send(cli_peer, src), FILE_TIMEOUT)
     got = await cli.wait_event("file", name="from-host.bin", timeout=FILE_TIMEOUT)
     host_to_cli = time.perf_counter() - t
-    assert sent.sha256 == got["sha256"] == sha and got["bytes"] == FILE_BYTES
+    assert sent.sha256 == got["sha256"] == sha and got["bytes"] == file_bytes
     assert sha256_file(got["path"]) == sha
 
     # 20 MB cli -> host
     src = tmp_path / "from-cli.bin"
-    sha = random_file(src)
+    sha = random_file(src, file_bytes)
     t = time.perf_counter()
     await cli.send_line(f"/send {src}")
     got = await asyncio.wait_for(host.files_in.get(), FILE_TIMEOUT)
     cli_to_host = time.perf_counter() - t
-    assert got.sha256 == sha and got.size == FILE_BYTES and got.name == "from-cli.bin"
+    assert got.sha256 == sha and got.size == file_bytes and got.name == "from-cli.bin"
     assert sha256_file(got.path) == sha
     sent_ev = await cli.wait_event("file-sent", name="from-cli.bin", timeout=15)
     assert sent_ev["sha256"] == sha
@@ -216,8 +221,8 @@ async def test_python_python(relay, listener, clis, host_factory, tmp_path):
     assert not [e for e in cli.events if e["event"] == "disconnected"
                 and e["transport"] == "webrtc"], cli.describe()
     report(f"py<->py via {relay.kind}, {listener} listens", dial_ms=round(dial_ms), cli_ms=cli_ms,
-           host_to_cli_MBps=round(FILE_BYTES / 1e6 / host_to_cli, 1),
-           cli_to_host_MBps=round(FILE_BYTES / 1e6 / cli_to_host, 1),
+           host_to_cli_MBps=round(file_bytes / 1e6 / host_to_cli, 1),
+           cli_to_host_MBps=round(file_bytes / 1e6 / cli_to_host, 1),
            total_s=round(time.perf_counter() - t0, 1))
 
 
@@ -258,10 +263,12 @@ async def wait_transfer(page: AppPage, direction: str, name: str, timeout: float
 
 
 @pytest.mark.browser
+@pytest.mark.engine_in_subprocesses  # the Python peer is the CLI (clis checks its engine line)
 @pytest.mark.parametrize("listener", ["page", "python"])
-async def test_python_browser(relay, listener, clis, tmp_path):
+async def test_python_browser(relay, listener, clis, tmp_path, engine):
     """`listener` listens through the relay (the page on its /p2p-circuit/webrtc address, or
     `p2prtc listen`), the other one dials it."""
+    file_bytes = FILE_BYTES_BY_ENGINE[engine]
     t0 = time.perf_counter()
     url = await start_web(clis, relay)
     relay_ws = relay.addr("ws")
@@ -305,26 +312,26 @@ async def test_python_browser(relay, listener, clis, tmp_path):
 
         # 20 MB page -> python: the Python side verifies size and sha256 on arrival
         up = tmp_path / "from-browser.bin"
-        up_sha = random_file(up)
+        up_sha = random_file(up, file_bytes)
         t = time.perf_counter()
         await page.page.set_input_files("#file", str(up))
         await page.page.click("#send-file")
         got = await with_page_log(page, py.wait_event("file", name="from-browser.bin",
                                                       timeout=FILE_TIMEOUT))
         up_s = time.perf_counter() - t
-        assert got["sha256"] == up_sha and got["bytes"] == FILE_BYTES and got["peer"] == page_peer
+        assert got["sha256"] == up_sha and got["bytes"] == file_bytes and got["peer"] == page_peer
         assert sha256_file(got["path"]) == up_sha
         assert await wait_transfer(page, "out", "from-browser.bin", 15) == up_sha
 
         # 20 MB python -> page: the page shows the hash it verified
         down = tmp_path / "from-python.bin"
-        down_sha = random_file(down)
+        down_sha = random_file(down, file_bytes)
         t = time.perf_counter()
         await py.send_line(f"/send {down}")
         shown = await wait_transfer(page, "in", "from-python.bin", FILE_TIMEOUT)
         down_s = time.perf_counter() - t
         assert shown == down_sha
-        await page.expect_output(f"Received file 'from-python.bin' ({FILE_BYTES} bytes), "
+        await page.expect_output(f"Received file 'from-python.bin' ({file_bytes} bytes), "
                                  f"sha256 {down_sha} verified")
         sent = await with_page_log(page, py.wait_event("file-sent", name="from-python.bin",
                                                        timeout=15))
@@ -336,6 +343,6 @@ async def test_python_browser(relay, listener, clis, tmp_path):
                 and e["transport"] == "webrtc"], py.describe()
         report(f"py<->browser via {relay.kind}, {listener} listens", dial_ms=round(dial_ms),
                cli_ms=connected["ms"],
-               browser_to_py_MBps=round(FILE_BYTES / 1e6 / up_s, 1),
-               py_to_browser_MBps=round(FILE_BYTES / 1e6 / down_s, 1),
+               browser_to_py_MBps=round(file_bytes / 1e6 / up_s, 1),
+               py_to_browser_MBps=round(file_bytes / 1e6 / down_s, 1),
                total_s=round(time.perf_counter() - t0, 1))

@@ -103,7 +103,8 @@ async def test_two_pages_chat_over_webrtc_after_the_relay_stops(relay, browser):
 
 
 @pytest.mark.browser
-async def test_page_and_python_peer_chat_and_swap_files(relay, browser, tmp_path):
+@pytest.mark.engine_in_subprocesses  # `p2prtc listen`, on each WebRTC engine
+async def test_page_and_python_peer_chat_and_swap_files(relay, browser, tmp_path, engine):
     saved = tmp_path / "python-received"
     py = await Cli("listen", relay.tcp, "--json", "--stun", relay.stun, "--save-dir", str(saved),
                    name="python listener").start()
@@ -124,6 +125,7 @@ async def test_page_and_python_peer_chat_and_swap_files(relay, browser, tmp_path
         total_ms = t.ms()
         page_peer = await page.page.text_content("#peer-id")
         await py.wait_event("connected", peer=page_peer, transport="webrtc", direct=True)
+        assert f"WebRTC engine: {engine}" in py.stderr_text(), py.describe()
         report("browser->python", dial_to_direct_ms=round(setup_ms),
                click_to_rtt_line_ms=round(total_ms), dial_retries=page.dial_retries)
         assert "direct WebRTC" in (await page.connection_kinds())[py_peer]
@@ -180,7 +182,8 @@ async def test_page_and_python_peer_chat_and_swap_files(relay, browser, tmp_path
 
 
 @pytest.mark.browser
-async def test_demo_one_click_chat_with_the_python_peer(browser):
+@pytest.mark.engine_in_subprocesses  # `p2prtc demo`'s Python peer, on each WebRTC engine
+async def test_demo_one_click_chat_with_the_python_peer(browser, engine):
     ip = lab_ip()
     demo = await Cli("demo", "--host", "0.0.0.0", name="demo").start()
     try:
@@ -212,6 +215,7 @@ async def test_demo_one_click_chat_with_the_python_peer(browser):
             assert attempt < 2, await page.describe()
             page.dial_retries += 1
         assert line == f"Connected to '{peer_addr}'"
+        assert f"WebRTC engine: {engine}" in demo.stderr_text(), demo.describe()
         report("demo one-click", click_to_connected_ms=round(t.ms()), dial_retries=page.dial_retries)
 
         await page.send_message("hi demo")
