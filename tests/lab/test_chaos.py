@@ -17,6 +17,7 @@ import sys
 
 import pytest
 
+from p2prtc.lab.netns import list_lab_namespaces, owner_pid
 from p2prtc.lab.chaos import (FAULTS, PEER_GONE_LIMIT, RESERVATION_RETURN_LIMIT, ChaosOptions,
                               ChaosResult, chaos_table, describe_chaos, run_chaos)
 
@@ -120,6 +121,7 @@ async def test_cli_chaos_json(lab):
     (fault,) = result["faults"]
     assert fault["fault"] == "peer-kill" and fault["times_ms"]["peer_a_reported"] <= 10000
     assert set(result["cpu_seconds"]) >= {"relay", "peer-a", "peer-b"}
+    assert [n for n in list_lab_namespaces() if owner_pid(n) == proc.pid] == []
 
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "p2prtc", "lab", "chaos", "--nat-a", "symmetric", "--nat-b",
