@@ -78,6 +78,16 @@ class Upgrader:
         return self._connection(raw, secure, "inbound", transport, limited, scope,
                                 is_client=False)
 
+    def admit_inbound(self, peername: object) -> ConnectionScope | None:
+        """A transient reservation for an accepted socket (`peername` as asyncio gives it), or
+        None when a budget refuses it (logged); the caller then closes the socket unread."""
+        ip = peername[0] if isinstance(peername, tuple) and peername else None
+        result = self.resources.open_connection("inbound", ip if isinstance(ip, str) else None)
+        if isinstance(result, Refusal):
+            log.info("inbound connection from %s refused: %s", ip, result.reason)
+            return None
+        return result
+
     def open_scope(self, direction: Direction, raw: RawConnection) -> ConnectionScope:
         """A transient reservation for a connection not yet upgraded (raises
         ResourceLimitExceeded when a budget is full)."""

@@ -153,8 +153,13 @@ class TcpTransport(Transport):
         host, port, _ = host_port(addr)
 
         async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            # the budget first: a refused connection costs no more than its socket
+            scope = self.upgrader.admit_inbound(writer.get_extra_info("peername"))
+            if scope is None:
+                writer.transport.abort()
+                return
             raw = TcpStream(reader, writer)
-            conn = await self.upgrader.upgrade_inbound_or_log(raw, "tcp")
+            conn = await self.upgrader.upgrade_inbound_or_log(raw, "tcp", scope=scope)
             if conn is not None:
                 await on_connection(conn)
 
