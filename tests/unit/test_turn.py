@@ -691,3 +691,107 @@ def test_bad_sha256_integrity_and_password_algorithms_refused(server, caplog):
     assert codec.parse(out.data, 70000).error_code() == 400
     assert refused(server, "bad-password-algorithm") == 2
     assert not server.allocations
+
+
+# -- IPv6 (RFC 8656 with RFC 6156) ---------------------------------------------------------------
+
+RELAYED6 = ("2001:db8::7", 50000)
+PEER6 = ("2001:db8::20", 5000)
+
+
+def signed(c: Client, method: int, attrs: list) -> bytes:
+    """A request on `c`'s credentials, built with our codec (aioice lacks the family attrs)."""
+    return codec.build(codec.message_type(method, codec.CLASS_REQUEST), codec.new_transaction_id(),
+                       attrs + [(codec.ATTR_USERNAME, c.user.encode()),
+                                (codec.ATTR_REALM, c.realm.encode()),
+                                (codec.ATTR_NONCE, c.nonce)], integrity_key=c.key)
+
+
+def family_attr(attr: int, family: int) -> tuple[int, bytes]:
+    return attr, bytes([family, 0, 0, 0])
+
+
+def allocate6(server, ft=None):
+    c = Client(server, ft or five())
+    assert error(c.request(astun.Method.ALLOCATE, {})) == 400  # takes realm and nonce
+    actions = c.send(signed(c, codec.METHOD_ALLOCATE, [
+        (codec.ATTR_REQUESTED_TRANSPORT, bytes([17, 0, 0, 0])),
+        family_attr(codec.ATTR_REQUESTED_ADDRESS_FAMILY, codec.FAMILY_IPV6)]))
+    return c, actions
+
+
+def test_ipv6_allocation_permissions_channels_and_data():
+    server = TurnServer(SECRET, "p2prtc.test", families=frozenset({4, 6}))
+    c, [opened] = allocate6(server)
+    assert opened == OpenRelay(opened.allocation, five().server, 6)
+    [out] = server.relay_opened(opened.allocation, RELAYED6, NOW)
+    resp = codec.parse(out.data)
+    assert codec.verify_integrity(out.data, resp, c.key)
+    assert codec.xor_addresses(resp, codec.ATTR_XOR_RELAYED_ADDRESS) == [RELAYED6]
+    # an IPv4 peer on an IPv6 allocation: 443; forbidden IPv6 peers: 403
+    [out] = c.send(signed(c, codec.METHOD_CREATE_PERMISSION, [
+        (codec.ATTR_XOR_PEER_ADDRESS, codec.xor_address_value(PEER, bytes(12)))]))
+    assert codec.parse(out.data).error_code() == 443
+    for bad in ("::1", "::ffff:198.51.100.20", "fe80::1", "ff02::1", "::"):
+        txid = codec.new_transaction_id()
+        data = codec.build(codec.message_type(codec.METHOD_CREATE_PERMISSION,
+                                              codec.CLASS_REQUEST), txid, [
+            (codec.ATTR_XOR_PEER_ADDRESS, codec.xor_address_value((bad, 1), txid)),
+            (codec.ATTR_USERNAME, c.user.encode()), (codec.ATTR_REALM, c.realm.encode()),
+            (codec.ATTR_NONCE, c.nonce)], integrity_key=c.key)
+        [out] = c.send(data)
+        assert codec.parse(out.data).error_code() == 403, bad
+    # a channel to an IPv6 peer: ChannelData both ways
+    txid = codec.new_transaction_id()
+    [out] = c.send(codec.build(codec.message_type(codec.METHOD_CHANNEL_BIND, codec.CLASS_REQUEST),
+                               txid, [(codec.ATTR_CHANNEL_NUMBER, b"\x40\x00\x00\x00"),
+                                      (codec.ATTR_XOR_PEER_ADDRESS,
+                                       codec.xor_address_value(PEER6, txid)),
+                                      (codec.ATTR_USERNAME, c.user.encode()),
+                                      (codec.ATTR_REALM, c.realm.encode()),
+                                      (codec.ATTR_NONCE, c.nonce)], integrity_key=c.key))
+    assert codec.class_of(codec.parse(out.data).msg_type) == codec.CLASS_SUCCESS
+    assert c.send(codec.channel_data(0x4000, b"up")) == [ToPeer(opened.allocation, PEER6, b"up")]
+    [down] = server.peer_datagram(opened.allocation, b"down", PEER6, NOW)
+    assert down.data == codec.channel_data(0x4000, b"down")
+    # another port of that IP (permitted per IP, no channel): Data indications whose IPv6
+    # XOR-PEER-ADDRESS, XORed with each one's transaction id, decodes to the peer
+    other = (PEER6[0], 5001)
+    for payload in (b"one", b"two"):
+        [ind] = server.peer_datagram(opened.allocation, payload, other, NOW)
+        msg = codec.parse(ind.data, codec.MAX_TURN_MESSAGE_SIZE)
+        assert codec.xor_addresses(msg, codec.ATTR_XOR_PEER_ADDRESS) == [other]
+        assert msg.attrs[codec.ATTR_DATA] == payload
+    # Refresh asking for IPv4 on this IPv6 allocation: 443 (RFC 8656 8.2)
+    [out] = c.send(signed(c, codec.METHOD_REFRESH, [
+        family_attr(codec.ATTR_REQUESTED_ADDRESS_FAMILY, codec.FAMILY_IPV4)]))
+    assert codec.parse(out.data).error_code() == 443
+
+
+def test_address_families_the_adapter_does_not_serve_and_dual_allocations():
+    v4only = TurnServer(SECRET, "p2prtc.test")
+    c, [out] = allocate6(v4only)
+    assert codec.parse(out.data).error_code() == 440
+    assert refused(v4only, "address-family") == 1
+    v6only = TurnServer(SECRET, "p2prtc.test", families=frozenset({6}))
+    c = Client(v6only)
+    assert error(c.allocate()) == 440  # no family asked: IPv4, which it has not
+    # ADDITIONAL-ADDRESS-FAMILY (a dual allocation, RFC 8656 7.2): IPv4 only, and an
+    # ADDRESS-ERROR-CODE 440 for IPv6; with REQUESTED-ADDRESS-FAMILY too: 400
+    both = TurnServer(SECRET, "p2prtc.test", families=frozenset({4, 6}))
+    c = Client(both)
+    assert error(c.request(astun.Method.ALLOCATE, {})) == 400
+    [opened] = c.send(signed(c, codec.METHOD_ALLOCATE, [
+        (codec.ATTR_REQUESTED_TRANSPORT, bytes([17, 0, 0, 0])),
+        family_attr(codec.ATTR_ADDITIONAL_ADDRESS_FAMILY, codec.FAMILY_IPV6)]))
+    assert opened.family == 4
+    [out] = both.relay_opened(opened.allocation, RELAYED, NOW)
+    resp = codec.parse(out.data)
+    assert resp.attrs[codec.ATTR_ADDRESS_ERROR_CODE][:4] == bytes([codec.FAMILY_IPV6, 0, 4, 40])
+    c = Client(both, five(2))
+    assert error(c.request(astun.Method.ALLOCATE, {})) == 400
+    [out] = c.send(signed(c, codec.METHOD_ALLOCATE, [
+        (codec.ATTR_REQUESTED_TRANSPORT, bytes([17, 0, 0, 0])),
+        family_attr(codec.ATTR_REQUESTED_ADDRESS_FAMILY, codec.FAMILY_IPV6),
+        family_attr(codec.ATTR_ADDITIONAL_ADDRESS_FAMILY, codec.FAMILY_IPV6)]))
+    assert codec.parse(out.data).error_code() == 400

@@ -21,7 +21,7 @@ from ..events import ConnectionOpened
 from ..host import Host
 from ..identity import Identity
 from ..multiaddr import Multiaddr
-from ..netutil import expand_unspecified
+from ..netutil import expand_unspecified, is_loopback
 from ..protocols.stun import StunServer, start_stun_server
 from ..protocols.turn_credentials import TurnCredentialService
 from ..resources import ResourceLimits, ResourceManager
@@ -191,33 +191,38 @@ class RelayApp:
 
     async def _start_turn(self) -> None:
         o, t = self.opts, self.opts.turn
-        if ":" in o.listen_ip:
-            log.info("TURN is served on IPv4 only: not with --listen-ip %s", o.listen_ip)
-            return
-        shared = next((s for s in self.stun_servers if ":" not in s.addresses[(0, 0)][0]), None)
-        if t.port is None and shared is None:
+        # one TURN server on every listen IP (IPv4 and, with --listen-ip :: or --use-ipv6, IPv6:
+        # RFC 6156), relaying from sockets of each family on its listen IP
+        ips = [o.listen_ip] + (["::"] if o.use_ipv6 and ":" not in o.listen_ip else [])
+        shared = list(self.stun_servers)
+        if t.port is None and not shared:
             log.info("TURN off: it shares the STUN port and STUN is off (--stun-port 0); "
                      "give --turn-port for a port of its own")
             return
-        public = next((a for a in o.announce if _is_ipv4(a)), None)
+        public = next((a for a in o.announce if _is_ip(a, 4)), None)
+        public6 = next((a for a in o.announce if _is_ip(a, 6)), None)
         secret = t.secret or secrets.token_urlsafe(32)
-        service = TurnService(TurnConfig(secret, t.realm, t.limits, relay_ip=o.listen_ip,
-                                         public_ip=public, min_port=t.min_port,
-                                         max_port=t.max_port), self.metrics.turn)
+        service = TurnService(TurnConfig(
+            secret, t.realm, t.limits, relay_ip=next((ip for ip in ips if ":" not in ip), None),
+            public_ip=public, relay_ip6=next((ip for ip in ips if ":" in ip), None),
+            public_ip6=public6, min_port=t.min_port, max_port=t.max_port), self.metrics.turn)
         try:
-            if t.port is None or (shared is not None and t.port == o.stun_port):
-                service.share(shared)
+            if t.port is None or (shared and t.port == o.stun_port):
+                for stun in shared:
+                    service.share(stun)
             else:
-                await service.listen_udp(o.listen_ip, t.port)
-            port = service.udp_addresses[0][1]
-            try:
-                await service.listen_tcp(o.listen_ip, port if t.tcp_port is None else t.tcp_port)
-            except OSError as e:
-                if t.tcp_port is not None:
-                    raise
-                log.info("TURN over TCP: port %d is taken (%s), using a free one", port,
-                         e.strerror or e)
-                await service.listen_tcp(o.listen_ip, 0)
+                for ip in ips:
+                    await service.listen_udp(ip, t.port)
+            port = service.udp_addresses[0][1] if t.tcp_port is None else t.tcp_port
+            for ip in ips:
+                try:
+                    port = (await service.listen_tcp(ip, port))[1]
+                except OSError as e:
+                    if t.tcp_port is not None or service.tcp_addresses:
+                        raise
+                    log.info("TURN over TCP: port %d is taken (%s), using a free one", port,
+                             e.strerror or e)
+                    port = (await service.listen_tcp(ip, 0))[1]
         except OSError:
             service.close()
             raise
@@ -226,15 +231,23 @@ class RelayApp:
         log.info("TURN server: UDP %s, TCP %s, relayed ports %d-%d on %s, realm %r",
                  ", ".join(f"{a}:{p}" for a, p in service.udp_addresses),
                  ", ".join(f"{a}:{p}" for a, p in service.tcp_addresses),
-                 t.min_port, t.max_port, o.listen_ip, t.realm)
+                 t.min_port, t.max_port, " and ".join(ips), t.realm)
 
     def turn_hosts(self) -> list[str]:
         """The hosts peers reach our TURN server at: announced IPv4 addresses and DNS names,
-        else the listen IP (each local IPv4 address for 0.0.0.0, loopback last)."""
-        hosts = [a for a in self.opts.announce if not a.startswith("/") and ":" not in a]
-        if not hosts:
-            hosts = sorted(expand_unspecified(self.opts.listen_ip),
-                           key=lambda ip: ip.startswith("127."))
+        else the listen IP (each local IPv4 address for 0.0.0.0, loopback last); then, when
+        TURN listens on IPv6, announced IPv6 addresses, else the IPv6 listen IP's, bracketed
+        (RFC 7065)."""
+        o = self.opts
+        hosts = [a for a in o.announce if not a.startswith("/") and ":" not in a]
+        if not hosts and ":" not in o.listen_ip:
+            hosts = sorted(expand_unspecified(o.listen_ip), key=lambda ip: ip.startswith("127."))
+        if self.turn is not None and any(":" in a for a, _ in self.turn.udp_addresses):
+            six = [a for a in o.announce if _is_ip(a, 6)]
+            if not six:
+                six = sorted(expand_unspecified(o.listen_ip if ":" in o.listen_ip else "::"),
+                             key=lambda ip: ip == "::1")
+            hosts += [f"[{ip}]" for ip in six]
         return hosts
 
     def turn_urls(self, first_host: str | None = None) -> list[str]:
@@ -242,9 +255,11 @@ class RelayApp:
         if self.turn is None:
             return list(self.opts.turn.external_urls)
         hosts = self.turn_hosts()
-        if first_host is not None and not first_host.startswith("127."):
+        if first_host is not None and not is_loopback(first_host):
             # a peer that reached us from elsewhere cannot use 127.0.0.1 (and would try its own)
-            hosts = [h for h in hosts if not h.startswith("127.")] or hosts
+            hosts = [h for h in hosts if not is_loopback(h.strip("[]"))] or hosts
+        if first_host is not None and ":" in first_host:
+            first_host = f"[{first_host}]"
         if first_host in hosts:
             hosts.remove(first_host)
             hosts.insert(0, first_host)
@@ -254,7 +269,8 @@ class RelayApp:
 
     def turn_urls_for(self, conn) -> list[str]:
         """The URLs a peer on `conn` gets: the relay IP it reached first."""
-        return self.turn_urls(conn.local_addr.value_for("ip4"))
+        local = conn.local_addr
+        return self.turn_urls(local.value_for("ip4") or local.value_for("ip6"))
 
     def printed_addrs(self) -> list[Multiaddr]:
         addrs = self.host.announce_addrs or self.listen_addrs
@@ -283,9 +299,9 @@ class RelayApp:
         await self.host.close()
 
 
-def _is_ipv4(text: str) -> bool:
+def _is_ip(text: str, version: int) -> bool:
     try:
-        return ipaddress.ip_address(text).version == 4
+        return ipaddress.ip_address(text).version == version
     except ValueError:
         return False
 

@@ -15,11 +15,13 @@ user, the server recomputes the password from its secret. Nonces are stateless t
 an HMAC bound to the client's IP). No open relay: a peer can reach a client only from an IP address
 the client named in CreatePermission or ChannelBind, and every refusal is counted by reason.
 
-Supported: Allocate (UDP relays, IPv4), Refresh (LIFETIME 0 deletes), CreatePermission,
-ChannelBind, Send/Data indications, ChannelData; Binding requests on a TURN-only socket. Not
-supported (answered 420 as unknown comprehension-required attributes): EVEN-PORT,
-RESERVATION-TOKEN; IPv6 relays (440). DONT-FRAGMENT is accepted and not acted on (the kernel's
-default path-MTU behaviour applies).
+Supported: Allocate (UDP relays, IPv4 and, with REQUESTED-ADDRESS-FAMILY, IPv6: RFC 8656 and
+RFC 6156; 440 for a family the adapter has no relay address of), Refresh (LIFETIME 0 deletes),
+CreatePermission, ChannelBind, Send/Data indications, ChannelData; Binding requests on a TURN-only
+socket; MESSAGE-INTEGRITY-SHA256 and PASSWORD-ALGORITHMS (RFC 8489 9.2). Not supported (answered
+420 as unknown comprehension-required attributes): EVEN-PORT, RESERVATION-TOKEN; USERHASH (400);
+dual allocations (ADDITIONAL-ADDRESS-FAMILY gets IPv4 and ADDRESS-ERROR-CODE 440 for IPv6).
+DONT-FRAGMENT is accepted and not acted on (the kernel's default path-MTU behaviour applies).
 """
 
 from __future__ import annotations
@@ -173,9 +175,11 @@ class ToPeer:
 @dataclass(slots=True)
 class OpenRelay:
     """Bind a relayed UDP socket for `allocation` (for a client that reached us on `server`),
-    then call `relay_opened` with its address as peers see it, or `relay_failed`."""
+    of IP version `family` (4 or 6), then call `relay_opened` with its address as peers see it,
+    or `relay_failed`."""
     allocation: int
     server: Addr
+    family: int = 4
 
 
 @dataclass(slots=True)
@@ -255,6 +259,8 @@ class Allocation:
     channels: dict[int, tuple[Addr, float]] = field(default_factory=dict)
     channel_of: dict[Addr, int] = field(default_factory=dict)
     xor_peer: dict[Addr, bytes] = field(default_factory=dict)  # XOR-PEER-ADDRESS attributes
+    family: int = 4            # of the relayed address (RFC 8656 / RFC 6156: peers are too)
+    allocate_extra: list[tuple[int, bytes]] = field(default_factory=list)
     bytes: int = 0
 
     @property
@@ -293,12 +299,14 @@ class TurnServer:
     """The state of one TURN server: allocations keyed by 5-tuple and by relayed socket id."""
 
     def __init__(self, secret: str, realm: str = DEFAULT_REALM, limits: TurnLimits | None = None,
-                 stats: TurnStats | None = None, *, allow_loopback_peers: bool = False) -> None:
+                 stats: TurnStats | None = None, *, allow_loopback_peers: bool = False,
+                 families: frozenset[int] = frozenset({4})) -> None:
         self.secret = secret
         self.realm = realm
         self.limits = limits or TurnLimits()
         self.stats = stats if stats is not None else TurnStats()
         self.allow_loopback_peers = allow_loopback_peers
+        self.families = families  # the IP versions the adapter can bind relayed sockets for
         self.allocations: dict[int, Allocation] = {}
         self.by_five: dict[FiveTuple, Allocation] = {}
         self.per_peer: Counter[str] = Counter()
@@ -379,6 +387,7 @@ class TurnServer:
             (codec.ATTR_XOR_RELAYED_ADDRESS, codec.xor_address_value(relayed, txid)),
             (codec.ATTR_LIFETIME, struct.pack(">I", max(0, round(a.expires - now)))),
             (codec.ATTR_XOR_MAPPED_ADDRESS, codec.xor_address_value(a.five.client, txid)),
+            *a.allocate_extra,
             (codec.ATTR_SOFTWARE, SOFTWARE),
         ], a.signer)
         log.debug("TURN allocation %d for %s: relayed %s:%d", a.id, a.username, *relayed)
@@ -416,22 +425,24 @@ class TurnServer:
 
     def _data_indication(self, a: Allocation, peer: Addr, data: bytes) -> bytes:
         """A Data indication, assembled directly (one per relayed datagram without a channel).
-        Peers are IPv4 (permissions are), and an IPv4 XOR-PEER-ADDRESS does not depend on the
-        transaction id, so each peer's attribute is made once; the transaction id of an
+        An IPv4 XOR-PEER-ADDRESS does not depend on the transaction id, so each IPv4 peer's
+        attribute is made once (IPv6 ones per indication); the transaction id of an
         indication is only a debugging aid (RFC 8489 6): a random prefix and a counter."""
+        self._indications += 1
+        txid = self._txid_prefix + self._indications.to_bytes(8, "big")
         attr = a.xor_peer.get(peer)
         if attr is None:
-            if len(a.xor_peer) >= MAX_CACHED_PEERS:
-                a.xor_peer.clear()
-            value = codec.xor_address_value(peer, bytes(12))
-            attr = a.xor_peer[peer] = _ATTR_HEAD.pack(codec.ATTR_XOR_PEER_ADDRESS,
-                                                      len(value)) + value
-        self._indications += 1
+            value = codec.xor_address_value(peer, txid)
+            attr = _ATTR_HEAD.pack(codec.ATTR_XOR_PEER_ADDRESS, len(value)) + value
+            if a.family == 4:  # an IPv6 one is XORed with the transaction id too
+                if len(a.xor_peer) >= MAX_CACHED_PEERS:
+                    a.xor_peer.clear()
+                a.xor_peer[peer] = attr
         n = len(data)
         pad = -n % 4
         return b"".join((
             codec.HEADER.pack(DATA_INDICATION, len(attr) + 4 + n + pad, codec.MAGIC_COOKIE,
-                              self._txid_prefix + self._indications.to_bytes(8, "big")),
+                              txid),
             attr, _ATTR_HEAD.pack(codec.ATTR_DATA, n), data, _PADDING[pad]))
 
     def expire(self, now: float) -> list[Action]:
@@ -563,10 +574,7 @@ class TurnServer:
         if transport[0] != codec.TRANSPORT_UDP:
             raise _Refused(UNSUPPORTED_TRANSPORT, "unsupported-transport",
                            f"transport {transport[0]} (only UDP relays)")
-        family = msg.attrs.get(codec.ATTR_REQUESTED_ADDRESS_FAMILY)
-        if family is not None and (len(family) != 4 or family[0] != codec.FAMILY_IPV4):
-            raise _Refused(ADDRESS_FAMILY_NOT_SUPPORTED, "address-family",
-                           "only IPv4 relayed addresses")
+        family, extra = self._families(msg)
         peer = peer_of(username)
         if self.per_peer[peer] >= self.limits.max_allocations_per_peer:
             raise _Refused(ALLOCATION_QUOTA_REACHED, "quota-per-peer",
@@ -577,14 +585,46 @@ class TurnServer:
         lifetime = self._lifetime(msg, allocate=True)
         a = Allocation(id=self._next_id, five=five, username=username, signer=signer,
                        expires=now + lifetime, allocate_txid=msg.txid,
-                       bucket=_Bucket(self.limits.max_bandwidth, now))
+                       bucket=_Bucket(self.limits.max_bandwidth, now), family=family)
+        a.allocate_extra = extra
         self._next_id += 1
         self.allocations[a.id] = a
         self.by_five[five] = a
         self.per_peer[peer] += 1
         self.stats.allocations_active = len(self.allocations)
         self.stats.allocations_total += 1
-        return [OpenRelay(a.id, five.server)]
+        return [OpenRelay(a.id, five.server, family)]
+
+    def _families(self, msg: StunMessage) -> tuple[int, list[tuple[int, bytes]]]:
+        """The relayed address's IP version for an Allocate (RFC 8656 7.2: REQUESTED-ADDRESS-
+        FAMILY, IPv4 by default; 440 for one we cannot relay), and attributes its success
+        response adds: a dual allocation (ADDITIONAL-ADDRESS-FAMILY IPv6) is not made, so it gets
+        IPv4 and an ADDRESS-ERROR-CODE 440 for IPv6, as 7.2 has a server do without IPv6."""
+        requested = msg.attrs.get(codec.ATTR_REQUESTED_ADDRESS_FAMILY)
+        additional = msg.attrs.get(codec.ATTR_ADDITIONAL_ADDRESS_FAMILY)
+        if requested is not None and additional is not None:
+            raise _Refused(BAD_REQUEST, "bad-request",
+                           "REQUESTED- and ADDITIONAL-ADDRESS-FAMILY together")
+        if additional is not None:
+            if len(additional) != 4 or additional[0] != codec.FAMILY_IPV6:
+                raise _Refused(BAD_REQUEST, "bad-request", "ADDITIONAL-ADDRESS-FAMILY not IPv6")
+            if 4 not in self.families:
+                raise _Refused(ADDRESS_FAMILY_NOT_SUPPORTED, "address-family",
+                               "no IPv4 relayed addresses here")
+            return 4, [(codec.ATTR_ADDRESS_ERROR_CODE, struct.pack(
+                ">BBBB", codec.FAMILY_IPV6, 0, ADDRESS_FAMILY_NOT_SUPPORTED // 100,
+                ADDRESS_FAMILY_NOT_SUPPORTED % 100) + b"no dual allocations")]
+        if requested is None:
+            family = 4
+        elif len(requested) == 4 and requested[0] in (codec.FAMILY_IPV4, codec.FAMILY_IPV6):
+            family = 4 if requested[0] == codec.FAMILY_IPV4 else 6
+        else:
+            raise _Refused(ADDRESS_FAMILY_NOT_SUPPORTED, "address-family",
+                           "REQUESTED-ADDRESS-FAMILY is neither IPv4 nor IPv6")
+        if family not in self.families:
+            raise _Refused(ADDRESS_FAMILY_NOT_SUPPORTED, "address-family",
+                           f"no IPv{family} relayed addresses here")
+        return family, []
 
     def _lifetime(self, msg: StunMessage, *, allocate: bool) -> int:
         raw = msg.attrs.get(codec.ATTR_LIFETIME)
@@ -616,9 +656,10 @@ class TurnServer:
                  now: float) -> list[Action]:
         a = self._own_allocation(five, username)
         family = msg.attrs.get(codec.ATTR_REQUESTED_ADDRESS_FAMILY)
-        if family is not None and (len(family) != 4 or family[0] != codec.FAMILY_IPV4):
+        want = codec.FAMILY_IPV4 if a.family == 4 else codec.FAMILY_IPV6
+        if family is not None and (len(family) != 4 or family[0] != want):
             raise _Refused(PEER_ADDRESS_FAMILY_MISMATCH, "peer-family",
-                           "the allocation is IPv4")  # RFC 8656 8.2
+                           f"the allocation is IPv{a.family}")  # RFC 8656 8.2
         lifetime = self._lifetime(msg, allocate=False)
         actions = self._success(msg, five, signer, [(codec.ATTR_LIFETIME,
                                                   struct.pack(">I", lifetime))])
@@ -628,7 +669,7 @@ class TurnServer:
         a.expires = now + lifetime
         return actions
 
-    def _peer_addresses(self, msg: StunMessage) -> list[Addr]:
+    def _peer_addresses(self, msg: StunMessage, a: Allocation) -> list[Addr]:
         addrs = codec.xor_addresses(msg, codec.ATTR_XOR_PEER_ADDRESS)
         if not addrs or any(x is None for x in addrs):
             raise _Refused(BAD_REQUEST, "bad-request", "XOR-PEER-ADDRESS missing or malformed")
@@ -636,11 +677,15 @@ class TurnServer:
         for addr in addrs:
             assert addr is not None
             ip = ipaddress.ip_address(addr[0])
-            if ip.version != 4:
+            if ip.version != a.family:  # RFC 8656 9.1 / 11.2
                 raise _Refused(PEER_ADDRESS_FAMILY_MISMATCH, "peer-family",
-                               f"{ip} on an IPv4 allocation")
-            if (ip.is_multicast or ip.is_unspecified or ip.is_reserved or ip == _BROADCAST
-                    or (ip.is_loopback and not self.allow_loopback_peers)):
+                               f"{ip} on an IPv{a.family} allocation")
+            if (ip.is_multicast or ip.is_unspecified or ip == _BROADCAST
+                    or (ip.is_reserved and not ip.is_loopback)  # ::1 is in IPv6's ::/8
+                    or (ip.is_loopback and not self.allow_loopback_peers)
+                    or (isinstance(ip, ipaddress.IPv6Address)
+                        and (ip.ipv4_mapped is not None or ip.is_link_local
+                             or ip.is_site_local))):
                 raise _Refused(FORBIDDEN, "forbidden-peer", f"peer address {ip}")
             out.append(addr)
         return out
@@ -658,7 +703,7 @@ class TurnServer:
     def _create_permission(self, msg: StunMessage, five: FiveTuple, username: str, signer: Signer,
                            now: float) -> list[Action]:
         a = self._own_allocation(five, username)
-        peers = self._peer_addresses(msg)
+        peers = self._peer_addresses(msg, a)
         self._permit(a, {ip for ip, _ in peers}, now)
         return self._success(msg, five, signer)
 
@@ -671,7 +716,7 @@ class TurnServer:
         (channel,) = struct.unpack_from(">H", raw)
         if not codec.CHANNEL_MIN <= channel <= codec.CHANNEL_MAX:
             raise _Refused(BAD_REQUEST, "bad-request", f"channel number 0x{channel:04x}")
-        peers = self._peer_addresses(msg)
+        peers = self._peer_addresses(msg, a)
         if len(peers) != 1:
             raise _Refused(BAD_REQUEST, "bad-request", "ChannelBind names one peer")
         peer = peers[0]

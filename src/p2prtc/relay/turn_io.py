@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import cast
 
-from ..netutil import bind_udp
+from ..netutil import bind_udp, expand_unspecified, is_loopback
 from ..protocols.stun import PRIMARY, StunServer
 from ..transports.webrtc_direct import stun as codec
 from ..transports.webrtc_direct.stun import StunError
@@ -69,8 +69,10 @@ class TurnConfig:
     secret: str
     realm: str
     limits: TurnLimits = field(default_factory=TurnLimits)
-    relay_ip: str = "0.0.0.0"          # where relayed sockets are bound
+    relay_ip: str | None = "0.0.0.0"   # where IPv4 relayed sockets are bound (None: no IPv4)
     public_ip: str | None = None       # the relayed address's IP as peers see it (--announce)
+    relay_ip6: str | None = None       # where IPv6 relayed sockets are bound (None: no IPv6)
+    public_ip6: str | None = None
     min_port: int = MIN_RELAY_PORT
     max_port: int = MAX_RELAY_PORT
     # recvmmsg/sendmmsg when the platform has them (udp_batch.py); False: a call per datagram
@@ -408,9 +410,11 @@ class TurnService:
 
     def __init__(self, config: TurnConfig, stats: TurnStats | None = None) -> None:
         self.config = config
-        allow_loopback = ipaddress.ip_address(config.relay_ip).is_loopback
+        relay_ips = [ip for ip in (config.relay_ip, config.relay_ip6) if ip is not None]
+        allow_loopback = any(ipaddress.ip_address(ip).is_loopback for ip in relay_ips)
+        families = frozenset(ipaddress.ip_address(ip).version for ip in relay_ips)
         self.core = TurnServer(config.secret, config.realm, config.limits, stats,
-                               allow_loopback_peers=allow_loopback)
+                               allow_loopback_peers=allow_loopback, families=families)
         self.batcher = Batcher(config.batched)
         self.relayed: dict[int, _RelayedSocket] = {}
         self.ports_in_use: set[int] = set()
@@ -531,7 +535,12 @@ class TurnService:
                     conn.arm_idle_timer()
 
     def _open_relay(self, a: OpenRelay) -> None:
-        sock = None if self._closed else self._bind_relay_port()
+        c = self.config
+        bind_ip = self._relay_bind_ip(a.family, a.server)
+        public = c.public_ip if a.family == 4 else c.public_ip6
+        ip = public or bind_ip
+        sock = None if self._closed or ip is None or bind_ip is None else \
+            self._bind_relay_port(bind_ip)
         if sock is None:
             if not self._closed:
                 log.warning("TURN: no free relay port in %d-%d", self.config.min_port,
@@ -541,19 +550,30 @@ class TurnService:
         port = sock.getsockname()[1]
         self.ports_in_use.add(port)
         self.relayed[a.allocation] = _RelayedSocket(self, a.allocation, sock)
-        ip = self.config.public_ip or self.config.relay_ip
-        if ipaddress.ip_address(ip).is_unspecified:
-            ip = a.server[0]
+        assert ip is not None
         self.dispatch(self.core.relay_opened(a.allocation, (ip, port), time.time()))
 
-    def _bind_relay_port(self) -> socket.socket | None:
+    def _relay_bind_ip(self, family: int, server: Addr) -> str | None:
+        """Where an allocation's relayed socket is bound: the relay IP of that family; for
+        0.0.0.0 / ::, the address the client reached when it is of that family, else the first
+        non-loopback address of that family here (a specific address, so that what peers see
+        as the source is the relayed address, whichever route the kernel takes)."""
+        ip = self.config.relay_ip if family == 4 else self.config.relay_ip6
+        if ip is None or not ipaddress.ip_address(ip).is_unspecified:
+            return ip
+        if (":" in server[0]) == (family == 6):
+            return server[0]
+        found = [a for a in expand_unspecified(ip) if not is_loopback(a)]
+        return found[0] if found else None
+
+    def _bind_relay_port(self, bind_ip: str) -> socket.socket | None:
         lo, hi = self.config.min_port, self.config.max_port
         tries = [random.randint(lo, hi) for _ in range(RANDOM_PORT_TRIES)]
         for port in [*tries, *range(lo, hi + 1)]:
             if port in self.ports_in_use:
                 continue
             try:
-                sock = bind_udp(self.config.relay_ip, port)
+                sock = bind_udp(bind_ip, port)
             except OSError:
                 continue
             sock.setblocking(False)
