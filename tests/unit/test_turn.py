@@ -795,3 +795,55 @@ def test_address_families_the_adapter_does_not_serve_and_dual_allocations():
         family_attr(codec.ATTR_REQUESTED_ADDRESS_FAMILY, codec.FAMILY_IPV6),
         family_attr(codec.ATTR_ADDITIONAL_ADDRESS_FAMILY, codec.FAMILY_IPV6)]))
     assert codec.parse(out.data).error_code() == 400
+
+
+# -- issue 11 point 6: floods are refused, counted, logged once per LOG_INTERVAL, bounded ------
+
+def test_abuse_floods_are_refused_counted_logged_once_and_leave_no_state(caplog):
+    import logging
+    caplog.set_level(logging.INFO, logger="p2prtc.relay.turn")
+    server = TurnServer(SECRET, "p2prtc.test", TurnLimits(max_allocations_per_peer=1))
+
+    def logged(reason: str) -> int:
+        return len([r for r in caplog.records if f"({reason})" in r.getMessage()])
+
+    # 1,000 unauthenticated Allocates from as many 5-tuples: each a 401 with a stateless nonce,
+    # nothing kept per 5-tuple, nothing logged (the normal first step of every client)
+    for i in range(1000):
+        [out] = server.client_datagram(codec.build(
+            codec.message_type(codec.METHOD_ALLOCATE, codec.CLASS_REQUEST),
+            codec.new_transaction_id(), TRANSPORT), five(10000 + i), NOW)
+        assert codec.parse(out.data).error_code() == 401
+    assert not server.allocations and not server.by_five and not server.per_peer
+    assert not caplog.records
+    # an allocation flood past the per-peer quota: 486 each, counted, logged once
+    c = allocated(server)
+    for i in range(100):
+        assert error(Client(server, five(20000 + i)).allocate()) == 486
+    assert refused(server, "quota-per-peer") == 100 and logged("quota-per-peer") == 1
+    assert len(server.allocations) == 1
+    # ChannelData on channels never bound
+    for i in range(100):
+        assert c.send(codec.channel_data(0x4000 + i, b"x")) == []
+    assert refused(server, "unknown-channel") == 100 and logged("unknown-channel") == 1
+    # Send indications to an address the client never named in a permission
+    for i in range(100):
+        m = astun.Message(message_method=astun.Method.SEND, message_class=astun.Class.INDICATION)
+        m.attributes.update({"XOR-PEER-ADDRESS": ("198.51.100.77", 1000 + i), "DATA": b"x"})
+        assert c.send(bytes(m)) == []
+    assert refused(server, "send-without-permission") == 100
+    assert logged("send-without-permission") == 1
+    # bad MESSAGE-INTEGRITY
+    good = c.key
+    c.key = codec.long_term_key(c.user, c.realm, "guess")
+    for _ in range(100):
+        [out] = c.send(bytes(c.message(astun.Method.REFRESH, {"LIFETIME": 600})))
+        assert error(astun.parse_message(out.data)) == 401
+    assert refused(server, "bad-integrity") == 100 and logged("bad-integrity") == 1
+    c.key = good
+    assert server.stats.bytes_relayed == 0
+    # the next line of each kind, LOG_INTERVAL later, says how many were not logged
+    server.peer_datagram(c.allocation, b"x", ("198.51.100.66", 1), NOW)
+    assert c.send(codec.channel_data(0x4FFF, b"x"), now=NOW + turn.LOG_INTERVAL) == []
+    assert "99 more" in [r.getMessage() for r in caplog.records
+                         if "(unknown-channel)" in r.getMessage()][-1]

@@ -242,6 +242,17 @@ async def test_fast_path_enforces_channels_permissions_and_byte_limit(batched):
         p2t.sendto(b"from another port", tuple(relayed))
         data, _ = await asyncio.wait_for(cq.q.get(), 5)
         assert astun.parse_message(data).attributes["DATA"] == b"from another port"
+        # an address the client never named (127.0.0.2: loopback, another IP): nothing passes
+        # either way, on the batched path too
+        st, sq = await loop.create_datagram_endpoint(Queue, local_addr=("127.0.0.2", 0))
+        transports.append(st)
+        st.sendto(b"unasked", tuple(relayed))
+        await asyncio.wait_for(_until(lambda: stats.refusals["peer-without-permission"] == 1), 5)
+        m = astun.Message(message_method=astun.Method.SEND, message_class=astun.Class.INDICATION)
+        m.attributes.update({"XOR-PEER-ADDRESS": st.get_extra_info("sockname"), "DATA": b"x"})
+        ct.sendto(bytes(m), server)
+        await asyncio.wait_for(_until(lambda: stats.refusals["send-without-permission"] == 1), 5)
+        assert sq.q.empty() and cq.q.empty()
         # a channel that is not bound: refused, counted
         ct.sendto(codec.channel_data(0x4001, b"nobody"), server)
         await asyncio.wait_for(_until(lambda: stats.refusals["unknown-channel"] == 1), 5)
