@@ -20,7 +20,7 @@ from p2prtc import Node, api_events
 from ..interop.relays import JsRelay, RustRelay
 from ..netns import lab_ip
 from .test_relay_leak import relay_metrics
-from .webpage import Cli, free_port
+from .webpage import AppPage, Cli, chromium, free_port
 
 pytestmark = pytest.mark.interop
 
@@ -30,13 +30,16 @@ STEP = 30.0  # seconds for one step (a reservation, a dial) on a loaded machine
 METRICS_SETTLE = 10.0
 
 
-async def our_relay() -> tuple[Cli, str, int]:
-    """`p2prtc relay` with metrics; returns it, its TCP address and its metrics port."""
+async def our_relay(*extra: str) -> tuple[Cli, str, int]:
+    """`p2prtc relay` with metrics; returns it, its TCP address and its metrics port (its
+    listening addresses are in `relay.addrs`)."""
     ip = lab_ip()
     metrics_port = free_port(ip)
     relay = await Cli("relay", "--port", str(free_port(ip)), "--listen-ip", ip, "--stun-port", "0",
-                      "--metrics-port", str(metrics_port), "--json", name="our relay").start()
-    addr = next(a for a in (await relay.wait_event("listening", STEP))["addrs"] if "/ws/" not in a)
+                      "--metrics-port", str(metrics_port), "--json", *extra,
+                      name="our relay").start()
+    relay.addrs = (await relay.wait_event("listening", STEP))["addrs"]
+    addr = next(a for a in relay.addrs if "/ws/" not in a)
     return relay, addr, metrics_port
 
 
@@ -184,6 +187,39 @@ async def test_cli_listens_on_two_relays_and_survives_one(clis, node_peer_factor
                                 name="dialer of both")
         assert (await both_addrs.wait_event("connected", STEP, peer=me))["direct"] is True
         assert not [e for e in both_addrs.events if e["event"] == "error"], both_addrs.describe()
+    finally:
+        await js.stop()
+        await relay.close()
+
+
+@pytest.mark.browser
+async def test_page_reserves_on_two_relays(clis, node_peer_factory):
+    """`p2prtc web --relay OURS --relay JS`: the page connects to both and lists a /webrtc
+    address through each; `p2prtc dial` of both goes direct; our relay is killed and the chat
+    goes on (direct), and the page still lists its address through relay.js."""
+    relay, _, _ = await our_relay("--websocket-port", str(free_port(lab_ip())))
+    ours_ws = next(a for a in relay.addrs if "/ws/" in a)
+    js = await JsRelay(node_peer_factory, example=True).start()
+    try:
+        web = await clis("web", "--host", "127.0.0.1", "--port", "0", "--relay", ours_ws,
+                         "--relay", js.addr("ws"), "--json", name="web")
+        url = (await web.wait_event("listening", STEP))["urls"][0]
+        async with chromium() as browser:
+            page = await AppPage.open(browser, url, "page (two relays)")
+            page_peer = await page.page.text_content("#peer-id")
+            via_ours = await page.own_webrtc_address(ours_ws, timeout=STEP)
+            via_js = await page.own_webrtc_address(js.addr("ws"), timeout=STEP)
+            cli = await clis("dial", via_ours, via_js, "--json", "--stun", "none",
+                             name="python dialer")
+            try:
+                ev = await cli.wait_event("connected", STEP, peer=page_peer)
+                assert ev["direct"] is True and ev["transport"] == "webrtc", ev
+                await relay.close()  # our relay dies; the direct connection stays
+                await cli.send_line("hello page")
+                await page.expect_output("Received message 'hello page'")
+                await page.own_webrtc_address(js.addr("ws"), timeout=STEP)
+            except Exception as e:  # noqa: BLE001 - any failure, with the page log
+                raise AssertionError(f"{e}\n{await page.describe()}\n{cli.describe()}") from None
     finally:
         await js.stop()
         await relay.close()

@@ -17,7 +17,7 @@ import { Circuit, WebRTC } from '@multiformats/multiaddr-matcher'
 import { createLibp2p } from 'libp2p'
 import { errorText, explainError, limitsAtOpen, noDirectPath, relayedEndReason } from './explain.js'
 import { FILE_PROTOCOL, receiveFile, sendFile } from './files.js'
-import { chooseRelay, dialLink, dialTarget, mixedContentProblem, relayKind, usableFrom } from './links.js'
+import { chooseRelay, chooseRelays, dialLink, dialTarget, mixedContentProblem, relayKind, usableFrom } from './links.js'
 import { hasWebCrypto } from './sha256.js'
 import { TurnCache, iceServersFrom, selectedPath, turnHosts } from './turn.js'
 
@@ -80,6 +80,8 @@ async function loadConfig () {
   // an https page cannot use a ws:// relay (mixed content): take what this page can use
   const choice = chooseRelay(config.relays, location.protocol)
   config.relay = choice.relay
+  // `p2prtc web --relay A --relay B`: reserve on each relay (our address through each)
+  config.usableRelays = chooseRelays(config.relays, location.protocol)
   config.relayProblem = choice.problem
   config.autoConnect = query.get('auto') !== '0'
   if (!Array.isArray(config.iceServers)) config.iceServers = []
@@ -107,8 +109,9 @@ let node
 try {
   node = await createLibp2p({
     addresses: {
+      // one '/p2p-circuit' per reservation wanted: js-libp2p reserves on as many relays
       listen: [
-        '/p2p-circuit',
+        ...Array(Math.max(1, config.usableRelays.length)).fill('/p2p-circuit'),
         '/webrtc'
       ]
     },
@@ -497,7 +500,12 @@ window.peer.addEventListener('keydown', (e) => { if (e.key === 'Enter') dial(win
 
 $('connect-relay').onclick = () => {
   if (config.relay == null) return
-  dial(config.relay)
+  dialRelays()
+}
+
+/** Connect to every relay this page can use (each then gives us a reservation). */
+function dialRelays () {
+  return Promise.all(config.usableRelays.map((relay) => dial(relay)))
 }
 
 $('copy-address').onclick = async () => {
@@ -678,7 +686,7 @@ if (config.relayProblem != null) {
 }
 if (config.relay != null) {
   $('relay-section').hidden = false
-  $('relay-addr').textContent = config.relay
+  $('relay-addr').textContent = config.usableRelays.join(' ')
   window.peer.placeholder = 'the other peer\'s address: /…/p2p-circuit/webrtc/p2p/12D3KooW…'
 }
 if (config.demoPeer != null) {
@@ -702,6 +710,6 @@ async function dialFromLink () {
   await dial(target)
 }
 
-const relayDial = config.relay != null && config.autoConnect ? dial(config.relay) : null
+const relayDial = config.relay != null && config.autoConnect ? dialRelays() : null
 dialFromLink()
 window.addEventListener('hashchange', () => dialFromLink())

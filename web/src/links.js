@@ -51,6 +51,23 @@ export function chooseRelay (addrs, pageProtocol) {
   return { relay: null, problem: mixedContentProblem(list, pageProtocol) }
 }
 
+/**
+ * Every relay this page can use, out of `addrs`: one address per relay (its peer id, the
+ * best-ranked address, as chooseRelay), the best-ranked relay first. The page reserves on each.
+ */
+export function chooseRelays (addrs, pageProtocol) {
+  const rank = pageProtocol === 'https:' ? RANK_HTTPS : RANK_HTTP
+  const usable = (addrs ?? []).filter((a) => a != null && a !== '' && rank[relayKind(a)] != null)
+  usable.sort((a, b) => rank[relayKind(a)] - rank[relayKind(b)])
+  const seen = new Set()
+  return usable.filter((a) => {
+    const id = String(a).split('/p2p/').pop()
+    if (seen.has(id)) return false
+    seen.add(id)
+    return true
+  })
+}
+
 /** Why an https page cannot use these relay addresses, or null when it can use one. */
 export function mixedContentProblem (addrs, pageProtocol) {
   if (pageProtocol !== 'https:') return null

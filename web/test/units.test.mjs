@@ -90,7 +90,7 @@ test('a relayed connection\'s end in words, as p2prtc listen/dial say it', () =>
 })
 
 // -- links.js: which relay address a page can use, and #/dial/ links --------------------------
-import { chooseRelay, dialLink, dialTarget, mixedContentProblem } from '../src/links.js'
+import { chooseRelay, chooseRelays, dialLink, dialTarget, mixedContentProblem } from '../src/links.js'
 import encodeQR from '@paulmillr/qr'
 
 const RID = '12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN'
@@ -107,6 +107,16 @@ test('an https page takes the secure WebSocket, then webrtc-direct, never ws', (
   // an http page keeps the order it was given, ws first
   assert.deepEqual(chooseRelay([WS, TLS], 'http:'), { relay: WS, problem: null })
   assert.deepEqual(chooseRelay([], 'https:'), { relay: null, problem: null })
+})
+
+test('several relays: one address per relay, the best-ranked relay first', () => {
+  const RID2 = '12D3KooWH3uVF6wv47WnArKHk5p6cvgCJEb74UTmxztmQDc298L3'
+  const WS2 = `/ip4/203.0.113.6/tcp/8080/ws/p2p/${RID2}`
+  assert.deepEqual(chooseRelays([WS, WS2], 'http:'), [WS, WS2])
+  assert.deepEqual(chooseRelays([WS, TLS, WS2], 'https:'), [TLS])
+  assert.deepEqual(chooseRelays([WS, WS2, TLS], 'http:'), [WS, WS2])
+  assert.deepEqual(chooseRelays([DIRECT, WS2, WS], 'http:'), [WS2, WS])
+  assert.deepEqual(chooseRelays([], 'http:'), [])
 })
 
 test('an https page with only a ws:// relay says so plainly', () => {
