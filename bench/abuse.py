@@ -81,6 +81,7 @@ ABUSER_NICE = 19
 @dataclass
 class Config:
     honest: int = 50
+    control: int = 25  # honest peers on a second relay that nobody abuses (0: none)
     per_kind: int = 400
     abuse_ips: int = 32
     duration: float = 60.0
@@ -474,20 +475,32 @@ def percentile(xs: list[float], q: float) -> float:
     return ys[min(len(ys) - 1, int(round(q * (len(ys) - 1))))]
 
 
-async def phase(name: str, cfg: Config, relay: RelayProcess, honest: list[Honest],
-                abuser: AbuserProcess | None, log: Any) -> dict[str, Any]:
-    for h in honest:
-        h.ops.clear()
-    pids = {"relay": relay.pid}
+@dataclass
+class Group:
+    """Honest peers on one relay: the abused one, or the control relay nobody abuses (the same
+    machine at the same moment: what the abuse costs, apart from what the machine's load does)."""
+
+    label: str
+    relay: RelayProcess
+    honest: list[Honest]
+
+
+async def phase(name: str, cfg: Config, groups: list[Group], abuser: AbuserProcess | None,
+                log: Any) -> list[dict[str, Any]]:
+    """Every group's honest peers at once for `cfg.duration`; one result per group."""
+    for g in groups:
+        for h in g.honest:
+            h.ops.clear()
+    pids = {g.label: g.relay.pid for g in groups}
     if abuser is not None:
         pids["abuser"], pids["flooder"] = abuser.pids
     stop = asyncio.Event()
-    rss_peak = 0
+    rss_peak = dict.fromkeys(pids, 0)
 
     async def sample_rss() -> None:
-        nonlocal rss_peak
         while not stop.is_set():
-            rss_peak = max(rss_peak, rss_kib(relay.pid))
+            for g in groups:
+                rss_peak[g.label] = max(rss_peak[g.label], rss_kib(g.relay.pid))
             try:
                 await asyncio.wait_for(stop.wait(), 0.5)
             except TimeoutError:
@@ -497,74 +510,90 @@ async def phase(name: str, cfg: Config, relay: RelayProcess, honest: list[Honest
     t0, c0 = time.perf_counter(), {k: cpu_seconds(p) for k, p in pids.items()}
     s0, m0 = self_cpu(), machine_busy_seconds()
     sampler = asyncio.ensure_future(sample_rss())
-    runs = [asyncio.ensure_future(h.run(honest, cfg, stop)) for h in honest]
+    runs = [asyncio.ensure_future(h.run(g.honest, cfg, stop)) for g in groups for h in g.honest]
     await asyncio.sleep(cfg.duration)
     held = dict(abuser.last.get("held", {})) if abuser is not None else {}
     flood_sent = abuser.last.get("flood_sent", 0) - flood0 if abuser is not None else 0
-    metrics = await relay.metrics()
+    metrics = {g.label: await g.relay.metrics() for g in groups}
     stop.set()
     await asyncio.gather(*runs, sampler)
     wall = time.perf_counter() - t0
     cpu = {k: cpu_seconds(p) - c0[k] for k, p in pids.items()}
     cpu["bench"] = self_cpu() - s0
     cpu["others"] = max(0.0, machine_busy_seconds() - m0 - sum(cpu.values()))
-    ops = [o for h in honest for o in h.ops]
-    ok = [o.seconds for o in ops if o.ok]
-    errors = [o.error for o in ops if not o.ok]
-    refusals = {k: v for k, v in metrics.items() if "refusals_total" in k and v}
-    part_p99 = {k: 1000 * percentile([o.parts[k] for o in ops if o.ok and k in o.parts], 0.99)
-                for k in ("reserve", "circuit", "ping", "fresh connection")}
-    res = {
-        "phase": name, "ops": len(ops), "ok": len(ok),
-        "success_pct": 100.0 * len(ok) / len(ops) if ops else 0.0,
-        "p50_ms": 1000 * percentile(ok, 0.5), "p99_ms": 1000 * percentile(ok, 0.99),
-        "max_ms": 1000 * max(ok) if ok else float("nan"),
-        "errors": errors[:5], "abusive_held": held, "p99_ms_by_step": part_p99,
-        "abusive_held_total": sum(held.values()),
-        "abuser_opened": abuser.last.get("opened", {}) if abuser is not None else {},
-        "abuser_refused": abuser.last.get("refused", {}) if abuser is not None else {},
-        "flood_sent": flood_sent, "flood_pps": flood_sent / cfg.duration,
-        "relay_conns": metrics.get('p2prtc_relay_resource_usage{scope="system",resource="conns"}'),
-        "relay_pending": metrics.get(
-            'p2prtc_relay_resource_usage{scope="transient",resource="conns_inbound"}'),
-        "relay_streams": metrics.get(
-            'p2prtc_relay_resource_usage{scope="system",resource="streams"}'),
-        "refusals": refusals,
-        "relay_cpu_pct": 100 * cpu["relay"] / wall, "relay_rss_mb": rss_peak / 1024,
-        "abuser_cpu_pct": 100 * (cpu.get("abuser", 0.0) + cpu.get("flooder", 0.0)) / wall,
-        "bench_cpu_pct": 100 * cpu["bench"] / wall, "others_cpu_pct": 100 * cpu["others"] / wall,
-        "wall_s": wall,
-    }
-    log(f"{name}: {res['ok']}/{res['ops']} ok, p50 {res['p50_ms']:.0f} ms, p99 "
-        f"{res['p99_ms']:.0f} ms, held {held}, relay CPU {res['relay_cpu_pct']:.0f}%, RSS "
-        f"{res['relay_rss_mb']:.0f} MB" + (f"; errors e.g. {errors[0]}" if errors else ""))
-    return res
+    results = []
+    for g in groups:
+        m = metrics[g.label]
+        abused = abuser is not None and g.label == "abused"
+        ops = [o for h in g.honest for o in h.ops]
+        ok = [o.seconds for o in ops if o.ok]
+        errors = [o.error for o in ops if not o.ok]
+        part_p99 = {k: 1000 * percentile([o.parts[k] for o in ops if o.ok and k in o.parts], 0.99)
+                    for k in ("reserve", "circuit", "ping", "fresh connection")}
+        res = {
+            "phase": name, "relay": g.label, "honest": len(g.honest), "ops": len(ops),
+            "ok": len(ok), "success_pct": 100.0 * len(ok) / len(ops) if ops else 0.0,
+            "p50_ms": 1000 * percentile(ok, 0.5), "p99_ms": 1000 * percentile(ok, 0.99),
+            "max_ms": 1000 * max(ok) if ok else float("nan"),
+            "errors": errors[:5], "p99_ms_by_step": part_p99,
+            "abusive_held": held if abused else {},
+            "abusive_held_total": sum(held.values()) if abused else 0,
+            "abuser_opened": abuser.last.get("opened", {}) if abused and abuser else {},
+            "abuser_refused": abuser.last.get("refused", {}) if abused and abuser else {},
+            "flood_sent": flood_sent if abused else 0,
+            "flood_pps": flood_sent / cfg.duration if abused else 0.0,
+            "relay_conns": m.get('p2prtc_relay_resource_usage{scope="system",resource="conns"}'),
+            "relay_pending": m.get(
+                'p2prtc_relay_resource_usage{scope="transient",resource="conns_inbound"}'),
+            "relay_streams": m.get(
+                'p2prtc_relay_resource_usage{scope="system",resource="streams"}'),
+            "refusals": {k: v for k, v in m.items() if "refusals_total" in k and v},
+            "relay_cpu_pct": 100 * cpu[g.label] / wall, "relay_rss_mb": rss_peak[g.label] / 1024,
+            "abuser_cpu_pct": 100 * (cpu.get("abuser", 0.0) + cpu.get("flooder", 0.0)) / wall,
+            "bench_cpu_pct": 100 * cpu["bench"] / wall,
+            "others_cpu_pct": 100 * cpu["others"] / wall, "wall_s": wall,
+        }
+        log(f"{name}, {g.label} relay: {res['ok']}/{res['ops']} ok, p50 {res['p50_ms']:.0f} ms, "
+            f"p99 {res['p99_ms']:.0f} ms, held {res['abusive_held']}, relay CPU "
+            f"{res['relay_cpu_pct']:.0f}%, RSS {res['relay_rss_mb']:.0f} MB"
+            + (f"; errors e.g. {errors[0]}" if errors else ""))
+        results.append(res)
+    return results
 
 
 async def run(cfg: Config, log: Any = print) -> list[dict[str, Any]]:
-    """Both phases against one relay; the results, one dict per phase."""
+    """Both phases against the abused relay, with the control relay's group alongside; the
+    results, one dict per phase and relay."""
     raise_fd_limit()
-    relay = RelayProcess()
-    await relay.start()
-    honest = [Honest(relay.tcp, i) for i in range(cfg.honest)]
+    groups = [Group("abused", RelayProcess(), [])]
+    if cfg.control:
+        groups.append(Group("control", RelayProcess(), []))
     abuser: AbuserProcess | None = None
-    results = []
+    results: list[dict[str, Any]] = []
     try:
-        for h in honest:  # one at a time: set-up is not what is measured
-            await h.start()
+        for g in groups:
+            await g.relay.start()
+        first = 0
+        for g, n in zip(groups, (cfg.honest, cfg.control)[:len(groups)], strict=True):
+            g.honest = [Honest(g.relay.tcp, first + i) for i in range(n)]
+            first += n
+            for h in g.honest:  # one at a time: set-up is not what is measured
+                await h.start()
         if "honest" in cfg.phases:
-            results.append(await phase("honest only", cfg, relay, honest, None, log))
+            results += await phase("honest only", cfg, groups, None, log)
         if "abuse" in cfg.phases:
-            abuser = AbuserProcess(cfg, relay)
+            abuser = AbuserProcess(cfg, groups[0].relay)
             await abuser.start()
             await asyncio.sleep(cfg.ramp)  # the abusers connect
             log(f"abusers after {cfg.ramp:.0f} s: {abuser.last.get('held')}")
-            results.append(await phase("honest + abuse", cfg, relay, honest, abuser, log))
+            results += await phase("honest + abuse", cfg, groups, abuser, log)
     finally:
         if abuser is not None:
             await abuser.stop()
-        await asyncio.gather(*(h.host.close() for h in honest), return_exceptions=True)
-        await relay.stop()
+        await asyncio.gather(*(h.host.close() for g in groups for h in g.honest),
+                             return_exceptions=True)
+        for g in groups:
+            await g.relay.stop()
     return results
 
 
@@ -573,7 +602,8 @@ def table(cfg: Config, results: list[dict[str, Any]]) -> str:
     for r in results:
         held = r["abusive_held"]
         rows.append([
-            r["phase"], f"{r['ops']}", f"{r['success_pct']:.1f}%", f"{r['p50_ms']:.0f}",
+            r["phase"], f"{r['relay']} ({r['honest']} peers)", f"{r['ops']}",
+            f"{r['success_pct']:.1f}%", f"{r['p50_ms']:.0f}",
             f"{r['p99_ms']:.0f}", f"{r['max_ms']:.0f}",
             " / ".join(str(held.get(k, 0)) for k in KINDS) if held else "-",
             f"{r['flood_pps']:.0f}" if held else "-",
@@ -584,7 +614,7 @@ def table(cfg: Config, results: list[dict[str, Any]]) -> str:
             f"{r['bench_cpu_pct']:.0f}% / {r['abuser_cpu_pct']:.0f}% / {r['others_cpu_pct']:.0f}%",
         ])
     return markdown_table(
-        ["phase", "honest ops", "success", "p50 ms", "p99 ms", "max ms",
+        ["phase", "relay", "honest ops", "success", "p50 ms", "p99 ms", "max ms",
          "abusive held (" + " / ".join(KINDS) + ")", "STUN/TURN flood pkt/s",
          "relay pending / conns / streams", "budget refusals", "relay CPU", "relay RSS MB",
          "CPU bench / abuser / rest of machine"], rows)
@@ -594,6 +624,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     d = Config()
     p.add_argument("--honest", type=int, default=d.honest)
+    p.add_argument("--control", type=int, default=d.control,
+                   help="honest peers on a second relay nobody abuses, at the same time")
     p.add_argument("--per-kind", type=int, default=d.per_kind,
                    help="abusive connections of each of the five kinds")
     p.add_argument("--abuse-ips", type=int, default=d.abuse_ips)
@@ -617,7 +649,7 @@ def main() -> None:
         except KeyboardInterrupt:
             pass
         return
-    cfg = Config(honest=args.honest, per_kind=args.per_kind, abuse_ips=args.abuse_ips,
+    cfg = Config(honest=args.honest, control=args.control, per_kind=args.per_kind, abuse_ips=args.abuse_ips,
                  duration=args.duration, interval=args.interval, flood_pps=args.flood_pps,
                  ramp=args.ramp, phases=args.phases.split(","))
 
@@ -635,7 +667,7 @@ def main() -> None:
           f"{resource.getrlimit(resource.RLIMIT_NOFILE)[0]}")
     print(table(cfg, results))
     for r in results:
-        print(f"{r['phase']}: p99 ms by step " + ", ".join(
+        print(f"{r['phase']}, {r['relay']} relay: p99 ms by step " + ", ".join(
             f"{k} {v:.0f}" for k, v in r["p99_ms_by_step"].items()))
         if r["refusals"]:
             print(f"{r['phase']}: budget refusals {r['refusals']}")

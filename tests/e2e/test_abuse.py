@@ -32,10 +32,11 @@ def run_bench(tmp_path: Path, *args: str, timeout: float) -> list[dict]:
 
 
 def check(results: list[dict], per_kind: int, p99_ms: float) -> None:
-    abuse = next(r for r in results if r["phase"] == "honest + abuse")
+    abuse = next(r for r in results if r["phase"] == "honest + abuse" and r["relay"] == "abused")
+    # every honest operation succeeds, on the abused relay and on the control relay beside it
     for r in results:
-        assert r["ops"] > 0 and r["success_pct"] == 100.0, (r["phase"], r["errors"])
-        assert r["p99_ms"] < p99_ms, (r["phase"], r["p99_ms"])
+        assert r["ops"] > 0 and r["success_pct"] == 100.0, (r["phase"], r["relay"], r["errors"])
+        assert r["p99_ms"] < p99_ms, (r["phase"], r["relay"], r["p99_ms"])
     held = abuse["abusive_held"]
     # the abuse was real: every kind had connections open at the end, the relay held some
     # handshakes and refused many more (the per-IP budget)
@@ -48,7 +49,8 @@ def check(results: list[dict], per_kind: int, p99_ms: float) -> None:
 
 def test_abuse_short(tmp_path: Path) -> None:
     # p99 under 2 s here (the goal, 1 s, is the soak's): CI machines are shared and busy
-    results = run_bench(tmp_path, "--honest", "10", "--per-kind", "60", "--abuse-ips", "8",
+    results = run_bench(tmp_path, "--honest", "10", "--control", "5", "--per-kind", "60",
+                        "--abuse-ips", "8",
                         "--duration", "8", "--ramp", "4", timeout=120)
     check(results, 60, p99_ms=2000)
 
