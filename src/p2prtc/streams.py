@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import abc
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, overload
 
 from .errors import ProtocolError
 from .wire.varint import MAX_VARINT_LEN
@@ -91,6 +91,12 @@ async def read_exactly(stream: ByteStream, n: int) -> bytes:
     return b"".join(parts)
 
 
+@overload
+async def read_uvarint(stream: ByteStream, *, allow_eof: Literal[False] = False) -> int: ...
+@overload
+async def read_uvarint(stream: ByteStream, *, allow_eof: bool) -> int | None: ...
+
+
 async def read_uvarint(stream: ByteStream, *, allow_eof: bool = False) -> int | None:
     """Read one unsigned varint byte by byte (never reads past it).
 
@@ -110,6 +116,16 @@ async def read_uvarint(stream: ByteStream, *, allow_eof: bool = False) -> int | 
                 raise ProtocolError("varint is not minimally encoded")
             return value
     raise ProtocolError("varint longer than 9 bytes")
+
+
+@overload
+async def read_length_prefixed(
+    stream: ByteStream, max_size: int, *, allow_eof: Literal[False] = False
+) -> bytes: ...
+@overload
+async def read_length_prefixed(
+    stream: ByteStream, max_size: int, *, allow_eof: bool
+) -> bytes | None: ...
 
 
 async def read_length_prefixed(

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 
 from ..errors import P2PError
 from ..identity import PeerId
+from ..streams import Stream
 
 if TYPE_CHECKING:
+    from ..connection import Connection
     from ..network import Network
 
 log = logging.getLogger(__name__)
@@ -38,14 +40,17 @@ class ChatService:
         self.host = host
         self.on_message = on_message
         self.on_closed = on_closed
-        self.streams: dict[PeerId, object] = {}
-        self._opening: dict[PeerId, asyncio.Future] = {}
-        self._reading: dict[object, asyncio.Event] = {}  # stream -> set when its reader ends
+        self.streams: dict[PeerId, Stream] = {}
+        self._opening: dict[PeerId, asyncio.Future[Stream]] = {}
+        self._reading: dict[Stream, asyncio.Event] = {}  # stream -> set when its reader ends
         # Allowed on limited connections: when no direct path exists, Python peers still chat
         # over the relay (js only chats on direct connections).
         host.handle(CHAT, self._handle, allow_limited=True)
 
-    async def _handle(self, stream) -> None:
+    async def _handle(self, stream: Stream) -> None:
+        if stream.connection is None:  # (set for every inbound stream)
+            stream.reset()
+            return
         peer = stream.connection.remote_peer
         old = self.streams.get(peer)
         self.streams[peer] = stream
@@ -53,11 +58,11 @@ class ChatService:
             old.reset()
         await self._read_loop(peer, stream)
 
-    def reading(self, conn) -> bool:
+    def reading(self, conn: Connection) -> bool:
         """Whether a chat stream on `conn` is still being read."""
         return any(getattr(stream, "connection", None) is conn for stream in self._reading)
 
-    async def drained(self, conn, timeout: float = DRAIN_TIMEOUT) -> None:
+    async def drained(self, conn: Connection, timeout: float = DRAIN_TIMEOUT) -> None:
         """Return once every message that arrived on `conn` has been reported (its chat streams'
         readers have ended), or after `timeout`: a connection that just closed may still hold
         received messages in its streams' buffers."""
@@ -66,10 +71,10 @@ class ChatService:
         if ends:
             try:
                 await asyncio.wait_for(asyncio.gather(*ends), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.debug("chat streams on %r still being read after %.0f s", conn, timeout)
 
-    async def _read_loop(self, peer: PeerId, stream) -> None:
+    async def _read_loop(self, peer: PeerId, stream: Stream) -> None:
         reason = "chat stream closed"
         self._reading[stream] = done = asyncio.Event()
         try:
@@ -88,7 +93,7 @@ class ChatService:
                 if self.on_closed is not None:
                     self.on_closed(peer, reason)
 
-    async def _stream_for(self, peer: PeerId):
+    async def _stream_for(self, peer: PeerId) -> Stream:
         stream = self.streams.get(peer)
         if stream is not None:
             return stream
@@ -115,12 +120,12 @@ class ChatService:
         if len(data) > MAX_MESSAGE:
             raise ValueError(f"message longer than {MAX_MESSAGE} bytes")
         stream = await self._stream_for(peer)
-        conn = stream.connection
-        meter = conn.limit_meter
+        conn = stream.connection  # (set by new_stream/accept_stream)
+        meter = conn.limit_meter if conn is not None else None
         if meter is not None:
             why = meter.refuse(len(data), time.monotonic())
             if why is not None:
-                if meter.data_used_up():
+                if meter.data_used_up() and conn is not None:
                     # nothing useful fits any more: end it now rather than at the relay's cut
                     # (frees the relay's slot; the peer's own count tells it why)
                     self.host.spawn(conn.close())

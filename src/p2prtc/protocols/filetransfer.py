@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import P2PError, ProtocolError
 from ..identity import PeerId
-from ..streams import ByteStream, read_length_prefixed, write_length_prefixed
+from ..streams import ByteStream, Stream, read_length_prefixed, write_length_prefixed
 
 if TYPE_CHECKING:
     from ..network import Network
@@ -73,7 +73,10 @@ class FileService:
         self.max_size = max_size
         host.handle(FILE, self._handle, allow_limited=True)
 
-    async def _handle(self, stream) -> None:
+    async def _handle(self, stream: Stream) -> None:
+        if stream.connection is None:  # (set for every inbound stream)
+            stream.reset()
+            return
         result = await receive_file(stream, stream.connection.remote_peer, self.save_dir,
                                     max_size=self.max_size, on_start=self.on_start)
         if result is not None and self.on_received:
@@ -189,7 +192,7 @@ async def send_file(stream: ByteStream, peer: PeerId, path: Path, *, sha256: str
     return FileResult(peer, path.name, size, sha, path, time.perf_counter() - started)
 
 
-async def _answer(stream, **fields) -> None:
+async def _answer(stream: ByteStream, **fields: object) -> None:
     try:
         await write_length_prefixed(stream, json.dumps(fields).encode())
     except P2PError:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..connection import Connection
 from ..errors import P2PError, ProtocolError
@@ -18,7 +19,7 @@ from ..events import ConnectionOpened, Identified, ListenAddrsChanged, Protocols
 from ..identity import InvalidKey, PeerId, PublicKey
 from ..multiaddr import Multiaddr, MultiaddrError
 from ..pb import identify_pb2, text
-from ..streams import read_length_prefixed, write_length_prefixed
+from ..streams import Stream, read_length_prefixed, write_length_prefixed
 
 if TYPE_CHECKING:
     from ..network import Network
@@ -95,12 +96,12 @@ class IdentifyService:
         host.events.on(ProtocolsChanged, lambda e: self._schedule_push())
         host.events.on(ListenAddrsChanged, lambda e: self._schedule_push())
         self._push_pending = False
-        self._identified: dict[int, asyncio.Future] = {}
+        self._identified: dict[int, asyncio.Future[PeerInfo]] = {}
 
     # -- outbound --------------------------------------------------------------------------
 
     def _on_connection(self, conn: Connection) -> None:
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[PeerInfo] = asyncio.get_running_loop().create_future()
         self._identified[conn.id] = fut
         self.host.spawn(self._identify(conn, fut))
 
@@ -111,7 +112,7 @@ class IdentifyService:
             return self.host.peerstore.get(conn.remote_peer)
         return await asyncio.wait_for(asyncio.shield(fut), timeout)
 
-    async def _identify(self, conn: Connection, fut: asyncio.Future) -> None:
+    async def _identify(self, conn: Connection, fut: asyncio.Future[PeerInfo]) -> None:
         try:
             async with asyncio.timeout(IDENTIFY_TIMEOUT):
                 stream = await conn.new_stream([IDENTIFY])
@@ -131,13 +132,14 @@ class IdentifyService:
             conn_closed = conn.wait_closed()
             self.host.spawn(self._forget_when_closed(conn, conn_closed))
 
-    async def _forget_when_closed(self, conn: Connection, waiter) -> None:
+    async def _forget_when_closed(self, conn: Connection,
+                                  waiter: Coroutine[Any, Any, None]) -> None:
         try:
             await waiter
         finally:
             self._identified.pop(conn.id, None)
 
-    def _apply(self, conn: Connection, data: bytes):
+    def _apply(self, conn: Connection, data: bytes) -> PeerInfo:
         record = decode(data, conn.remote_peer)
         observed = record.observed_addr
         if observed is not None and not conn.limited:
@@ -158,7 +160,7 @@ class IdentifyService:
 
     # -- inbound ---------------------------------------------------------------------------
 
-    def _record(self, conn: Connection) -> bytes:
+    def _record(self, conn: Connection | None) -> bytes:
         msg = identify_pb2.Identify(
             protocolVersion=PROTOCOL_VERSION,
             agentVersion=self.host.agent_version,
@@ -170,14 +172,14 @@ class IdentifyService:
             msg.observedAddr = conn.remote_addr.to_bytes()
         return msg.SerializeToString()
 
-    async def _handle_identify(self, stream) -> None:
+    async def _handle_identify(self, stream: Stream) -> None:
         await write_length_prefixed(stream, self._record(stream.connection))
         await stream.close()
 
-    async def _handle_push(self, stream) -> None:
+    async def _handle_push(self, stream: Stream) -> None:
         data = await read_length_prefixed(stream, MAX_MESSAGE_SIZE, allow_eof=True)
         await stream.close()
-        if data is not None:
+        if data is not None and stream.connection is not None:
             self._apply(stream.connection, data)
 
     # -- push ------------------------------------------------------------------------------

@@ -17,14 +17,14 @@ import asyncio
 import inspect
 import json
 import logging
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from ..errors import P2PError, ProtocolError
 from ..events import NatDetected, NatPeerLearned
 from ..nat import (NatBehaviour, NatDetector, could_be_ruled_out, direct_path_ruled_out,
                    stun_server_for)
-from ..streams import read_length_prefixed, write_length_prefixed
+from ..streams import Stream, read_length_prefixed, write_length_prefixed
 
 if TYPE_CHECKING:
     from ..connection import Connection
@@ -64,7 +64,7 @@ def decode(data: bytes) -> NatBehaviour | None:
     return b if b.known else None
 
 
-async def _swap(stream, mine: NatBehaviour | None) -> NatBehaviour | None:
+async def _swap(stream: Stream, mine: NatBehaviour | None) -> NatBehaviour | None:
     await write_length_prefixed(stream, encode(mine))
     data = await read_length_prefixed(stream, MAX_MESSAGE_SIZE)
     return decode(data)
@@ -96,7 +96,8 @@ async def exchange(conn: "Connection",
     return theirs
 
 
-async def _finish(stream, mine) -> None:
+async def _finish(stream: Stream,
+                  mine: NatBehaviour | None | Awaitable[NatBehaviour | None]) -> None:
     """Write our behaviour if it was still pending, then close the stream."""
     try:
         if inspect.isawaitable(mine):
@@ -109,16 +110,17 @@ async def _finish(stream, mine) -> None:
         stream.reset()
 
 
-def _background(coro) -> None:
+def _background(coro: Coroutine[Any, Any, None]) -> None:
     task = asyncio.ensure_future(coro)
     _closing.add(task)
     task.add_done_callback(_closing.discard)
 
 
-_closing: set[asyncio.Task] = set()  # streams closing in the background (kept referenced)
+_closing: set[asyncio.Task[None]] = set()  # streams closing in the background (kept referenced)
 
 
-def stun_server_of(ice_servers: list[str] | None, relay_addr: "Multiaddr | None"):
+def stun_server_of(ice_servers: list[str] | None,
+                   relay_addr: Multiaddr | None) -> tuple[str, int] | None:
     """The STUN server to detect with: the first stun: URL of `ice_servers`; with None (no
     --stun) the relay's host (`stun_url_for`, the default ICE guess); else None."""
     from ..transports.webrtc.transport import stun_url_for
@@ -153,7 +155,7 @@ class NatInfoService:
         task = self.detector.start(self.host.spawn)
         task.add_done_callback(self._detected)
 
-    def _detected(self, task: asyncio.Task) -> None:
+    def _detected(self, task: asyncio.Future[NatBehaviour]) -> None:
         if not task.cancelled() and task.exception() is None:
             self.host.events.emit(NatDetected(task.result()))
 
@@ -202,8 +204,11 @@ class NatInfoService:
                 mine = await det.result(OWN_RESULT_WAIT)
         return self._learned(conn.remote_peer, theirs, mine)
 
-    async def _handle(self, stream) -> None:
+    async def _handle(self, stream: Stream) -> None:
         conn = stream.connection
+        if conn is None:  # (set for every inbound stream)
+            stream.reset()
+            return
         try:
             # our detection, then the dialer's (which it writes when done)
             async with asyncio.timeout(EXCHANGE_TIMEOUT + 2 * OWN_RESULT_WAIT):

@@ -8,9 +8,12 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
-from ..streams import read_exactly
+from ..streams import ByteStream, Stream, read_exactly
 
 if TYPE_CHECKING:
+    from ..connection import Connection
+    from ..identity import PeerId
+    from ..multiaddr import Multiaddr
     from ..network import Network
 
 PERF = "/perf/1.0.0"
@@ -22,14 +25,15 @@ class PerfService:
         self.host = host
         host.handle(PERF, self._handle)
 
-    async def _handle(self, stream) -> None:
+    async def _handle(self, stream: Stream) -> None:
         (to_send,) = struct.unpack(">Q", await read_exactly(stream, 8))
         while await stream.read(256 * 1024):
             pass
         await _send_zeros(stream, to_send)
         await stream.close()
 
-    async def run(self, target, upload: int, download: int) -> dict:
+    async def run(self, target: PeerId | Connection | Multiaddr | str, upload: int,
+                  download: int) -> dict[str, float]:
         """Returns seconds for the upload and for the download."""
         stream = await self.host.new_stream(target, [PERF])
         t0 = time.perf_counter()
@@ -48,7 +52,7 @@ class PerfService:
         return {"upload_s": t1 - t0, "download_s": t2 - t1, "downloaded": got}
 
 
-async def _send_zeros(stream, n: int) -> None:
+async def _send_zeros(stream: ByteStream, n: int) -> None:
     view = memoryview(BLOCK)
     while n > 0:
         k = min(n, len(BLOCK))

@@ -7,9 +7,12 @@ import time
 from typing import TYPE_CHECKING
 
 from ..errors import ProtocolError
-from ..streams import read_exactly
+from ..streams import Stream, read_exactly
 
 if TYPE_CHECKING:
+    from ..connection import Connection
+    from ..identity import PeerId
+    from ..multiaddr import Multiaddr
     from ..network import Network
 
 PING = "/ipfs/ping/1.0.0"
@@ -21,7 +24,7 @@ class PingService:
         self.host = host
         host.handle(PING, self._handle, allow_limited=True)
 
-    async def _handle(self, stream) -> None:
+    async def _handle(self, stream: Stream) -> None:
         while True:
             data = await stream.read(PING_SIZE)
             if not data:
@@ -31,10 +34,11 @@ class PingService:
             await stream.write(data)
         await stream.close()
 
-    async def ping(self, target, count: int = 1, *, allow_limited: bool = True) -> list[float]:
+    async def ping(self, target: PeerId | Connection | Multiaddr | str, count: int = 1, *,
+                   allow_limited: bool = True) -> list[float]:
         """Round-trip times in seconds for `count` pings on one stream."""
         stream = await self.host.new_stream(target, [PING], allow_limited=allow_limited)
-        rtts = []
+        rtts: list[float] = []
         try:
             for _ in range(count):
                 payload = os.urandom(PING_SIZE)

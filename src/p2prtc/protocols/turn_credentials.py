@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from ..errors import P2PError, ProtocolError
 from ..pb import turn_credentials_pb2 as pb
 from ..relay.turn import rest_password, rest_username
-from ..streams import read_length_prefixed, write_length_prefixed
+from ..streams import Stream, read_length_prefixed, write_length_prefixed
 
 if TYPE_CHECKING:
     from ..connection import Connection
@@ -127,8 +127,11 @@ class TurnCredentialService:
         self.served = 0
         host.handle(TURN_CREDENTIALS_PROTOCOL, self._handle)
 
-    async def _handle(self, stream) -> None:
+    async def _handle(self, stream: Stream) -> None:
         conn = stream.connection
+        if conn is None:  # (set for every inbound stream)
+            stream.reset()
+            return
         try:
             async with asyncio.timeout(FETCH_TIMEOUT):
                 data = await read_length_prefixed(stream, MAX_REQUEST_SIZE)
