@@ -256,8 +256,24 @@ async def test_fast_path_enforces_channels_permissions_and_byte_limit(batched):
         # a channel that is not bound: refused, counted
         ct.sendto(codec.channel_data(0x4001, b"nobody"), server)
         await asyncio.wait_for(_until(lambda: stats.refusals["unknown-channel"] == 1), 5)
-        # 8,017 bytes relayed: of ten more 1,000-byte datagrams, the first fits the limit
-        assert s.core.allocations[1].bytes == 8000 + len(b"from another port")
+        # Send indications, with a FINGERPRINT and without; a bad one is garbage
+        send = codec.message_type(codec.METHOD_SEND, codec.CLASS_INDICATION)
+
+        def indication(data: bytes, fingerprint: bool = True) -> bytes:
+            txid = codec.new_transaction_id()
+            return codec.build(send, txid, [
+                (codec.ATTR_XOR_PEER_ADDRESS, codec.xor_address_value(peer, txid)),
+                (codec.ATTR_DATA, data)], fingerprint=fingerprint)
+        for fp in (True, False):
+            ct.sendto(indication(b"send %d" % fp, fp), server)
+            data, _ = await asyncio.wait_for(pq.q.get(), 5)
+            assert data == b"send %d" % fp
+        bad = bytearray(indication(b"bad"))
+        bad[-1] ^= 1
+        ct.sendto(bytes(bad), server)
+        await asyncio.wait_for(_until(lambda: stats.refusals["garbage"] == 1), 5)
+        # 8,029 bytes relayed: of ten more 1,000-byte datagrams, the first fits the limit
+        assert s.core.allocations[1].bytes == 8000 + len(b"from another port") + 12
         for i in range(10):
             ct.sendto(codec.channel_data(0x4000, b"L" * 1000), server)
         await asyncio.wait_for(_until(lambda: stats.refusals["byte-limit"] == 9), 5)

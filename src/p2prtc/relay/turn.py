@@ -477,6 +477,18 @@ class TurnServer:
         until = min(a.expires, channel_expires, permission_expires)
         return ChannelRoute(a, five, peer, channel, until) if until > now else None
 
+    def send_route(self, five: FiveTuple, peer: Addr, now: float) -> ChannelRoute | None:
+        """Where a Send indication's DATA from `five` to `peer` may go without the core (a
+        permission for the peer's IP; `channel` 0), else None (the core refuses it)."""
+        a = self.by_five.get(five)
+        if a is None or a.relayed is None:
+            return None
+        permission_expires = a.permissions.get(peer[0])
+        if permission_expires is None:
+            return None
+        until = min(a.expires, permission_expires)
+        return ChannelRoute(a, five, peer, 0, until) if until > now else None
+
     def peer_route(self, allocation: int, peer: Addr, now: float) -> ChannelRoute | None:
         """Where datagrams from `peer` to `allocation`'s relayed address may go as ChannelData
         without the core (the client has a channel to it), else None."""

@@ -17,7 +17,9 @@ import ipaddress
 import logging
 import random
 import socket
+import struct
 import time
+from binascii import crc32
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import cast
@@ -35,6 +37,12 @@ _now = time.time
 _CHANNEL_HEAD = codec.CHANNEL_HEADER
 _SLOT = SLOT
 _PAYLOAD = HEADROOM + 4  # where a ChannelData payload starts in a receive slot
+_SEND_INDICATION = codec.message_type(codec.METHOD_SEND, codec.CLASS_INDICATION)
+# A Send indication as browsers and aioice write it: XOR-PEER-ADDRESS (IPv4), then DATA (then,
+# optionally, FINGERPRINT): type, length, cookie, txid, the two attribute headers, the address.
+_SEND_HEAD = struct.Struct(">HHI12xHH8sHH")
+_SEND_DATA = 36  # where its DATA value starts
+_FINGERPRINT = struct.Struct(">HHI")
 
 # coturn's defaults for the relayed port range (--min-port / --max-port).
 MIN_RELAY_PORT = 49152
@@ -62,6 +70,10 @@ EXPIRE_INTERVAL = 1.0
 # while the event loop is busy or descheduled; the kernel default (net.core.rmem_default, 208 KiB)
 # holds ~90, which a loaded relay overruns at 10-20 MB/s. The kernel caps it at rmem_max/wmem_max.
 SOCKET_BUFFER = 65536 * 32
+# Receive buffer of each relayed socket (peers' datagrams): 512 KiB, ~430 datagrams of 1,200 bytes
+# (15 ms at 30 MB/s) where the kernel default (rmem_default, 208 KiB) holds ~170; a cap on what
+# the kernel may queue, not memory taken up front (1,000 allocations: at most 512 MiB queued).
+RELAYED_SOCKET_BUFFER = 512 * 1024
 
 
 @dataclass
@@ -135,6 +147,7 @@ class _ClientSocket:
         self.here: Addr | None = None if ipaddress.ip_address(self.local[0]).is_unspecified \
             else self.local
         self.routes: dict[tuple[Key, int], _Route | None] = {}
+        self.send_routes: dict[tuple[Key, bytes], _Route | None] = {}
         self.generation = -1
         self._closing = False
         sock.setblocking(False)
@@ -150,6 +163,7 @@ class _ClientSocket:
         routes = self.routes
         if self.generation != core.generation:
             routes.clear()
+            self.send_routes.clear()
             self.generation = core.generation
         now = _now()
         buf = batcher.buf
@@ -177,6 +191,18 @@ class _ClientSocket:
                         total += length
                         continue
                     del routes[(key, channel)]
+            elif channel == _SEND_INDICATION:
+                hit = self._send_indication(i, size, keys[i], now)
+                if hit is not None:
+                    r, length = hit
+                    if r is not run_route:
+                        if run_route is not None:
+                            _forward(batcher, core, run_route, run, total, 0, now)
+                            run = []
+                        run_route, total = r, 0
+                    run += (i * _SLOT + HEADROOM + _SEND_DATA, length)
+                    total += length
+                    continue
             if run_route is not None:  # keep the order of what this client sent
                 _forward(batcher, core, run_route, run, total, 0, now)
                 run, run_route = [], None
@@ -184,10 +210,63 @@ class _ClientSocket:
             self._slow(buf[off:off + size], keys[i])
             if self.generation != core.generation:  # a request changed what is allowed
                 routes.clear()
+                self.send_routes.clear()
                 self.generation = core.generation
         if run_route is not None:
             _forward(batcher, core, run_route, run, total, 0, now)
         batcher.flush()
+
+    def _send_indication(self, i: int, size: int, key: Key, now: float
+                         ) -> tuple[_Route, int] | None:
+        """(route, DATA length) of received datagram i when it is a Send indication of the
+        usual layout to an IPv4 peer the client has a permission for, else None (the core
+        decides, refusals included). A FINGERPRINT is checked as the codec would."""
+        if size < _SEND_DATA:
+            return None
+        buf = self.service.batcher.buf
+        base = i * _SLOT + HEADROOM
+        _, length, cookie, t1, l1, xpeer, t2, l2 = _SEND_HEAD.unpack_from(buf, base)
+        if (cookie != codec.MAGIC_COOKIE or t1 != codec.ATTR_XOR_PEER_ADDRESS or l1 != 8
+                or t2 != codec.ATTR_DATA or length + 20 != size):
+            return None
+        end = _SEND_DATA + l2 + (-l2 % 4)
+        if end != size:
+            if end + 8 != size:
+                return None
+            t, fl, fp = _FINGERPRINT.unpack_from(buf, base + end)
+            view = self.service.batcher.view
+            if (t != codec.ATTR_FINGERPRINT or fl != 4
+                    or fp != (crc32(view[base:base + end]) ^ codec.FINGERPRINT_XOR) & 0xFFFFFFFF):
+                return None
+        rk = (key, xpeer)
+        r = self.send_routes.get(rk, _MISS)
+        if r is _MISS:
+            r = self._send_route(key, xpeer, now)
+        if r is None:
+            return None
+        if now >= r.until:
+            del self.send_routes[rk]
+            return None
+        return r, l2
+
+    def _send_route(self, key: Key, xpeer: bytes, now: float) -> _Route | None:
+        svc = self.service
+        family, xport, xip = struct.unpack(">xBHI", xpeer)
+        route = None
+        client = svc.batcher.decode(key)
+        here = self._here(client)
+        if family == codec.FAMILY_IPV4 and here is not None:
+            peer = (socket.inet_ntoa((xip ^ codec.MAGIC_COOKIE).to_bytes(4, "big")),
+                    xport ^ (codec.MAGIC_COOKIE >> 16))
+            found = svc.core.send_route(svc.five_tuple(client, here), peer, now)
+            relayed = svc.relayed.get(found.allocation.id) if found is not None else None
+            if found is not None and relayed is not None:
+                route = _Route(found.until, found.allocation, 0, relayed.sock,
+                               svc.batcher.dest(peer))
+        if len(self.send_routes) >= MAX_ROUTES:
+            self.send_routes.clear()
+        self.send_routes[(key, xpeer)] = route
+        return route
 
     def _route(self, key: Key, channel: int, now: float) -> _Route | None:
         svc = self.service
@@ -577,6 +656,8 @@ class TurnService:
             except OSError:
                 continue
             sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RELAYED_SOCKET_BUFFER)
             return sock
         return None
 
