@@ -182,10 +182,13 @@ class NatPeer(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class Warning(Event):  # noqa: A001 - the event's name
-    """Something is being retried (reservation failed, relay lost) or a server did not help."""
+    """Something is being retried (reservation failed, relay lost) or a server did not help;
+    `relay` is the relay it is about (its peer id, or its address when the id is not known
+    yet), or None."""
 
     name: ClassVar[str] = "warning"
     reason: str
+    relay: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

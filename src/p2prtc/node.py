@@ -463,18 +463,18 @@ class Node:
             await host.listen("/webrtc")
         results = await asyncio.gather(*(host.listen_via_relay(a, timeout) for a in addrs),
                                        return_exceptions=True)
-        failures: list[str] = []
+        failures: list[tuple[str, str]] = []
         for relay, result in zip(flat, results, strict=True):
             if isinstance(result, TimeoutError):
-                failures.append(f"no reservation on {relay} within {timeout:.0f} s")
+                failures.append((relay, f"no reservation on {relay} within {timeout:.0f} s"))
             elif isinstance(result, DialError):
-                failures.append(f"{result}" if len(flat) == 1 else f"{relay}: {result}")
+                failures.append((relay, f"{result}" if len(flat) == 1 else f"{relay}: {result}"))
             elif isinstance(result, BaseException):
                 raise result
         if len(failures) == len(flat):
-            raise DialError("; ".join(failures))
-        for reason in failures:
-            self._emit(ev.Warning(reason=f"{reason}; retrying"))
+            raise DialError("; ".join(reason for _, reason in failures))
+        for relay, reason in failures:
+            self._emit(ev.Warning(reason=f"{reason}; retrying", relay=relay))
         return self.addrs()
 
     def addrs(self) -> list[str]:
@@ -696,9 +696,10 @@ class _Tracker:
         on(hev.NatPeerLearned, lambda e: self.node._emit(
             ev.NatPeer(peer=str(e.peer), **e.behaviour.to_dict(), ruled_out=e.ruled_out)))
         on(hev.ReservationLost, lambda e: self.node._emit(ev.Warning(
-            reason=f"relay connection lost: {e.reason}; reserving again")))
+            reason=f"relay connection lost: {e.reason}; reserving again",
+            relay=str(e.relay) if e.relay is not None else None)))
         on(hev.RelayError, lambda e: self.node._emit(ev.Warning(
-            reason=f"relay: {e.reason}; retrying")))
+            reason=f"relay: {e.reason}; retrying", relay=str(e.relay_addr))))
         on(hev.HostWarning, lambda e: self.node._emit(ev.Warning(reason=e.reason)))
         on(hev.WebRTCFailed, lambda e: self._on_webrtc_failed(e.peer, e.reason))
         on(hev.ListenAddrsChanged, lambda e: self._on_addrs_changed())

@@ -247,7 +247,7 @@ class PeerApp:
         elif isinstance(e, (ev.Disconnected, ev.RelayedClosed)):
             self._show_end(e)
         elif isinstance(e, ev.Warning):
-            out.node_event(e, _warning_words(e.reason))
+            out.node_event(e, _warning_words(e))
         elif isinstance(e, ev.Error):
             self._show_error(e)
         elif isinstance(e, ev.Nat):
@@ -262,7 +262,7 @@ class PeerApp:
     def _show_listening(self, e: ev.Listening) -> None:
         browser = e.browser_addrs
         others = [a for a in e.addrs if a not in browser]
-        res = self._reservation
+        res, self._reservation = self._reservation, None  # this listing's, if it has one
         text = ""
         if res is not None:
             expires = time.strftime("%H:%M:%S", time.localtime(res.expires))
@@ -474,13 +474,14 @@ class PeerApp:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def _warning_words(reason: str) -> str:
+def _warning_words(e: ev.Warning) -> str:
     """A Node warning for a person (the JSON carries `reason` as it is)."""
-    lost = "relay connection lost: "
-    if reason.startswith(lost) and reason.endswith("; reserving again"):
-        return f"Lost a relay ({reason[len(lost):-len('; reserving again')]}); reserving again…"
-    if reason.startswith("relay: ") and reason.endswith("; retrying"):
-        return f"Relay: {reason[len('relay: '):-len('; retrying')]} (retrying)"
+    reason, lost, again = e.reason, "relay connection lost: ", "; reserving again"
+    if e.relay is not None and reason.startswith(lost) and reason.endswith(again):
+        return f"Lost the relay {short(e.relay)} ({reason[len(lost):-len(again)]}); " \
+               "reserving again…"
+    if e.relay is not None and reason.startswith("relay: ") and reason.endswith("; retrying"):
+        return f"Relay {e.relay}: {reason[len('relay: '):-len('; retrying')]} (retrying)"
     return f"Warning: {reason}"
 
 
