@@ -22,6 +22,12 @@ that the honest load itself is not throttled). Two phases, each `--duration` sec
    STUN/TURN port with Binding and Allocate requests (`--flood-pps` in all). A connection the
    relay closes is opened again at once.
 
+Alongside, a second `p2prtc relay` that nobody abuses serves `--control` honest peers of its
+own (25) in both phases: the same machine at the same moment, so that what the abuse costs the
+honest peers can be told from what the machine's other load does (these machines are shared).
+The abusive connections run at nice 19 (attackers have CPUs of their own; what they cost the
+relay is what is measured) and the flood in a process of its own at normal priority.
+
 The table gives the honest operations, their success and latency, how many abusive
 connections the relay held at the end (the abuser's count of open ones, and the relay's own
 transient/system usage from /metrics), the budget refusals, and the relay's CPU and peak RSS.
