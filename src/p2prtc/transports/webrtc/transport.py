@@ -228,8 +228,11 @@ class WebRTCTransport(Transport):
             async with asyncio.timeout(DIAL_TIMEOUT):
                 timings = await respond(stream, pc)
         except (TimeoutError, NoDirectPath, P2PError, OSError) as e:
-            log.warning("no direct WebRTC connection from %s: %s", relayed.remote_peer,
-                        str(e) or "timed out")
+            # no news when another upgrade already went direct (a dialer racing relays)
+            superseded = self.host.best_connection(relayed.remote_peer) is not None
+            log.log(logging.INFO if superseded else logging.WARNING,
+                    "no direct WebRTC connection from %s: %s", relayed.remote_peer,
+                    str(e) or "timed out")
             self.host.events.emit(WebRTCFailed(relayed.remote_peer, str(e) or "timed out"))
             stream.reset()
             await pc.close()
