@@ -44,11 +44,17 @@ def target(host) -> str:
     return str(host.wd.addrs[0].with_peer_id(host.peer_id))
 
 
+# The flood, the server and this client share one event loop (and, under CI, two cores with
+# everything else): a starved client would take the whole flood (~20 s) to get an answer, a
+# served one takes milliseconds quiet and ~2 s with the machine at load 8-10.
+PING_BOUND = 5.0
+
+
 async def good_client_pings(host, host_factory) -> None:
     client = await host_factory(listen=[])
     conn = await client.dial(target(host))
     rtts = await client.ping_service.ping(conn, count=2)
-    assert max(rtts) < 2.0
+    assert max(rtts) < PING_BOUND
     await client.close()
 
 
@@ -156,7 +162,7 @@ async def test_stun_flood_is_bounded_and_others_get_in(server, host_factory, cap
     assert grown < 8 * 1024 * 1024, f"memory grew by {grown} bytes"
     assert elapsed < 30
     # the connection made before the flood still works
-    assert max(await early.ping_service.ping(early_conn, count=2)) < 2.0
+    assert max(await early.ping_service.ping(early_conn, count=2)) < PING_BOUND
     # logged, but rate-limited: a few lines, not thousands
     lines = [r for r in caplog.records if "dropped STUN" in r.getMessage()]
     assert 1 <= len(lines) < 20
@@ -189,15 +195,7 @@ async def test_unknown_addresses_and_ufrags_are_dropped(server, host_factory, ca
 async def test_failed_dtls_is_freed_at_once(server, host_factory, caplog):
     caplog.set_level(logging.INFO, logger=LOGGER)
     refs = []
-    real_new_client = server.wd._new_client
-
-    def tracking(*args):
-        client = real_new_client(*args)
-        if client is not None:
-            refs.append(weakref.ref(client.pc))
-        return client
-
-    server.wd._new_client = tracking
+    server.wd.on_new_client = lambda client: refs.append(weakref.ref(client.pc))
     attacker = await RawClient.open(server)
     await attacker.ice()
     hello = bytearray(client_hello())
@@ -283,9 +281,7 @@ async def test_vanished_peer_is_closed_after_idle_timeout(server, host_factory, 
     conn = await client.dial(target(server))
     await wait_until(lambda: server.wd.connections)
     # the peer disappears without a word: its socket closes, no SCTP ABORT, no DTLS alert
-    conn.muxer.pc.link._sendto = lambda data: None
-    for task in list(conn.muxer.pc._tasks):
-        task.cancel()  # no more consent checks either
+    conn.muxer.pc.go_silent()  # no more consent checks either
     await wait_until(lambda: settled(server), timeout=8)
     assert server.wd.stats.get("idle_closed", 0) == 1
     await good_client_pings(server, host_factory)
