@@ -188,7 +188,7 @@ class ProcessPeer(Peer):
 
     def log_lines(self) -> list[str]:
         try:
-            with open(self.proc._log.name, errors="replace") as f:
+            with open(self.proc.log_path, errors="replace") as f:
                 return f.read().splitlines()
         except OSError:
             return []
@@ -309,7 +309,7 @@ class BrowserWebRTCPeer(Peer):
         return self.chromium.name
 
     def log_lines(self) -> list[str]:
-        return list(self.page._console) if self.page is not None else []
+        return self.page.console_lines() if self.page is not None else []
 
     async def stop(self) -> None:
         if self.page is not None:

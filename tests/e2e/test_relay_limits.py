@@ -119,7 +119,7 @@ async def chat_past_the_data_limit(clis, relay_addr: str, limit: int, n: int) ->
 
     for i in range(n):
         await dialer.send_line(f"<line {i:04d}> " + "x" * 70)
-    await dialer._wait(lambda: True if sum(map(len, outcomes(dialer))) >= n else None,
+    await dialer.wait_until(lambda: True if sum(map(len, outcomes(dialer))) >= n else None,
                        f"an outcome for each of {n} lines", 60)
     sent, undelivered = outcomes(dialer)
     assert sent | set(undelivered) == set(range(n)) and not sent & set(undelivered)
@@ -174,10 +174,10 @@ async def test_time_limit_ends_it_in_words(relay_factory, clis):
     i = 0
     while not any(e["event"] == "disconnected" for e in dialer.events):
         await dialer.send_line(f"<line {i:04d}> hello")
-        await dialer._wait(lambda i=i: True if sum(map(len, outcomes(dialer))) > i else None,
+        await dialer.wait_until(lambda i=i: True if sum(map(len, outcomes(dialer))) > i else None,
                            f"the outcome of line {i}", 15)
         if i in outcomes(dialer)[0]:  # wait for it to arrive before sending the next one
-            await lis._wait(lambda i=i: True if i in received_lines(lis) else None,
+            await lis.wait_until(lambda i=i: True if i in received_lines(lis) else None,
                             f"line {i}", 15)
         i += 1
         assert i < 100_000

@@ -37,6 +37,7 @@ class ControlledProcess:
         self._event_signal = asyncio.Condition()
         self._reader: asyncio.Task | None = None
         self._log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)
+        self.log_path = self._log.name  # the process's stderr
         self.ready: dict[str, Any] = {}
 
     async def start(self, timeout: float = 60) -> dict[str, Any]:

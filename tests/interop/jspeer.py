@@ -379,6 +379,10 @@ class BrowserPeer(HarnessCommands):
     def log_tail(self, n: int = 40) -> str:
         return "\n".join(list(self._console)[-n:])
 
+    def console_lines(self) -> list[str]:
+        """The page's last console lines (up to 2000)."""
+        return list(self._console)
+
     def _describe(self) -> str:
         return f"{self.name} console (last lines):\n{self.log_tail()}"
 

@@ -17,7 +17,6 @@ import struct
 
 import aiohttp
 import pytest
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from p2prtc.errors import P2PError, StreamReset
 from p2prtc.host import Host
@@ -200,12 +199,11 @@ async def test_garbage_noise_message_3(server, caplog):
 
 async def test_noise_handshake_with_bad_signature(server, caplog):
     raw = await noise_negotiated(server)
-    state = noise.NoiseHandshakeState(Identity.generate(), True)
-    # Swap the static key after the payload signed the original: the signature no longer covers
-    # the key the server will see.
-    forged = X25519PrivateKey.generate()
-    state._s = forged
-    state._s_pub = noise._public_bytes(forged)
+    ident = Identity.generate()
+    state = noise.NoiseHandshakeState(ident, True)
+    # A payload that signed another static key: the signature does not cover the key the server
+    # will see.
+    state.payload = noise.NoiseHandshakeState(ident, True).payload
     await raw.write(frame(state.write_message()))
     state.read_message(await read_frame(raw))
     await raw.write(frame(state.write_message()))
@@ -254,7 +252,7 @@ async def test_unsupported_muxer(server, caplog):
 
 async def test_truncated_noise_frame_during_muxer_negotiation(server, caplog):
     secure = await secure_client(server)
-    whole = secure._transport.encrypt(MS_HEADER)
+    whole = secure.seal(MS_HEADER)
     await secure.raw.write(whole[:-5])
     await secure.raw.close_write()
     await assert_ends(secure)
@@ -299,8 +297,8 @@ async def test_yamux_truncated_mid_frame(server, caplog):
 
 async def test_noise_frame_truncated_after_yamux(server, caplog):
     secure = await yamux_client(server)
-    whole = secure._transport.encrypt(yamux_frame(type_=yamux.TYPE_PING, flags=yamux.FLAG_SYN,
-                                                  stream_id=0, length=7))
+    whole = secure.seal(yamux_frame(type_=yamux.TYPE_PING, flags=yamux.FLAG_SYN,
+                                    stream_id=0, length=7))
     await secure.raw.write(whole[: len(whole) // 2])
     await secure.raw.close_write()
     await assert_ends(secure)

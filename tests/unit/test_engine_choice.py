@@ -39,7 +39,7 @@ def test_argument_then_environment_then_auto(no_env, monkeypatch):
 
 
 def test_auto_falls_back_to_aiortc_when_wrtc_cannot_run(no_env, monkeypatch):
-    monkeypatch.setitem(engine_base._checked, "wrtc", "not installed (test)")
+    monkeypatch.setattr(engine_base, "wrtc_problem", lambda: "not installed (test)")
     assert resolve_engine() == "aiortc"
     assert "aiortc" in engine_base.describe_engine() and "not installed (test)" in \
         engine_base.describe_engine()

@@ -85,7 +85,7 @@ def test_rate_limiter_forgets_full_buckets():
         rl.try_acquire(f"k{i}")
     clock.t += 1.0  # every bucket is full again
     rl.try_acquire("fresh")
-    assert len(rl._buckets) == 1
+    assert len(rl) == 1
 
 
 def test_rate_limiter_key_count_is_bounded():
@@ -94,7 +94,7 @@ def test_rate_limiter_key_count_is_bounded():
     rl.MAX_KEYS = 50
     for i in range(1000):  # all at the same instant: nothing refills, so only the cap prunes
         assert rl.try_acquire(("ip", i))
-        assert len(rl._buckets) <= 50
+        assert len(rl) <= 50
     # The most recent key is still tracked.
     for _ in range(4):
         assert rl.try_acquire(("ip", 999))
@@ -169,7 +169,7 @@ def test_reservation_expiry():
     assert t.connection_for(BOB.peer_id, 150) is b
     assert t.expire(250) == 1
     assert len(t) == 0
-    assert t._by_peer == {}  # nothing left behind per peer
+    assert t.peers_tracked == 0  # nothing left behind per peer
 
 
 def test_reservation_removal_on_close():
@@ -230,7 +230,7 @@ def test_circuit_table_forgets_peers():
     cs = [t.admit(ALICE.peer_id, BOB.peer_id) for _ in range(3)]
     for c in cs:
         t.remove(c)
-    assert len(t) == 0 and t._per_peer == {}
+    assert len(t) == 0 and t.peers_tracked == 0
 
 
 # -- metrics -------------------------------------------------------------------------------------

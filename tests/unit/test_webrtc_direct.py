@@ -63,10 +63,8 @@ def test_certhash_round_trip_and_refusals():
 
 
 def test_certificate_is_derived_from_the_identity():
-    cert_mod._cache.clear()
-    a = cert_mod.certificate_for(Identity.from_seed(0))
-    cert_mod._cache.clear()
-    again = cert_mod.certificate_for(Identity.from_seed(0))
+    a = cert_mod.certificate_for(Identity.from_seed(0), cached=False)
+    again = cert_mod.certificate_for(Identity.from_seed(0), cached=False)
     other = cert_mod.certificate_for(Identity.from_seed(1))
     assert a.der == again.der and a.certhash == again.certhash  # same key -> same address
     assert a.certhash != other.certhash
@@ -80,10 +78,8 @@ def test_certificate_is_derived_from_the_identity():
 def test_certificate_survives_a_key_file_round_trip(tmp_path):
     path = tmp_path / "id.key"
     first = Identity.load_or_create(path)
-    cert_mod._cache.clear()
-    h1 = cert_mod.certificate_for(first).certhash
-    cert_mod._cache.clear()
-    h2 = cert_mod.certificate_for(Identity.load_or_create(path)).certhash
+    h1 = cert_mod.certificate_for(first, cached=False).certhash
+    h2 = cert_mod.certificate_for(Identity.load_or_create(path), cached=False).certhash
     assert h1 == h2
 
 

@@ -54,6 +54,10 @@ class RateLimiter:
         self._clock = clock
         self._buckets: OrderedDict[object, tuple[float, float]] = OrderedDict()
 
+    def __len__(self) -> int:
+        """How many keys have a bucket (the memory it holds)."""
+        return len(self._buckets)
+
     def try_acquire(self, key: object) -> bool:
         now = self._clock()
         refill = self.rate.limit / self.rate.period

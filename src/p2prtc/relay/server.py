@@ -72,6 +72,11 @@ class ReservationTable:
     def __len__(self) -> int:
         return self._count
 
+    @property
+    def peers_tracked(self) -> int:
+        """Peers with an entry (nothing may be left behind for a peer with no reservation)."""
+        return len(self._by_peer)
+
     def expire(self, now: float) -> int:
         dropped = 0
         heap = self._expiry
@@ -136,6 +141,11 @@ class CircuitTable:
 
     def __len__(self) -> int:
         return len(self.active)
+
+    @property
+    def peers_tracked(self) -> int:
+        """Peers with a circuit count (nothing may be left behind for a peer with none)."""
+        return len(self._per_peer)
 
     def admit(self, src: PeerId, dst: PeerId) -> Circuit | None:
         if len(self.active) >= self.limits.max_circuits:

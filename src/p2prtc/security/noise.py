@@ -248,8 +248,10 @@ class NoiseHandshakeState:
         self._rs: bytes | None = None
         self._step = 0  # handshake messages written or read so far (3 = complete)
         self._failed = False
-        self._payload = self._encode_payload(identity, extensions)
-        if DH_LEN + (DH_LEN + TAG_LEN) + len(self._payload) + TAG_LEN > MAX_MESSAGE_LEN:
+        # The NoiseHandshakePayload we send (identity key, signature of our static key,
+        # extensions); tests replace it to play a peer that sends a bad one.
+        self.payload = self._encode_payload(identity, extensions)
+        if DH_LEN + (DH_LEN + TAG_LEN) + len(self.payload) + TAG_LEN > MAX_MESSAGE_LEN:
             raise ValueError("noise handshake payload too large (too many extensions?)")
         self._remote_public_key: PublicKey | None = None
         self._remote_peer_id: PeerId | None = None
@@ -329,11 +331,11 @@ class NoiseHandshakeState:
                 ss.mix_key(_dh(self._e, re))
                 enc_s = ss.encrypt_and_hash(self._s_pub)
                 ss.mix_key(_dh(self._s, re))
-                out = e_pub + enc_s + ss.encrypt_and_hash(self._payload)
+                out = e_pub + enc_s + ss.encrypt_and_hash(self.payload)
             else:  # -> s, se
                 enc_s = ss.encrypt_and_hash(self._s_pub)
                 ss.mix_key(_dh(self._s, _known(self._re, "the remote ephemeral key")))
-                out = enc_s + ss.encrypt_and_hash(self._payload)
+                out = enc_s + ss.encrypt_and_hash(self.payload)
         except BaseException:
             self._failed = True
             raise
@@ -625,6 +627,11 @@ class SecureSession(ByteStream):
                     if p:
                         self._pending.append(p)
             return self._take(n)
+
+    def seal(self, data: bytes) -> bytes:
+        """The Noise frame(s) `write(data)` would send next, without sending them (it uses up
+        the nonce: tests send them cut or changed)."""
+        return self._transport.encrypt(data)
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._reset:

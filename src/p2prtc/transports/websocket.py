@@ -44,8 +44,10 @@ class WebSocketStream(RawConnection):
     transport_name = "ws"
 
     def __init__(self, ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
-                 local_addr: Multiaddr, remote_addr: Multiaddr) -> None:
+                 local_addr: Multiaddr, remote_addr: Multiaddr,
+                 transport: asyncio.Transport | None = None) -> None:
         self._ws = ws
+        self._transport = transport  # the TCP transport under it (reset aborts it), if known
         self._buf = b""
         self._pos = 0
         self._eof = False
@@ -99,12 +101,11 @@ class WebSocketStream(RawConnection):
     def reset(self) -> None:
         self._eof = True
         self.closed.set()
-        transport = None
-        if isinstance(self._ws, web.WebSocketResponse):
-            req = getattr(self._ws, "_req", None)
-            transport = req.transport if req is not None else None
-        else:
-            conn = getattr(self._ws, "_conn", None) or getattr(self._ws._response, "connection", None)
+        transport = self._transport
+        if transport is None and isinstance(self._ws, aiohttp.ClientWebSocketResponse):
+            # aiohttp has no public handle on a client WebSocket's transport (only
+            # get_extra_info); its response's connection is the one way to abort it.
+            conn = getattr(getattr(self._ws, "_response", None), "connection", None)
             transport = conn.transport if conn is not None else None
         if transport is not None:
             transport.abort()
@@ -196,7 +197,7 @@ class WebSocketTransport(Transport):
             peername = transport.get_extra_info("peername") if transport is not None else None
             remote = peername or ("0.0.0.0", 0)
             raw = WebSocketStream(ws, sockaddr_to_multiaddr(local, suffix),
-                                  sockaddr_to_multiaddr(remote, suffix))
+                                  sockaddr_to_multiaddr(remote, suffix), transport)
             conn = await self.upgrader.upgrade_inbound_or_log(
                 raw, "ws", scope=server.take_scope(request))
             if conn is not None:

@@ -272,6 +272,13 @@ def new_protocol(connection: Any) -> Any:
     return ice.StunProtocol(connection)
 
 
+def skip_data_channel_id_zero(sctp: Any) -> None:
+    """Make an RTCSctpTransport never hand out data channel id 0 (webrtc-direct keeps it for
+    the Noise channel): its next id, 0 when we are the DTLS client, moves on to 2."""
+    if getattr(sctp, "_data_channel_id", None) == 0:
+        sctp._data_channel_id = 2
+
+
 def add_local_protocol(connection: Any, protocol: Any) -> bool:
     """Add a socket found after ICE began (a TURN allocation) to ICE: pair its candidate with
     every remote candidate; the check loop picks the new pairs up while remote candidates are

@@ -125,13 +125,16 @@ def _build(key: ec.EllipticCurvePrivateKey, deterministic: bool) -> x509.Certifi
 _cache: dict[bytes, DtlsCertificate] = {}
 
 
-def certificate_for(identity: Identity) -> DtlsCertificate:
-    """The listener certificate of `identity` (the same bytes every time)."""
+def certificate_for(identity: Identity, *, cached: bool = True) -> DtlsCertificate:
+    """The listener certificate of `identity` (the same bytes every time); derived once per
+    process unless `cached` is False (derived again: tests check it comes out the same)."""
+    if not cached:
+        return _derive_certificate(identity)
     private = identity.private_bytes()
-    cached = _cache.get(private)
-    if cached is None:
-        cached = _cache[private] = _derive_certificate(identity)
-    return cached
+    cached_cert = _cache.get(private)
+    if cached_cert is None:
+        cached_cert = _cache[private] = _derive_certificate(identity)
+    return cached_cert
 
 
 def _derive_certificate(identity: Identity) -> DtlsCertificate:

@@ -115,6 +115,8 @@ class WebRTCDirectListener(Listener):
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
         self.addrs: list[Multiaddr] = []
+        # Called with each client whose ClientHello was let in (tests follow its lifetime).
+        self.on_new_client: Callable[[_Client], None] | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -209,6 +211,8 @@ class WebRTCDirectListener(Listener):
         self._handshakes_per_ip[ip] = self._handshakes_per_ip.get(ip, 0) + 1
         pc.on_closed.append(lambda: self._forget(client))
         client.task = asyncio.ensure_future(self._serve(client))
+        if self.on_new_client is not None:
+            self.on_new_client(client)
         return client
 
     # -- one client ------------------------------------------------------------------------

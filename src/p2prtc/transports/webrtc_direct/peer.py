@@ -48,6 +48,7 @@ from aiortc.rtcdtlstransport import (
 from aiortc.rtcsctptransport import Chunk, RTCSctpCapabilities, RTCSctpTransport
 from cryptography.hazmat.primitives import serialization
 
+from ..webrtc import aiortc_compat
 from ..webrtc.engine import DataChannel
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,10 @@ class DatagramLink:
         if self._closed:
             raise ConnectionError("webrtc-direct link closed")
         self._sendto(data)
+
+    def mute(self) -> None:
+        """Send nothing from now on (silently): see DirectPeerConnection.go_silent."""
+        self._sendto = lambda data: None
 
     def close(self) -> None:
         if self._closed:
@@ -240,6 +245,14 @@ class DirectPeerConnection:
         if not task.cancelled() and task.exception() is not None:
             log.debug("webrtc-direct connection task failed: %r", task.exception())
 
+    def go_silent(self) -> None:
+        """Send nothing more and stop our own tasks (consent checks) without a word to the
+        peer, as a process that vanished would: what the listener's idle timeout is for
+        (tests use it)."""
+        self.link.mute()
+        for task in list(self._tasks):
+            task.cancel()
+
     async def connect(self) -> None:
         """DTLS handshake, then SCTP association and the Noise channel open. Raises
         ConnectionError saying what failed; the caller bounds the time and closes us."""
@@ -248,8 +261,7 @@ class DirectPeerConnection:
         if self.dtls.state != "connected":
             raise ConnectionError(self.dtls.failure or "DTLS handshake failed")
         await self.sctp.start(RTCSctpCapabilities(maxMessageSize=MAX_MESSAGE_SIZE), SCTP_PORT)
-        if self.sctp._data_channel_id == 0:  # see module docstring: never reuse id 0
-            self.sctp._data_channel_id = 2
+        aiortc_compat.skip_data_channel_id_zero(self.sctp)  # see module docstring
         if not await self.noise_channel.wait_open():
             raise ConnectionError("SCTP association failed before the Noise channel opened")
         self._set_state("connected")
