@@ -533,11 +533,11 @@ class Node:
                     and not c.is_closed and c.id not in before]
 
         if direct is not None:
+            self._tracker.report_connected(direct)  # first: the closes below are no news
             keep = direct.details.relayed_via  # the one its upgrade ran over
             for c in relayed_since():
                 if str(c.remote_addr) != keep:
                     await c.close()
-            self._tracker.report_connected(direct)
             return self._wrap(direct)
         relayed = race.relayed[-1] if race.relayed else None
         upgrade_failed = [e for t, e in race.errors if t.has("webrtc")]
@@ -717,6 +717,11 @@ class _Tracker:
             return
         self.node._emit(ev.Relayed(peer=str(peer), addr=str(conn.remote_addr),
                                    limit=conn.details.limit_dict()))
+        if any(not c.limited and c.transport != "circuit" for c in self.host.connections(peer)):
+            # a direct connection is up already (the losing attempt of a raced dial): this
+            # relayed one ends as `RelayedClosed`, never `Connected`
+            self._superseded.add(conn.id)
+            return
         if conn.direction == "inbound":
             if not self.node._webrtc.listening:
                 self.report_connected(conn)

@@ -94,6 +94,8 @@ async def test_race_through_our_relay_and_rusts(rust_peer_factory):
             assert set(map(relay_of, targets)) == {relay_of(ours + "/p2p-circuit"),
                                                    relay_of(rust.addr("tcp") + "/p2p-circuit")}
 
+            dialer_seen: list = []
+            collecting = asyncio.ensure_future(_collect(dialer.events(), dialer_seen))
             conn = await dialer.dial(targets, attempt_delay=0)
             assert conn.direct and conn.transport == "webrtc"
             # the dialer closed the loser's relayed connection before returning
@@ -111,6 +113,14 @@ async def test_race_through_our_relay_and_rusts(rust_peer_factory):
             await until(lis_events, seen, settled, "the loser's relayed connection to close")
             want = 1 if winner == relay_of(ours + "/p2p-circuit") else 0
             after = await circuits_become(lab_ip(), metrics_port, want)
+            # one connection reported on each side; the loser's relayed one ended as
+            # `relayed-closed`, never as a disconnection
+            for events, peer in ((dialer_seen, lis.peer_id), (seen, dialer.peer_id)):
+                mine = [e for e in events if getattr(e, "peer", None) == peer]
+                assert [e.transport for e in mine if isinstance(e, api_events.Connected)] == \
+                    ["webrtc"], mine
+                assert not [e for e in mine if isinstance(e, api_events.Disconnected)], mine
+            collecting.cancel()
             relayed_in = sum(isinstance(e, api_events.Relayed) for e in seen)
             print(f"[several relays] winner {'ours' if want else 'rust'}; the listener saw "
                   f"{relayed_in} relayed connections from the dialer; our relay: "
@@ -129,6 +139,11 @@ async def test_race_through_our_relay_and_rusts(rust_peer_factory):
     finally:
         await rust.stop()
         await relay.close()
+
+
+async def _collect(events, into: list) -> None:
+    async for e in events:
+        into.append(e)
 
 
 async def _echo(stream) -> None:
