@@ -5,7 +5,8 @@ from peers, time passing and TCP clients leaving.
 
 Input: records `op, len, bytes`. Contract: nothing raises; everything sent to a client parses as
 STUN or ChannelData; no datagram goes to or comes from a peer the client did not permit (no
-open relay); the allocation gauge matches the allocations held.
+open relay), and no route the core hands the batched data path does either; the allocation
+gauge matches the allocations held. Requests are signed with MESSAGE-INTEGRITY or -SHA256.
 """
 
 import struct
@@ -65,7 +66,7 @@ class Session:
                 assert exp is not None and exp > self.now, f"open relay: {a.peer} not permitted"
                 self.sent_to_peers += 1
 
-    def request(self, five, method: int, attrs, signed: bool) -> None:
+    def request(self, five, method: int, attrs, signed: bool, sha256: bool = False) -> None:
         if signed and five not in self.nonce:  # get challenged first, as a client does
             self.feed(self.server.client_datagram(codec.build(
                 codec.message_type(codec.METHOD_ALLOCATE, codec.CLASS_REQUEST), b"c" * 12, []),
@@ -79,7 +80,8 @@ class Session:
         txid = bytes([len(attrs)]) * 12
         try:
             data = codec.build(codec.message_type(method, codec.CLASS_REQUEST), txid, attrs,
-                               integrity_key=key)
+                               integrity_key=None if sha256 else key,
+                               integrity_sha256_key=key if sha256 else None)
         except struct.error:
             return  # an attribute too long for our own builder (> 64 KiB): not a wire message
         self.feed(self.server.client_datagram(data, five, self.now))
@@ -100,7 +102,7 @@ def test_one(data: bytes) -> None:
             attrs = _attrs(body)
             if kind == 1 and op & 0x40:
                 attrs = [(codec.ATTR_REQUESTED_TRANSPORT, b"\x11\x00\x00\x00")] + attrs
-            s.request(five, METHODS[kind - 1], attrs, signed=not op & 0x20)
+            s.request(five, METHODS[kind - 1], attrs, signed=not op & 0x20, sha256=bool(op & 0x10))
         elif kind == 5:
             peer = PEERS[op >> 5 & 3 if op >> 5 & 3 < 3 else 0]
             txid = b"s" * 12
@@ -133,6 +135,17 @@ def _check(s: Session) -> None:
         assert len(a.channels) <= server.limits.max_channels
         for peer, ch in a.channel_of.items():
             assert a.channels.get(ch, (None,))[0] == peer
+        # the routes the batched data path takes (relay/turn_io.py) never pass a permission
+        for ch in a.channels:
+            route = server.channel_route(a.five, ch, s.now)
+            if route is not None:
+                assert a.permissions[route.peer[0]] >= route.until > s.now
+                assert route.allocation is a and a.channels[ch][1] >= route.until
+        for peer in list(a.channel_of) + PEERS:
+            for route in (server.peer_route(a.id, peer, s.now),
+                          server.send_route(a.five, peer, s.now)):
+                if route is not None:
+                    assert a.permissions[peer[0]] >= route.until > s.now
 
 
 def seeds() -> list[bytes]:
@@ -151,4 +164,8 @@ def seeds() -> list[bytes]:
         rec(0x61) + rec(0x41, attr(codec.ATTR_EVEN_PORT, b"\x80")) + rec(0x08, b"\xff"),
         rec(0x41, attr(codec.ATTR_LIFETIME, b"\x00\x00\x0e\x10")) + rec(0x06, b"\x05x"),
         rec(0x00, codec.build(codec.BINDING_REQUEST, txid, [])),
+        # signed with MESSAGE-INTEGRITY-SHA256: allocate, permit, then a bad PASSWORD-ALGORITHM
+        rec(0x51) + rec(0x13, peer) + rec(0x14, attr(codec.ATTR_CHANNEL_NUMBER,
+                                                     b"\x40\x02\x00\x00") + peer)
+        + rec(0x12, attr(codec.ATTR_PASSWORD_ALGORITHM, b"\x00\x02\x00\x00")),
     ]
