@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import api_events as ev
+from .dialrace import ATTEMPT_DELAY, race
 from .errors import DialError, P2PError, StreamClosed
 from .identity import Identity, PeerId
 from .multiaddr import Multiaddr
@@ -45,9 +46,6 @@ __all__ = ["Node", "Connection", "Stream", "NoDirectPath", "Handler"]
 
 # How long listen() waits for the relay's reservation, as `p2prtc listen` (peerapp.RELAY_TIMEOUT).
 RESERVATION_TIMEOUT = 20.0
-# Node.dial with several addresses starts one attempt every ATTEMPT_DELAY seconds: RFC 8305's
-# recommended Connection Attempt Delay (section 5, 250 ms), which go-libp2p's dial ranker uses.
-ATTEMPT_DELAY = 0.25
 # An event iterator that is not read keeps at most this many events; older ones are dropped
 # (with one log line per iterator) so that a forgotten iterator cannot grow without bound.
 EVENT_QUEUE_MAX = 1024
@@ -525,8 +523,16 @@ class Node:
         self._start_nat(relay_parts[0])
         self._tracker.dial_started[peer] = time.perf_counter()
         before = {c.id for c in host.connections(peer)}
-        race = _DialRace(self, host, targets, timeout, attempt_delay)
-        direct = await race.run()
+
+        async def attempt(target: Multiaddr) -> _Conn:
+            self._emit(ev.Dialing(addr=str(target)))
+            if timeout is None:
+                return await host.dial(target)
+            return await host.dial(target, timeout=timeout)
+
+        result = await race(targets, attempt, lambda c: c.transport != "circuit",
+                            delay=attempt_delay)
+        direct = result.winner
 
         def relayed_since() -> list[_Conn]:  # relayed connections this dial made, oldest first
             return [c for c in host.connections(peer) if c.transport == "circuit"
@@ -539,14 +545,14 @@ class Node:
                 if str(c.remote_addr) != keep:
                     await c.close()
             return self._wrap(direct)
-        relayed = race.relayed[-1] if race.relayed else None
-        upgrade_failed = [e for t, e in race.errors if t.has("webrtc")]
+        relayed_addr, relayed = result.relayed[-1] if result.relayed else (None, None)
+        upgrade_failed = [e for t, e in result.errors if t.has("webrtc")]
         if relayed is None and upgrade_failed:
             relayed = next(iter(reversed(relayed_since())), None)
         if relayed is None:
-            if len(race.errors) == 1:
-                raise race.errors[0][1]
-            raise DialError("; ".join(str(e) for _, e in race.errors) or f"cannot reach {peer}")
+            if len(result.errors) == 1:
+                raise result.errors[0][1]
+            raise DialError("; ".join(str(e) for _, e in result.errors) or f"cannot reach {peer}")
         for c in relayed_since():
             if c is not relayed:
                 await c.close()
@@ -558,7 +564,7 @@ class Node:
                 raise NoDirectPath(reason)
         elif relayed.limited and not allow_relayed:
             await relayed.close()
-            raise NoDirectPath(f"{race.relayed_addr} is reached only through the relay (a "
+            raise NoDirectPath(f"{relayed_addr} is reached only through the relay (a "
                                "relayed connection); dial its /webrtc address, or pass "
                                "allow_relayed=True")
         self._tracker.report_connected(relayed)
@@ -599,65 +605,6 @@ class Node:
         stamped = _with_t(event, time.monotonic() - self._t0)
         for sub in list(self._subscribers):
             sub._put(stamped)
-
-
-class _DialRace:
-    """The attempts of one `Node.dial` (RFC 8305 section 5): one more every `delay` seconds,
-    or at once when all running ones failed; the first direct connection ends the race and
-    the attempts still running are cancelled. What the others gave is kept: `relayed`
-    (connections to plain circuit addresses) and `errors`."""
-
-    def __init__(self, node: Node, host: "Host", targets: list[Multiaddr],
-                 timeout: float | None, delay: float) -> None:
-        self.node = node
-        self.host = host
-        self.queue = list(targets)
-        self.timeout = timeout
-        self.delay = max(0.0, delay)
-        self.relayed: list[_Conn] = []
-        self.relayed_addr: Multiaddr | None = None
-        self.errors: list[tuple[Multiaddr, P2PError | OSError]] = []
-
-    async def _attempt(self, target: Multiaddr) -> "_Conn":
-        self.node._emit(ev.Dialing(addr=str(target)))
-        if self.timeout is None:
-            return await self.host.dial(target)
-        return await self.host.dial(target, timeout=self.timeout)
-
-    async def run(self) -> "_Conn | None":
-        """The first direct (not relayed) connection, or None when no attempt gave one."""
-        running: dict[asyncio.Task[_Conn], Multiaddr] = {}
-        winner: _Conn | None = None
-        try:
-            while winner is None and (self.queue or running):
-                for target in self.queue[:1 if self.delay else None]:  # delay 0: all at once
-                    self.queue.remove(target)
-                    running[asyncio.ensure_future(self._attempt(target))] = target
-                done, _ = await asyncio.wait(running, timeout=self.delay if self.queue else None,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    target = running.pop(task)
-                    try:
-                        conn = task.result()
-                    except (P2PError, OSError) as e:
-                        self.errors.append((target, e))
-                        continue
-                    if conn.transport != "circuit" and winner is None:
-                        winner = conn
-                    elif conn.transport == "circuit":
-                        self.relayed.append(conn)
-                        self.relayed_addr = target
-                    elif conn is not winner:
-                        await conn.close()  # a second direct connection: one is enough
-        finally:
-            for task in running:
-                task.cancel()
-            results = await asyncio.gather(*running, return_exceptions=True)
-            for late in results:  # finished while being cancelled
-                if not isinstance(late, BaseException) and late is not winner \
-                        and late.transport != "circuit":
-                    await late.close()
-        return winner
 
 
 def _with_t(event: ev.Event, t: float) -> ev.Event:
