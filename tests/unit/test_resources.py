@@ -148,3 +148,16 @@ def test_unlimited() -> None:
     for _ in range(2000):
         assert not isinstance(c.open_stream("inbound"), Refusal)
     assert c.reserve_memory(1 << 40) is None
+
+
+async def test_every_host_has_the_default_budgets() -> None:
+    # peers (Node, listen/dial) get the same manager as the relay, with the defaults
+    from p2prtc.host import Host
+
+    host = Host()
+    try:
+        rm = host.upgrader.resources
+        assert isinstance(rm, ResourceManager)
+        assert rm.limits == ResourceLimits()
+    finally:
+        await host.close()
