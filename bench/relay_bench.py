@@ -224,7 +224,7 @@ async def bench_relayed_throughput(impl: str, nbytes: int, runs: int, log) -> di
                       f"{raddr}/p2p-circuit/p2p/{lp.ready['peerId']}")
         await dp.call("echo", addr=target, bytes=1 << 20, timeout=120)  # connect + warm up
         pids = {"relay": pid_of(relay), "dialer": pid_of(dp), "listener": pid_of(lp)}
-        for i in range(runs):
+        for _ in range(runs):
             with CpuMeter(pids) as m:
                 reply = await dp.call("echo", addr=target, bytes=nbytes, timeout=900)
             if reply["sha_sent"] != reply["sha_received"]:

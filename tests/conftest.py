@@ -10,7 +10,8 @@ Chromium) and rust-libp2p peers.
 from __future__ import annotations
 
 import os
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 

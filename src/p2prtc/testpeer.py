@@ -149,7 +149,7 @@ class ControlPeer:
         try:
             result = await fn(msg)
             self.reply(msg_id, ok=True, **result)
-        except (P2PError, OSError, ValueError, KeyError, asyncio.TimeoutError) as e:
+        except (TimeoutError, P2PError, OSError, ValueError, KeyError) as e:
             self.reply(msg_id, ok=False, error=f"{type(e).__name__}: {e}")
 
 

@@ -75,7 +75,6 @@ async def test_rust_reserves_on_our_relay_and_is_reached(rust_peer_factory, host
 async def test_we_reserve_on_upstream_like_rust_relay_without_retrying(rust_peer_factory, host_factory):
     """rust's relay-server only serves hop once identify gave it an external address (and then
     pushes its protocols): our client waits for that push instead of failing and backing off."""
-    import asyncio
     import time
 
     relay = await rust_peer_factory(mode="relay", quic=False, extra=["--observed-addrs-only"])

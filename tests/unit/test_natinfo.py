@@ -185,7 +185,7 @@ async def test_dialer_decides_on_its_mapping_before_its_filtering_is_known(net):
     assert not learned.done()  # the listener hears ours once our detection has ended
     probe.release.set()
     e = await learned
-    peer, theirs, a_reason = e.peer, e.behaviour, e.ruled_out
+    theirs, a_reason = e.behaviour, e.ruled_out
     assert theirs == SYMMETRIC and a_reason is not None
 
 

@@ -35,7 +35,7 @@ class NotSent(P2PError):
 class ChatService:
     """Keeps one chat stream per peer and reports every message received."""
 
-    def __init__(self, host: "Network", on_message: Callable[[PeerId, str], None],
+    def __init__(self, host: Network, on_message: Callable[[PeerId, str], None],
                  on_closed: Callable[[PeerId, str], None] | None = None) -> None:
         self.host = host
         self.on_message = on_message

@@ -62,7 +62,7 @@ def unique_path(directory: Path, name: str) -> Path:
 
 
 class FileService:
-    def __init__(self, host: "Network", save_dir: Path, *,
+    def __init__(self, host: Network, save_dir: Path, *,
                  on_start: Callable[[PeerId, str, int], Progress | None] | None = None,
                  on_received: Callable[[FileResult], None] | None = None,
                  max_size: int = DEFAULT_MAX_FILE) -> None:

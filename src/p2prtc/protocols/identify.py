@@ -88,7 +88,7 @@ def decode(data: bytes, remote_peer: PeerId) -> IdentifyRecord:
 
 
 class IdentifyService:
-    def __init__(self, host: "Network") -> None:
+    def __init__(self, host: Network) -> None:
         self.host = host
         host.handle(IDENTIFY, self._handle_identify, allow_limited=True)
         host.handle(IDENTIFY_PUSH, self._handle_push, allow_limited=True)

@@ -70,8 +70,8 @@ async def _swap(stream: Stream, mine: NatBehaviour | None) -> NatBehaviour | Non
     return decode(data)
 
 
-async def exchange(conn: "Connection",
-                   mine: "NatBehaviour | None | Awaitable[NatBehaviour | None]"
+async def exchange(conn: Connection,
+                   mine: NatBehaviour | None | Awaitable[NatBehaviour | None]
                    ) -> NatBehaviour | None:
     """Tell the peer of `conn` our behaviour and learn theirs; None if they do not speak the
     protocol, do not know theirs, or anything goes wrong (logged). `mine` may be an awaitable
@@ -141,13 +141,13 @@ class NatInfoService:
     us. Host events: `NatDetected` once ours is known, `NatPeerLearned` when a peer told us
     theirs (with why no direct path is possible, or None)."""
 
-    def __init__(self, host: "Network") -> None:
+    def __init__(self, host: Network) -> None:
         self.host = host
         self.detector: NatDetector | None = None
-        self.peers: dict["PeerId", NatBehaviour] = {}
+        self.peers: dict[PeerId, NatBehaviour] = {}
         host.handle(NATINFO_PROTOCOL, self._handle, allow_limited=True)
 
-    def start(self, server: "tuple[str, int] | NatDetector | None") -> None:
+    def start(self, server: tuple[str, int] | NatDetector | None) -> None:
         """Start detecting against the STUN server (host, port) (or use a detector); once."""
         if self.detector is not None:
             return
@@ -168,7 +168,7 @@ class NatInfoService:
             return None
         return await self.detector.result(wait)
 
-    def _learned(self, peer: "PeerId", theirs: NatBehaviour | None,
+    def _learned(self, peer: PeerId, theirs: NatBehaviour | None,
                  mine: NatBehaviour | None) -> str | None:
         if theirs is None:
             return None
@@ -180,11 +180,11 @@ class NatInfoService:
         self.host.events.emit(NatPeerLearned(peer, theirs, reason))
         return reason
 
-    def ruled_out(self, peer: "PeerId") -> str | None:
+    def ruled_out(self, peer: PeerId) -> str | None:
         """Why no direct path to `peer` is possible, if both behaviours are known and say so."""
         return direct_path_ruled_out(self.mine, self.peers.get(peer))
 
-    async def check(self, conn: "Connection") -> str | None:
+    async def check(self, conn: Connection) -> str | None:
         """Dialer side, before signalling: exchange behaviours over `conn`; the reason a direct
         path is ruled out, or None (go ahead). Waits for our own detection only as far as the
         answer depends on it: the mapping part is known within a few round trips, the filtering

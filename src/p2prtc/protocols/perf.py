@@ -21,7 +21,7 @@ BLOCK = bytes(64 * 1024)
 
 
 class PerfService:
-    def __init__(self, host: "Network") -> None:
+    def __init__(self, host: Network) -> None:
         self.host = host
         host.handle(PERF, self._handle)
 

@@ -20,7 +20,7 @@ PING_SIZE = 32
 
 
 class PingService:
-    def __init__(self, host: "Network") -> None:
+    def __init__(self, host: Network) -> None:
         self.host = host
         host.handle(PING, self._handle, allow_limited=True)
 

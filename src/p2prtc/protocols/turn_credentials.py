@@ -91,7 +91,7 @@ def decode(data: bytes, now: float | None = None) -> TurnCredentials:
     return TurnCredentials(urls, msg.username, msg.password, msg.ttl, expires)
 
 
-async def fetch_turn_credentials(host: "Network", relay_conn: "Connection") -> TurnCredentials | None:
+async def fetch_turn_credentials(host: Network, relay_conn: Connection) -> TurnCredentials | None:
     """Ask the relay at the other end of `relay_conn` for TURN credentials; None if it does not
     speak the protocol (js, rust relays) or anything goes wrong (logged at debug level)."""
     stream = None
@@ -118,7 +118,7 @@ class TurnCredentialService:
     """The relay's side: answers `/p2prtc/turn-credentials/1.0.0` on direct connections.
     `urls(conn)` gives the TURN URLs for a peer on `conn` (ours or an external server's)."""
 
-    def __init__(self, host: "Network", secret: str, urls: Callable[["Connection"], list[str]],
+    def __init__(self, host: Network, secret: str, urls: Callable[[Connection], list[str]],
                  ttl: int = CREDENTIAL_TTL) -> None:
         self.host = host
         self.secret = secret

@@ -131,7 +131,7 @@ class TcpListener(Listener):
 class TcpTransport(Transport):
     name = "tcp"
 
-    def __init__(self, network: "Network") -> None:
+    def __init__(self, network: Network) -> None:
         self.upgrader = network.upgrader
 
     def can_dial(self, addr: Multiaddr) -> bool:

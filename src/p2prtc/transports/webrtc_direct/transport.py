@@ -29,7 +29,7 @@ def _is_direct(names: list[str]) -> bool:
 class WebRTCDirectTransport(Transport):
     name = "webrtc-direct"
 
-    def __init__(self, host: "Network", dial_version: int = 1) -> None:
+    def __init__(self, host: Network, dial_version: int = 1) -> None:
         self.host = host
         # Which handshake our dials use (listeners accept both): 1 (what every server speaks
         # today) or 2 (libp2p/specs#715: no SDP munging; go-libp2p >= 0.49 listeners).
