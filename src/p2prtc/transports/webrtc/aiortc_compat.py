@@ -12,7 +12,9 @@ Patches (each with its reason):
 - an immediate triggered check for in-progress pairs (RFC 8445 7.3.1.4);
 - delayed SCTP SACKs (RFC 4960 6.2);
 - a DATA_CHANNEL_OPEN on a stream id still held no longer trips an assert that ended the
-  connection.
+  connection;
+- data-channel messages go to SCTP least-queued channel first, not in one FIFO (a chat message
+  no longer waits behind a file's whole queued megabyte).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def apply() -> dict[str, bool]:
     _applied["triggered_checks"] = ice_ok and _patch_triggered_checks()
     _applied["delayed_sack"] = sctp_ok and _patch_delayed_sack()
     _applied["reopened_stream_ids"] = sctp_ok and _patch_reopened_stream_ids()
+    _applied["channels_in_turn"] = sctp_ok and _patch_channels_in_turn()
     return active()
 
 
@@ -186,6 +189,37 @@ def _patch_delayed_sack() -> bool:
             self._p2prtc_sack_timer = asyncio.get_running_loop().call_later(SACK_DELAY, fire)
 
     cls._send_sack = send_sack  # type: ignore[method-assign]
+    return True
+
+
+def _patch_channels_in_turn() -> bool:
+    """aiortc hands data-channel messages to SCTP from one FIFO for all channels (each channel
+    may queue up to engine.BUFFERED_HIGH, 1 MiB), whenever SCTP's own queue ran empty: under
+    congestion a chat message waited behind every byte a file transfer had queued (the lab's
+    chaos run: 19-25 s at 5 % loss and 100 ms RTT). Before each hand-over the queue is ordered
+    by how much each channel has queued, least first (stable: each channel keeps its own order),
+    so a channel sending a little goes before one sending a lot, and bulk channels alternate as
+    their backlogs shift."""
+    from aiortc import rtcsctptransport
+
+    cls = rtcsctptransport.RTCSctpTransport
+    original = getattr(cls, "_data_channel_flush", None)
+    if original is None:
+        return False
+
+    async def data_channel_flush(self: Any) -> None:
+        queue = getattr(self, "_data_channel_queue", None)
+        if queue is not None and len(queue) > 1:
+            backlog: dict[int, int] = {}
+            for channel, _, data in queue:
+                backlog[id(channel)] = backlog.get(id(channel), 0) + len(data)
+            if len(backlog) > 1:
+                ordered = sorted(queue, key=lambda entry: backlog[id(entry[0])])
+                queue.clear()
+                queue.extend(ordered)
+        await original(self)
+
+    cls._data_channel_flush = data_channel_flush  # type: ignore[method-assign]
     return True
 
 
