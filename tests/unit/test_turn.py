@@ -597,6 +597,31 @@ def test_message_integrity_sha256_vector():
         codec.parse(sha256_vector(truncate=12)[0], 70000)
 
 
+# The same Allocate as stun-rs 0.1.11 (Rust, an independent RFC 8489 implementation) signs it:
+# MESSAGE-INTEGRITY-SHA256 under PASSWORD-ALGORITHM SHA-256, no FINGERPRINT. Made once with a
+# small program against that crate (not part of the tree), which also verified sha256_vector()
+# and our server's MESSAGE-INTEGRITY-SHA256 answers (DEVELOPERS.md, TURN).
+STUN_RS_ALLOCATE = bytes.fromhex(
+    "000300a02112a4426cff6bb3b034419613838a8a001900041100000000060017313830303030333630303a31"
+    "3244334b6f6f5750656572000014000b7032707274632e74657374000015002e6f624d61744a6f7332414141"
+    "4236623438653333302d30313233343536373839616263646566303132333435363700008002000800020000"
+    "00010000001d000400020000001c0020356800e1aaca9fa3f703b5f8c52ced760df15b8a3a712fc8f88fdf41"
+    "ea0cfca9")
+
+
+def test_message_integrity_sha256_from_stun_rs():
+    msg = codec.parse(STUN_RS_ALLOCATE, codec.MAX_TURN_MESSAGE_SIZE)
+    key = codec.long_term_key(VECTOR_USER, VECTOR_REALM, VECTOR_PASSWORD,
+                              codec.PASSWORD_ALGORITHM_SHA256)
+    assert codec.verify_integrity_sha256(STUN_RS_ALLOCATE, msg, key)
+    assert not codec.verify_integrity_sha256(STUN_RS_ALLOCATE, msg, codec.long_term_key(
+        VECTOR_USER, VECTOR_REALM, VECTOR_PASSWORD))  # the MD5 key is another key
+    assert msg.attrs[codec.ATTR_PASSWORD_ALGORITHMS] == turn.PASSWORD_ALGORITHMS_OFFER
+    assert msg.attrs[codec.ATTR_NONCE].decode() == VECTOR_NONCE
+    # and the server takes it as it takes ours: the offer echoed, SHA-256 chosen
+    assert turn.password_algorithm(msg) == codec.PASSWORD_ALGORITHM_SHA256
+
+
 class Sha256Client(Client):
     """Signs with MESSAGE-INTEGRITY-SHA256 (our codec: aioice cannot), optionally under
     PASSWORD-ALGORITHM SHA-256 (echoing the offered PASSWORD-ALGORITHMS)."""

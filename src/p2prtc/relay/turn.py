@@ -551,7 +551,7 @@ class TurnServer:
                            "USERNAME, REALM and NONCE")
         if not self._nonce_ok(nonce, five.client[0], now):
             raise _Refused(STALE_NONCE, "stale-nonce")
-        algorithm = _password_algorithm(msg)  # our nonces all offer PASSWORD-ALGORITHMS
+        algorithm = password_algorithm(msg)  # our nonces all offer PASSWORD-ALGORITHMS
         if realm != self.realm:
             raise _Refused(UNAUTHORIZED, "wrong-realm", f"realm {realm[:40]!r}")
         expiry = rest_expiry(username)
@@ -857,7 +857,7 @@ def _build(msg_type: int, txid: bytes, attrs: list[tuple[int, bytes]],
     return codec.build(msg_type, txid, attrs, integrity_key=signer.key)
 
 
-def _password_algorithm(msg: StunMessage) -> int:
+def password_algorithm(msg: StunMessage) -> int:
     """RFC 8489 9.2.4 under a nonce that offered PASSWORD-ALGORITHMS: neither attribute means
     MD5; both: the list must be the one offered and the choice one of it; else 400."""
     offered = msg.attrs.get(codec.ATTR_PASSWORD_ALGORITHMS)
