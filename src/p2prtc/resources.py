@@ -22,7 +22,9 @@ only buffered stream bytes, not every allocation as go's muxers and transports d
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Literal
 
@@ -80,6 +82,9 @@ DEFAULT_PEER = ScopeLimits(
     streams_inbound=256, streams_outbound=512, streams=512,
     memory=64 * _MiB,
 )
+# A refusal is worth one log line per (scope, resource) per this many seconds, with a count of
+# the others: under attack they come by the thousand per second (TURN logs its refusals so too).
+REFUSAL_LOG_INTERVAL = 10.0
 # go's connLimiter: 8 connections per IPv4 /32 (and per IPv6 /56), loopback unlimited. Ours
 # counts connections still handshaking (established ones are the relay's
 # `max_connections_per_ip`), so a NAT's many users are not refused, and allows 16.
@@ -170,8 +175,12 @@ def _release(chain: list[_Scope], amounts: dict[str, int]) -> None:
 class ResourceManager:
     """Budgets of one host (a relay or a peer)."""
 
-    def __init__(self, limits: ResourceLimits | None = None) -> None:
+    def __init__(self, limits: ResourceLimits | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits or ResourceLimits()
+        self._clock = clock
+        self._log_next: dict[tuple[str, str], float] = {}
+        self._log_skipped: Counter[tuple[str, str]] = Counter()
         self.system = _Scope("system", self.limits.system)
         self.transient = _Scope("transient", self.limits.transient)
         self._peers: dict[PeerId, _Scope] = {}
@@ -228,9 +237,21 @@ class ResourceManager:
             self._pending_by_ip.pop(ip, None)
 
     def _refused(self, refusal: Refusal) -> Refusal:
-        self.refusals[(refusal.scope, refusal.resource if refusal.scope != "ip"
-                       else "connections handshaking")] += 1
+        self.refusals[_key(refusal)] += 1
         return refusal
+
+    def log_line(self, what: str, refusal: Refusal) -> str | None:
+        """`what: reason`, to log now, or None when a line for this scope and resource was
+        given within REFUSAL_LOG_INTERVAL (the next one says how many were left out)."""
+        key, now = _key(refusal), self._clock()
+        if now < self._log_next.get(key, 0.0):
+            self._log_skipped[key] += 1
+            return None
+        self._log_next[key] = now + REFUSAL_LOG_INTERVAL
+        skipped = self._log_skipped.pop(key, 0)
+        more = (f" (and {skipped} more refusals like it in the last "
+                f"{REFUSAL_LOG_INTERVAL:.0f} s)" if skipped else "")
+        return f"{what}: {refusal.reason}{more}"
 
     # -- what metrics show
 
@@ -251,6 +272,12 @@ class ResourceManager:
     def peer_usage(self, peer: PeerId) -> dict[str, int]:
         scope = self._peers.get(peer)
         return dict(scope.used) if scope is not None else dict.fromkeys(RESOURCES, 0)
+
+
+def _key(refusal: Refusal) -> tuple[str, str]:
+    # per-IP refusals name the address: counted and logged under one label
+    return (refusal.scope,
+            refusal.resource if refusal.scope != "ip" else "connections handshaking")
 
 
 class ConnectionScope:
@@ -310,6 +337,10 @@ class ConnectionScope:
         stream = StreamScope(self, amounts)
         self._streams.add(stream)
         return stream
+
+    def log_line(self, what: str, refusal: Refusal) -> str | None:
+        """See ResourceManager.log_line."""
+        return self._rm.log_line(what, refusal)
 
     def reserve_memory(self, n: int) -> Refusal | None:
         if self.closed:

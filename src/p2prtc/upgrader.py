@@ -84,7 +84,9 @@ class Upgrader:
         ip = peername[0] if isinstance(peername, tuple) and peername else None
         result = self.resources.open_connection("inbound", ip if isinstance(ip, str) else None)
         if isinstance(result, Refusal):
-            log.info("inbound connection from %s refused: %s", ip, result.reason)
+            line = self.resources.log_line(f"inbound connection from {ip} refused", result)
+            if line is not None:
+                log.info("%s", line)
             return None
         return result
 
@@ -109,6 +111,11 @@ class Upgrader:
             return await self.upgrade_inbound(raw, transport, limited=limited, scope=scope)
         except TimeoutError:
             log.info("inbound %s connection from %s: upgrade timed out", transport, raw.remote_addr)
+        except ResourceLimitExceeded as e:
+            line = self.resources.log_line(
+                f"inbound {transport} connection from {raw.remote_addr} refused", e.refusal)
+            if line is not None:
+                log.info("%s", line)
         except (P2PError, ProtocolError, OSError) as e:
             log.info("inbound %s connection from %s failed to upgrade: %s",
                      transport, raw.remote_addr, e)

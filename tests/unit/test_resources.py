@@ -161,3 +161,23 @@ async def test_every_host_has_the_default_budgets() -> None:
         assert rm.limits == ResourceLimits()
     finally:
         await host.close()
+
+
+def test_refusal_log_lines_are_rate_limited_per_scope_and_resource() -> None:
+    now = [0.0]
+    rm = ResourceManager(ResourceLimits(pending_per_ip=1, exempt_loopback=False),
+                         clock=lambda: now[0])
+    conn(rm, ip="192.0.2.1")
+    lines = []
+    for _ in range(5):
+        refusal = rm.open_connection("inbound", "192.0.2.1")
+        assert isinstance(refusal, Refusal)
+        lines.append(rm.log_line("inbound connection refused", refusal))
+    assert lines[0] is not None and lines[0].startswith("inbound connection refused: ip: ")
+    assert lines[1:] == [None] * 4
+    now[0] = 11.0
+    refusal = rm.open_connection("inbound", "192.0.2.1")
+    assert isinstance(refusal, Refusal)
+    line = rm.log_line("inbound connection refused", refusal)
+    assert line is not None and "(and 4 more refusals like it in the last 10 s)" in line
+    assert rm.refusals[("ip", "connections handshaking")] == 6  # every one counted

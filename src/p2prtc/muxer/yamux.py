@@ -318,7 +318,9 @@ class YamuxStream(Stream):
         if self.budget is not None:
             refusal = self.budget.reserve_memory(len(data))
             if refusal is not None:  # over the memory budget: this stream ends, others go on
-                log.info("yamux: stream %d reset: %s", self.stream_id, refusal.reason)
+                line = self._muxer.budget_log_line(f"yamux: stream {self.stream_id} reset", refusal)
+                if line is not None:
+                    log.info("%s", line)
                 self.reset()
                 return
         self._chunks.append(data)
@@ -491,6 +493,10 @@ class YamuxMuxer:
 
     # -- called by YamuxStream only (the adapter's internals, not for applications) --------
 
+    def budget_log_line(self, what: str, refusal: Refusal) -> str | None:
+        """What to log for a refusal by the connection's budget (rate-limited), or None."""
+        return self._budget.log_line(what, refusal) if self._budget is not None else None
+
     def kick_writer(self) -> None:
         """Frames were queued in the session: let the writer task send them."""
         self._wakeup.set()
@@ -644,7 +650,10 @@ class YamuxMuxer:
         if self._budget is not None:
             reserved = self._budget.open_stream("inbound")
             if isinstance(reserved, Refusal):  # over a budget: refuse this stream only
-                log.info("yamux: inbound stream %d refused: %s", stream_id, reserved.reason)
+                line = self._budget.log_line(f"yamux: inbound stream {stream_id} refused",
+                                             reserved)
+                if line is not None:
+                    log.info("%s", line)
                 self._session.reset_stream(stream_id)
                 self.kick_writer()
                 return

@@ -44,7 +44,10 @@ class AdmittingServer(web.Server):
         result = self._upgrader.resources.open_connection("inbound", ip)
         loop = asyncio.get_running_loop()
         if isinstance(result, Refusal):
-            log.info("WebSocket connection from %s refused: %s", ip, result.reason)
+            line = self._upgrader.resources.log_line(f"WebSocket connection from {ip} refused",
+                                                     result)
+            if line is not None:
+                log.info("%s", line)
             # Not at once: aiohttp starts the handler's task right after this returns, and that
             # task asserts the connection is still there.
             loop.call_soon(transport.abort)
