@@ -18,16 +18,16 @@ What differs from the aiortc engine (engine.py) and how it is mapped:
   connection disconnected for DISCONNECTED_GRACE is reported as "failed" (aiortc_compat gives aiortc
   ~10 s too).
 - A remote peer that closes leaves `connectionState` at "connected" (W3C: only our own close()
-  makes it "closed"); ICE says "disconnected" ~6 s later and we would call it failed after 11 s.
-  What libwebrtc does tell at once: a DTLS close_notify (libwebrtc, Chromium, aiortc send one)
-  turns the RTCDtlsTransport and RTCSctpTransport "closed"; an SCTP SHUTDOWN/ABORT alone
-  (node-datachannel sends only that, and in most of our runs nothing at all: then only ICE
-  tells) closes every open data channel, and nothing else. So each
-  connection keeps one data channel of its own open, `negotiated` (no DATA_CHANNEL_OPEN: the
-  peer never learns of it, nothing is sent on it) on a stream id of our DTLS role's parity
-  (RFC 8832 6.1: the peer never picks one of those), the top one (`WATCH_SID_*`); its close, or
-  either transport's, before our own close() means the peer ended the association: we report
-  "closed", as aiortc does, and release the connection (`_watch_transports`).
+  makes it "closed"); ICE says "disconnected" ~5 s later. What libwebrtc does tell at once: a
+  DTLS close_notify (libwebrtc, Chromium, aiortc send one) turns the RTCDtlsTransport and
+  RTCSctpTransport "closed"; an SCTP SHUTDOWN/ABORT alone (node-datachannel sends only that, and
+  in most of our runs nothing at all: then only ICE tells) closes every open data channel, and
+  nothing else. So each connection keeps one data channel of its own open, `negotiated` (no
+  DATA_CHANNEL_OPEN: the peer never learns of it, nothing is sent on it) on a stream id of our
+  DTLS role's parity (RFC 8832 6.1: the peer never picks one of those), the highest the
+  association allows (`WATCH_SIDS`), opened once SCTP is up; its close, or either transport's,
+  before our own close() means the peer ended the association: we report "closed", as aiortc
+  does, and release the connection (`_watch_transports`).
 - Events reach Python through wrtc's per-loop mailbox; its `dropped` counter must never move
   (a dropped record could be a message). We check it whenever a connection closes and log an error
   (and warn through on_warning) if it did: `mailbox_dropped()`.
@@ -64,11 +64,11 @@ STUN_PROBE_RTO = 0.5
 # 5 s: a dead peer, not loss); we call it failed this much later: ~8 s from the peer's death to
 # the report (issue 12 asks for 10 s; aiortc_compat.CONSENT_TIMEOUT is the same on aiortc).
 DISCONNECTED_GRACE = 2.5
-# The stream ids of our association watch channel: libwebrtc's highest SCTP stream id
-# (cricket::kMaxSctpSid = 1023, 1024 streams) of each parity; the DTLS client takes even ids,
-# the server odd ones (RFC 8832 6.1), so the peer never opens a channel on ours.
-WATCH_SID_CLIENT = 1022
-WATCH_SID_SERVER = 1023
+# Our association watch channel takes the highest stream id of our parity below this (or
+# below the association's max_channels when smaller): libwebrtc's stream count
+# (cricket::kMaxSctpStreams = 1024). The DTLS client takes even ids, the server odd ones (RFC 8832
+# 6.1), so the peer never opens a channel on ours.
+WATCH_SIDS = 1024
 WATCH_LABEL = "p2prtc-association-watch"
 
 _unhelpful_reported: set[str] = set()
@@ -273,45 +273,57 @@ class WrtcPeerConnection:
                 ch._close()
 
     def _watch_transports(self) -> None:
-        """Follow the SCTP and DTLS transports (they exist once the SDP is negotiated) and open
-        the association watch channel: when one of them closes or fails, the connection has
-        ended, whatever connectionState says (module docstring)."""
+        """Follow the SCTP and DTLS transports (they exist once the SDP is negotiated); once the
+        association is up, open the watch channel. When one of them closes or fails, the
+        connection has ended, whatever connectionState says (module docstring)."""
         sctp = self._pc.sctp
         if sctp is None or sctp is self._watched:
             return
-        sid = self._watch_sid()
-        if sid is None:
-            return  # not negotiated yet
         self._watched = sctp
         dtls = sctp.transport
         sctp.on("statechange", lambda _e: self._transport_state("SCTP", _text(sctp.state)))
         dtls.on("statechange", lambda _e: self._transport_state("DTLS", _text(dtls.state)))
+        # a state reached before we listened (the peer may close right after connecting)
+        self._transport_state("SCTP", _text(sctp.state))
+        self._transport_state("DTLS", _text(dtls.state))
+
+    def _open_watch_channel(self, max_channels: int | None) -> None:
+        """Once the association is up (its stream count negotiated): a channel on the highest
+        stream id of our parity that it allows (a channel opened while SCTP was still
+        connecting sometimes ended the association with node-datachannel)."""
+        sid = self._watch_sid(max_channels)
+        if self._watch_channel is not None or sid is None:
+            return
         try:
             watch = self._pc.create_data_channel(
                 WATCH_LABEL, webrtc.RTCDataChannelInit(negotiated=True, id=sid))
         except (webrtc.OperationError, webrtc.InvalidStateError, ValueError, TypeError) as e:
             log.debug("no association watch channel (%s): a peer that leaves is noticed by ICE", e)
-        else:
-            self._watch_channel = watch
-            watch.on("close", lambda _e: self._transport_state("SCTP association", "closed"))
-        # a state reached before we listened (the peer may close right after connecting)
-        self._transport_state("SCTP", _text(sctp.state))
-        self._transport_state("DTLS", _text(dtls.state))
+            return
+        self._watch_channel = watch
+        watch.on("close", lambda _e: self._transport_state("SCTP association", "closed"))
 
-    def _watch_sid(self) -> int | None:
-        """The watch channel's stream id: of our DTLS role's parity (RFC 8832 6.1), from the
-        negotiated a=setup (active = DTLS client); None before both descriptions are set."""
+    def _watch_sid(self, max_channels: int | None) -> int | None:
+        """The watch channel's stream id: the highest below `max_channels` (WATCH_SIDS when
+        unknown) of our DTLS role's parity (RFC 8832 6.1), from the negotiated a=setup
+        (active = DTLS client); None before both descriptions are set."""
         local, remote = self._pc.local_description, self._pc.remote_description
         if local is None or remote is None:
             return None
         ours, theirs = _setup_attr(local.sdp), _setup_attr(remote.sdp)
         if ours == "active" or (ours == "actpass" and theirs == "passive"):
-            return WATCH_SID_CLIENT
-        if ours == "passive" or (ours == "actpass" and theirs == "active"):
-            return WATCH_SID_SERVER
-        return None
+            parity = 0  # DTLS client: even ids
+        elif ours == "passive" or (ours == "actpass" and theirs == "active"):
+            parity = 1
+        else:
+            return None
+        top = min(max_channels or WATCH_SIDS, WATCH_SIDS) - 1
+        sid = top if top % 2 == parity else top - 1
+        return sid if sid >= 0 else None
 
     def _transport_state(self, which: str, state: str) -> None:
+        if which == "SCTP" and state == "connected" and self._watched is not None:
+            self._open_watch_channel(self._watched.max_channels)
         if state not in ("closed", "failed") or self._reported_state in ("failed", "closed"):
             return
         log.debug("%s transport %s: the peer ended the connection", which, state)
