@@ -30,7 +30,7 @@ import socket
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypedDict, cast
 
 from .transports.webrtc_direct import stun as codec
 from .transports.webrtc_direct.stun import StunError
@@ -65,6 +65,17 @@ FILTERINGS = (EI, AD, APD, PORT_INDEPENDENT, UNKNOWN)
 LAB_TYPES = ("public", "full-cone", "restricted", "port-restricted", "symmetric", UNKNOWN)
 
 Addr = tuple[str, int]
+
+
+class NatBehaviourDict(TypedDict):
+    """NatBehaviour as JSON (natinfo messages, `nat` events)."""
+
+    mapping: str
+    filtering: str
+    type: str
+    public: str | None
+    server: str | None
+    error: str | None
 
 
 def fmt_addr(addr: Addr | None) -> str | None:
@@ -170,7 +181,7 @@ class NatBehaviour:
             return "full-cone or restricted NAT"
         return "NAT of unknown type"
 
-    def to_dict(self) -> dict[str, str | None]:
+    def to_dict(self) -> NatBehaviourDict:
         return {"mapping": self.mapping, "filtering": self.filtering, "type": self.lab_type,
                 "public": fmt_addr(self.public), "server": self.server, "error": self.error}
 
