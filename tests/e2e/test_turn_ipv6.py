@@ -2,7 +2,8 @@
 STUN socket too and relays from IPv6 sockets when a client asks for REQUESTED-ADDRESS-FAMILY IPv6.
 Clients: our codec (IPv6 relayed addresses), aioice (an IPv4 relayed address reached over IPv6,
 UDP and TCP) and coturn's `turnutils_uclient -x` (an IPv6 relayed address; Send indications,
-its channel numbers are RFC 5766's 0x4000-0x7FFF, which RFC 8656 12 narrowed to 0x4FFF).
+its channel numbers are RFC 5766's 0x4000-0x7FFF, which RFC 8656 12 narrowed to 0x4FFF; it asks
+for EVEN-PORT in about half of its runs).
 
 The IPv6 addresses are documentation ones (2001:db8::/32) added to the veth of the namespace
 `scripts/netns-run` makes for the test run, and removed after."""

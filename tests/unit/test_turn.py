@@ -441,13 +441,14 @@ def test_unknown_comprehension_required_attribute(server):
     c = allocated(server)
     txid = codec.new_transaction_id()
     data = codec.build(codec.message_type(codec.METHOD_REFRESH, codec.CLASS_REQUEST), txid, [
-        (codec.ATTR_EVEN_PORT, b"\x80"), (codec.ATTR_USERNAME, c.user.encode()),
+        (codec.ATTR_RESERVATION_TOKEN, bytes(8)), (codec.ATTR_USERNAME, c.user.encode()),
         (codec.ATTR_REALM, c.realm.encode()), (codec.ATTR_NONCE, c.nonce)],
         integrity_key=c.key)
     [out] = c.send(data)
     msg = codec.parse(out.data)
     assert msg.error_code() == 420
-    assert msg.attrs[codec.ATTR_UNKNOWN_ATTRIBUTES] == struct.pack(">H", codec.ATTR_EVEN_PORT)
+    assert msg.attrs[codec.ATTR_UNKNOWN_ATTRIBUTES] == struct.pack(">H",
+                                                                  codec.ATTR_RESERVATION_TOKEN)
     assert codec.verify_integrity(out.data, msg, c.key)
 
 
@@ -872,3 +873,20 @@ def test_abuse_floods_are_refused_counted_logged_once_and_leave_no_state(caplog)
     assert c.send(codec.channel_data(0x4FFF, b"x"), now=NOW + turn.LOG_INTERVAL) == []
     assert "99 more" in [r.getMessage() for r in caplog.records
                          if "(unknown-channel)" in r.getMessage()][-1]
+
+
+def test_even_port_without_reservation():
+    """EVEN-PORT (RFC 8656 7.2, 14.6) with R=0 asks for an even relayed port (coturn's
+    turnutils_uclient sends it at random); R=1 would reserve the next port, not offered: 508."""
+    server = TurnServer(SECRET, "p2prtc.test")
+    c = Client(server)
+    assert error(c.request(astun.Method.ALLOCATE, {})) == 400
+    [opened] = c.send(signed(c, codec.METHOD_ALLOCATE, [
+        (codec.ATTR_REQUESTED_TRANSPORT, bytes([17, 0, 0, 0])), (codec.ATTR_EVEN_PORT, b"\x00")]))
+    assert isinstance(opened, OpenRelay) and opened.even
+    c = Client(server, five(2))
+    assert error(c.request(astun.Method.ALLOCATE, {})) == 400
+    [out] = c.send(signed(c, codec.METHOD_ALLOCATE, [
+        (codec.ATTR_REQUESTED_TRANSPORT, bytes([17, 0, 0, 0])), (codec.ATTR_EVEN_PORT, b"\x80")]))
+    assert codec.parse(out.data).error_code() == 508
+    assert refused(server, "even-port-reservation") == 1 and len(server.allocations) == 1

@@ -19,7 +19,8 @@ Supported: Allocate (UDP relays, IPv4 and, with REQUESTED-ADDRESS-FAMILY, IPv6: 
 RFC 6156; 440 for a family the adapter has no relay address of), Refresh (LIFETIME 0 deletes),
 CreatePermission, ChannelBind, Send/Data indications, ChannelData; Binding requests on a TURN-only
 socket; MESSAGE-INTEGRITY-SHA256 and PASSWORD-ALGORITHMS (RFC 8489 9.2). Not supported (answered
-420 as unknown comprehension-required attributes): EVEN-PORT, RESERVATION-TOKEN; USERHASH (400);
+420 as unknown comprehension-required attributes): RESERVATION-TOKEN, EVEN-PORT's reservation
+(R=1: 508; R=0, an even port, is done); USERHASH (400);
 dual allocations (ADDITIONAL-ADDRESS-FAMILY gets IPv4 and ADDRESS-ERROR-CODE 440 for IPv6).
 DONT-FRAGMENT is accepted and not acted on (the kernel's default path-MTU behaviour applies).
 """
@@ -120,7 +121,7 @@ KNOWN_REQUIRED = frozenset({
     codec.ATTR_CHANNEL_NUMBER, codec.ATTR_DATA, codec.ATTR_DONT_FRAGMENT,
     codec.ATTR_REQUESTED_ADDRESS_FAMILY, codec.ATTR_MESSAGE_INTEGRITY_SHA256,
     codec.ATTR_PRIORITY, codec.ATTR_USE_CANDIDATE, codec.ATTR_XOR_MAPPED_ADDRESS,
-    codec.ATTR_PASSWORD_ALGORITHM,
+    codec.ATTR_PASSWORD_ALGORITHM, codec.ATTR_EVEN_PORT,
 })
 
 
@@ -180,6 +181,7 @@ class OpenRelay:
     allocation: int
     server: Addr
     family: int = 4
+    even: bool = False  # EVEN-PORT: an even port number
 
 
 @dataclass(slots=True)
@@ -587,6 +589,10 @@ class TurnServer:
             raise _Refused(UNSUPPORTED_TRANSPORT, "unsupported-transport",
                            f"transport {transport[0]} (only UDP relays)")
         family, extra = self._families(msg)
+        even = msg.attrs.get(codec.ATTR_EVEN_PORT)
+        if even is not None and (len(even) != 1 or even[0] & 0x80):  # RFC 8656 14.6: R bit
+            raise _Refused(INSUFFICIENT_CAPACITY, "even-port-reservation",
+                           "EVEN-PORT with R: port reservations are not offered")
         peer = peer_of(username)
         if self.per_peer[peer] >= self.limits.max_allocations_per_peer:
             raise _Refused(ALLOCATION_QUOTA_REACHED, "quota-per-peer",
@@ -605,7 +611,7 @@ class TurnServer:
         self.per_peer[peer] += 1
         self.stats.allocations_active = len(self.allocations)
         self.stats.allocations_total += 1
-        return [OpenRelay(a.id, five.server, family)]
+        return [OpenRelay(a.id, five.server, family, even is not None)]
 
     def _families(self, msg: StunMessage) -> tuple[int, list[tuple[int, bytes]]]:
         """The relayed address's IP version for an Allocate (RFC 8656 7.2: REQUESTED-ADDRESS-

@@ -619,7 +619,7 @@ class TurnService:
         public = c.public_ip if a.family == 4 else c.public_ip6
         ip = public or bind_ip
         sock = None if self._closed or ip is None or bind_ip is None else \
-            self._bind_relay_port(bind_ip)
+            self._bind_relay_port(bind_ip, a.even)
         if sock is None:
             if not self._closed:
                 log.warning("TURN: no free relay port in %d-%d", self.config.min_port,
@@ -645,10 +645,14 @@ class TurnService:
         found = [a for a in expand_unspecified(ip) if not is_loopback(a)]
         return found[0] if found else None
 
-    def _bind_relay_port(self, bind_ip: str) -> socket.socket | None:
+    def _bind_relay_port(self, bind_ip: str, even: bool = False) -> socket.socket | None:
         lo, hi = self.config.min_port, self.config.max_port
-        tries = [random.randint(lo, hi) for _ in range(RANDOM_PORT_TRIES)]
-        for port in [*tries, *range(lo, hi + 1)]:
+        step = 2 if even else 1
+        first = lo + (lo % 2 if even else 0)
+        if first > hi:
+            return None
+        tries = [random.randrange(first, hi + 1, step) for _ in range(RANDOM_PORT_TRIES)]
+        for port in [*tries, *range(first, hi + 1, step)]:
             if port in self.ports_in_use:
                 continue
             try:
