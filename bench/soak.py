@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import json
 import os
@@ -51,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from p2prtc.events import ConnectionOpened  # noqa: E402
-from p2prtc.host import Host  # noqa: E402
+from p2prtc.host import Host, default_transports  # noqa: E402
 from p2prtc.identity import Identity  # noqa: E402
 from p2prtc.multiaddr import Multiaddr  # noqa: E402
 from p2prtc.netutil import ipv4_addresses  # noqa: E402
@@ -443,8 +444,8 @@ async def phase_webrtc(k: int, log, engine: str, warmup: int) -> dict:
                          "scripts/netns-run")
     relay = Relay()
     await relay.start()
-    listener = Host(Identity.generate(), identify=False)
-    listener.add_transport(WebRTCTransport(listener, ice_servers=[], engine=engine), first=True)
+    listener = Host(Identity.generate(), identify=False, transports=[
+        functools.partial(WebRTCTransport, ice_servers=[], engine=engine), *default_transports()])
     samples: list[Sample] = []
     errors: list[str] = []
     inbound: list = []
@@ -464,9 +465,9 @@ async def phase_webrtc(k: int, log, engine: str, warmup: int) -> dict:
 
         async def cycle():
             nonlocal done, direct
-            dialer = Host(Identity.generate(), identify=False)
-            dialer.add_transport(WebRTCTransport(dialer, ice_servers=[], engine=engine),
-                                 first=True)
+            dialer = Host(Identity.generate(), identify=False, transports=[
+                functools.partial(WebRTCTransport, ice_servers=[], engine=engine),
+                *default_transports()])
             try:
                 conn = await dialer.dial(addr)
                 if conn.transport == "webrtc" and not conn.limited:
@@ -529,8 +530,8 @@ async def phase_browser(k: int, log, warmup: int) -> dict:
                          "scripts/netns-run")
     relay = Relay(websocket=True)
     await relay.start()
-    listener = Host(Identity.generate(), identify=True)
-    listener.add_transport(WebRTCTransport(listener, ice_servers=[]), first=True)
+    listener = Host(Identity.generate(), identify=True, transports=[
+        functools.partial(WebRTCTransport, ice_servers=[]), *default_transports()])
     samples: list[Sample] = []
     errors: list[str] = []
     inbound: list = []

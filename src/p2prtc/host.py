@@ -88,13 +88,6 @@ class Host:
 
     # -- addresses -----------------------------------------------------------------------------
 
-    def add_transport(self, transport: Transport, *, first: bool = False) -> None:
-        """Add a transport made after the host (tests build hosts from a fixture this way)."""
-        if first:
-            self.transports.insert(0, transport)
-        else:
-            self.transports.append(transport)
-
     def transport(self, kind: type[T]) -> T:
         """Our transport of this type (e.g. `host.transport(CircuitTransport)`)."""
         found = next((t for t in self.transports if isinstance(t, kind)), None)

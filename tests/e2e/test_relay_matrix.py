@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -26,6 +27,7 @@ import time
 import pytest
 
 from p2prtc.events import ConnectionOpened
+from p2prtc.host import default_transports
 from p2prtc.identity import PeerId
 from p2prtc.protocols.chat import ChatService
 from p2prtc.protocols.filetransfer import FileService
@@ -129,8 +131,8 @@ class PyHost:
 
     @classmethod
     async def start(cls, host_factory, save_dir) -> "PyHost":
-        host = await host_factory(listen=[], echo=False)
-        host.add_transport(WebRTCTransport(host, ice_servers=[]), first=True)
+        host = await host_factory(listen=[], echo=False, transports=[
+            functools.partial(WebRTCTransport, ice_servers=[]), *default_transports()])
         return cls(host, save_dir)
 
     async def listen(self, relay_addr: str) -> str:

@@ -27,6 +27,7 @@ import time
 import pytest
 
 from p2prtc.events import ConnectionOpened
+from p2prtc.host import default_transports
 from p2prtc.identity import PeerId
 from p2prtc.protocols.chat import ChatService
 from p2prtc.transports.webrtc.transport import WebRTCTransport
@@ -128,8 +129,9 @@ class PyHost:
 
     @classmethod
     async def start(cls, host_factory) -> "PyHost":
-        host = await host_factory(listen=[], echo=False)
-        host.add_transport(WebRTCTransport(host), first=True)  # ice_servers=None: the default
+        # ice_servers=None: the default
+        host = await host_factory(listen=[], echo=False,
+                                  transports=[WebRTCTransport, *default_transports()])
         return cls(host)
 
     async def listen(self, relay_addr: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import logging
@@ -19,6 +20,7 @@ import time
 import pytest
 
 from p2prtc.events import ConnectionOpened, HostWarning
+from p2prtc.host import default_transports
 from p2prtc.protocols.stun import start_stun_server
 from p2prtc.relay.server import RelayService
 from p2prtc.transports.webrtc import engine as aiortc_engine
@@ -55,8 +57,8 @@ def fresh_warnings(monkeypatch):
 
 
 async def webrtc_host(host_factory, ice_servers):
-    host = await host_factory(listen=[])
-    host.add_transport(WebRTCTransport(host, ice_servers=ice_servers), first=True)
+    host = await host_factory(listen=[], transports=[
+        functools.partial(WebRTCTransport, ice_servers=ice_servers), *default_transports()])
     warnings: list[str] = []
     host.events.on(HostWarning, lambda e: warnings.append(e.reason))
     return host, warnings

@@ -5,6 +5,7 @@ pauses, a peer that vanishes, and a dial with no direct path."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import subprocess
@@ -14,6 +15,7 @@ import time
 import pytest
 
 from p2prtc.errors import DialError
+from p2prtc.host import default_transports
 from p2prtc.protocols.chat import ChatService
 from p2prtc.protocols.filetransfer import FileService
 from p2prtc.relay.server import RelayService
@@ -38,8 +40,8 @@ async def relay(host_factory):
 
 
 async def webrtc_host(host_factory, engine: str | None = None):
-    host = await host_factory(listen=[])
-    host.add_transport(WebRTCTransport(host, ice_servers=[], engine=engine), first=True)
+    host = await host_factory(listen=[], transports=[
+        functools.partial(WebRTCTransport, ice_servers=[], engine=engine), *default_transports()])
     return host
 
 

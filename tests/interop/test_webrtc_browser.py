@@ -4,10 +4,12 @@ turn, through our relay: the connection is direct WebRTC and 20 MB echo intact b
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 import pytest
 
+from p2prtc.host import default_transports
 from p2prtc.relay.limits import RelayLimits
 from p2prtc.relay.server import RelayService
 from p2prtc.transports.circuit import CircuitListener
@@ -39,8 +41,8 @@ def ours_perf(host):
 
 
 async def webrtc_peer(host_factory):
-    host = await host_factory(listen=[])
-    host.add_transport(WebRTCTransport(host, ice_servers=[]), first=True)
+    host = await host_factory(listen=[], transports=[
+        functools.partial(WebRTCTransport, ice_servers=[]), *default_transports()])
     return host
 
 

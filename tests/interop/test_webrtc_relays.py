@@ -6,9 +6,11 @@ The connection must be direct WebRTC, and survive the relay being stopped."""
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import pytest
 
+from p2prtc.host import default_transports
 from p2prtc.identity import PeerId
 from p2prtc.protocols.chat import ChatService
 from p2prtc.transports.circuit import CircuitListener
@@ -32,8 +34,8 @@ async def relay(request, node_peer_factory, rust_peer_factory):
 
 
 async def py_peer(host_factory, relay=None, engine=None):
-    host = await host_factory(listen=[])
-    host.add_transport(WebRTCTransport(host, ice_servers=[], engine=engine), first=True)
+    host = await host_factory(listen=[], transports=[
+        functools.partial(WebRTCTransport, ice_servers=[], engine=engine), *default_transports()])
     if relay is not None:
         await host.listen(f"{relay.addr('ws')}/p2p-circuit", "/webrtc")
         await host.listeners(CircuitListener)[0].reserved()

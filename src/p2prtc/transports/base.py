@@ -1,9 +1,12 @@
 """The transport interface.
 
 A transport dials and listens on the multiaddrs it understands and hands back upgraded
-`Connection`s (see host.py). Byte-stream transports (TCP, WebSocket, circuits) produce a
-`RawConnection` and let the `Upgrader` add Noise and yamux; WebRTC brings its own security and
-muxing and builds the `Connection` itself.
+`Connection`s. It is made from the host's `network.Network` (a transport class is a factory
+`Network -> Transport`) and uses only that. `dial` returns the connection (the host tracks it);
+every inbound connection goes to the `on_connection` given to `listen`, and nowhere else.
+Byte-stream transports (TCP, WebSocket, circuits) produce a `RawConnection` and let the
+`Upgrader` add Noise and yamux; WebRTC brings its own security and muxing and builds the
+`Connection` itself.
 """
 
 from __future__ import annotations

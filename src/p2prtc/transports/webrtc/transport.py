@@ -266,7 +266,7 @@ class WebRTCTransport(Transport):
             local_addr=local, remote_addr=remote, direction=direction, transport="webrtc",
             limited=False, security=None, muxer_protocol=MUXER_PROTOCOL,
         )
-        _note_path(conn, pair)
+        note_path(conn, pair)
         conn.details.relayed_via = str(relayed.remote_addr)
         self.host.spawn(self._settle_path(conn, pc))
         return conn
@@ -280,11 +280,11 @@ class WebRTCTransport(Transport):
             return
         except TimeoutError:
             pass
-        if not conn.is_closed and _note_path(conn, pc.selected_pair()):
+        if not conn.is_closed and note_path(conn, pc.selected_pair()):
             self.host.events.emit(PathChanged(conn))
 
 
-def _note_path(conn: Connection, pair) -> bool:
+def note_path(conn: Connection, pair) -> bool:
     """Record the candidate pair and the path ("direct" or "turn") in conn.details; True if
     they changed. An unknown pair (wrtc: a peer-reflexive remote not signalled) keeps what was
     known, "direct" at first: a relay candidate is always signalled, so it would be known."""
