@@ -18,7 +18,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol, runtime_checkable
 
 # re-exported: what callers of either engine use
-from .engine import BUFFERED_HIGH, BUFFERED_LOW, CandidatePair, IceServer  # noqa: F401
+from .engine import BUFFERED_HIGH as BUFFERED_HIGH  # (re-exported: the engines' shared names)
+from .engine import BUFFERED_LOW as BUFFERED_LOW
+from .engine import CandidatePair as CandidatePair
+from .engine import IceServer as IceServer
 
 log = logging.getLogger(__name__)
 
