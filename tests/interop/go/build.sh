@@ -10,7 +10,19 @@ work="$HOME/.cache/p2prtc/gopeer-src"
 mkdir -p "$work"
 cp "$here/main.go" "$here/go.mod" "$here/go.sum" "$work/"
 stamp="$(cat "$here/main.go" "$here/go.mod" "$here/go.sum" | sha256sum | cut -d' ' -f1)"
-if [[ -x "$out" && "$(cat "$out.stamp" 2>/dev/null || true)" == "$stamp" ]]; then exit 0; fi
-cd "$work"
-GOFLAGS=-mod=readonly go build -o "$out" . >&2
-echo "$stamp" > "$out.stamp"
+if [[ ! -x "$out" || "$(cat "$out.stamp" 2>/dev/null || true)" != "$stamp" ]]; then
+  (cd "$work" && GOFLAGS=-mod=readonly go build -o "$out" . >&2)
+  echo "$stamp" > "$out.stamp"
+fi
+
+# The go-libp2p-kad-dht node (kad/main.go, its own module: go-libp2p-kad-dht v0.42.2) into
+# ~/.cache/p2prtc/bin/gokad (or $P2PRTC_GOKAD).
+kout="${P2PRTC_GOKAD:-$HOME/.cache/p2prtc/bin/gokad}"
+kwork="$HOME/.cache/p2prtc/gokad-src"
+mkdir -p "$kwork" "$(dirname "$kout")"
+cp "$here/kad/main.go" "$here/kad/go.mod" "$here/kad/go.sum" "$kwork/"
+kstamp="$(cat "$here/kad/main.go" "$here/kad/go.mod" "$here/kad/go.sum" | sha256sum | cut -d' ' -f1)"
+if [[ ! -x "$kout" || "$(cat "$kout.stamp" 2>/dev/null || true)" != "$kstamp" ]]; then
+  (cd "$kwork" && GOFLAGS=-mod=readonly go build -o "$kout" . >&2)
+  echo "$kstamp" > "$kout.stamp"
+fi
