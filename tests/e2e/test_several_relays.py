@@ -66,17 +66,34 @@ def through(addrs: list[str], relay_addr: str) -> str:
     return found[0]
 
 
-async def until(events, seen: list, check, what: str, timeout: float = STEP):
-    """Return check()'s first non-None value, looked at now and after each event (kept in
-    `seen`)."""
-    async with asyncio.timeout(timeout):
-        if (found := check()) is not None:
-            return found
+class EventLog:
+    """Every event of a Node, kept in `seen` from now on; `until(check)` waits on them."""
+
+    def __init__(self, node: Node) -> None:
+        self.seen: list[api_events.Event] = []
+        self._changed = asyncio.Condition()
+        self._task = asyncio.ensure_future(self._collect(node.events()))
+
+    async def _collect(self, events) -> None:
         async for e in events:
-            seen.append(e)
-            if (found := check()) is not None:
-                return found
-    raise AssertionError(f"events ended before {what}")
+            async with self._changed:
+                self.seen.append(e)
+                self._changed.notify_all()
+
+    async def until(self, check, what: str, timeout: float = STEP):
+        """check()'s first non-None value, looked at now and after each event."""
+        try:
+            async with asyncio.timeout(timeout), self._changed:
+                await self._changed.wait_for(lambda: check() is not None)
+        except TimeoutError:
+            raise AssertionError(f"no {what} within {timeout} s: {self.seen}") from None
+        return check()
+
+    def about(self, peer: str) -> list[api_events.Event]:
+        return [e for e in self.seen if getattr(e, "peer", None) == peer]
+
+    async def close(self) -> None:
+        await self._task  # the node is closed: its events have ended
 
 
 async def test_race_through_our_relay_and_rusts(rust_peer_factory):
@@ -88,14 +105,12 @@ async def test_race_through_our_relay_and_rusts(rust_peer_factory):
     rust = await RustRelay(rust_peer_factory, upstream=True).start()
     try:
         async with Node(stun=[], turn="none") as lis, Node(stun=[], turn="none") as dialer:
-            lis_events = lis.events()
+            lis_log, dialer_log = EventLog(lis), EventLog(dialer)
             addrs = await lis.listen(ours, rust.addr("tcp"))
             targets = [through(addrs, ours), through(addrs, rust.addr("tcp"))]
             assert set(map(relay_of, targets)) == {relay_of(ours + "/p2p-circuit"),
                                                    relay_of(rust.addr("tcp") + "/p2p-circuit")}
 
-            dialer_seen: list = []
-            collecting = asyncio.ensure_future(_collect(dialer.events(), dialer_seen))
             conn = await dialer.dial(targets, attempt_delay=0)
             assert conn.direct and conn.transport == "webrtc"
             # the dialer closed the loser's relayed connection before returning
@@ -109,19 +124,22 @@ async def test_race_through_our_relay_and_rusts(rust_peer_factory):
                 return mine if len(mine) == 1 and relay_of(mine[0].remote_addr) == winner \
                     else None
 
-            seen: list = []
-            await until(lis_events, seen, settled, "the loser's relayed connection to close")
+            await lis_log.until(settled, "the loser's relayed connection to close")
+            await lis_log.until(lambda: next((e for e in lis_log.about(dialer.peer_id)
+                                              if isinstance(e, api_events.Connected)), None),
+                                "the listener's connected event")
             want = 1 if winner == relay_of(ours + "/p2p-circuit") else 0
             after = await circuits_become(lab_ip(), metrics_port, want)
-            # one connection reported on each side; the loser's relayed one ended as
+            # one direct connection up on each side (two upgrades that finish together give
+            # two, and the race closes one); the loser's relayed connection ended as
             # `relayed-closed`, never as a disconnection
-            for events, peer in ((dialer_seen, lis.peer_id), (seen, dialer.peer_id)):
-                mine = [e for e in events if getattr(e, "peer", None) == peer]
-                assert [e.transport for e in mine if isinstance(e, api_events.Connected)] == \
-                    ["webrtc"], mine
-                assert not [e for e in mine if isinstance(e, api_events.Disconnected)], mine
-            collecting.cancel()
-            relayed_in = sum(isinstance(e, api_events.Relayed) for e in seen)
+            for log, peer in ((dialer_log, lis.peer_id), (lis_log, dialer.peer_id)):
+                mine = log.about(peer)
+                up = [e for e in mine if isinstance(e, api_events.Connected)]
+                down = [e for e in mine if isinstance(e, api_events.Disconnected)]
+                assert {e.transport for e in up + down} == {"webrtc"}, mine
+                assert len(up) - len(down) == 1, mine
+            relayed_in = sum(isinstance(e, api_events.Relayed) for e in lis_log.seen)
             print(f"[several relays] winner {'ours' if want else 'rust'}; the listener saw "
                   f"{relayed_in} relayed connections from the dialer; our relay: "
                   f"{after['p2prtc_relay_circuits_total']:.0f} circuits made, {want} left")
@@ -133,17 +151,12 @@ async def test_race_through_our_relay_and_rusts(rust_peer_factory):
             await stream.close()
             assert await stream.read_exactly(4) == b"ping"
             await lis.close()
-            seen += [e async for e in lis_events]
-            errors = [e for e in seen if isinstance(e, api_events.Error)]
+            await lis_log.close()
+            errors = [e for e in lis_log.seen if isinstance(e, api_events.Error)]
             assert errors == [], errors
     finally:
         await rust.stop()
         await relay.close()
-
-
-async def _collect(events, into: list) -> None:
-    async for e in events:
-        into.append(e)
 
 
 async def _echo(stream) -> None:
