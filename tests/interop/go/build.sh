@@ -26,3 +26,7 @@ if [[ ! -x "$kout" || "$(cat "$kout.stamp" 2>/dev/null || true)" != "$kstamp" ]]
   (cd "$kwork" && GOFLAGS=-mod=readonly go build -o "$kout" . >&2)
   echo "$kstamp" > "$kout.stamp"
 fi
+
+# The go-libp2p AutoNAT v2 peer (autonat/main.go, its own module) into
+# ~/.cache/p2prtc/bin/autonatpeer (or $P2PRTC_AUTONATPEER).
+"$here/autonat/build.sh"

@@ -1,0 +1,121 @@
+"""AutoNAT v2 against go-libp2p 0.52's p2p/protocol/autonatv2 (tests/interop/go/autonat), both
+ways, inside scripts/netns-run: loopback and the veth's 198.51.100.7 are the only addresses.
+
+Our client against go's server (AllowPrivateAddrs): a listening address -> OK/public; a port
+nobody listens on -> E_DIAL_ERROR/private; our veth address asked over a loopback connection ->
+go asks for dial data (amplification protection) and we pay it. go's client against our server:
+its own address -> OK; an address on another IP -> our dial-data request, then OK; a private
+address of another host -> E_DIAL_REFUSED."""
+
+from __future__ import annotations
+
+import pytest
+
+from p2prtc.multiaddr import Multiaddr
+from p2prtc.protocols.autonat import AutoNATService, ServerConfig
+from p2prtc.protocols.autonat_core import MIN_DIAL_DATA, Reachability, ServerPolicy
+
+from .autonatpeer import GoAutoNATServer, autonatpeer_binary, go_check
+
+pytestmark = pytest.mark.interop
+
+VETH = "198.51.100.7"  # scripts/netns-run
+
+
+@pytest.fixture(scope="module")
+def autonatpeer_built() -> str:
+    try:
+        return autonatpeer_binary()
+    except FileNotFoundError as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+@pytest.fixture
+async def go_server(autonatpeer_built):
+    server = await GoAutoNATServer().start("127.0.0.1")
+    yield server
+    await server.close()
+
+
+def tcp_addr(host, ip: str) -> Multiaddr:
+    return next(a for a in host.listen_addrs if a.value_for("ip4") == ip and a.has("tcp")
+                and not a.has("ws"))
+
+
+async def test_our_client_reachable_via_go(host_factory, go_server):
+    ours = await host_factory(listen=["/ip4/127.0.0.1/tcp/0"])
+    autonat = AutoNATService(ours)
+    conn = await ours.dial(go_server.addr)
+    mine = tcp_addr(ours, "127.0.0.1")
+    result = await autonat.check(conn.remote_peer, [mine])
+    assert (result.status, result.dial_status, result.index) == ("ok", "ok", 0), result
+    assert result.reachability is Reachability.PUBLIC and result.dial_data_sent == 0
+    # probe() finds go as a server through identify and reaches the same verdict
+    await ours.identified(conn)
+    assert autonat.servers() == [conn.remote_peer]
+    assert await autonat.probe([mine]) is Reachability.PUBLIC
+
+
+async def test_our_client_unreachable_via_go(host_factory, go_server):
+    ours = await host_factory(listen=["/ip4/127.0.0.1/tcp/0"])
+    autonat = AutoNATService(ours)
+    conn = await ours.dial(go_server.addr)
+    nobody = Multiaddr("/ip4/127.0.0.1/tcp/1")  # nothing listens on port 1 in the netns
+    result = await autonat.check(conn.remote_peer, [nobody])
+    assert (result.status, result.dial_status) == ("ok", "dial-error"), result
+    assert result.reachability is Reachability.PRIVATE
+    assert await autonat.probe([nobody]) is Reachability.PRIVATE
+
+
+async def test_our_client_pays_go_dial_data(host_factory, go_server):
+    ours = await host_factory(listen=["/ip4/127.0.0.1/tcp/0", f"/ip4/{VETH}/tcp/0"])
+    autonat = AutoNATService(ours)
+    conn = await ours.dial(go_server.addr)  # from 127.0.0.1: the veth address is another IP
+    result = await autonat.check(conn.remote_peer, [tcp_addr(ours, VETH)])
+    assert (result.status, result.dial_status) == ("ok", "ok"), result
+    assert 30_000 <= result.dial_data_sent <= 100_000
+
+
+async def test_our_client_declines_dial_data(host_factory, go_server):
+    from p2prtc.errors import ProtocolError
+
+    ours = await host_factory(listen=[f"/ip4/{VETH}/tcp/0"])
+    autonat = AutoNATService(ours)
+    conn = await ours.dial(go_server.addr)
+    with pytest.raises(ProtocolError, match="dial data"):
+        await autonat.check(conn.remote_peer, [tcp_addr(ours, VETH)], send_dial_data=False)
+
+
+def netns_public(ip: str) -> bool:
+    """The veth's range plays the internet; loopback and everything else stay private."""
+    return ip.startswith("198.51.100.")
+
+
+async def our_server(host_factory, policy: ServerPolicy):
+    ours = await host_factory(listen=["/ip4/127.0.0.1/tcp/0"])
+    service = AutoNATService(ours, server=ServerConfig(policy=policy))
+    return ours, service, str(tcp_addr(ours, "127.0.0.1").with_peer_id(ours.peer_id))
+
+
+async def test_go_client_against_our_server(host_factory, autonatpeer_built):
+    _, service, addr = await our_server(host_factory, ServerPolicy(allow_private=True))
+    result = await go_check(addr, ip="127.0.0.1")
+    assert result.get("reachability") == "public" and result["idx"] == 0, result
+    assert service.served == 1
+
+
+async def test_go_client_pays_our_dial_data(host_factory, autonatpeer_built):
+    policy = ServerPolicy(allow_private=True, is_public=netns_public)
+    _, service, addr = await our_server(host_factory, policy)
+    # go listens on the veth address and reaches us over loopback: another IP -> dial data
+    result = await go_check(addr, ip=VETH)
+    assert result.get("reachability") == "public", result
+    assert service.served == 1 and MIN_DIAL_DATA <= service.dial_data_received
+
+
+async def test_our_server_refuses_a_third_partys_private_address(host_factory, autonatpeer_built):
+    _, service, addr = await our_server(host_factory, ServerPolicy(allow_private=True))
+    victim = f"/ip4/{VETH}/tcp/22"  # private, and not the IP go connects from
+    result = await go_check(addr, ip="127.0.0.1", check=[victim])
+    assert result.get("all_refused") is True, result
+    assert service.served == 1 and service.dial_data_received == 0
