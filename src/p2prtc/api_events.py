@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 __all__ = [
     "Event", "Peer", "Dialing", "RelayConnected", "Reservation", "Listening", "Relayed",
     "Connected", "Disconnected", "RelayedClosed", "PathChanged", "Nat", "NatPeer", "Warning",
-    "Error", "Message", "Sent", "Undelivered", "FileIncoming", "File", "FileSent", "CandidatePair",
+    "Error", "Message", "Sent", "Undelivered", "FileIncoming", "File", "FileSent", "Published",
+    "Found", "CandidatePair",
     "RelayLimit", "EVENT_TYPES", "from_dict",
 ]
 
@@ -271,6 +272,29 @@ class FileSent(Event):
         return _rename(super().to_dict())
 
 
+@dataclass(frozen=True, kw_only=True)
+class Published(Event):
+    """Our signed peer record (with `addrs`, our circuit addresses) went into the DHT:
+    `record_peers` DHT servers stored it, `provider_peers` got our provider record (go nodes
+    take only that). Again whenever the addresses change, and every hour."""
+
+    name: ClassVar[str] = "published"
+    addrs: list[str]
+    record_peers: int
+    provider_peers: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Found(Event):
+    """The DHT gave `addrs` of `peer`; `source`: "record" (its signed peer record, verified),
+    "provider" or "peer-routing" (unsigned hints the connection's handshake checks)."""
+
+    name: ClassVar[str] = "found"
+    peer: str
+    addrs: list[str]
+    source: str
+
+
 def _rename(d: dict[str, Any]) -> dict[str, Any]:
     """`name_` (a file's name; `name` is the event's) is `name` in JSON."""
     d["name"] = d.pop("name_")
@@ -281,7 +305,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.name: cls for cls in (
         Peer, Dialing, RelayConnected, Reservation, Listening, Relayed, Connected, Disconnected,
         RelayedClosed, PathChanged, Nat, NatPeer, Warning, Error, Message, Sent, Undelivered,
-        FileIncoming, File, FileSent)
+        FileIncoming, File, FileSent, Published, Found)
 }
 """Every event type by its `--json` name."""
 

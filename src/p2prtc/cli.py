@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "the file changes")
     p.add_argument("--tls-key", metavar="FILE", help="its private key (PEM, e.g. privkey.pem)")
     p.add_argument("--use-ipv6", action="store_true", help="also listen on IPv6 (::)")
+    p.add_argument("--no-dht", dest="dht", action="store_false",
+                   help="do not serve the Kademlia DHT (/ipfs/kad/1.0.0; on by default: the "
+                        "relay is a bootstrap node, listeners publish their records on it)")
+    p.add_argument("--bootstrap", action="append", default=[], metavar="MULTIADDR",
+                   help="a DHT server to join (another relay, any libp2p DHT node); repeatable")
     lim = p.add_argument_group("limits (defaults are rust-libp2p's relay defaults)")
     from .relay.limits import RelayLimits
 
@@ -162,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tls-ca", metavar="FILE",
                        help="also trust this CA (PEM) for /tls/ws and /wss relays "
                             "(SSL_CERT_FILE replaces the system's CAs)")
+        p.add_argument("--bootstrap", action="append", default=[], metavar="MULTIADDR",
+                       help="a DHT server (e.g. a p2prtc relay; repeatable): listen publishes "
+                            "our signed peer record there, dial takes a bare PEER_ID and "
+                            "finds its addresses")
         if name == "listen":
             p.add_argument("--web-url", metavar="URL",
                            help="the page of `p2prtc web` (e.g. https://chat.example.org/): "
@@ -307,7 +316,7 @@ def cmd_peer(args: argparse.Namespace) -> int:
                        turn=turn_arg(args.turn, args.turn_user, args.turn_password),
                        json=args.json, save_dir=Path(args.save_dir),
                        quit_on_eof=args.quit_on_eof, tls_ca=args.tls_ca,
-                       web_url=getattr(args, "web_url", None))
+                       web_url=getattr(args, "web_url", None), bootstrap=args.bootstrap)
     try:
         if args.mode == "listen":
             return run_async(run_peer(opts, listen=args.relay))
@@ -448,7 +457,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
         use_ipv6=args.use_ipv6, announce=args.announce, metrics_port=args.metrics_port,
         wss_port=args.wss_port, tls_cert=args.tls_cert, tls_key=args.tls_key,
         limits=limits, json=args.json, turn=_turn_options(args),
-        resources=budget_limits(args),
+        resources=budget_limits(args), dht=args.dht, bootstrap=args.bootstrap,
     )
     try:
         return run_async(run_relay(opts))

@@ -49,6 +49,9 @@ RESERVATION_TIMEOUT = 20.0
 # An event iterator that is not read keeps at most this many events; older ones are dropped
 # (with one log line per iterator) so that a forgotten iterator cannot grow without bound.
 EVENT_QUEUE_MAX = 1024
+# Republishing our DHT records (besides each address change): go republishes provider records
+# every 22 h and ipns records hourly; circuit addresses change with relays, so hourly.
+REPUBLISH_INTERVAL = 3600.0
 
 
 class NoDirectPath(DialError):
@@ -310,6 +313,8 @@ class Node:
     - `nat`: detect our NAT behaviour (`Nat` events) and exchange it with peers, so that a
       direct path the NATs rule out fails at once instead of after the ICE timeout.
     - `tls_ca`: a CA file to trust for relays on /tls/ws or /wss, besides the system's.
+    - `bootstrap`: DHT servers (multiaddrs; `p2prtc relay` is one) for `publish()` and
+      `find()`: the Kademlia DHT, in client mode (p2prtc.kad).
 
     Use it as `async with Node(...) as node:` (or `await node.start()` ... `await
     node.close()`). Event iterators made before `start()` also see its `Peer` event.
@@ -324,8 +329,13 @@ class Node:
         engine: str | None = None,
         nat: bool = True,
         tls_ca: str | None = None,
+        bootstrap: Sequence[str] = (),
     ) -> None:
         self._identity = _load_identity(identity)
+        self._bootstrap = list(bootstrap)
+        self._kad: Any = None
+        self._kad_joined: asyncio.Task[Any] | None = None
+        self._republisher: asyncio.Task[Any] | None = None
         self._stun = list(stun) if stun is not None else None
         self._turn = turn
         self._engine = engine
@@ -379,6 +389,10 @@ class Node:
         for protocol, (handler, allow_relayed) in self._handlers.items():
             self._register(protocol, handler, allow_relayed)
         self._tracker.attach(host)
+        if self._bootstrap:
+            from .kad.service import KadService
+
+            self._kad = KadService(host, server=False).start()
         self._emit(ev.Peer(peer=self.peer_id))
 
     async def close(self) -> None:
@@ -569,6 +583,72 @@ class Node:
                                "allow_relayed=True")
         self._tracker.report_connected(relayed)
         return self._wrap(relayed)
+
+    # -- the DHT (p2prtc.kad; DEVELOPERS.md, "The DHT") ----------------------------------------
+
+    async def _dht(self) -> Any:
+        """The DHT service, joined through `bootstrap` (once; again when nobody answered)."""
+        host = self._require_host()
+        if self._kad is None:
+            raise P2PError("no DHT: give Node(bootstrap=[...]) a DHT server")
+        if self._kad_joined is None or (self._kad_joined.done() and not self._kad_joined.result()):
+            self._kad_joined = host.spawn(self._kad.bootstrap(self._bootstrap))
+        if not await asyncio.shield(self._kad_joined):
+            raise DialError("no DHT bootstrap peer reachable: " + ", ".join(self._bootstrap))
+        return self._kad
+
+    async def publish(self) -> ev.Published:
+        """Put our signed peer record (our `addrs()`) and a provider record for our peer id
+        into the DHT, so that `find(our peer id)` works; done again by itself whenever the
+        addresses change and every `REPUBLISH_INTERVAL`. Emits (and returns) `Published`."""
+        kad = await self._dht()
+        event = await self._publish_once(kad)
+        if self._republisher is None:
+            self._republisher = self._require_host().spawn(self._republish(kad))
+        return event
+
+    async def _publish_once(self, kad: Any) -> ev.Published:
+        addrs = self.addrs()
+        put, provided = await kad.publish_self([Multiaddr(a) for a in addrs])
+        event = ev.Published(addrs=addrs, record_peers=put, provider_peers=provided)
+        self._emit(event)
+        return event
+
+    async def _republish(self, kad: Any) -> None:
+        from .events import ListenAddrsChanged
+
+        host = self._require_host()
+        published = self.addrs()
+        while True:
+            try:
+                await host.events.wait_for(ListenAddrsChanged, lambda _e: True,
+                                           REPUBLISH_INTERVAL)
+                changed = True
+            except TimeoutError:
+                changed = False  # the hourly republish
+            if changed and self.addrs() == published:
+                continue
+            published = self.addrs()
+            if published:
+                try:
+                    await self._publish_once(kad)
+                except (P2PError, OSError) as e:
+                    self._emit(ev.Warning(reason=f"publishing our record failed: {e}",
+                                          relay=None))
+
+    async def find(self, peer: str) -> list[str]:
+        """Addresses of `peer` (a peer id) from the DHT: its signed peer record (verified: the
+        signature and that it is `peer`'s), else its provider record, else FIND_NODE. Each
+        ends with `/p2p/<peer>`, ready for `dial()`. Emits `Found`; raises `DialError` when
+        the DHT does not know the peer."""
+        kad = await self._dht()
+        target = PeerId.from_string(peer)
+        addrs, source = await kad.find_peer_addrs(target)
+        if not addrs:
+            raise DialError(f"the DHT knows no addresses of {peer}")
+        out = [str(a.with_peer_id(target)) for a in addrs]
+        self._emit(ev.Found(peer=peer, addrs=out, source=source))
+        return out
 
     def connections(self) -> list[Connection]:
         """Open connections to peers (not those to the relays we use)."""

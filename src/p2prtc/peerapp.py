@@ -54,6 +54,7 @@ class PeerOptions:
     quit_on_eof: bool = False
     tls_ca: str | None = None  # a CA file to trust for /tls/ws and /wss relays, besides the system's
     web_url: str | None = None  # the `p2prtc web` page: listen prints a link that dials us
+    bootstrap: list[str] = field(default_factory=list)  # DHT servers: publish (listen), find (dial)
 
 
 class Output:
@@ -164,7 +165,8 @@ class PeerApp:
             from .web.links import dial_link
 
             dial_link(opts.web_url, "/")  # ValueError now (a usage error), not at reservation
-        self.node = Node(opts.identity, stun=opts.ice_servers, turn=opts.turn, tls_ca=opts.tls_ca)
+        self.node = Node(opts.identity, stun=opts.ice_servers, turn=opts.turn, tls_ca=opts.tls_ca,
+                         bootstrap=opts.bootstrap)
         self.chat = NodeChat(self.node, self._on_message)
         self.files = NodeFiles(self.node, opts.save_dir, on_start=self._on_file_start,
                                on_received=self._on_file)
@@ -252,6 +254,12 @@ class PeerApp:
             self._show_error(e)
         elif isinstance(e, ev.Nat):
             out.node_event(e, f"NAT: {NatBehaviour.from_dict(e.to_dict()).describe()}")
+        elif isinstance(e, ev.Published):
+            out.node_event(e, f"Published our record in the DHT ({e.record_peers} peers stored "
+                              f"it, {e.provider_peers} our provider record)")
+        elif isinstance(e, ev.Found):
+            out.node_event(e, f"Found {short(e.peer)} in the DHT ({e.source}): "
+                              + ", ".join(e.addrs))
         elif isinstance(e, ev.NatPeer):
             b = NatBehaviour.from_dict(e.to_dict())
             out.node_event(e, f"{short(e.peer)} is behind {b.short()}"
@@ -354,11 +362,19 @@ class PeerApp:
     async def listen(self, relays: Sequence[str]) -> None:
         """Reserve on each relay (and keep the reservations); DialError when none is granted."""
         await self.node.listen(*relays)
+        if self.opts.bootstrap:  # our record into the DHT (`published`), kept up to date
+            await self.node.publish()
 
     async def dial(self, targets: Sequence[str]) -> None:
         """Dial the peer at any of `targets` (raced); chat over the relay when no direct path
-        comes about."""
-        await self.node.dial(list(targets), allow_relayed=True)
+        comes about. A bare peer id is looked up in the DHT (`found`) with --bootstrap."""
+        addrs: list[str] = []
+        if not self.opts.bootstrap and any(not t.startswith("/") for t in targets):
+            raise DialError("dial PEER_ID needs --bootstrap MULTIADDR (a DHT server, e.g. a "
+                            "relay) to find the peer's addresses")
+        for t in targets:
+            addrs += await self.node.find(t) if not t.startswith("/") else [t]
+        await self.node.dial(addrs, allow_relayed=True)
 
     async def send_text(self, text: str) -> None:
         """`sent` only for a message written into an open stream within the relay's limits;

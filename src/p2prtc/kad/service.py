@@ -245,14 +245,13 @@ class KadService:
             return None
         return values[records.select(key, values)]
 
-    def _self_peer(self) -> KadPeer:
-        return KadPeer(self.network.peer_id, tuple(self.network.addrs()))
-
-    async def provide(self, key: bytes) -> int:
-        """ADD_PROVIDER for `key` (a multihash) with our current addresses to the k closest
-        peers (and to our own store, as a server); the number of peers it was sent to."""
+    async def provide(self, key: bytes, addrs: Sequence[Multiaddr] | None = None) -> int:
+        """ADD_PROVIDER for `key` (a multihash) with `addrs` (default: the addresses we
+        advertise) to the k closest peers (and to our own store, as a server); the number of
+        peers it was sent to."""
         records.check_multihash(key)
-        me = self._self_peer()
+        mine = self.network.addrs() if addrs is None else addrs
+        me = KadPeer(self.network.peer_id, tuple(a.without_peer_id() for a in mine))
         if self.server:
             self.store.add_provider(key, me.peer_id, me.addrs, time.time())
         return await self._send_to_closest(
@@ -279,11 +278,11 @@ class KadService:
         """PUT our signed peer record (seq: ms since the epoch, as go's) and ADD_PROVIDER our
         peer key; (peers that took the record, peers sent the provider record)."""
         me = self.network.peer_id
-        env = records.seal_peer_record(self.network.identity, int(time.time() * 1000),
-                                       list(addrs))
+        bare = [a.without_peer_id() for a in addrs]
+        env = records.seal_peer_record(self.network.identity, int(time.time() * 1000), bare)
         put, provided = await asyncio.gather(
             self.put_value(records.peer_record_key(me), env),
-            self.provide(records.peer_provider_key(me)))
+            self.provide(records.peer_provider_key(me), bare))
         return put, provided
 
     async def find_peer_addrs(self, peer: PeerId) -> tuple[list[Multiaddr], str]:

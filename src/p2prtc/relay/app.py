@@ -27,6 +27,8 @@ from ..protocols.turn_credentials import TurnCredentialService
 from ..resources import ResourceLimits, ResourceManager
 from .limits import RelayLimits
 from .metrics import RelayMetrics
+from ..kad.records import RELAY_PROVIDER_KEY
+from ..kad.service import KadService
 from .server import RelayService
 from .turn import DEFAULT_REALM, TurnLimits
 from .turn_io import MAX_RELAY_PORT, MIN_RELAY_PORT, TurnConfig, TurnService
@@ -57,6 +59,10 @@ class RelayOptions:
     resources: ResourceLimits = field(default_factory=ResourceLimits)
     json: bool = False
     turn: "TurnOptions" = field(default_factory=lambda: TurnOptions())
+    # the Kademlia DHT server (p2prtc.kad): on by default, so any relay is a bootstrap node;
+    # `bootstrap`: DHT servers (multiaddrs) to join
+    dht: bool = True
+    bootstrap: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -110,6 +116,7 @@ class RelayApp:
         self.resources = self.metrics.resources = ResourceManager(opts.resources)
         self.host.upgrader.resources = self.resources
         self.relay = RelayService(self.host, opts.limits, self.metrics)
+        self.kad = KadService(self.host, server=True).start() if opts.dht else None
         self.stun_servers: list[StunServer] = []
         self.certificate = None  # transports.tls.ReloadingCertificate with --wss-port
         self.turn: TurnService | None = None
@@ -162,7 +169,20 @@ class RelayApp:
         elif o.turn.enabled:
             await self._start_turn()
         self.host.events.on(ConnectionOpened, lambda e: log.debug("connection %r", e.connection))
+        if self.kad is not None:
+            self.host.spawn(self._join_dht())
         return self.printed_addrs()
+
+    async def _join_dht(self) -> None:
+        """Join the DHT through --bootstrap peers, then provide the relays' key (relay
+        discovery) so that listeners find us; `dht {peers, bootstrap}` once done."""
+        assert self.kad is not None
+        joined = await self.kad.bootstrap(self.opts.bootstrap) if self.opts.bootstrap else []
+        if self.opts.bootstrap and not joined:
+            log.warning("no --bootstrap DHT peer reachable: serving the DHT on our own")
+        provided = await self.kad.provide(RELAY_PROVIDER_KEY)
+        self.emit("dht", peers=len(self.kad.table), bootstrap=[str(p) for p in joined],
+                  provided=provided)
 
     async def _start_stun(self, ip: str) -> None:
         o = self.opts

@@ -1,0 +1,55 @@
+"""The DHT as users run it (issue 15.2): `p2prtc relay` serves the Kademlia DHT (a second relay
+joins it with --bootstrap), `p2prtc listen RELAY --bootstrap ADDR` publishes its signed peer
+record (`published`), `p2prtc dial PEER_ID --bootstrap ADDR` finds it (`found`) and connects
+directly. Each command goes to a different DHT node, so the record crossed the DHT.
+
+Run inside the test namespace:
+    scripts/netns-run .venv/bin/python -m pytest tests/e2e/test_dht.py -q
+"""
+
+from __future__ import annotations
+
+from ..netns import lab_ip
+from .webpage import Cli, free_port
+
+STEP = 30.0  # seconds for one step on a loaded machine
+
+
+async def relay(clis, name: str, *extra: str) -> tuple[Cli, str, str]:
+    ip = lab_ip()
+    cli = await clis("relay", "--port", str(free_port(ip)), "--listen-ip", ip, "--stun-port", "0",
+                     "--json", *extra, name=name)
+    listening = await cli.wait_event("listening", STEP)
+    addr = next(a for a in listening["addrs"] if "/ws" not in a)
+    return cli, addr, listening["peer"]
+
+
+async def test_listen_publishes_dial_finds_by_peer_id(clis):
+    relay_a, addr_a, peer_a = await relay(clis, "relay A")
+    await relay_a.wait_event("dht", STEP)
+    relay_b, addr_b, _ = await relay(clis, "relay B", "--bootstrap", addr_a)
+    joined = await relay_b.wait_event("dht", STEP)
+    assert joined["bootstrap"] == [peer_a]
+
+    lis = await clis("listen", addr_a, "--bootstrap", addr_b, "--json", "--stun", "none",
+                     "--turn", "none", name="listener")
+    peer = (await lis.wait_event("peer", STEP))["peer"]
+    published = await lis.wait_event("published", STEP)
+    assert published["record_peers"] >= 1 and published["provider_peers"] >= 1
+    assert all("/p2p-circuit/webrtc" in a for a in published["addrs"])
+
+    dialer = await clis("dial", peer, "--bootstrap", addr_a, "--json", "--stun", "none",
+                        "--turn", "none", name="dialer")
+    found = await dialer.wait_event("found", STEP)
+    assert found["peer"] == peer and found["source"] == "record"
+    assert found["addrs"] == published["addrs"]
+    connected = await dialer.wait_event("connected", STEP, peer=peer)
+    assert connected["direct"] and connected["transport"] == "webrtc"
+    await lis.wait_event("connected", STEP, transport="webrtc")
+
+
+async def test_dial_peer_id_needs_bootstrap(clis):
+    dialer = await clis("dial", "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA", "--json",
+                        name="dialer")
+    err = await dialer.wait_event("error", STEP)
+    assert "--bootstrap" in err["reason"]
