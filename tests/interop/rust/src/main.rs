@@ -9,6 +9,7 @@
 //! events carry `"event"`, replies carry the command's `"id"` and `"ok"`.
 
 mod control;
+mod kad;
 mod node;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -33,6 +34,18 @@ enum Command {
     Peer(PeerOpts),
     /// A circuit relay v2 server (rust-libp2p examples/relay-server + WebSocket/webrtc-direct).
     Relay(RelayOpts),
+    /// A Kademlia DHT node (libp2p-kad) driven over JSON lines (src/kad.rs).
+    Kad(KadOpts),
+}
+
+#[derive(Debug, Args)]
+pub struct KadOpts {
+    /// server or client (rust's kad Mode)
+    #[arg(long, default_value = "server")]
+    pub mode: String,
+    /// IP address to listen on (TCP)
+    #[arg(long, default_value = "127.0.0.1")]
+    pub ip: IpAddr,
 }
 
 fn parse_multiaddr(s: &str) -> Result<Multiaddr, String> {
@@ -69,6 +82,13 @@ pub struct PeerOpts {
     /// Seconds between the ping behaviour's automatic pings (`ping` events).
     #[arg(long, default_value_t = 15.0, value_parser = parse_interval)]
     pub ping_interval: f64,
+    /// Serve AutoNAT v2 (`libp2p::autonat::v2::server`; `autonat-server` events).
+    #[arg(long)]
+    pub autonat_server: bool,
+    /// Probe our address candidates with AutoNAT v2 servers we are connected to
+    /// (`libp2p::autonat::v2::client`, every 200 ms; `autonat-client` events).
+    #[arg(long)]
+    pub autonat_client: bool,
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +164,7 @@ fn main() {
         match cli.command {
             Command::Peer(opts) => node::run_peer(opts).await,
             Command::Relay(opts) => node::run_relay(opts).await,
+            Command::Kad(opts) => kad::run_kad(opts).await,
         }
     });
     if let Err(e) = result {

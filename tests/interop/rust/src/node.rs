@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use futures::{FutureExt, StreamExt};
 use libp2p::{
     core::{multiaddr::Protocol, transport::ListenerId, ConnectedPoint},
-    dcutr, identify, identity, noise, ping, relay,
+    autonat, dcutr, identify, identity, noise, ping, relay,
     swarm::{
         behaviour::toggle::Toggle,
         dial_opts::{DialOpts, PeerCondition},
@@ -44,6 +44,8 @@ pub struct Behaviour {
     identify: identify::Behaviour,
     dcutr: Toggle<dcutr::Behaviour>,
     stream: libp2p_stream::Behaviour,
+    autonat_server: Toggle<autonat::v2::server::Behaviour>,
+    autonat_client: Toggle<autonat::v2::client::Behaviour>,
 }
 
 fn keypair(seed: Option<u8>) -> identity::Keypair {
@@ -81,6 +83,8 @@ struct SwarmConfig {
     dcutr: bool,
     idle_timeout: Duration,
     ping_interval: Duration,
+    autonat_server: bool,
+    autonat_client: bool,
 }
 
 async fn build_swarm(key: identity::Keypair, cfg: SwarmConfig) -> anyhow::Result<Swarm<Behaviour>> {
@@ -94,6 +98,8 @@ async fn build_swarm(key: identity::Keypair, cfg: SwarmConfig) -> anyhow::Result
         dcutr,
         idle_timeout,
         ping_interval,
+        autonat_server,
+        autonat_client,
     } = cfg;
 
     let make_behaviour = move |key: &identity::Keypair,
@@ -111,6 +117,18 @@ async fn build_swarm(key: identity::Keypair, cfg: SwarmConfig) -> anyhow::Result
             )),
             dcutr: dcutr.then(|| dcutr::Behaviour::new(peer_id)).into(),
             stream: libp2p_stream::Behaviour::new(),
+            autonat_server: autonat_server
+                .then(autonat::v2::server::Behaviour::default)
+                .into(),
+            autonat_client: autonat_client
+                .then(|| {
+                    autonat::v2::client::Behaviour::new(
+                        rand::make_rng::<rand::rngs::StdRng>(),
+                        autonat::v2::client::Config::default()
+                            .with_probe_interval(Duration::from_millis(200)),
+                    )
+                })
+                .into(),
         }
     };
 
@@ -151,6 +169,8 @@ pub async fn run_peer(opts: PeerOpts) -> anyhow::Result<()> {
             dcutr: opts.dcutr,
             idle_timeout: Duration::from_secs(opts.idle_timeout),
             ping_interval: Duration::from_secs_f64(opts.ping_interval),
+            autonat_server: opts.autonat_server,
+            autonat_client: opts.autonat_client,
         },
     )
     .await?;
@@ -189,6 +209,8 @@ pub async fn run_relay(opts: RelayOpts) -> anyhow::Result<()> {
             dcutr: false,
             idle_timeout: Duration::from_secs(opts.idle_timeout),
             ping_interval: Duration::from_secs_f64(opts.ping_interval),
+            autonat_server: false,
+            autonat_client: false,
         },
     )
     .await?;
@@ -609,6 +631,27 @@ impl Node {
                 );
             }
             BehaviourEvent::Stream(()) => {}
+            BehaviourEvent::AutonatServer(ev) => event(
+                "autonat-server",
+                json!({
+                    "client": ev.client.to_string(),
+                    "all_addrs": ev.all_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                    "tested_addr": ev.tested_addr.to_string(),
+                    "data_amount": ev.data_amount,
+                    "ok": ev.result.is_ok(),
+                    "error": ev.result.err().map(|e| error_chain(&e)),
+                }),
+            ),
+            BehaviourEvent::AutonatClient(ev) => event(
+                "autonat-client",
+                json!({
+                    "server": ev.server.to_string(),
+                    "tested_addr": ev.tested_addr.to_string(),
+                    "bytes_sent": ev.bytes_sent,
+                    "ok": ev.result.is_ok(),
+                    "error": ev.result.err().map(|e| e.to_string()),
+                }),
+            ),
         }
     }
 
