@@ -208,6 +208,16 @@ class ResourceManager:
             pending_ip = ip
         return ConnectionScope(self, direction, amounts, pending_ip)
 
+    def open_peer_connection(self, direction: Direction, peer: PeerId
+                             ) -> ConnectionScope | Refusal:
+        """A connection whose peer is known before it exists (/webrtc: the relayed connection
+        that signals it authenticated the peer): straight into the peer's scope."""
+        scope = self.open_connection(direction)
+        if isinstance(scope, Refusal):
+            return scope
+        refusal = scope.set_peer(peer)
+        return scope if refusal is None else refusal
+
     def _limits_ip(self, ip: str) -> bool:
         if not self.limits.pending_per_ip:
             return False
@@ -381,6 +391,10 @@ class StreamScope:
 
     def amounts(self) -> dict[str, int]:
         return {**self._amounts, "memory": 0} if not self.closed else {}
+
+    def log_line(self, what: str, refusal: Refusal) -> str | None:
+        """See ResourceManager.log_line."""
+        return self._conn.log_line(what, refusal)
 
     def reserve_memory(self, n: int) -> Refusal | None:
         if self.closed:

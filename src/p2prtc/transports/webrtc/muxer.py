@@ -3,6 +3,9 @@
 Shared by /webrtc and webrtc-direct. A remote's channels are bounded: at most MAX_INBOUND_STREAMS
 open at once (counting those that wait for the connection to start, at most MAX_EARLY_CHANNELS);
 more are closed at once, unread. Each stream bounds its own read buffer (stream_core).
+With a budget (`resources`, the connection's p2prtc.resources scope) each stream and its unread
+bytes are reserved in the peer's scope too: a stream over it is refused (inbound: closed at
+once; outbound: ResourceLimitExceeded), and all is given back when the connection ends.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 from collections.abc import Callable
 
 from ...errors import StreamClosed
+from ...resources import ConnectionScope, Refusal, ResourceLimitExceeded
 from .engine_base import DataChannel, PeerConnection
 from .signaling import watch_init_channel
 from .stream import DataChannelStream
@@ -31,8 +35,9 @@ OPEN_TIMEOUT = 10.0
 
 
 class DataChannelMuxer:
-    def __init__(self, pc: PeerConnection) -> None:
+    def __init__(self, pc: PeerConnection, *, resources: ConnectionScope | None = None) -> None:
         self.pc = pc
+        self._budget = resources
         self.on_stream: Callable[[DataChannelStream], None] | None = None
         self.close_reason: str | None = None
         self._closed = asyncio.Event()
@@ -87,7 +92,14 @@ class DataChannelMuxer:
         self._inbound.discard(stream)
 
     def _accept(self, channel: DataChannel) -> None:
-        stream = DataChannelStream(channel, on_finished=self._forget)
+        budget = None
+        if self._budget is not None:
+            reserved = self._budget.open_stream("inbound")
+            if isinstance(reserved, Refusal):  # over a budget: refuse this stream only
+                self._refuse(channel, reserved.reason)
+                return
+            budget = reserved
+        stream = DataChannelStream(channel, on_finished=self._forget, budget=budget)
         self.streams.add(stream)
         self._inbound.add(stream)
         if self.on_stream is not None:
@@ -112,6 +124,8 @@ class DataChannelMuxer:
             self.close_reason = reason
         for s in list(self.streams):
             s.connection_closed(reason)
+        if self._budget is not None:
+            self._budget.close()  # the connection's reservations, its streams' too
         self._closed.set()
 
     def start(self) -> None:
@@ -123,8 +137,19 @@ class DataChannelMuxer:
     async def open_stream(self) -> DataChannelStream:
         if self.close_reason is not None:
             raise StreamClosed(f"connection is closed: {self.close_reason}")
-        channel = self.pc.create_channel("")
-        stream = DataChannelStream(channel, on_finished=self._forget)
+        budget = None
+        if self._budget is not None:
+            reserved = self._budget.open_stream("outbound")
+            if isinstance(reserved, Refusal):
+                raise ResourceLimitExceeded(reserved)
+            budget = reserved
+        try:
+            channel = self.pc.create_channel("")
+        except BaseException:
+            if budget is not None:
+                budget.close()
+            raise
+        stream = DataChannelStream(channel, on_finished=self._forget, budget=budget)
         self.streams.add(stream)
         try:
             async with asyncio.timeout(OPEN_TIMEOUT):

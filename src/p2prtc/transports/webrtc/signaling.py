@@ -14,7 +14,7 @@ import json
 import logging
 import time
 
-from ...errors import P2PError, ProtocolError
+from ...errors import P2PError, ProtocolError, StreamReset
 from ...pb import text, webrtc_pb2
 from ...streams import ByteStream, read_length_prefixed, write_length_prefixed
 from .engine_base import DataChannel, PeerConnection
@@ -129,9 +129,14 @@ async def initiate(stream: ByteStream, pc: PeerConnection, *,
     t0 = time.perf_counter()
     init = pc.create_channel("init")
     offer = await pc.create_offer()
-    await _write(stream, Msg.SDP_OFFER, offer)
-    t_offer = time.perf_counter()
-    answer = await _read(stream)
+    try:
+        await _write(stream, Msg.SDP_OFFER, offer)
+        t_offer = time.perf_counter()
+        answer = await _read(stream)
+    except StreamReset:  # what a listener does when its budgets refuse us (or it is not
+        # listening on /webrtc): its log says which
+        raise ProtocolError("the peer refused the WebRTC upgrade (signaling stream reset "
+                            "before its SDP answer)") from None
     if answer is None:
         raise ProtocolError("signaling stream ended before the SDP answer")
     if answer.type != Msg.SDP_ANSWER:

@@ -4,6 +4,10 @@ never answered with a reset, RESET_STREAM, the bounded read buffer).
 
 This module puts the core's frames on the channel, closes the channel when the core is done,
 wakes readers, and makes writers wait while the channel's queue is above its high-water mark.
+With a budget (`budget`, the stream's p2prtc.resources scope) it keeps the bytes reserved there
+equal to the core's unread bytes (reserved as they arrive, given back as the application reads
+or the stream ends); past the peer's or the system's memory budget the stream is reset with the
+reason, as the core's own bound does.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 from collections.abc import Callable
 
 from ...errors import StreamClosed
+from ...resources import StreamScope
 from ...streams import Stream
 from . import framing
 from .engine_base import DataChannel
@@ -39,10 +44,13 @@ OPEN_TIMEOUT = 10.0
 class DataChannelStream(Stream):
     def __init__(self, channel: DataChannel, *,
                  on_finished: Callable[[DataChannelStream], None] | None = None,
-                 receive_limit: int = RECEIVE_BUFFER_LIMIT) -> None:
+                 receive_limit: int = RECEIVE_BUFFER_LIMIT,
+                 budget: StreamScope | None = None) -> None:
         self.channel = channel
         self.protocol: str | None = None
         self._core = StreamCore(receive_limit=receive_limit)
+        self._budget = budget
+        self._budget_reason: str | None = None  # the reset reason when a budget ended it
         self._readable = asyncio.Event()
         self._fin_acked = asyncio.Event()
         self._remote_fin = asyncio.Event()
@@ -80,7 +88,30 @@ class DataChannelStream(Stream):
         """The connection under this stream ended (called by the muxer)."""
         self._apply(self._core.connection_closed(reason))
 
+    def _charge(self) -> list[Event]:
+        """Keep the budget's reservation at the core's unread bytes; over it: reset."""
+        budget = self._budget
+        if budget is None or budget.closed:
+            return []
+        events: list[Event] = []
+        more = self._core.buffered - budget.memory
+        if more > 0:
+            refusal = budget.reserve_memory(more)
+            if refusal is not None:  # over a memory budget: this stream ends, others go on
+                self._budget_reason = refusal.reason
+                events = self._core.reset(refusal.reason)
+                line = budget.log_line(f"data channel {self.channel.id} "
+                                       f"({self.protocol or 'no protocol yet'}) reset", refusal)
+                if line is not None:
+                    log.info("%s", line)
+        less = budget.memory - self._core.buffered
+        if less > 0:
+            budget.release_memory(less)
+        return events
+
     def _apply(self, events: list[Event]) -> None:
+        if self._budget is not None:
+            events = events + self._charge()  # before the frames: a reset goes out with them
         frames = self._core.frames_to_send()
         if frames:
             self._send_frames(frames)
@@ -95,10 +126,13 @@ class DataChannelStream(Stream):
                 self._fin_acked.set()
             elif isinstance(ev, StreamWasReset):
                 self._readable.set()
-                if not ev.by_remote and ev.reason != "stream reset locally":
+                if (not ev.by_remote and ev.reason != "stream reset locally"
+                        and ev.reason != self._budget_reason):  # (that one was logged)
                     log.warning("data channel %s (%s): %s; stream reset", self.channel.id,
                                 self.protocol or "no protocol yet", ev.reason)
             elif kind is StreamFinished:
+                if self._budget is not None:
+                    self._budget.close()
                 self.channel.close()
                 if self._on_finished is not None:
                     self._on_finished(self)
@@ -119,6 +153,8 @@ class DataChannelStream(Stream):
         while True:
             data = core.read(n)
             if data is not None:
+                if self._budget is not None:
+                    self._charge()  # gives back what was read
                 return data
             self._readable.clear()
             await self._readable.wait()

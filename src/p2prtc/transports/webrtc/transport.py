@@ -19,6 +19,7 @@ from ..base import ConnectionHandler, Listener, Transport
 from ..circuit import CircuitListener
 from ...identity import PeerId
 from ...protocols.turn_credentials import fetch_turn_credentials
+from ...resources import ConnectionScope, Direction, Refusal
 from ...streams import Stream
 from .engine_base import IceServer, PeerConnection, make_peer_connection, resolve_engine
 from .muxer import DataChannelMuxer
@@ -182,20 +183,30 @@ class WebRTCTransport(Transport):
                             "the relayed connection stays up")
         if reason:
             log.info("%s; trying TURN", reason)
-        stream = await relayed.new_stream([SIGNALING_PROTOCOL])
+        scope = self._reserve("outbound", peer)
+        if isinstance(scope, Refusal):
+            raise DialError(f"no direct WebRTC connection to {peer}: {scope.reason}; "
+                            "the relayed connection stays up")
+        try:
+            stream = await relayed.new_stream([SIGNALING_PROTOCOL])
+        except BaseException:
+            scope.close()
+            raise
         pc = self._peer_connection(relay_addr, turn_servers)
-        muxer = DataChannelMuxer(pc)
+        muxer = DataChannelMuxer(pc, resources=scope)
         try:
             async with asyncio.timeout(DIAL_TIMEOUT):
                 timings = await initiate(stream, pc)
         except (TimeoutError, NoDirectPath, P2PError, OSError) as e:
             stream.reset()
+            scope.close()
             await pc.close()
             reason = str(e) or "timed out"
             raise DialError(f"no direct WebRTC connection to {peer}: {reason}; "
                             "the relayed connection stays up") from None
         except BaseException:
             stream.reset()
+            scope.close()
             await pc.close()
             raise
         conn = self._connection(pc, muxer, relayed, "outbound")
@@ -204,6 +215,18 @@ class WebRTCTransport(Transport):
         conn.details.upgrade_ms = (time.perf_counter() - t_relayed) * 1000
         self.host.spawn(_close_quietly(stream))
         return conn
+
+    def _reserve(self, direction: Direction, peer: PeerId) -> ConnectionScope | Refusal:
+        """The WebRTC connection's budget, in its peer's scope (p2prtc.resources); a refusal
+        is logged (rate-limited) and counted."""
+        resources = self.host.upgrader.resources
+        result = resources.open_peer_connection(direction, peer)
+        if isinstance(result, Refusal):
+            line = resources.log_line(f"{direction} WebRTC connection with {peer.short()} "
+                                      "refused", result)
+            if line is not None:
+                log.info("%s", line)
+        return result
 
     def _relayed_via(self, relay: PeerId | None, peer: PeerId) -> Connection | None:
         """Our newest open relayed connection to `peer` through `relay`, if any."""
@@ -219,11 +242,21 @@ class WebRTCTransport(Transport):
                      relayed.remote_peer.short())
             stream.reset()
             return
-        relay_addr = _relay_part(relayed.remote_addr)
-        turn_servers = await self._turn_for(relay_addr.peer_id() if relay_addr else None)
+        # over a budget: the dialer's signaling stream is reset before any WebRTC work, so its
+        # dial ends at once ("the peer refused the WebRTC upgrade"); the reason is logged here
+        scope = self._reserve("inbound", relayed.remote_peer)
+        if isinstance(scope, Refusal):
+            stream.reset()
+            return
+        try:
+            relay_addr = _relay_part(relayed.remote_addr)
+            turn_servers = await self._turn_for(relay_addr.peer_id() if relay_addr else None)
+        except BaseException:
+            scope.close()
+            raise
         t0 = time.perf_counter()
         pc = self._peer_connection(relay_addr, turn_servers)
-        muxer = DataChannelMuxer(pc)
+        muxer = DataChannelMuxer(pc, resources=scope)
         try:
             async with asyncio.timeout(DIAL_TIMEOUT):
                 timings = await respond(stream, pc)
@@ -235,10 +268,12 @@ class WebRTCTransport(Transport):
                     str(e) or "timed out")
             self.host.events.emit(WebRTCFailed(relayed.remote_peer, str(e) or "timed out"))
             stream.reset()
+            scope.close()
             await pc.close()
             return
         except BaseException:
             stream.reset()
+            scope.close()
             await pc.close()
             raise
         conn = self._connection(pc, muxer, relayed, "inbound")

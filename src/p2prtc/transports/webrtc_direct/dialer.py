@@ -19,6 +19,7 @@ from ...connection import Connection
 from ...errors import DialError, HandshakeError, P2PError
 from ...identity import Identity, PeerId
 from ...multiaddr import Multiaddr
+from ...resources import ConnectionScope, Refusal, ResourceLimitExceeded, ResourceManager
 from . import stun
 from .certificate import digest_from_certhash, ephemeral_certificate
 from .ice import IceChecker
@@ -83,11 +84,26 @@ class _ClientProtocol(asyncio.DatagramProtocol):
         self.failed.set()
 
 
-async def dial(addr: Multiaddr, identity: Identity, version: int = 1) -> Connection:
-    """`version`: the webrtc-direct handshake, 1 or 2 (ice.py; go dials v1 by default too)."""
+async def dial(addr: Multiaddr, identity: Identity, version: int = 1, *,
+               resources: ResourceManager | None = None) -> Connection:
+    """`version`: the webrtc-direct handshake, 1 or 2 (ice.py; go dials v1 by default too).
+    `resources`: the host's budgets (p2prtc.resources), reserved as the upgrader does: a
+    transient connection, moved to the peer's scope once Noise names it."""
     if version not in (1, 2):
         raise DialError(f"unknown webrtc-direct version {version} (1 or 2)")
     ip, port, digests, peer = parse_direct_addr(addr)
+    scope = resources.open_connection("outbound") if resources is not None else None
+    if isinstance(scope, Refusal):
+        raise DialError(f"webrtc-direct dial to {ip}:{port} refused: {scope.reason}")
+    try:
+        return await _dial(ip, port, digests, peer, identity, version, scope)
+    finally:
+        if scope is not None and scope.peer is None:  # failed before Noise named the peer
+            scope.close()
+
+
+async def _dial(ip: str, port: int, digests: list[bytes], peer: PeerId | None,
+                identity: Identity, version: int, scope: ConnectionScope | None) -> Connection:
     # rust/go/js advertise one certhash; several would mean "any of these" (rotation).
     expected = digests[0]
     loop = asyncio.get_running_loop()
@@ -118,7 +134,9 @@ async def dial(addr: Multiaddr, identity: Identity, version: int = 1) -> Connect
     pc = DirectPeerConnection(link, cert.rtc_certificate(), dtls_role="client",
                               expected_digest=expected)
     pc.on_closed.append(transport.close)
-    muxer = DirectMuxer(pc, client=True)
+    if scope is not None:
+        pc.on_closed.append(scope.close)
+    muxer = DirectMuxer(pc, client=True, resources=scope)
     stage = "ICE"
     t0 = loop.time()
     stamps: dict[str, float] = {}
@@ -134,6 +152,10 @@ async def dial(addr: Multiaddr, identity: Identity, version: int = 1) -> Connect
             secure = await authenticate(pc, identity, server=False, local_digest=cert.digest,
                                         remote_digest=expected, remote_peer=peer,
                                         ready=muxer.server_ready)
+            if scope is not None:  # the peer's budget decides, before any stream
+                refusal = scope.set_peer(secure.remote_peer)
+                if refusal is not None:
+                    raise ResourceLimitExceeded(refusal)
     except TimeoutError:
         await pc.close(f"{stage} timed out")
         raise DialError(f"webrtc-direct dial to {ip}:{port} timed out during {stage}") from None

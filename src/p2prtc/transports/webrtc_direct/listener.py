@@ -8,7 +8,10 @@ KB), so a flood of checks costs table entries of a few hundred bytes, capped and
 Budgets (each a constant below): ICE sessions (ice.py), concurrent handshakes in total and
 per source IP, established connections, the time a handshake may take (DTLS + SCTP + Noise),
 and how long a connection may stay silent (browsers send consent checks every ~5 s, rust and
-go every 2 s, we every 2.5 s) before it is considered gone.
+go every 2 s, we every 2.5 s) before it is considered gone. With the host's budgets
+(`resources`, p2prtc.resources) a client's ClientHello takes a transient connection (per-IP
+handshakes included; refused: the ClientHello is dropped, as when the caps above are full), moved
+to the peer's scope once Noise names it (refused: the connection is closed with the reason).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from ...connection import Connection
 from ...errors import HandshakeError, P2PError
 from ...identity import Identity
 from ...multiaddr import Multiaddr
+from ...resources import ConnectionScope, Refusal, ResourceManager
 from ...netutil import bind_udp, expand_unspecified
 from ..base import Listener
 from . import stun
@@ -78,6 +82,7 @@ class _Client:
     started: float
     connection: Connection | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    scope: ConnectionScope | None = field(default=None, repr=False)  # its budget
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -97,7 +102,9 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 class WebRTCDirectListener(Listener):
     def __init__(self, ip: str, port: int, identity: Identity, certificate: DtlsCertificate,
                  on_connection: Callable[[Connection], Awaitable[None]], *,
-                 agent: IceLiteAgent | None = None) -> None:
+                 agent: IceLiteAgent | None = None,
+                 resources: ResourceManager | None = None) -> None:
+        self.resources = resources
         self.ip = ip
         self.port = port
         self.identity = identity
@@ -203,9 +210,22 @@ class WebRTCDirectListener(Listener):
                                "webrtc-direct: %d connections open; refusing %s",
                                MAX_CONNECTIONS, ip)
             return None
+        scope = None
+        if self.resources is not None:
+            reserved = self.resources.open_connection("inbound", ip)
+            if isinstance(reserved, Refusal):
+                self._count("budget_refused")
+                line = self.resources.log_line(
+                    f"webrtc-direct: ClientHello from {ip} dropped", reserved)
+                if line is not None:
+                    log.info("%s", line)
+                return None
+            scope = reserved
         link = DatagramLink(lambda d: self._sendto(d, session.addr), role="controlled")
         pc = DirectPeerConnection(link, self._rtc_certificate, dtls_role="server")
-        client = _Client(session, link, pc, ip, link.loop.time())
+        client = _Client(session, link, pc, ip, link.loop.time(), scope=scope)
+        if scope is not None:
+            pc.on_closed.append(scope.close)
         session.connection = client
         self.handshakes[session] = client
         self._handshakes_per_ip[ip] = self._handshakes_per_ip.get(ip, 0) + 1
@@ -220,7 +240,8 @@ class WebRTCDirectListener(Listener):
     async def _serve(self, client: _Client) -> None:
         pc = client.pc
         addr = client.session.addr
-        muxer = DirectMuxer(pc, client=False)  # takes the peer's channels from the first moment
+        # takes the peer's channels from the first moment
+        muxer = DirectMuxer(pc, client=False, resources=client.scope)
         stage = "DTLS"
         try:
             async with asyncio.timeout(UPGRADE_TIMEOUT):
@@ -244,6 +265,17 @@ class WebRTCDirectListener(Listener):
         except Exception as e:  # noqa: BLE001 - aiortc internals may raise anything
             log.debug("webrtc-direct handshake error", exc_info=True)
             await self._failed(client, stage, f"internal error: {e!r}")
+            return
+        refusal = client.scope.set_peer(secure.remote_peer) if client.scope is not None else None
+        if refusal is not None:  # the peer's budget decides, before any stream
+            self._count("budget_refused")
+            assert self.resources is not None
+            line = self.resources.log_line(
+                f"webrtc-direct: connection of {secure.remote_peer.short()} from {addr[0]} "
+                "refused", refusal)
+            if line is not None:
+                log.info("%s", line)
+            await pc.close(f"refused: {refusal.reason}")
             return
         remote = direct_addr(addr[0], addr[1], pc.remote_digest).with_peer_id(secure.remote_peer)
         local = direct_addr(self.ip, self.port, self.certificate.digest)

@@ -53,11 +53,13 @@ class WebRTCDirectTransport(Transport):
         if ip is None or port is None:  # (can_listen checked the shape; the codec gives values)
             raise ValueError(f"not a webrtc-direct listen address: {addr}")
         listener = WebRTCDirectListener(ip, int(port), self.host.identity,
-                                        certificate_for(self.host.identity), on_connection)
+                                        certificate_for(self.host.identity), on_connection,
+                                        resources=self.host.upgrader.resources)
         await listener.start()  # OSError (port in use, ...) as for TCP listeners
         return listener
 
     async def dial(self, addr: Multiaddr) -> Connection:
         from .dialer import dial
 
-        return await dial(addr, self.host.identity, self.dial_version)
+        return await dial(addr, self.host.identity, self.dial_version,
+                          resources=self.host.upgrader.resources)

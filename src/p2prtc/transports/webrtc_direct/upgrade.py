@@ -15,6 +15,7 @@ import logging
 from ...connection import Connection
 from ...identity import Identity, PeerId
 from ...multiaddr import Multiaddr
+from ...resources import ConnectionScope
 from ...security import noise
 from ..webrtc.engine_base import DataChannel
 from ..webrtc.muxer import DataChannelMuxer
@@ -47,8 +48,9 @@ class DirectMuxer(DataChannelMuxer):
     go open identify at once), or SERVER_READY_GRACE.
     """
 
-    def __init__(self, pc: DirectPeerConnection, *, client: bool) -> None:
-        super().__init__(pc)
+    def __init__(self, pc: DirectPeerConnection, *, client: bool,
+                 resources: ConnectionScope | None = None) -> None:
+        super().__init__(pc, resources=resources)
         self.server_ready = asyncio.Event()
         if not client:
             self.server_ready.set()
