@@ -70,6 +70,12 @@ DISCONNECTED_GRACE = 2.5
 # 6.1), so the peer never opens a channel on ours.
 WATCH_SIDS = 1024
 WATCH_LABEL = "p2prtc-association-watch"
+# As the answerer, our connectivity checks wait (we hold the remote candidates) until the
+# offerer's checks reach us, i.e. until it has our answer, or this long after our answer. The
+# answer goes over the relayed connection, our checks go direct: under load they overtook it, and
+# node-datachannel (js-libp2p in Node) then closed its peer connection (~1 dial in 4 with a busy
+# core; test_python_and_node_both_ways[wrtc-js]). Measured, not a spec value: 0.3 s removed it.
+ANSWER_HOLD = 0.3
 
 _unhelpful_reported: set[str] = set()
 _CONSEQUENCE = {
@@ -217,11 +223,14 @@ class WrtcPeerConnection:
         self._disconnected: asyncio.TimerHandle | None = None
         self._watched: Any = None  # the RTCSctpTransport whose states we follow
         self._watch_channel: webrtc.RTCDataChannel | None = None
+        self._hold_until: float | None = None  # answerer: remote candidates wait (ANSWER_HOLD)
+        self._checked_by_peer = asyncio.Event()  # ICE left "new": the offerer's checks came
         self._releasing: asyncio.Future[None] | None = None
         self._drops_at_start = mailbox_dropped()
         self._pc.on("icecandidate", self._icecandidate)
         self._pc.on("icecandidateerror", self._icecandidateerror)
         self._pc.on("datachannel", self._datachannel)
+        self._pc.on("iceconnectionstatechange", self._ice_state)
         self._pc.on("connectionstatechange",
                     lambda _e: self._state(_text(self._pc.connection_state)))
 
@@ -271,6 +280,10 @@ class WrtcPeerConnection:
         if state in ("failed", "closed"):
             for ch in list(self._channels):
                 ch._close()
+
+    def _ice_state(self, _event: Any) -> None:
+        if _text(self._pc.ice_connection_state) != "new":
+            self._checked_by_peer.set()
 
     def _watch_transports(self) -> None:
         """Follow the SCTP and DTLS transports (they exist once the SDP is negotiated); once the
@@ -490,6 +503,7 @@ class WrtcPeerConnection:
                 ValueError, TypeError) as e:
             raise ProtocolError(f"unusable SDP offer: {e}") from None
         await self._pc.set_local_description(await self._pc.create_answer())
+        self._hold_until = asyncio.get_running_loop().time() + ANSWER_HOLD
         self._watch_transports()
         return self._local_sdp()
 
@@ -528,12 +542,23 @@ class WrtcPeerConnection:
         if mid is None and index is None:
             index = 0
         self._remember_remote(init["candidate"])
+        await self._hold_for_answer()
         try:
             await self._pc.add_ice_candidate(webrtc.RTCIceCandidateInit(
                 candidate=init["candidate"], sdp_mid=mid, sdp_m_line_index=index))
         except (webrtc.OperationError, webrtc.InvalidStateError, TypeError, ValueError) as e:
             raise ProtocolError(
                 f"unusable ICE candidate {init['candidate'][:100]!r}: {e}") from None
+
+    async def _hold_for_answer(self) -> None:
+        """As the answerer: wait until the offerer's checks came or ANSWER_HOLD has passed."""
+        if self._hold_until is None or self._checked_by_peer.is_set():
+            return
+        wait = self._hold_until - asyncio.get_running_loop().time()
+        if wait > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._checked_by_peer.wait()
 
     def _remember_sdp(self, sdp: str) -> None:
         for line in sdp.splitlines():
