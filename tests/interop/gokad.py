@@ -31,9 +31,12 @@ class GoKad:
     peer: str
     addr: str
 
+    def argv(self, mode: str) -> list[str]:
+        return [gokad_binary(), "-mode", mode]
+
     async def start(self, mode: str = "server") -> GoKad:
         self.proc = await asyncio.create_subprocess_exec(
-            gokad_binary(), "-mode", mode, stdin=asyncio.subprocess.PIPE,
+            *self.argv(mode), stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         hello = await self._line(30)
         self.peer, self.addr = hello["peer"], hello["addr"]
