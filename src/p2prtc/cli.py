@@ -103,6 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "relay is a bootstrap node, listeners publish their records on it)")
     p.add_argument("--bootstrap", action="append", default=[], metavar="MULTIADDR",
                    help="a DHT server to join (another relay, any libp2p DHT node); repeatable")
+    from .protocols import autonat_core
+
+    p.add_argument("--no-autonat", dest="autonat", action="store_false",
+                   help="do not serve AutoNAT v2 (/libp2p/autonat/2/dial-request; on by default: "
+                        "peers learn whether they are publicly reachable)")
+    p.add_argument("--autonat-rpm", type=int, default=autonat_core.SERVER_RPM, metavar="N",
+                   help="AutoNAT requests a minute, all peers (default %(default)s, go's)")
+    p.add_argument("--autonat-peer-rpm", type=int, default=autonat_core.SERVER_PER_PEER_RPM,
+                   metavar="N", help="AutoNAT requests a minute from one peer (default %(default)s)")
+    p.add_argument("--autonat-dial-data-rpm", type=int,
+                   default=autonat_core.SERVER_DIAL_DATA_RPM, metavar="N",
+                   help="AutoNAT requests a minute that cost dial data (another IP; default "
+                        "%(default)s)")
+    p.add_argument("--autonat-allow-private", action="store_true",
+                   help="AutoNAT may dial a peer's own private/loopback IP (labs; never another "
+                        "host's private address)")
     lim = p.add_argument_group("limits (defaults are rust-libp2p's relay defaults)")
     from .relay.limits import RelayLimits
 
@@ -416,7 +432,7 @@ def rate_arg(text: str):
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
-    from .relay.app import RelayOptions, run_relay
+    from .relay.app import AutoNATLimits, RelayOptions, run_relay
     from .relay.limits import RelayLimits
 
     def rate(v):
@@ -458,6 +474,9 @@ def cmd_relay(args: argparse.Namespace) -> int:
         wss_port=args.wss_port, tls_cert=args.tls_cert, tls_key=args.tls_key,
         limits=limits, json=args.json, turn=_turn_options(args),
         resources=budget_limits(args), dht=args.dht, bootstrap=args.bootstrap,
+        autonat=args.autonat, autonat_allow_private=args.autonat_allow_private,
+        autonat_limits=AutoNATLimits(rpm=args.autonat_rpm, per_peer_rpm=args.autonat_peer_rpm,
+                                     dial_data_rpm=args.autonat_dial_data_rpm),
     )
     try:
         return run_async(run_relay(opts))

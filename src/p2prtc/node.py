@@ -315,6 +315,8 @@ class Node:
     - `tls_ca`: a CA file to trust for relays on /tls/ws or /wss, besides the system's.
     - `bootstrap`: DHT servers (multiaddrs; `p2prtc relay` is one) for `publish()` and
       `find()`: the Kademlia DHT, in client mode (p2prtc.kad).
+    - `autonat`: answer AutoNAT v2 dial-backs, so `reachability()` can ask the relays (and
+      other servers) we are connected to whether our direct addresses are publicly reachable.
 
     Use it as `async with Node(...) as node:` (or `await node.start()` ... `await
     node.close()`). Event iterators made before `start()` also see its `Peer` event.
@@ -330,8 +332,11 @@ class Node:
         nat: bool = True,
         tls_ca: str | None = None,
         bootstrap: Sequence[str] = (),
+        autonat: bool = True,
     ) -> None:
         self._identity = _load_identity(identity)
+        self._autonat_on = autonat
+        self._autonat: Any = None
         self._bootstrap = list(bootstrap)
         self._kad: Any = None
         self._kad_joined: asyncio.Task[Any] | None = None
@@ -393,6 +398,10 @@ class Node:
             from .kad.service import KadService
 
             self._kad = KadService(host, server=False).start()
+        if self._autonat_on:
+            from .protocols.autonat import AutoNATService
+
+            self._autonat = AutoNATService(host)
         self._emit(ev.Peer(peer=self.peer_id))
 
     async def close(self) -> None:
@@ -649,6 +658,34 @@ class Node:
         out = [str(a.with_peer_id(target)) for a in addrs]
         self._emit(ev.Found(peer=peer, addrs=out, source=source))
         return out
+
+    # -- reachability (AutoNAT v2) ----------------------------------------------------------
+
+    async def reachability(self, addrs: Sequence[str] | None = None, *,
+                           timeout: float = 15.0) -> str:
+        """Ask every connected AutoNAT v2 server (`p2prtc relay` is one; go and rust peers
+        can be) to dial `addrs` back (default: our direct listen addresses): "public" once one
+        was dialled back, "private" when every server failed to, else "unknown" (no server,
+        no direct address, refused). Updates `needs_relay` and logs the decision."""
+        self._require_host()
+        if self._autonat is None:
+            raise P2PError("reachability() needs Node(autonat=True)")
+        from .protocols.autonat import direct_addrs
+
+        mine = ([Multiaddr(a) for a in addrs] if addrs is not None
+                else direct_addrs(self._require_host().listen_addrs))
+        verdict: str = (await self._autonat.probe(mine, timeout=timeout)).value
+        if verdict == "public":
+            log.info("autonat: publicly reachable: relay reservations are not needed")
+        else:
+            log.info("autonat: reachability %s: relay reservations stay", verdict)
+        return verdict
+
+    @property
+    def needs_relay(self) -> bool:
+        """False only once `reachability()` found us publicly reachable: such a peer could skip
+        relay reservations. `listen()` still reserves either way (today's behaviour)."""
+        return self._autonat is None or self._autonat.reachability.value != "public"
 
     def connections(self) -> list[Connection]:
         """Open connections to peers (not those to the relays we use)."""

@@ -22,6 +22,9 @@ from ..host import Host
 from ..identity import Identity
 from ..multiaddr import Multiaddr
 from ..netutil import expand_unspecified, is_loopback
+from ..protocols.autonat import AutoNATService, ServerConfig
+from ..protocols.autonat_core import (SERVER_DIAL_DATA_RPM, SERVER_PER_PEER_RPM, SERVER_RPM,
+                                      RateLimiter, ServerPolicy)
 from ..protocols.stun import StunServer, start_stun_server
 from ..protocols.turn_credentials import TurnCredentialService
 from ..resources import ResourceLimits, ResourceManager
@@ -63,6 +66,18 @@ class RelayOptions:
     # `bootstrap`: DHT servers (multiaddrs) to join
     dht: bool = True
     bootstrap: list[str] = field(default_factory=list)
+    # the AutoNAT v2 server (p2prtc.protocols.autonat): on by default; its rate limits (go's
+    # defaults); `autonat_allow_private` dials a peer's own private/loopback IP (labs only)
+    autonat: bool = True
+    autonat_limits: AutoNATLimits = field(default_factory=lambda: AutoNATLimits())
+    autonat_allow_private: bool = False
+
+
+@dataclass
+class AutoNATLimits:
+    rpm: int = SERVER_RPM
+    per_peer_rpm: int = SERVER_PER_PEER_RPM
+    dial_data_rpm: int = SERVER_DIAL_DATA_RPM
 
 
 @dataclass
@@ -117,6 +132,12 @@ class RelayApp:
         self.host.upgrader.resources = self.resources
         self.relay = RelayService(self.host, opts.limits, self.metrics)
         self.kad = KadService(self.host, server=True).start() if opts.dht else None
+        lim = opts.autonat_limits
+        self.autonat = AutoNATService(self.host, server=ServerConfig(
+            policy=ServerPolicy(allow_private=opts.autonat_allow_private),
+            limiter=RateLimiter(rpm=lim.rpm, per_peer_rpm=lim.per_peer_rpm,
+                                dial_data_rpm=lim.dial_data_rpm),
+        )) if opts.autonat else None
         self.stun_servers: list[StunServer] = []
         self.certificate = None  # transports.tls.ReloadingCertificate with --wss-port
         self.turn: TurnService | None = None

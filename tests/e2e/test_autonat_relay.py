@@ -1,0 +1,83 @@
+"""AutoNAT v2 served by `p2prtc relay` (on by default) and used by a Node: inside scripts/netns-run,
+the relay on the veth address (198.51.100.7), every address private.
+
+A peer asks about its own address: with --autonat-allow-private (labs) the relay dials it back;
+by default a private address is refused. A Node connected to the relay learns "private" for an
+address nobody listens on, and keeps needing relays."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import pytest
+
+from p2prtc import Node
+from p2prtc.multiaddr import Multiaddr
+from p2prtc.protocols.autonat import AutoNATService
+from p2prtc.protocols.autonat_core import Reachability
+
+from ..netns import lab_ip
+
+
+async def start_relay(*flags: str) -> tuple[asyncio.subprocess.Process, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "p2prtc", "relay", "--listen-ip", lab_ip(), "--port", "0",
+        "--stun-port", "0", "--no-turn", "--no-dht", *flags,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    assert proc.stdout is not None
+    while True:
+        line = await asyncio.wait_for(proc.stdout.readline(), 20)
+        if not line:
+            raise RuntimeError("p2prtc relay exited before listening")
+        if line.startswith(b"Listening on "):
+            return proc, line.decode().split(" ", 2)[2].strip()
+
+
+@pytest.fixture
+async def relay_factory():
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def make(*flags: str) -> str:
+        proc, addr = await start_relay(*flags)
+        procs.append(proc)
+        return addr
+
+    yield make
+    for proc in procs:
+        proc.terminate()
+        await proc.wait()
+
+
+def own_tcp(host) -> Multiaddr:
+    return next(a for a in host.listen_addrs if a.has("tcp") and not a.has("ws"))
+
+
+async def test_relay_dials_back_with_allow_private(relay_factory, host_factory):
+    relay = await relay_factory("--autonat-allow-private")
+    ours = await host_factory(listen=[f"/ip4/{lab_ip()}/tcp/0"])
+    autonat = AutoNATService(ours)
+    conn = await ours.dial(relay)
+    await ours.identified(conn)
+    assert autonat.servers() == [conn.remote_peer]  # identify lists the protocol
+    assert await autonat.probe([own_tcp(ours)]) is Reachability.PUBLIC
+    assert autonat.results[own_tcp(ours)][0].dial_status == "ok"
+
+
+async def test_relay_refuses_private_addresses_by_default(relay_factory, host_factory):
+    relay = await relay_factory()
+    ours = await host_factory(listen=[f"/ip4/{lab_ip()}/tcp/0"])
+    autonat = AutoNATService(ours)
+    conn = await ours.dial(relay)
+    result = await autonat.check(conn.remote_peer, [own_tcp(ours)])
+    assert result.status == "refused" and result.reachability is Reachability.UNKNOWN
+
+
+async def test_node_learns_it_is_not_reachable(relay_factory):
+    relay = await relay_factory("--autonat-allow-private")
+    async with Node(stun=[], nat=False) as node:
+        await node.listen(relay)
+        assert node.needs_relay
+        assert await node.reachability() == "unknown"  # a Node has no direct address today
+        assert await node.reachability([f"/ip4/{lab_ip()}/tcp/1"]) == "private"
+        assert node.needs_relay
