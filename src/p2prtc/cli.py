@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, helptext, arg, argdesc in (
         ("listen", "reserve a slot on each relay given (all kept alive), print our /webrtc "
          "address through each, chat with dialers",
-         "relay", "a relay's multiaddr, ending in /p2p/<relay id>; several: reserve on each"),
+         "relay", "a relay's multiaddr, ending in /p2p/<relay id>; several: reserve on each; "
+         "none, with --bootstrap: two relays found in the DHT"),
         ("dial", "connect to a peer over a relay and upgrade to direct WebRTC, then chat",
          "peer", "the peer's multiaddr, e.g. <relay>/p2p-circuit/webrtc/p2p/<peer id>, "
          "or a link to it (https://host/#/dial/<multiaddr>); several (e.g. through different "
@@ -162,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=helptext, description=helptext + ". Type a message and "
                            "Enter to send it; /send FILE sends a file; /quit leaves.")
-        p.add_argument(arg, nargs="+", metavar=arg.upper() + "_MULTIADDR", help=argdesc)
+        p.add_argument(arg, nargs="*" if name == "listen" else "+",
+                       metavar=arg.upper() + "_MULTIADDR", help=argdesc)
         g = p.add_mutually_exclusive_group()
         g.add_argument("--identity", metavar="FILE", help="key file (created on first use)")
         g.add_argument("--secret-key-seed", type=seed_arg, metavar="N", help=argparse.SUPPRESS)

@@ -645,6 +645,24 @@ class Node:
                     self._emit(ev.Warning(reason=f"publishing our record failed: {e}",
                                           relay=None))
 
+    async def find_relays(self, count: int = 2) -> list[str]:
+        """Relays from the DHT (they provide `kad.records.RELAY_PROVIDER_KEY`): one address
+        (`.../p2p/<relay>`, TCP first) for each of up to `count` relays, for `listen()`.
+        Raises `DialError` when the DHT knows none."""
+        from .kad.records import RELAY_PROVIDER_KEY
+
+        kad = await self._dht()
+        providers = await kad.find_providers(RELAY_PROVIDER_KEY, wanted=count)
+        out: list[str] = []
+        for p in providers:
+            addrs = sorted((a for a in p.addrs if not a.has("p2p-circuit")),
+                           key=lambda a: (not a.has("tcp") or a.has("ws") or a.has("tls")))
+            if addrs and p.peer_id != self._identity.peer_id:
+                out.append(str(addrs[0].with_peer_id(p.peer_id)))
+        if not out:
+            raise DialError("the DHT knows no relays")
+        return out[:count]
+
     async def find(self, peer: str) -> list[str]:
         """Addresses of `peer` (a peer id) from the DHT: its signed peer record (verified: the
         signature and that it is `peer`'s), else its provider record, else FIND_NODE. Each

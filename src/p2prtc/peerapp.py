@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 # What a file costs on a relayed connection beyond its bytes: the header (at most MAX_HEADER),
 # the receiver's answer and the stream's negotiation.
 FILE_OVERHEAD = 2 * MAX_HEADER
+# `listen --bootstrap` with no relay reserves on this many relays found in the DHT (issue 15.3).
+RELAYS_FROM_DHT = 2
 
 LISTEN_HINT = ("Waiting for peers. Type a message and press Enter to send it; /send FILE sends a "
                "file; /quit leaves.")
@@ -361,6 +363,10 @@ class PeerApp:
 
     async def listen(self, relays: Sequence[str]) -> None:
         """Reserve on each relay (and keep the reservations); DialError when none is granted."""
+        if not relays:  # relay discovery: relays that provide the relays' key in the DHT
+            if not self.opts.bootstrap:
+                raise DialError("listen needs a RELAY_MULTIADDR, or --bootstrap to find relays")
+            relays = await self.node.find_relays(RELAYS_FROM_DHT)
         await self.node.listen(*relays)
         if self.opts.bootstrap:  # our record into the DHT (`published`), kept up to date
             await self.node.publish()
@@ -505,13 +511,14 @@ async def run_peer(opts: PeerOptions, *, listen: Sequence[str] = (),
                    dial: Sequence[str] = (), app_factory: Callable[..., PeerApp] = PeerApp) -> int:
     """`p2prtc listen RELAY...` (listen) or `p2prtc dial ADDR...` (dial) until /quit, end of
     input with --quit-on-eof, SIGINT or SIGTERM."""
-    app = app_factory(opts, "listen" if listen else "dial")
+    mode = "listen" if listen or not dial else "dial"  # listen with no relay: from the DHT
+    app = app_factory(opts, mode)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, app.stop.set)
     try:
         await app.start()
-        if listen:
+        if mode == "listen":
             await app.listen(listen)
         else:
             await app.dial(dial)

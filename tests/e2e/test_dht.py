@@ -53,3 +53,27 @@ async def test_dial_peer_id_needs_bootstrap(clis):
                         name="dialer")
     err = await dialer.wait_event("error", STEP)
     assert "--bootstrap" in err["reason"]
+
+
+async def test_listen_finds_relays_in_the_dht(clis):
+    """Relay discovery (issue 15.3): with no relay given, listen --bootstrap reserves on two
+    relays that provide the relays' key, and a dialer reaches it by peer id."""
+    relay_a, addr_a, peer_a = await relay(clis, "relay A")
+    await relay_a.wait_event("dht", STEP)
+    relay_b, _addr_b, peer_b = await relay(clis, "relay B", "--bootstrap", addr_a)
+    await relay_b.wait_event("dht", STEP)
+
+    lis = await clis("listen", "--bootstrap", addr_a, "--json", "--stun", "none",
+                     "--turn", "none", name="listener")
+    peer = (await lis.wait_event("peer", STEP))["peer"]
+    published = await lis.wait_event("published", STEP)
+    relays = {a.split("/p2p-circuit")[0].rsplit("/p2p/", 1)[1] for a in published["addrs"]}
+    assert relays == {peer_a, peer_b}
+
+    dialer = await clis("dial", peer, "--bootstrap", addr_a, "--json", "--stun", "none",
+                        "--turn", "none", name="dialer")
+    found = await dialer.wait_event("found", STEP)
+    assert found["source"] == "record"
+    assert {a.split("/p2p-circuit")[0].rsplit("/p2p/", 1)[1] for a in found["addrs"]} == relays
+    connected = await dialer.wait_event("connected", STEP, peer=peer)
+    assert connected["direct"]
