@@ -125,3 +125,19 @@ async def test_go_clients_against_our_server(host_factory, go_nodes):
     closest = await c2.cmd("closest", key=b"anything".hex())
     assert closest["ok"] and closest["peers"] == [str(host.peer_id)]
 
+
+
+async def test_a_go_dht_still_finds_our_listener(host_factory, go_nodes):
+    """go refuses our peer-record namespace but keeps the provider record, with its circuit
+    addresses: a dialer finds a listener published into a go-only DHT ("provider")."""
+    g = await go_nodes()
+    lis_host, dialer_host = await host_factory(), await host_factory()
+    lis = KadService(lis_host, server=False).start()
+    dialer = KadService(dialer_host, server=False).start()
+    assert await lis.bootstrap([g.addr]) and await dialer.bootstrap([g.addr])
+    circuit = Multiaddr(f"/ip4/127.0.0.1/tcp/4001/p2p/{g.peer}/p2p-circuit/webrtc")
+    put, provided = await lis.publish_self([circuit])
+    assert (put, provided) == (0, 1)
+    addrs, source = await dialer.find_peer_addrs(lis_host.peer_id)
+    # go answers with every address its peerstore has for the provider (identify's too)
+    assert source == "provider" and circuit in addrs

@@ -38,6 +38,10 @@ from .turn_io import MAX_RELAY_PORT, MIN_RELAY_PORT, TurnConfig, TurnService
 
 log = logging.getLogger(__name__)
 
+# How often a relay announces itself in the DHT again (go reprovides every 22 h, records
+# last 48 h; relays come and go, and new DHT servers become the closest, so hourly).
+RELAY_REPROVIDE_INTERVAL = 3600.0
+
 
 @dataclass
 class RelayOptions:
@@ -204,6 +208,11 @@ class RelayApp:
         provided = await self.kad.provide(RELAY_PROVIDER_KEY)
         self.emit("dht", peers=len(self.kad.table), bootstrap=[str(p) for p in joined],
                   provided=provided)
+        while True:  # the provider record expires (48 h) and the closest peers change
+            await asyncio.sleep(RELAY_REPROVIDE_INTERVAL)
+            if not len(self.kad.table) and self.opts.bootstrap:
+                await self.kad.bootstrap(self.opts.bootstrap)
+            await self.kad.provide(RELAY_PROVIDER_KEY)
 
     async def _start_stun(self, ip: str) -> None:
         o = self.opts
