@@ -88,6 +88,11 @@ class Muxer(Protocol):
     on_stream: Callable[[Any], None] | None
     close_reason: str | None
 
+    @property
+    def going_away(self) -> bool:
+        """No new streams: closed, closing, or a GoAway sent or received."""
+        ...
+
     def start(self) -> None: ...
     async def open_stream(self) -> Any: ...
     async def close(self) -> None: ...
@@ -142,6 +147,12 @@ class Connection:
     @property
     def close_reason(self) -> str | None:
         return self.muxer.close_reason
+
+    @property
+    def going_away(self) -> bool:
+        """Takes no new streams any more (closed, closing, or its muxer got or sent a GoAway):
+        not one to pick for new work."""
+        return self.muxer.going_away
 
     @property
     def end_reason(self) -> str | None:

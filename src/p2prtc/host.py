@@ -160,7 +160,8 @@ class Host:
         return [c for conns in self._conns.values() for c in conns]
 
     def best_connection(self, peer: PeerId, *, allow_limited: bool = False) -> Connection | None:
-        conns = [c for c in self._conns.get(peer, ()) if not c.is_closed]
+        # not one going away: a new stream on it would fail ("remote yamux session is going away")
+        conns = [c for c in self._conns.get(peer, ()) if not c.going_away]
         unlimited = [c for c in conns if not c.limited]
         if unlimited:
             return unlimited[-1]

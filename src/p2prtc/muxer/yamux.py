@@ -419,6 +419,13 @@ class YamuxMuxer:
     def num_streams(self) -> int:
         return len(self._streams)
 
+    @property
+    def going_away(self) -> bool:
+        """No new streams: closed or closing, or a GoAway sent or received."""
+        session = self._session
+        return (self._teardown_task is not None or self.closed.is_set()
+                or session.local_go_away is not None or session.remote_go_away is not None)
+
     def start(self) -> None:
         if self._reader is not None:
             return

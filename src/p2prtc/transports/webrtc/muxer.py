@@ -78,6 +78,11 @@ class DataChannelMuxer:
         channel.close()
 
     @property
+    def going_away(self) -> bool:
+        """No new streams (a data-channel connection has no GoAway: only its end)."""
+        return self.close_reason is not None
+
+    @property
     def inbound_streams(self) -> int:
         """Streams the remote opened that are still open (or waiting for the connection)."""
         return len(self._inbound) + len(self._early)

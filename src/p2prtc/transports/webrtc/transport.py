@@ -231,7 +231,7 @@ class WebRTCTransport(Transport):
     def _relayed_via(self, relay: PeerId | None, peer: PeerId) -> Connection | None:
         """Our newest open relayed connection to `peer` through `relay`, if any."""
         conns = [c for c in self.host.connections(peer) if c.transport == "circuit"
-                 and not c.is_closed and _relay_peer(c.remote_addr) == relay]
+                 and not c.going_away and _relay_peer(c.remote_addr) == relay]
         return conns[-1] if conns else None
 
     async def _handle_signaling(self, stream: Stream) -> None:
