@@ -185,13 +185,14 @@ class AutoNATService:
                                  send_dial_data=send_dial_data)
         self._pending[nonce] = req
         seen = self._dial_back_seen[nonce] = asyncio.Event()
-        stream = await self.network.new_stream(target, [DIAL_REQUEST])
         try:
-            async with asyncio.timeout(timeout):
-                result = await self._run_check(stream, req, seen)
-        except BaseException:
-            stream.reset()
-            raise
+            stream = await self.network.new_stream(target, [DIAL_REQUEST])
+            try:
+                async with asyncio.timeout(timeout):
+                    result = await self._run_check(stream, req, seen)
+            except BaseException:
+                stream.reset()
+                raise
         finally:
             self._pending.pop(nonce, None)
             self._dial_back_seen.pop(nonce, None)
