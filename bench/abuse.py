@@ -216,8 +216,8 @@ class Honest:
 
         await reserve(self.relay_conn())
         step("reserve")
-        # A new circuit every time (host.dial would reuse a relayed connection to the target,
-        # also one the target is closing at that moment).
+        # A new circuit every time: what is measured (host.dial would reuse an open relayed
+        # connection to the target, though never one it is closing: Connection.going_away).
         conn = await self.host.transport(CircuitTransport).dial_via(self.relay_addr,
                                                                      target.host.peer_id)
         self.host.add_connection(conn)

@@ -145,3 +145,27 @@ async def test_our_server_refuses_forged_records(host_factory):
     good = pk_key(client.peer_id)
     assert await kad.put_value(good, value) == 1
     assert await kad.get_value(good) == value
+
+
+async def test_bad_input_ends_only_that_stream(host_factory):
+    """Garbage, an oversized length or an unknown type ends the stream it came on; the server
+    goes on answering other streams of the same peer."""
+    from p2prtc.kad.messages import PROTOCOL_ID
+    from p2prtc.streams import read_length_prefixed, write_length_prefixed
+    from p2prtc.wire.varint import encode_uvarint
+
+    server = await host_factory()
+    KadService(server, server=True).start()
+    client = await host_factory()
+    addr = server.listen_addrs[0].with_peer_id(server.peer_id)
+    await client.dial(addr)
+    for bad in (b"\x03\xff\xff\xff", encode_uvarint(5 << 20), b"\x02\x08\x09"):
+        stream = await client.new_stream(server.peer_id, PROTOCOL_ID)
+        await stream.write(bad)
+        with pytest.raises(Exception):  # noqa: B017 - reset: the muxer's error type
+            await read_length_prefixed(stream, 1 << 20)
+    stream = await client.new_stream(server.peer_id, PROTOCOL_ID)
+    await write_length_prefixed(stream, encode(KadMessage(MessageType.FIND_NODE, b"k")))
+    answer = decode(await read_length_prefixed(stream, 1 << 20))
+    assert answer.type is MessageType.FIND_NODE
+    await stream.close()

@@ -23,8 +23,11 @@ MAX_MESSAGE_SIZE = 4 << 20
 # Peers and addresses taken from one message: the spec's k (20) closer peers plus providers;
 # go answers GET_PROVIDERS with up to k providers too. More than this is not honest traffic.
 MAX_PEERS_PER_MESSAGE = 100
-# Addresses kept per peer entry (go's peerstore keeps all; ours keeps 32, peerstore.py).
+# Addresses kept per peer entry we read (go's peerstore keeps all; ours keeps 32, peerstore.py).
 MAX_ADDRS_PER_PEER = 32
+# Addresses sent per peer entry: rust-libp2p kad refuses messages over 16 KiB (max_packet_size),
+# and k=20 entries of 10 addresses (~50 bytes each) stay well under it.
+MAX_ADDRS_SENT_PER_PEER = 10
 
 
 class MessageType(enum.IntEnum):
@@ -59,7 +62,7 @@ class KadMessage:
 
 def _peer_to_pb(peer: KadPeer, out: kad_pb2.Message.Peer) -> None:
     out.id = peer.peer_id.to_bytes()
-    out.addrs.extend(a.to_bytes() for a in peer.addrs[:MAX_ADDRS_PER_PEER])
+    out.addrs.extend(a.to_bytes() for a in peer.addrs[:MAX_ADDRS_SENT_PER_PEER])
 
 
 def encode(msg: KadMessage) -> bytes:

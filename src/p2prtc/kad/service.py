@@ -113,7 +113,8 @@ class KadService:
             log.info("kad: refused a request of %s: %s", peer.short(), e)
             stream.reset()
             return
-        except P2PError:
+        except (P2PError, OSError) as e:  # the stream or connection went away
+            log.debug("kad: stream of %s ended: %s", peer.short(), e)
             stream.reset()
             return
         await stream.close()
