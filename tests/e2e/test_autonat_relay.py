@@ -62,6 +62,10 @@ async def test_relay_dials_back_with_allow_private(relay_factory, host_factory):
     assert autonat.servers() == [conn.remote_peer]  # identify lists the protocol
     assert await autonat.probe([own_tcp(ours)]) is Reachability.PUBLIC
     assert autonat.results[own_tcp(ours)][0].dial_status == "ok"
+    # an address no transport of the relay dials is skipped, not reported unreachable
+    quic = Multiaddr(f"/ip4/{lab_ip()}/udp/4001/quic-v1")
+    result = await autonat.check(conn.remote_peer, [quic, own_tcp(ours)])
+    assert (result.index, result.dial_status) == (1, "ok"), result
 
 
 async def test_relay_refuses_private_addresses_by_default(relay_factory, host_factory):

@@ -138,7 +138,8 @@ class RelayApp:
         self.kad = KadService(self.host, server=True).start() if opts.dht else None
         lim = opts.autonat_limits
         self.autonat = AutoNATService(self.host, server=ServerConfig(
-            policy=ServerPolicy(allow_private=opts.autonat_allow_private),
+            policy=ServerPolicy(allow_private=opts.autonat_allow_private,
+                                can_dial=self._can_dial),
             limiter=RateLimiter(rpm=lim.rpm, per_peer_rpm=lim.per_peer_rpm,
                                 dial_data_rpm=lim.dial_data_rpm),
         )) if opts.autonat else None
@@ -149,6 +150,11 @@ class RelayApp:
         self._metrics_runner: web.AppRunner | None = None
         self.listen_addrs: list[Multiaddr] = []
         self.started = time.monotonic()
+
+    def _can_dial(self, addr: Multiaddr) -> bool:
+        """AutoNAT dials back only what one of our transports dials (a QUIC address is refused,
+        not reported unreachable); never through a relay."""
+        return not addr.has("p2p-circuit") and any(t.can_dial(addr) for t in self.host.transports)
 
     def emit(self, event: str, **fields) -> None:
         if self.opts.json:
