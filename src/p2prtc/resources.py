@@ -352,19 +352,27 @@ class ConnectionScope:
         """See ResourceManager.log_line."""
         return self._rm.log_line(what, refusal)
 
+    # memory: once per data frame or message received and per read, so without _reserve's dicts
+    # (the same checks, in the same order: the owner, then the system)
+
     def reserve_memory(self, n: int) -> Refusal | None:
-        if self.closed:
+        if self.closed or n <= 0:
             return None
-        refusal = _reserve(self._chain(), {"memory": n})
-        if refusal is not None:
-            return self._rm._refused(refusal)
+        owner, system = self._owner, self._rm.system
+        for scope in (owner, system):
+            limit, used = scope.limits.memory, scope.used["memory"]
+            if limit and used + n > limit:
+                return self._rm._refused(Refusal(scope.name, _NAMES["memory"], used, limit))
+        owner.used["memory"] += n
+        system.used["memory"] += n
         self.memory += n
         return None
 
     def release_memory(self, n: int) -> None:
         n = min(n, self.memory)
         if n > 0 and not self.closed:
-            _release(self._chain(), {"memory": n})
+            self._owner.used["memory"] -= n
+            self._rm.system.used["memory"] -= n
             self.memory -= n
 
     def close(self) -> None:
