@@ -9,8 +9,12 @@ import argparse
 import asyncio
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .resources import ResourceLimits
 
 
 def seed_arg(text: str) -> int:
@@ -193,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--web-url", metavar="URL",
                            help="the page of `p2prtc web` (e.g. https://chat.example.org/): "
                                 "print a link that opens it and dials us")
+        _add_peer_budget_args(p)
         add_engine_arg(p)
         _add_common(p)
         p.set_defaults(func=cmd_peer, mode=name)
@@ -334,7 +339,8 @@ def cmd_peer(args: argparse.Namespace) -> int:
                        turn=turn_arg(args.turn, args.turn_user, args.turn_password),
                        json=args.json, save_dir=Path(args.save_dir),
                        quit_on_eof=args.quit_on_eof, tls_ca=args.tls_ca,
-                       web_url=getattr(args, "web_url", None), bootstrap=args.bootstrap)
+                       web_url=getattr(args, "web_url", None), bootstrap=args.bootstrap,
+                       resources=peer_budget_limits(args))
     try:
         if args.mode == "listen":
             return run_async(run_peer(opts, listen=args.relay))
@@ -373,6 +379,37 @@ def _add_budget_args(p: argparse.ArgumentParser) -> None:
                        help=f"{what}; K/M/G suffixes (KiB...) (default {value >> 20}M)")
     g.add_argument("--limit-loopback", action="store_true",
                    help="apply the per-IP limit to 127.0.0.0/8 and ::1 too (go exempts them)")
+
+
+def _add_peer_budget_args(p: argparse.ArgumentParser) -> None:
+    """The budgets a peer is most likely to change (docs/deploy.md#budgets); the others keep
+    their defaults."""
+    from .resources import DEFAULT_PEER
+
+    p.add_argument("--max-connections-per-peer", type=int, metavar="N",
+                   help="connections of one peer, relayed and WebRTC (default "
+                        f"{DEFAULT_PEER.conns})")
+    p.add_argument("--max-memory-per-peer", type=size_arg, metavar="BYTES",
+                   help="bytes one peer's streams may hold unread; K/M/G suffixes (default "
+                        f"{DEFAULT_PEER.memory >> 20}M); past it the stream that passed it is reset")
+
+
+def peer_budget_limits(args: argparse.Namespace) -> ResourceLimits | None:
+    """ResourceLimits for `listen`/`dial`, or None (the defaults) when no budget flag is given."""
+    from dataclasses import replace
+
+    from .resources import ResourceLimits
+
+    if args.max_connections_per_peer is None and args.max_memory_per_peer is None:
+        return None
+    d = ResourceLimits()
+    peer = d.peer
+    if args.max_connections_per_peer is not None:
+        n = args.max_connections_per_peer
+        peer = replace(peer, conns_inbound=n, conns_outbound=n, conns=n)
+    if args.max_memory_per_peer is not None:
+        peer = replace(peer, memory=args.max_memory_per_peer)
+    return replace(d, peer=peer)
 
 
 def size_arg(text: str) -> int:

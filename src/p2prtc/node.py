@@ -33,6 +33,7 @@ from .dialrace import ATTEMPT_DELAY, race
 from .errors import DialError, P2PError, StreamClosed
 from .identity import Identity, PeerId
 from .multiaddr import Multiaddr
+from .resources import ResourceLimits, ResourceManager
 from .streams import read_exactly
 
 if TYPE_CHECKING:
@@ -315,6 +316,8 @@ class Node:
     - `tls_ca`: a CA file to trust for relays on /tls/ws or /wss, besides the system's.
     - `bootstrap`: DHT servers (multiaddrs; `p2prtc relay` is one) for `publish()` and
       `find()`: the Kademlia DHT, in client mode (p2prtc.kad).
+    - `resources`: budgets of connections, streams and unread bytes (a
+      `p2prtc.resources.ResourceLimits`); None: the defaults (go-libp2p's resource manager's).
     - `autonat`: answer AutoNAT v2 dial-backs, so `reachability()` can ask the relays (and
       other servers) we are connected to whether our direct addresses are publicly reachable.
 
@@ -332,9 +335,11 @@ class Node:
         nat: bool = True,
         tls_ca: str | None = None,
         bootstrap: Sequence[str] = (),
+        resources: ResourceLimits | None = None,
         autonat: bool = True,
     ) -> None:
         self._identity = _load_identity(identity)
+        self._resources = resources
         self._autonat_on = autonat
         self._autonat: Any = None
         self._bootstrap = list(bootstrap)
@@ -381,6 +386,8 @@ class Node:
             functools.partial(WebRTCTransport, ice_servers=self._stun, engine=self._engine,
                               turn=turn),
             *default_transports()])
+        if self._resources is not None:
+            host.upgrader.resources = ResourceManager(self._resources)
         if self._tls_ca:
             from .transports.tls import client_context
             from .transports.websocket import WebSocketTransport

@@ -26,6 +26,7 @@ from .errors import DialError, P2PError
 from .identity import Identity, PeerId
 from .nat import NatBehaviour
 from .node import Connection, Node
+from .resources import ResourceLimits
 from .nodechat import NodeChat, NodeFiles, best_connection
 from .protocols.chat import NotSent
 from .protocols.filetransfer import MAX_HEADER, FileResult, Progress
@@ -57,6 +58,7 @@ class PeerOptions:
     tls_ca: str | None = None  # a CA file to trust for /tls/ws and /wss relays, besides the system's
     web_url: str | None = None  # the `p2prtc web` page: listen prints a link that dials us
     bootstrap: list[str] = field(default_factory=list)  # DHT servers: publish (listen), find (dial)
+    resources: ResourceLimits | None = None  # budgets (p2prtc.resources); None: the defaults
 
 
 class Output:
@@ -168,7 +170,7 @@ class PeerApp:
 
             dial_link(opts.web_url, "/")  # ValueError now (a usage error), not at reservation
         self.node = Node(opts.identity, stun=opts.ice_servers, turn=opts.turn, tls_ca=opts.tls_ca,
-                         bootstrap=opts.bootstrap)
+                         bootstrap=opts.bootstrap, resources=opts.resources)
         self.chat = NodeChat(self.node, self._on_message)
         self.files = NodeFiles(self.node, opts.save_dir, on_start=self._on_file_start,
                                on_received=self._on_file)
