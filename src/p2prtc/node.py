@@ -47,6 +47,10 @@ __all__ = ["Node", "Connection", "Stream", "NoDirectPath", "Handler"]
 
 # How long listen() waits for the relay's reservation, as `p2prtc listen` (peerapp.RELAY_TIMEOUT).
 RESERVATION_TIMEOUT = 20.0
+# With several relays, how long listen() still waits for the others once one has granted a
+# reservation (ours: a relay that drops packets would otherwise hold listen() for the whole
+# RESERVATION_TIMEOUT; the late ones keep trying in the background and join addrs()).
+OTHER_RELAYS_GRACE = 2.0
 # An event iterator that is not read keeps at most this many events; older ones are dropped
 # (with one log line per iterator) so that a forgotten iterator cannot grow without bound.
 EVENT_QUEUE_MAX = 1024
@@ -240,6 +244,30 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<Connection {self.transport} {self.path} {self.remote_peer}>"
+
+
+async def _first_then_grace(coros: Sequence[Awaitable[Any]],
+                            grace: float) -> list[Any | BaseException | None]:
+    """Run `coros` together; return when all are done, or `grace` seconds after the first one
+    succeeded. Each result is its value, its exception, or None when it was still running (it is
+    then cancelled: `CircuitListener.reserved` is shielded, the listener goes on trying)."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    loop = asyncio.get_running_loop()
+    deadline: float | None = None
+    pending = set(tasks)
+    try:
+        while pending:
+            wait = None if deadline is None else max(0.0, deadline - loop.time())
+            done, pending = await asyncio.wait(pending, timeout=wait,
+                                               return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                break  # the grace is over
+            if deadline is None and any(t.exception() is None for t in done):
+                deadline = loop.time() + grace
+    finally:
+        for t in pending:
+            t.cancel()
+    return [None if t in pending else (t.exception() or t.result()) for t in tasks]
 
 
 def _browser_dialable(addr: Multiaddr) -> bool:
@@ -489,11 +517,13 @@ class Node:
         self._start_nat(addrs[0])
         if not self._webrtc.listening:
             await host.listen("/webrtc")
-        results = await asyncio.gather(*(host.listen_via_relay(a, timeout) for a in addrs),
-                                       return_exceptions=True)
+        results = await _first_then_grace(
+            [host.listen_via_relay(a, timeout) for a in addrs], OTHER_RELAYS_GRACE)
         failures: list[tuple[str, str]] = []
         for relay, result in zip(flat, results, strict=True):
-            if isinstance(result, TimeoutError):
+            if result is None:
+                failures.append((relay, f"no reservation on {relay} yet"))
+            elif isinstance(result, TimeoutError):
                 failures.append((relay, f"no reservation on {relay} within {timeout:.0f} s"))
             elif isinstance(result, DialError):
                 failures.append((relay, f"{result}" if len(flat) == 1 else f"{relay}: {result}"))

@@ -251,3 +251,39 @@ async def test_page_reserves_on_two_relays(clis, node_peer_factory):
     finally:
         await js.stop()
         await relay.close()
+
+
+async def test_listen_does_not_wait_for_a_silent_relay():
+    """A relay that accepts TCP and never answers (Noise never starts) must not hold listen()
+    for the whole reservation timeout once another relay has granted one: listen() returns
+    OTHER_RELAYS_GRACE after the first grant and warns which relay is late (it keeps trying)."""
+    from p2prtc.identity import Identity
+    from p2prtc.node import OTHER_RELAYS_GRACE
+
+    relay, addr, _ = await our_relay()
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        held.append(w)  # accept, then say nothing
+
+    ip = lab_ip()
+    server = await asyncio.start_server(silent, ip, 0)
+    port = server.sockets[0].getsockname()[1]
+    silent_addr = f"/ip4/{ip}/tcp/{port}/p2p/{Identity.generate().peer_id}"
+    try:
+        async with Node(stun=[], turn="none") as node:
+            log = EventLog(node)
+            t0 = time.monotonic()
+            addrs = await node.listen(addr, silent_addr, timeout=STEP)
+            took = time.monotonic() - t0
+            assert took < OTHER_RELAYS_GRACE + 5.0, took  # not STEP (30 s)
+            assert through(addrs, addr)
+            await log.until(lambda: next((e for e in log.seen if isinstance(e, api_events.Warning)
+                                          and e.relay == silent_addr), None),
+                            "a warning about the silent relay")
+        await log.close()
+    finally:
+        server.close()
+        for w in held:
+            w.close()
+        await relay.close()
