@@ -371,7 +371,11 @@ class PeerApp:
             relays = await self.node.find_relays(RELAYS_FROM_DHT)
         await self.node.listen(*relays)
         if self.opts.bootstrap:  # our record into the DHT (`published`), kept up to date
-            await self.node.publish()
+            try:
+                await self.node.publish()
+            except P2PError as e:  # still reachable by address: say so, go on
+                self.out.event("warning", f"Not published in the DHT: {e}",
+                               reason=f"not published in the DHT: {e}", relay=None)
 
     async def dial(self, targets: Sequence[str]) -> None:
         """Dial the peer at any of `targets` (raced); chat over the relay when no direct path

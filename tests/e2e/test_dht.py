@@ -77,3 +77,13 @@ async def test_listen_finds_relays_in_the_dht(clis):
     assert {a.split("/p2p-circuit")[0].rsplit("/p2p/", 1)[1] for a in found["addrs"]} == relays
     connected = await dialer.wait_event("connected", STEP, peer=peer)
     assert connected["direct"]
+
+
+async def test_listen_with_an_unreachable_bootstrap_warns_and_listens(clis):
+    _relay_a, addr_a, _ = await relay(clis, "relay A")
+    dead = f"/ip4/{lab_ip()}/tcp/{free_port(lab_ip())}/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
+    lis = await clis("listen", addr_a, "--bootstrap", dead, "--json", "--stun", "none",
+                     "--turn", "none", name="listener")
+    await lis.wait_event("listening", STEP)
+    warning = await lis.wait_event("warning", STEP)
+    assert "not published in the DHT" in warning["reason"]
