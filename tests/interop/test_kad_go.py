@@ -113,6 +113,8 @@ async def test_go_clients_against_our_server(host_factory, go_nodes):
     # providers: go provides on us, the other go client finds it through us; ours too
     mh = sha256_multihash(b"go provides")
     assert (await c1.cmd("provide", cid=cid_of(mh)))["ok"]
+    # ADD_PROVIDER has no answer: go's Provide returns once it is sent; wait until we took it
+    await kad.wait_for_provider(mh, PeerId.from_string(c1.peer), 10)
     found = await c2.cmd("find_providers", cid=cid_of(mh))
     assert [p["peer"] for p in found["providers"]] == [c1.peer]
     assert found["providers"][0]["addrs"]

@@ -87,6 +87,8 @@ async def test_rust_clients_against_our_server(host_factory, rust_nodes):
 
     mh = sha256_multihash(b"rust provides")
     assert (await c1.cmd("provide", key=mh.hex()))["ok"]
+    # rust reports the ADD_PROVIDER done once sent: wait until we took it
+    await kad.wait_for_provider(mh, PeerId.from_string(c1.peer), 10)
     found = await c2.cmd("providers", key=mh.hex())
     assert found["providers"] == [c1.peer]
     closest = await c2.cmd("closest", key=b"anything".hex())

@@ -10,6 +10,7 @@ query), and leave it when a query to them fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -41,6 +42,12 @@ STREAM_IDLE_TIMEOUT = 60.0
 LOOKUP_TIMEOUT = 30.0
 
 
+async def _read_to_end(stream: Stream) -> None:
+    """Wait for the peer's end of a stream that should carry nothing more."""
+    while await stream.read(MAX_MESSAGE_SIZE):
+        pass
+
+
 class KadService:
     def __init__(self, network: Network, *, server: bool = True) -> None:
         self.network = network
@@ -48,6 +55,7 @@ class KadService:
         self.table = RoutingTable(network.peer_id)
         self.store = Store()
         self._unsubscribe: Callable[[], None] | None = None
+        self._served = asyncio.Condition()  # notified after each request we served
 
     def start(self) -> KadService:
         if self.server:
@@ -104,6 +112,8 @@ class KadService:
                     break
                 request = decode(data)
                 response = handle_request(self.store, self.table, request, peer, time.time())
+                async with self._served:
+                    self._served.notify_all()
                 if response is not None:
                     await write_length_prefixed(stream, encode(response))
         except TimeoutError:
@@ -119,6 +129,15 @@ class KadService:
             return
         await stream.close()
 
+    async def wait_for_provider(self, key: bytes, peer: PeerId, timeout: float) -> None:
+        """Until our store holds `peer` as a provider of `key` (ADD_PROVIDER has no answer, so
+        its sender cannot know when we took it); TimeoutError after `timeout`."""
+        def held() -> bool:
+            return any(p.peer_id == peer for p in self.store.providers(key, time.time()))
+
+        async with asyncio.timeout(timeout), self._served:
+            await self._served.wait_for(held)
+
     # -- the client side
     async def request(self, peer: KadPeer, request: KadMessage, *,
                       reply: bool = True) -> KadMessage | None:
@@ -130,6 +149,11 @@ class KadService:
         try:
             await write_length_prefixed(stream, encode(request))
             if not reply:
+                # no answer comes (ADD_PROVIDER); go and rust read the next message only after
+                # handling this one, so their end of the stream after our FIN means it was taken
+                await stream.close_write()
+                with contextlib.suppress(P2PError, OSError):
+                    await asyncio.wait_for(_read_to_end(stream), RPC_TIMEOUT)
                 await stream.close()
                 return None
             data = await asyncio.wait_for(read_length_prefixed(stream, MAX_MESSAGE_SIZE),
