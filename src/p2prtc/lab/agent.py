@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from ..connection import Connection
 from ..errors import DialError, P2PError
@@ -47,11 +48,16 @@ from ..host import Host, default_transports
 from ..identity import PeerId
 from ..multiaddr import Multiaddr
 from ..protocols.chat import ChatService
-from ..protocols.filetransfer import FileService
+from ..protocols.filetransfer import FileResult, FileService
 from ..protocols.natinfo import NatInfoService, stun_server_of
 from ..protocols.perf import PerfService
+from ..transports.webrtc.engine_base import PeerConnection
+from ..transports.webrtc.muxer import DataChannelMuxer
 from ..transports.webrtc.transport import WebRTCTransport
 from .procs import stop_on_signals
+
+# A report or an event of this agent: JSON for the lab, read by key.
+Json = dict[str, Any]
 
 log = logging.getLogger("p2prtc.lab.agent")
 
@@ -70,13 +76,13 @@ class Emitter:
     def __init__(self) -> None:
         self.t0 = time.monotonic()
 
-    def __call__(self, event: str, **fields) -> None:
+    def __call__(self, event: str, **fields: object) -> None:
         sys.stdout.write(json.dumps({"event": event, "t": round(time.monotonic() - self.t0, 3),
                                      **fields}) + "\n")
         sys.stdout.flush()
 
 
-def conn_info(conn: Connection) -> dict:
+def conn_info(conn: Connection) -> Json:
     return {"peer": str(conn.remote_peer), "transport": conn.transport, "limited": conn.limited,
             "direction": conn.direction, "remote_addr": str(conn.remote_addr),
             "candidate_pair": conn.details.candidate_pair_dict(),
@@ -112,10 +118,11 @@ class LabPeer:
     def detect_nat(self, relay: Multiaddr | None) -> None:
         self.natinfo.start(stun_server_of(self.ice_servers, relay))
 
-    def _on_file(self, r) -> None:
+    def _on_file(self, r: FileResult) -> None:
         self.emit("file-received", peer=str(r.peer), bytes=r.size, sha256=r.sha256,
                   seconds=round(r.seconds, 3))
-        r.path.unlink(missing_ok=True)
+        if r.path is not None:
+            r.path.unlink(missing_ok=True)
 
     def _on_message(self, peer: PeerId, text: str) -> None:
         stream = self.chat.streams.get(peer)
@@ -143,10 +150,12 @@ class LabPeer:
         self.emit("listening", addrs=addrs)
 
     async def dial(self, target: str, pings: int, nbytes: int, chat_text: str,
-                   file_bytes: int = 0) -> dict:
+                   file_bytes: int = 0) -> Json:
         addr = Multiaddr(target)
         peer = addr.peer_id()
-        summary: dict = {"direct": False}
+        if peer is None:
+            raise DialError(f"the target needs /p2p/<peer>: {target}")
+        summary: Json = {"direct": False}
         relay_part = addr.split_last("p2p-circuit")
         self.detect_nat(relay_part[0] if relay_part is not None else None)
         self.emit("dialing", addr=target)
@@ -181,17 +190,17 @@ class LabPeer:
         summary["nat"] = mine.to_dict() if mine is not None else None
         theirs = self.natinfo.peers.get(peer)
         summary["peer_nat"] = theirs.to_dict() if theirs is not None else None
-        rtt: dict = {}
-        for path, conn in (("relay", relayed), ("direct", direct)):
-            if conn is None:
+        rtt: dict[str, float] = {}
+        for path, on in (("relay", relayed), ("direct", direct)):
+            if on is None:
                 continue
             rtts = None
             for attempt in (1, 2):  # with --loss a stream set-up can lose to SCTP's 1 s RTO
                 try:
-                    rtts = await asyncio.wait_for(self.host.ping_service.ping(conn, pings),
+                    rtts = await asyncio.wait_for(self.host.ping_service.ping(on, pings),
                                                   STEP_TIMEOUT)
                     break
-                except (P2PError, OSError, asyncio.TimeoutError) as e:
+                except (TimeoutError, P2PError, OSError) as e:
                     self.emit("error", reason=f"ping over the {path} connection failed "
                                               f"(attempt {attempt}): {e or type(e).__name__}")
             if rtts is None:
@@ -208,7 +217,7 @@ class LabPeer:
                 summary["throughput"] = {"bytes": nbytes, "seconds": round(secs, 3),
                                          "MBps": round(nbytes / secs / 1e6, 2)}
                 self.emit("throughput", **summary["throughput"])
-            except (P2PError, OSError, asyncio.TimeoutError) as e:
+            except (TimeoutError, P2PError, OSError) as e:
                 self.emit("error", reason=f"throughput test failed: {e!r}")
         if direct is not None and file_bytes > 0:
             summary["file"] = await self._send_file(peer, file_bytes)
@@ -218,13 +227,16 @@ class LabPeer:
             await self._settled_path(direct, summary)
         return summary
 
-    async def _settled_path(self, conn: Connection, summary: dict) -> None:
+    async def _settled_path(self, conn: Connection, summary: Json) -> None:
         """The selected pair once the connection settled (see PATH_SETTLE): `path`,
         `turn_relay` and `candidate_pair` from it; the ones at connection time stay as
         `path_at_connect` / `candidate_pair_at_connect`."""
         summary["path_at_connect"] = summary.get("path")
         summary["candidate_pair_at_connect"] = summary.get("candidate_pair")
-        pc = conn.muxer.pc  # the connection's PeerConnection (engine_base interface)
+        muxer = conn.muxer
+        pc = muxer.pc if isinstance(muxer, DataChannelMuxer) else None
+        if not isinstance(pc, PeerConnection):  # (a direct connection is a /webrtc one)
+            return
         deadline = conn.opened_at + PATH_SETTLE
         while True:
             pair = pc.selected_pair()
@@ -248,7 +260,7 @@ class LabPeer:
                       candidate_pair=summary["candidate_pair"],
                       was=summary["path_at_connect"])
 
-    async def _send_file(self, peer: PeerId, size: int) -> dict:
+    async def _send_file(self, peer: PeerId, size: int) -> Json:
         """`size` random bytes as a file; FileService.send checks the receiver's SHA-256."""
         path = Path(self.files_dir.name) / "lab-file.bin"
         digest = hashlib.sha256()
@@ -261,7 +273,7 @@ class LabPeer:
                 left -= len(block)
         try:
             r = await asyncio.wait_for(self.files.send(peer, path), STEP_TIMEOUT)
-        except (P2PError, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, P2PError, OSError) as e:
             result = {"ok": False, "bytes": size, "error": str(e) or type(e).__name__}
         else:
             result = {"ok": r.sha256 == digest.hexdigest(), "bytes": size, "sha256": r.sha256,
@@ -271,18 +283,19 @@ class LabPeer:
         self.emit("file", **result)
         return result
 
-    async def _chat_roundtrip(self, peer: PeerId, text: str) -> dict:
+    async def _chat_roundtrip(self, peer: PeerId, text: str) -> Json:
         t0 = time.perf_counter()
         try:
             await asyncio.wait_for(self.chat.send(peer, text), CHAT_TIMEOUT)
             stream = self.chat.streams.get(peer)
-            via = _via(stream.connection.transport) if stream is not None else None
+            conn = stream.connection if stream is not None else None
+            via = _via(conn.transport) if conn is not None else None
             self.emit("sent", peer=str(peer), text=text, via=via)
             while True:
                 who, got = await asyncio.wait_for(self.messages.get(), CHAT_TIMEOUT)
                 if who == peer and got == f"ack: {text}":
                     break
-        except (P2PError, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, P2PError, OSError) as e:
             result = {"ok": False, "error": str(e) or type(e).__name__}
         else:
             result = {"ok": True, "via": via, "ms": round((time.perf_counter() - t0) * 1000, 1)}
@@ -295,10 +308,10 @@ class LabPeer:
 
 
 def _via(transport: str | None) -> str | None:
-    return {"circuit": "relay"}.get(transport, transport)
+    return "relay" if transport == "circuit" else transport
 
 
-def _r(v):
+def _r(v: object) -> float | None:
     return round(v, 1) if isinstance(v, (int, float)) else None
 
 
@@ -339,7 +352,7 @@ async def main_async(args: argparse.Namespace) -> int:
         summary = await peer.dial(target, args.pings, args.bytes, args.chat, args.file_bytes)
         peer.emit("done", **summary)
         return 0
-    except (P2PError, OSError, asyncio.TimeoutError, ValueError) as e:
+    except (TimeoutError, P2PError, OSError, ValueError) as e:
         peer.emit("error", reason=f"{type(e).__name__}: {e}", fatal=True)
         return 1
     finally:

@@ -28,8 +28,9 @@ import logging
 import statistics
 import sys
 import time
+from typing import Any, Protocol
 
-from .browser_page import BUNDLE_DIR, BrowserPeerError, BrowserSession
+from .browser_page import BUNDLE_DIR, BrowserPeer, BrowserPeerError, BrowserSession
 from .procs import stop_on_signals
 
 log = logging.getLogger("p2prtc.lab.browser_agent")
@@ -140,10 +141,18 @@ async ([peer, count]) => {
 """
 
 
-def emitter():
+# What the page's scripts and the harness commands return: decoded JSON, read by key.
+Json = dict[str, Any]
+
+
+class Emit(Protocol):
+    def __call__(self, event: str, **fields: object) -> None: ...
+
+
+def emitter() -> Emit:
     t0 = time.monotonic()
 
-    def emit(event: str, **fields) -> None:
+    def emit(event: str, **fields: object) -> None:
         sys.stdout.write(json.dumps({"event": event, "t": round(time.monotonic() - t0, 3),
                                      **fields}) + "\n")
         sys.stdout.flush()
@@ -151,7 +160,7 @@ def emitter():
     return emit
 
 
-def path_of(pair: dict | None, turn_hosts: set[str]) -> str | None:
+def path_of(pair: Json | None, turn_hosts: set[str]) -> str | None:
     """"turn" when the pair runs through a TURN relayed candidate (ours or the peer's, also when
     the peer's arrived as peer-reflexive: a prflx remote on the TURN server's address), else
     "direct"."""
@@ -163,12 +172,12 @@ def path_of(pair: dict | None, turn_hosts: set[str]) -> str | None:
     return "turn" if pair.get("remote") == "prflx" and remote_ip in turn_hosts else "direct"
 
 
-def turn_relay_of(pair: dict) -> str:
-    addr = pair["local_addr"] if pair.get("local") == "relay" else pair["remote_addr"]
+def turn_relay_of(pair: Json) -> str:
+    addr: str = pair["local_addr"] if pair.get("local") == "relay" else pair["remote_addr"]
     return addr.rpartition(":")[0]
 
 
-def _is_direct(conn: dict) -> bool:
+def _is_direct(conn: Json) -> bool:
     """js names a /webrtc connection by the address it was dialed at (<relay>/p2p-circuit/webrtc/
     p2p/<peer>); the relayed one lacks /webrtc and is limited."""
     return "/webrtc" in conn.get("remoteAddr", "") and not conn.get("limited")
@@ -180,22 +189,28 @@ class BrowserLabPeer:
         self.stun = stun
         self.turn = turn
         self.turn_hosts: set[str] = set()
-        self.session = None
-        self.page = None
+        self.session: BrowserSession | None = None
+        self._page: BrowserPeer | None = None
+
+    @property
+    def page(self) -> BrowserPeer:
+        if self._page is None:
+            raise BrowserPeerError("the browser peer has not started")
+        return self._page
 
     async def start(self) -> None:
-        self.session = BrowserSession()
-        await self.session.start()
-        browser = self.session.browser
+        self.session = session = BrowserSession()
+        await session.start()
+        browser = session.browser
         native_new_context = browser.new_context
 
-        async def new_context(**kwargs):
+        async def new_context(**kwargs: Any) -> Any:  # (Playwright's BrowserContext)
             ctx = await native_new_context(**kwargs)
             await ctx.add_init_script(script=RECORD_PEER_CONNECTIONS)
             return ctx
 
         browser.new_context = new_context
-        self.page = await self.session.new_peer("lab")
+        self._page = await session.new_peer("lab")
         await self.page.start(ice_servers=[{"urls": u} for u in self.stun])
         if self.turn == "auto":
             await self.page.page.add_script_tag(content=TURN_JS.read_text() + EXPOSE_TURN_CLIENT,
@@ -215,8 +230,8 @@ class BrowserLabPeer:
         else:
             self.emit("turn", urls=[], error=r.get("error"))
 
-    async def selected_pair(self) -> dict | None:
-        pairs = await self.page.page.evaluate(SELECTED_PAIRS)
+    async def selected_pair(self) -> Json | None:
+        pairs: list[Json] = await self.page.page.evaluate(SELECTED_PAIRS)
         return pairs[-1] if pairs else None
 
     async def listen(self, relay: str) -> None:
@@ -240,9 +255,9 @@ class BrowserLabPeer:
                       remote_addr=ev.get("remoteAddr"), candidate_pair=pair,
                       path=path_of(pair, self.turn_hosts))
 
-    async def dial(self, target: str, pings: int, nbytes: int) -> dict:
+    async def dial(self, target: str, pings: int, nbytes: int) -> Json:
         peer = target.rsplit("/p2p/", 1)[1]
-        summary: dict = {"direct": False}
+        summary: Json = {"direct": False}
         if self.turn == "auto" and "/p2p-circuit" in target:
             relay = target[:target.index("/p2p-circuit")]
             try:  # connect to the relay first: its TURN credentials go into the WebRTC dial
@@ -259,7 +274,7 @@ class BrowserLabPeer:
                 pair = await self.selected_pair()
                 path = path_of(pair, self.turn_hosts)
                 summary.update(direct=True, ms=round(reply.get("ms", ms), 1), path=path,
-                               turn_relay=turn_relay_of(pair) if path == "turn" else None,
+                               turn_relay=turn_relay_of(pair) if pair and path == "turn" else None,
                                candidate_pair=pair)
                 self.emit("direct", **summary, remote_addr=reply.get("remoteAddr"))
             else:
@@ -271,7 +286,7 @@ class BrowserLabPeer:
             summary.update(ms=round(ms, 1), reason=reason)
             self.emit("no-direct", ms=summary["ms"], reason=reason)
 
-        rtt: dict = {}
+        rtt: dict[str, float] = {}
         try:
             r = await asyncio.wait_for(self.page.page.evaluate(RELAYED_PING, [peer, pings]),
                                        STEP_TIMEOUT)
@@ -308,7 +323,7 @@ class BrowserLabPeer:
             await self._settled_path(summary, t0 + summary["ms"] / 1000)
         return summary
 
-    async def _settled_path(self, summary: dict, opened: float) -> None:
+    async def _settled_path(self, summary: Json, opened: float) -> None:
         summary["path_at_connect"] = summary.get("path")
         summary["candidate_pair_at_connect"] = summary.get("candidate_pair")
         while True:

@@ -112,7 +112,7 @@ class BrowserSession:
         self.browser = await self._pw.chromium.launch(
             executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
 
-    async def new_peer(self, name: str) -> "BrowserPeer":
+    async def new_peer(self, name: str) -> BrowserPeer:
         peer = BrowserPeer(self, name)
         self.peers.append(peer)
         await peer.open()
@@ -198,7 +198,7 @@ class BrowserPeer:
     async def _evaluate(self, script: str, arg: Any, what: str, timeout: float) -> dict[str, Any]:
         try:
             reply = await asyncio.wait_for(self.page.evaluate(script, arg), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise BrowserPeerError(f"{self.name}: {what} got no reply within {timeout:.0f} s; "
                                    f"{self._describe()}") from None
         if not reply.get("ok"):
@@ -241,7 +241,7 @@ class BrowserPeer:
 
         try:
             return await asyncio.wait_for(waiter(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise BrowserPeerError(f"no {name!r} event within {timeout:.0f} s; "
                                    f"{self._describe()}") from None
 

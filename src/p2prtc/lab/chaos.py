@@ -36,7 +36,7 @@ from typing import Any
 
 from .nat import NAT_TYPES, predict
 from .netns import LabError, remove_leftovers, sh
-from .procs import LabProcess, ProcessGroup, python_argv
+from .procs import LabEvent, LabProcess, ProcessGroup, python_argv
 from .scenario import _LIVE, START_TIMEOUT
 from .topology import (RELAY_IP, RELAY_IP2, RELAY_PORT, RELAY_WS_PORT, STUN_ALT_PORT, STUN_PORT,
                        Lab)
@@ -327,7 +327,7 @@ class ChaosRun:
             self.note("relay-killed")
             for p in (a, b):
                 lost = await p.wait_event("reservation-lost", NOTICE_TIMEOUT,
-                                          lambda e: p.arrived(e) > t_kill)
+                                          _read_after(p, t_kill))
                 times[f"{p.name}_noticed"] = round((p.arrived(lost) - t_kill) * 1000)
             times["relay_down"] = round(self.opts.relay_down * 1000)
             await self._cmd(b, "resume", tag="relay-kill")  # the rest goes on without a relay
@@ -340,7 +340,7 @@ class ChaosRun:
             self.note("relay-back", relay_start_ms=times["relay_start"])
             for p in (a, b):
                 res = await p.wait_event("reservation", RESERVATION_TIMEOUT,
-                                         lambda e: p.arrived(e) > t_kill)
+                                         _read_after(p, t_kill))
                 # a reservation may be made before the lab has read "listening": 0 then
                 back = max(0.0, p.arrived(res) - t_back)
                 times[f"{p.name}_reserved"] = round(back * 1000)
@@ -416,6 +416,11 @@ async def run_chaos(opts: ChaosOptions,
 
 
 # -- presenting results -----------------------------------------------------------------------
+
+def _read_after(proc: LabProcess, t: float) -> Callable[[LabEvent], bool]:
+    """A wait_event predicate: events `proc` printed after time.monotonic() `t`."""
+    return lambda e: proc.arrived(e) > t
+
 
 def _times(f: FaultResult) -> str:
     t = f.times_ms

@@ -128,12 +128,12 @@ class ChaosPeer(LabPeer):
             elif name == "file":
                 tag = str(cmd["tag"])
                 self.resume[tag] = asyncio.Event()
-                self.spawn(self._send_file(tag, int(cmd["bytes"]), cmd.get("hold_at")))
+                self.spawn(self._send_chaos_file(tag, int(cmd["bytes"]), cmd.get("hold_at")))
             elif name == "resume":
                 self.resume[str(cmd["tag"])].set()
             else:
                 self.emit("error", reason=f"unknown command {name!r}")
-        except (P2PError, OSError, asyncio.TimeoutError, KeyError, ValueError) as e:
+        except (TimeoutError, P2PError, OSError, KeyError, ValueError) as e:
             self.emit("error", reason=f"{name}: {type(e).__name__}: {e}")
 
     async def listen_relay(self, relay: str) -> None:
@@ -170,7 +170,7 @@ class ChaosPeer(LabPeer):
             text = f"{run.tag}-{n};"
             try:
                 await asyncio.wait_for(self.chat.send(self.target, text), CHAT_SEND_TIMEOUT)
-            except (P2PError, OSError, asyncio.TimeoutError) as e:
+            except (TimeoutError, P2PError, OSError) as e:
                 run.unsent.append(str(e) or type(e).__name__)
             else:
                 run.sent_at[n] = time.monotonic()
@@ -181,7 +181,7 @@ class ChaosPeer(LabPeer):
             n += 1
             try:  # the ticker's pace (a timer, not synchronisation)
                 await asyncio.wait_for(run.stop.wait(), run.interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _chat_stop(self, run: ChatRun) -> None:
@@ -191,11 +191,11 @@ class ChaosPeer(LabPeer):
         if len(run.acked) < len(run.sent_at):
             try:
                 await asyncio.wait_for(run.all_acked.wait(), CHAT_ACK_WAIT)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         self.emit("chat-report", **run.report())
 
-    async def _send_file(self, tag: str, size: int, hold_at: float | None) -> None:
+    async def _send_chaos_file(self, tag: str, size: int, hold_at: float | None) -> None:
         """The sending half of /p2prtc/file/1.0.0 (as FileService.send), able to pause."""
         assert self.target is not None
         data = os.urandom(size)
@@ -208,7 +208,7 @@ class ChaosPeer(LabPeer):
         try:
             async with asyncio.timeout(FILE_TIMEOUT):
                 stream = await self.host.new_stream(self.target, [FILE])
-                out["transport"] = stream.connection.transport
+                out["transport"] = stream.connection.transport if stream.connection else None
                 header = {"name": f"chaos-{tag}.bin", "size": size, "sha256": sha}
                 await write_length_prefixed(stream, json.dumps(header).encode())
                 sent = 0

@@ -8,13 +8,22 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from .nat import NAT_TYPES
+
+if TYPE_CHECKING:
+    from .procs import LabEvent
+    from .scenario import RunOptions, RunResult
 
 HELP_TYPES = ", ".join(NAT_TYPES)
 
 
-def add_parser(subparsers, add_common) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    add_common: Callable[[argparse.ArgumentParser], None],
+) -> None:
     lab = subparsers.add_parser(
         "lab", help="NAT lab: two peers behind real NATs (network namespaces) meet via a relay",
         description="Builds an 'internet', a relay and two NATed networks in network namespaces "
@@ -105,7 +114,7 @@ def add_parser(subparsers, add_common) -> None:
     p.set_defaults(func=cmd_clean)
 
 
-def _options(args, nat_a: str, nat_b: str):
+def _options(args: argparse.Namespace, nat_a: str, nat_b: str) -> RunOptions:
     from .scenario import RunOptions
 
     return RunOptions(nat_a=nat_a, nat_b=nat_b, peers=args.peers, delay_ms=args.delay,
@@ -121,12 +130,12 @@ class Printer:
         self.as_json = as_json
         self.t0 = time.monotonic()
 
-    def emit(self, event: str, **fields) -> None:
+    def emit(self, event: str, **fields: object) -> None:
         print(json.dumps({"event": event, "t": round(time.monotonic() - self.t0, 3), **fields}),
               flush=True)
 
-    def on_event(self, source: str, ev: dict) -> None:
-        name = ev.get("event")
+    def on_event(self, source: str, ev: LabEvent) -> None:
+        name = str(ev.get("event"))
         if self.as_json:
             if name in ("output",):
                 return
@@ -148,13 +157,13 @@ class Printer:
             print(f"no direct connection after {ev.get('ms')} ms: {ev.get('reason')}", flush=True)
 
 
-def _run(coro_fn) -> int:
+def _run(coro_fn: Callable[[], Coroutine[Any, Any, int]]) -> int:
     """Run the lab coroutine; Ctrl-C and SIGTERM cancel it, so its cleanup always runs (also when
     the shell started us with SIGINT ignored, as it does for background jobs)."""
     from ..cli import CliError, run_async
     from .netns import LabError
 
-    async def main():
+    async def main() -> int:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
 
@@ -162,7 +171,7 @@ def _run(coro_fn) -> int:
             # Repeat until the task ends: a cancellation can be lost in a race with an awaited
             # future completing (asyncio.wait_for in Python 3.11, in libraries too); the lab's
             # cleanup itself shrugs off repeated cancellations.
-            if not task.done():
+            if task is not None and not task.done():
                 task.cancel()
                 loop.call_later(0.5, interrupt)
 
@@ -225,7 +234,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     _require_support(args.peers)
     out = Printer(args.json)
 
-    def on_result(r) -> None:
+    def on_result(r: RunResult) -> None:
         if args.json:
             out.emit("result", **r.to_dict())
         else:

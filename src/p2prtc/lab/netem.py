@@ -105,7 +105,7 @@ class NetlinkQueue:
 
     def packet_ids(self) -> list[int]:
         """Ids of the packets waiting in the socket (non-blocking; [] when none)."""
-        ids = []
+        ids: list[int] = []
         while True:
             try:
                 data = self.sock.recv(65536)

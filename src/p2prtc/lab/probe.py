@@ -59,7 +59,7 @@ def serve(ip1: str, ip2: str, port: int) -> None:
                                                            _sockets(ip1, ip2, port)]}), flush=True)
     while True:
         for key, _ in sel.select():
-            s = key.fileobj
+            s = socks[key.data]  # (registered with its index)
             try:
                 data, anc, _flags, src = s.recvmsg(2048, socket.CMSG_SPACE(4))
                 req = json.loads(data)
@@ -73,7 +73,7 @@ def serve(ip1: str, ip2: str, port: int) -> None:
                     ttl = struct.unpack("i", value[:4])[0]
             reply = {"id": req.get("id"), "seen": f"{src[0]}:{src[1]}",
                      "hops": DEFAULT_TTL - ttl if ttl else None,
-                     "from": "%s:%d" % via.getsockname()}
+                     "from": "{}:{}".format(*via.getsockname())}
             try:
                 via.sendto(json.dumps(reply).encode(), src)
             except OSError:
@@ -101,7 +101,7 @@ def _stun_mapped(data: bytes, txid: bytes) -> str | None:
             ip = val[4:8]
             if atype == 0x0020:
                 port ^= MAGIC_COOKIE >> 16
-                ip = bytes(a ^ b for a, b in zip(ip, struct.pack(">I", MAGIC_COOKIE)))
+                ip = bytes(a ^ b for a, b in zip(ip, struct.pack(">I", MAGIC_COOKIE), strict=True))
                 return f"{socket.inet_ntoa(ip)}:{port}"
             found = f"{socket.inet_ntoa(ip)}:{port}"
         pos += 4 + alen + (-alen % 4)
@@ -111,10 +111,11 @@ def _stun_mapped(data: bytes, txid: bytes) -> str | None:
 def _local_ip(dest: str) -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect((dest, 9))
-        return s.getsockname()[0]
+        local: str = s.getsockname()[0]
+        return local
 
 
-def probe(ip1: str, ip2: str, port: int, stun_port: int, wait: float = WAIT) -> dict:
+def probe(ip1: str, ip2: str, port: int, stun_port: int, wait: float = WAIT) -> dict[str, object]:
     local_ip = _local_ip(ip1)
     # 1. mapping: one socket, three destinations
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -150,7 +151,7 @@ def probe(ip1: str, ip2: str, port: int, stun_port: int, wait: float = WAIT) -> 
                 hops = reply.get("hops", hops)
         if len(mapped) == len(dests):
             break
-    local = "%s:%d" % s.getsockname()
+    local = "{}:{}".format(*s.getsockname())
     s.close()
     if len(mapped) < len(dests):
         return {"error": f"no answer from {sorted(set(dests) - set(mapped))} (probe server "

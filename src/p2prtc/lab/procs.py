@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 from .netns import LabError, exec_argv
 
@@ -18,27 +19,30 @@ log = logging.getLogger(__name__)
 
 STOP_GRACE = 5.0
 
+# One JSON line of an agent's stdout, decoded (our own agents write them; read by key).
+LabEvent = dict[str, Any]
+
 
 class LabProcess:
     """`ip netns exec NS argv...` with stdout parsed as JSON events; stderr goes to NAME.log and
     the events to NAME.events.jsonl in the log directory."""
 
     def __init__(self, name: str, ns: str, argv: list[str], log_dir: str,
-                 on_event: Callable[[str, dict], None] | None = None) -> None:
+                 on_event: Callable[[str, LabEvent], None] | None = None) -> None:
         self.name = name
         self.ns = ns
         self.argv = argv
         self.log_path = os.path.join(log_dir, f"{name}.log")
         self.on_event = on_event
-        self.events: list[dict] = []
+        self.events: list[LabEvent] = []
         self._arrived: dict[int, float] = {}  # id(event) -> time.monotonic() when it was read
         self._cpu: float | None = None
         self.proc: asyncio.subprocess.Process | None = None
         self._cond = asyncio.Condition()
-        self._reader: asyncio.Task | None = None
+        self._reader: asyncio.Task[None] | None = None
         self._eof = False
 
-    async def start(self) -> "LabProcess":
+    async def start(self) -> LabProcess:
         self._log = open(self.log_path, "wb")
         self._events_log = open(self.log_path[:-4] + ".events.jsonl", "wb")
         self.proc = await asyncio.create_subprocess_exec(
@@ -74,7 +78,7 @@ class LabProcess:
             async with self._cond:
                 self._cond.notify_all()
 
-    def arrived(self, ev: dict) -> float:
+    def arrived(self, ev: LabEvent) -> float:
         """When the lab read event `ev` of this process (time.monotonic()): one clock for the
         events of every process, whatever their own "t"."""
         return self._arrived[id(ev)]
@@ -111,13 +115,13 @@ class LabProcess:
         return "\n".join(lines[-n:])
 
     async def wait_event(self, names: str | tuple[str, ...], timeout: float,
-                         pred: Callable[[dict], bool] = lambda ev: True) -> dict:
+                         pred: Callable[[LabEvent], bool] = lambda ev: True) -> LabEvent:
         """The first event (seen so far or to come) named one of `names` that matches `pred`."""
         if isinstance(names, str):
             names = (names,)
         seen = 0
 
-        def find() -> dict | None:
+        def find() -> LabEvent | None:
             nonlocal seen
             for ev in self.events[seen:]:
                 seen += 1
@@ -125,14 +129,14 @@ class LabProcess:
                     return ev
             return None
 
-        async def wait() -> dict:
+        async def wait() -> LabEvent:
             async with self._cond:
                 while True:
                     ev = find()
                     if ev is not None:
                         return ev
                     if self._eof:
-                        rc = await self.proc.wait()
+                        rc = await self.proc.wait() if self.proc is not None else None
                         fatal = [e for e in self.events if e.get("event") == "error"]
                         why = fatal[-1].get("reason") if fatal else self.log_tail(5) or f"exit {rc}"
                         raise LabError(f"{self.name} ended (exit {rc}) before {'/'.join(names)}: "
@@ -159,7 +163,7 @@ class LabProcess:
         except (ConnectionError, RuntimeError) as e:
             try:
                 rc = await asyncio.wait_for(self.proc.wait(), STOP_GRACE)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 rc = None
             fatal = [ev for ev in self.events if ev.get("event") == "error"]
             why = fatal[-1].get("reason") if fatal else self.log_tail(5) or str(e)
@@ -175,7 +179,7 @@ class LabProcess:
                     self.proc.stdin.close()
                 self.proc.send_signal(signal.SIGTERM)
                 await asyncio.wait_for(self.proc.wait(), STOP_GRACE)
-            except (ProcessLookupError, asyncio.TimeoutError):
+            except (ProcessLookupError, TimeoutError):
                 try:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
@@ -188,7 +192,7 @@ class LabProcess:
 
 
 class ProcessGroup:
-    def __init__(self, on_event: Callable[[str, dict], None] | None = None,
+    def __init__(self, on_event: Callable[[str, LabEvent], None] | None = None,
                  keep_logs: str | None = None) -> None:
         self.on_event = on_event
         self.log_dir = keep_logs or tempfile.mkdtemp(prefix="p2plab-logs-")

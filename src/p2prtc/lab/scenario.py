@@ -25,13 +25,15 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
+from typing import Any
 from dataclasses import asdict, dataclass, field
 
 from .nat import EXPECTED, NAT_TYPES, predict
 from .netns import LabError, remove_leftovers, sh
-from .procs import LabProcess, ProcessGroup, python_argv
+from .procs import LabEvent, LabProcess, ProcessGroup, python_argv
 from .topology import (COTURN_MAX_PORT, COTURN_MIN_PORT, COTURN_PORT, PROBE_PORT, RELAY_IP,
-                       RELAY_IP2, RELAY_PORT, RELAY_WS_PORT, STUN_ALT_PORT, STUN_PORT, Lab)
+                       RELAY_IP2, RELAY_PORT, RELAY_WS_PORT, STUN_ALT_PORT, STUN_PORT, Lab,
+                       Side)
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +95,13 @@ class RunResult:
     path_at_connect: str | None = None
     time_to_direct_ms: float | None = None  # from the dial to the WebRTC connection
     relayed_ms: float | None = None
-    candidate_pair: dict | None = None           # as the dialer (B) sees it
-    listener_candidate_pair: dict | None = None  # as the listener (A) sees it
-    rtt_ms: dict = field(default_factory=dict)
-    throughput: dict | None = None
-    chat: dict | None = None
-    file: dict | None = None         # {ok, bytes, sha256, seconds, MBps} or {ok: False, error}
+    # JSON fragments of the agents' events (read by key)
+    candidate_pair: dict[str, Any] | None = None           # as the dialer (B) sees it
+    listener_candidate_pair: dict[str, Any] | None = None  # as the listener (A) sees it
+    rtt_ms: dict[str, float] = field(default_factory=dict)
+    throughput: dict[str, Any] | None = None
+    chat: dict[str, Any] | None = None
+    file: dict[str, Any] | None = None  # {ok, bytes, sha256, seconds, MBps} or {ok: False, error}
     failure: str | None = None       # why there is no direct connection (user-facing)
     error: str | None = None         # the dial error as reported by the peer
     failure_reported_ms: float | None = None  # from B's dial to its failure (no direct path)
@@ -106,7 +109,7 @@ class RunResult:
     # None for a browser peer, which does not detect.
     nat_a_detected: str | None = None
     nat_b_detected: str | None = None
-    probes: dict = field(default_factory=dict)
+    probes: dict[str, dict[str, Any]] = field(default_factory=dict)  # side -> probe report
     probe_mismatches: list[str] = field(default_factory=list)
     seconds: float = 0.0
     logs: str | None = None
@@ -126,31 +129,38 @@ class RunResult:
     def matches_theory(self) -> bool:
         return self.path == self.expected_path
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["matches_theory"] = self.matches_theory
         return d
 
 
-def _pair_types(pair: dict | None) -> str:
+def _pair_types(pair: dict[str, Any] | None) -> str:
     if not pair:
         return "-"
     return f"{pair.get('local')}/{pair.get('remote')}"
 
 
 class LabRun:
-    def __init__(self, opts: RunOptions, on_event: Callable[[str, dict], None] | None = None):
+    def __init__(self, opts: RunOptions,
+                 on_event: Callable[[str, LabEvent], None] | None = None) -> None:
         opts.check()
         self.opts = opts
         self.on_event = on_event
         self.lab: Lab | None = None
         self.procs = ProcessGroup(self._forward, opts.keep_logs)
 
-    def _forward(self, source: str, ev: dict) -> None:
+    @property
+    def _built(self) -> Lab:
+        if self.lab is None:
+            raise LabError("the lab is not built yet")
+        return self.lab
+
+    def _forward(self, source: str, ev: LabEvent) -> None:
         if self.on_event is not None:
             self.on_event(source, ev)
 
-    def note(self, event: str, **fields) -> None:
+    def note(self, event: str, **fields: object) -> None:
         self._forward("lab", {"event": event, **fields})
 
     async def run(self) -> RunResult:
@@ -186,7 +196,7 @@ class LabRun:
         return result
 
     async def _run(self, result: RunResult) -> None:
-        o, lab = self.opts, self.lab
+        o, lab = self.opts, self._built
         assert lab is not None
         coturn = None
         if o.turn == "coturn" and not o.probe_only:
@@ -204,8 +214,8 @@ class LabRun:
         if not o.probe_only:
             a_proc, b_proc = await self._start_peers()
         ev = await relay.wait_event("listening", START_TIMEOUT)
-        relay_tcp = next(a for a in ev["addrs"] if "/ws" not in a)
-        relay_ws = next((a for a in ev["addrs"] if "/ws" in a), None)
+        relay_tcp: str = next(a for a in ev["addrs"] if "/ws" not in a)
+        relay_ws: str | None = next((a for a in ev["addrs"] if "/ws" in a), None)
         if probe_srv is not None:
             await probe_srv.wait_event("probe-server", START_TIMEOUT)
         if coturn is not None:
@@ -220,6 +230,8 @@ class LabRun:
             return
 
         listener_relay = relay_ws if self._a_is_browser else relay_tcp
+        if listener_relay is None:
+            raise LabError("the relay printed no WebSocket address, which a browser peer needs")
         await a_proc.send_line(listener_relay)
         listening = await a_proc.wait_event("listening", RESERVATION_TIMEOUT)
         target = next(a for a in listening["addrs"] if "/p2p-circuit/webrtc" in a)
@@ -265,7 +277,7 @@ class LabRun:
             raise LabError("--turn coturn needs coturn's turnserver (apt-get install coturn; "
                            "scripts/setup --test installs it)")
         d = self.procs.log_dir
-        return await self.procs.start("coturn", self.lab.relay_ns, [
+        return await self.procs.start("coturn", self._built.relay_ns, [
             exe, "-n", "--no-cli", "--no-tls", "--no-dtls", "--listening-ip", RELAY_IP,
             "--relay-ip", RELAY_IP, "--listening-port", str(COTURN_PORT),
             "--min-port", str(COTURN_MIN_PORT), "--max-port", str(COTURN_MAX_PORT),
@@ -286,7 +298,7 @@ class LabRun:
         return self.opts.peers == "browser"
 
     async def _start_peers(self) -> tuple[LabProcess, LabProcess]:
-        o, lab = self.opts, self.lab
+        o, lab = self.opts, self._built
         stun = f"stun:{RELAY_IP}:{STUN_PORT}"
         common = ["--stun", stun, *(["--turn", "none"] if o.turn == "none" else []),
                   *self._verbose]
@@ -304,7 +316,7 @@ class LabRun:
         return a, b
 
     async def _impair(self) -> None:
-        o, lab = self.opts, self.lab
+        o, lab = self.opts, self._built
         for i, side in enumerate(lab.sides.values()):
             ns, iface, chain = side.egress
             flag = "-i" if chain == "PREROUTING" else "-o"
@@ -318,10 +330,10 @@ class LabRun:
                   where="each side's egress towards the internet")
 
     async def _probe(self, result: RunResult) -> None:
-        lab = self.lab
+        lab = self._built
         wait = max(0.25, 3 * self.opts.delay_ms / 1000 + 0.05)
 
-        async def one(side) -> dict:
+        async def one(side: Side) -> LabEvent:
             p = await self.procs.start(f"probe-{side.name}", side.peer_ns, python_argv(
                 "p2prtc.lab.probe", "client", RELAY_IP, RELAY_IP2, "--port", str(PROBE_PORT),
                 "--stun-port", str(STUN_PORT), "--wait", f"{wait:.3f}"))
@@ -329,7 +341,7 @@ class LabRun:
             return ev
 
         reports = await asyncio.gather(*(one(s) for s in lab.sides.values()))
-        for side, rep in zip(lab.sides.values(), reports):
+        for side, rep in zip(lab.sides.values(), reports, strict=True):
             rep = {k: v for k, v in rep.items() if k not in ("event", "t")}
             result.probes[side.name] = rep
             want = EXPECTED[side.nat]
@@ -342,7 +354,7 @@ class LabRun:
                 result.probe_mismatches.append(msg)
         self.note("probed", probes=result.probes, mismatches=result.probe_mismatches)
 
-    def _fill(self, result: RunResult, done: dict) -> None:
+    def _fill(self, result: RunResult, done: LabEvent) -> None:
         result.direct = bool(done.get("direct"))
         result.rtt_ms = done.get("rtt_ms") or {}
         result.throughput = done.get("throughput")
@@ -383,7 +395,8 @@ def _cleanup_at_exit() -> None:
             pass
 
 
-async def run_one(opts: RunOptions, on_event=None) -> RunResult:
+async def run_one(opts: RunOptions,
+                  on_event: Callable[[str, LabEvent], None] | None = None) -> RunResult:
     return await LabRun(opts, on_event).run()
 
 
@@ -392,7 +405,8 @@ def matrix_pairs(types: tuple[str, ...] = NAT_TYPES) -> list[tuple[str, str]]:
     return list(itertools.combinations_with_replacement(types, 2))
 
 
-async def run_matrix(base: RunOptions, types: tuple[str, ...] = NAT_TYPES, on_event=None,
+async def run_matrix(base: RunOptions, types: tuple[str, ...] = NAT_TYPES,
+                     on_event: Callable[[str, LabEvent], None] | None = None,
                      on_result: Callable[[RunResult], None] | None = None) -> list[RunResult]:
     results = []
     for a, b in matrix_pairs(types):
@@ -410,9 +424,11 @@ async def run_matrix(base: RunOptions, types: tuple[str, ...] = NAT_TYPES, on_ev
     return results
 
 
-async def run_probes(types: tuple[str, ...] = NAT_TYPES, on_event=None) -> dict[str, dict]:
+async def run_probes(types: tuple[str, ...] = NAT_TYPES,
+                     on_event: Callable[[str, LabEvent], None] | None = None,
+                     ) -> dict[str, dict[str, Any]]:
     """Build each NAT type (two per lab) and probe it: {type: probe report + "ok"}."""
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     todo = list(types)
     while todo:
         a, b = todo[0], todo[1] if len(todo) > 1 else todo[0]
@@ -433,7 +449,7 @@ def detected_as(nat: str) -> str:
     return "port-restricted" if nat == "double" else nat
 
 
-def _fmt_ms(v) -> str:
+def _fmt_ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.0f}" if v >= 10 else f"{v:.1f}"
 
 
@@ -500,7 +516,7 @@ MATRIX_HEADER = ("| A (listens) | B (dials) | theory | measured | path | NAT det
 def matrix_row(r: RunResult) -> str:
     theory = {"direct": "direct", "turn": "TURN"}.get(r.expected_path, "relay only")
     measured = "direct" if r.path == "direct" else "TURN" if r.path == "turn" else "relay only"
-    path = r.path + (f" ({r.turn_relay})" if r.path == "turn" and r.turn_relay else "")
+    path = (r.path or "") + (f" ({r.turn_relay})" if r.path == "turn" and r.turn_relay else "")
     file = "-" if r.file is None else "sha256 ok" if r.file.get("ok") else "FAILED"
     rtt = r.rtt_ms or {}
     rtts = f"{_fmt_ms(rtt.get('relay'))} / {_fmt_ms(rtt.get('direct'))}"

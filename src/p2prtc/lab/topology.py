@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass, field
 
 from .nat import router_kinds, ruleset
-from .netns import Namespaces, sh
+from .netns import LabError, Namespaces, sh
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class Lab:
         sh("ip", "-n", self.inet, "link", "set", port, "master", "br0")
         sh("ip", "-n", ns, "addr", "add", f"{ip}/{INTERNET.prefixlen}", "dev", iface)
 
-    def build(self) -> "Lab":
+    def build(self) -> Lab:
         try:
             self._build()
         except BaseException:
@@ -128,25 +128,28 @@ class Lab:
             return
         # Routers from the internet inwards; each one's LAN is the next one's WAN.
         lans = [plan.middle, plan.lan] if len(kinds) == 2 else [plan.lan]
-        upstream_ns, upstream_gw = None, None
-        for i, (kind, lan) in enumerate(zip(kinds, lans)):
+        # the router before this one: its namespace and its LAN's (gateway, host, prefix length)
+        upstream: tuple[str, tuple[str, str, int]] | None = None
+        for i, (kind, lan) in enumerate(zip(kinds, lans, strict=True)):
             r = self.ns.add(f"r{side.name}{i + 1}", forward=True)
             side.routers.append(r)
             gw, host, plen = _hosts(lan)
-            if upstream_ns is None:
+            if upstream is None:
                 wan_ip = plan.wan_ip
                 self._bridge_port(r, "wan", wan_ip)
             else:
                 # The upstream router's "lan" end, its address is the gateway for this router.
+                upstream_ns, (up_gw, wan_ip, up_plen) = upstream
                 self.ns.veth(upstream_ns, "lan", r, "wan")
-                up_gw, wan_ip, up_plen = upstream_gw
                 sh("ip", "-n", upstream_ns, "addr", "add", f"{up_gw}/{up_plen}", "dev", "lan")
                 sh("ip", "-n", r, "addr", "add", f"{wan_ip}/{up_plen}", "dev", "wan")
                 sh("ip", "-n", r, "route", "add", "default", "via", up_gw)
             side.wan_ifaces.append((r, "wan"))
             sh("ip", "netns", "exec", r, "nft", "-f", "-", input=ruleset(kind, wan_ip, host))
-            upstream_ns, upstream_gw = r, (gw, host, plen)
-        gw, host, plen = upstream_gw
+            upstream = r, (gw, host, plen)
+        if upstream is None:  # (kinds is not empty)
+            raise LabError(f"no routers for a {side.nat} side")
+        upstream_ns, (gw, host, plen) = upstream
         self.ns.veth(upstream_ns, "lan", side.peer_ns, "eth0")
         sh("ip", "-n", upstream_ns, "addr", "add", f"{gw}/{plen}", "dev", "lan")
         sh("ip", "-n", side.peer_ns, "addr", "add", f"{host}/{plen}", "dev", "eth0")
@@ -156,14 +159,14 @@ class Lab:
     def destroy(self) -> None:
         self.ns.delete_all()
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, object]:
         return {
             "relay": RELAY_IP,
             "sides": {s.name: {"nat": s.nat, "peer_ip": s.peer_ip, "peer_ns": s.peer_ns,
                                "routers": s.routers} for s in self.sides.values()},
         }
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         return self.build()
 
     def __exit__(self, *exc: object) -> None:
