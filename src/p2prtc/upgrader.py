@@ -13,7 +13,6 @@ from .identity import Identity, PeerId
 from .muxer.yamux import YamuxMuxer
 from .resources import ConnectionScope, Direction, Refusal, ResourceLimitExceeded, ResourceManager
 from .security import noise
-from .streams import ByteStream
 from .transports.base import RawConnection
 from .wire import multistream
 
@@ -121,7 +120,7 @@ class Upgrader:
                      transport, raw.remote_addr, e)
         return None
 
-    def _connection(self, raw: RawConnection, secure: ByteStream, direction: str,
+    def _connection(self, raw: RawConnection, secure: noise.SecureSession, direction: str,
                     transport: str, limited: bool, scope: ConnectionScope, *,
                     is_client: bool) -> Connection:
         muxer = YamuxMuxer(secure, is_client=is_client, resources=scope)

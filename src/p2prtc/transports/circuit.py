@@ -24,7 +24,8 @@ from ..identity import PeerId
 from ..multiaddr import Multiaddr, MultiaddrError
 from ..muxer.yamux import GO_AWAY_NORMAL
 from ..protocols import relay_hop as hop
-from ..protocols.relay_hop import HopMessage, StopMessage
+from ..pb import circuit_pb2
+from ..protocols.relay_hop import HopMessage, Status, StopMessage
 from ..streams import Stream
 from .base import ConnectionHandler, Listener, RawConnection, Transport
 from .circuit_limit import CircuitMeter, limit_seconds
@@ -75,7 +76,7 @@ class CircuitStream(RawConnection):
         self.meter.on_received(len(data))
         return data
 
-    async def write(self, data) -> None:
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
         self.meter.on_sent(len(data))
         await self._s.write(data)
 
@@ -100,7 +101,7 @@ def split_circuit(addr: Multiaddr) -> tuple[Multiaddr, PeerId | None, Multiaddr]
     return relay, relay.peer_id(), rest
 
 
-def is_limited(limit) -> bool:
+def is_limited(limit: circuit_pb2.Limit | None) -> bool:
     return limit is not None and (limit.duration > 0 or limit.data > 0)
 
 
@@ -157,7 +158,7 @@ class CircuitListener(Listener):
     Relayed connections through that relay go to `on_connection` (from `Transport.listen`).
     `await listener.reserved(timeout)` waits for the first reservation attempt."""
 
-    def __init__(self, transport: "CircuitTransport", relay_addr: Multiaddr,
+    def __init__(self, transport: CircuitTransport, relay_addr: Multiaddr,
                  on_connection: ConnectionHandler) -> None:
         self.transport = transport
         self.host = transport.host
@@ -200,7 +201,7 @@ class CircuitListener(Listener):
                     wait = max(1.0, min(ttl - REFRESH_MARGIN, ttl / 2))
                     try:
                         await asyncio.wait_for(conn.wait_closed(), wait)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         continue  # time to refresh on the same connection
                 reason = conn.close_reason or "connection closed"
                 if self.host.closing:
@@ -246,7 +247,7 @@ class CircuitListener(Listener):
         clear error rather than a failed negotiation."""
         try:
             info = await self.host.identified(conn)
-        except (P2PError, TimeoutError, asyncio.TimeoutError):
+        except (P2PError, TimeoutError):
             return  # reserve anyway: the hop request itself will tell
         if info is None or not info.protocols or hop.HOP in info.protocols:
             return
@@ -256,7 +257,7 @@ class CircuitListener(Listener):
             await self.host.events.wait_for(
                 Identified, lambda e: e.connection is conn and hop.HOP in e.info.protocols,
                 timeout=HOP_ANNOUNCE_WAIT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise DialError(f"{self.relay_addr} does not offer circuit relay v2 "
                             f"({hop.HOP})") from None
 
@@ -270,7 +271,7 @@ class CircuitListener(Listener):
 class CircuitTransport(Transport):
     name = "circuit"
 
-    def __init__(self, host: "Network") -> None:
+    def __init__(self, host: Network) -> None:
         self.host = host
         # relay -> (our reservation there, where its relayed connections go)
         self._accepting: dict[PeerId, tuple[ReservationInfo, ConnectionHandler]] = {}
@@ -305,6 +306,8 @@ class CircuitTransport(Transport):
     async def dial_via(self, relay_addr: Multiaddr, dst: PeerId) -> Connection:
         """Open a relayed connection to `dst` through the relay at `relay_addr` (with /p2p/)."""
         relay_peer = relay_addr.peer_id()
+        if relay_peer is None:
+            raise DialError(f"relay address needs /p2p/<relay>: {relay_addr}")
         relay_conn = await self.host.dial(relay_addr)
         stream = None
         try:
@@ -388,14 +391,14 @@ class CircuitTransport(Transport):
         await accepting[1](conn)
 
 
-def _meter(limit, relay_agent: str | None) -> CircuitMeter:
+def _meter(limit: circuit_pb2.Limit | None, relay_agent: str | None) -> CircuitMeter:
     """Started before the upgrade: the relay counts the handshake bytes too (the listener's
     clock starts before the relay's, the dialer's up to one round trip after it)."""
     return CircuitMeter(limit_seconds(limit.duration, relay_agent) if limit is not None else 0,
                         limit.data if limit is not None else 0, started=time.monotonic())
 
 
-def _note_limit(conn: Connection, limit, raw: CircuitStream) -> None:
+def _note_limit(conn: Connection, limit: circuit_pb2.Limit | None, raw: CircuitStream) -> None:
     meter = raw.meter
     if limit is not None:
         conn.details.limit = RelayLimit(meter.duration, limit.data)  # seconds, bytes
@@ -415,7 +418,7 @@ def _note_limit(conn: Connection, limit, raw: CircuitStream) -> None:
     conn.explain_end = explain_end
 
 
-async def _stop_status(stream, code: int) -> None:
+async def _stop_status(stream: Stream, code: Status) -> None:
     try:
         await hop.write_message(stream, StopMessage(type=StopMessage.STATUS, status=code))
         await stream.close()

@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from ...errors import StreamClosed
 from ...resources import ConnectionScope, Refusal, ResourceLimitExceeded
-from .engine_base import DataChannel, PeerConnection
+from .engine_base import DataChannel
 from .signaling import watch_init_channel
 from .stream import DataChannelStream
 
@@ -34,8 +35,20 @@ MAX_EARLY_CHANNELS = 16
 OPEN_TIMEOUT = 10.0
 
 
+class MuxedPeerConnection(Protocol):
+    """What the muxer uses of a peer connection: an engine's (`engine_base.PeerConnection`) or
+    webrtc-direct's (`webrtc_direct.peer.DirectPeerConnection`)."""
+
+    on_datachannel: Callable[[DataChannel], None] | None
+    on_state: Callable[[str], None] | None
+
+    def create_channel(self, label: str = "") -> DataChannel: ...
+    async def close(self) -> None: ...
+
+
 class DataChannelMuxer:
-    def __init__(self, pc: PeerConnection, *, resources: ConnectionScope | None = None) -> None:
+    def __init__(self, pc: MuxedPeerConnection, *,
+                 resources: ConnectionScope | None = None) -> None:
         self.pc = pc
         self._budget = resources
         self.on_stream: Callable[[DataChannelStream], None] | None = None

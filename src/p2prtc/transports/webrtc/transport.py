@@ -21,12 +21,14 @@ from ...identity import PeerId
 from ...protocols.turn_credentials import fetch_turn_credentials
 from ...resources import ConnectionScope, Direction, Refusal
 from ...streams import Stream
+from .engine_base import CandidatePair as SelectedPair
 from .engine_base import IceServer, PeerConnection, make_peer_connection, resolve_engine
 from .muxer import DataChannelMuxer
 from .signaling import SIGNALING_PROTOCOL, NoDirectPath, initiate, respond
 
 if TYPE_CHECKING:
     from ...network import Network
+    from ...protocols.natinfo import NatInfoService
 
 log = logging.getLogger(__name__)
 
@@ -53,25 +55,26 @@ def stun_url_for(relay_addr: Multiaddr, port: int = STUN_PORT) -> list[str]:
     return [f"stun:[{host}]:{port}"] if host else []
 
 
-def split_webrtc_addr(addr: Multiaddr):
+def split_webrtc_addr(addr: Multiaddr) -> tuple[Multiaddr, PeerId] | None:
     """`<relay>/p2p-circuit/webrtc/p2p/<peer>` -> (relay addr, peer), else None."""
     parts = addr.split_last("p2p-circuit")
     if parts is None:
         return None
     relay, rest = parts
-    if rest.protocols() != ["webrtc", "p2p"] or relay.peer_id() is None:
+    peer = rest.peer_id()
+    if rest.protocols() != ["webrtc", "p2p"] or relay.peer_id() is None or peer is None:
         return None
-    return relay, rest.peer_id()
+    return relay, peer
 
 
 class WebRTCListener(Listener):
     """Advertises `<circuit address>/webrtc` for each relay reservation we hold."""
 
-    def __init__(self, transport: "WebRTCTransport") -> None:
+    def __init__(self, transport: WebRTCTransport) -> None:
         self.transport = transport
 
     @property
-    def addrs(self) -> list[Multiaddr]:
+    def addrs(self) -> list[Multiaddr]:  # type: ignore[override]  # computed, never assigned
         relays = self.transport.host.listeners(CircuitListener)
         return [a.encapsulate("/webrtc") for listener in relays for a in listener.addrs]
 
@@ -82,8 +85,8 @@ class WebRTCListener(Listener):
 class WebRTCTransport(Transport):
     name = "webrtc"
 
-    def __init__(self, host: "Network", ice_servers: list[str] | None = None,
-                 engine: str | None = None, turn: "str | list[IceServer]" = "auto") -> None:
+    def __init__(self, host: Network, ice_servers: list[str] | None = None,
+                 engine: str | None = None, turn: str | list[IceServer] = "auto") -> None:
         """ice_servers: STUN/TURN URLs; None means the STUN server of the relay in use.
         engine: "aiortc", "wrtc" or "auto"; None means $P2PRTC_ENGINE, else auto (engine_base).
         turn: "auto" asks the relay in use for TURN credentials (our relay hands them out, others
@@ -97,7 +100,7 @@ class WebRTCTransport(Transport):
         self._on_connection: ConnectionHandler | None = None  # set while listening
         # protocols.natinfo.NatInfoService, when the app runs NAT detection: NAT behaviours that
         # rule out a direct path end the dial before signalling (issue 10).
-        self.natinfo = None
+        self.natinfo: NatInfoService | None = None
         host.handle(SIGNALING_PROTOCOL, self._handle_signaling, allow_limited=True)
         if turn == "auto":  # a listener's first dialer need not wait for the credentials
             host.events.on(ReservationMade, lambda e: self._prefetch_turn(e.info.relay))
@@ -116,7 +119,7 @@ class WebRTCTransport(Transport):
     async def _turn_for(self, relay: PeerId | None) -> list[IceServer]:
         """The TURN servers to use with a connection through `relay` (see `turn`)."""
         if self.turn != "auto":
-            return [] if self.turn == "none" else list(self.turn)
+            return [] if isinstance(self.turn, str) else list(self.turn)  # "none", or the list
         if relay is None:
             return []
         cached = self._turn_cache.get(relay)
@@ -127,9 +130,11 @@ class WebRTCTransport(Transport):
             return []
         creds = await fetch_turn_credentials(self.host, conn)
         servers: list[IceServer] = []
-        for url in creds.urls if creds is not None else ():
+        urls, user, password = ((creds.urls, creds.username, creds.password) if creds
+                                else ([], "", ""))
+        for url in urls:
             try:
-                servers.append(IceServer.parse(url, creds.username, creds.password))
+                servers.append(IceServer.parse(url, user, password))
             except ValueError as e:
                 log.info("relay %s: ignoring TURN URL: %s", relay.short(), e)
         until = creds.expires if creds is not None else time.time() + NO_TURN_RECHECK
@@ -319,7 +324,7 @@ class WebRTCTransport(Transport):
             self.host.events.emit(PathChanged(conn))
 
 
-def note_path(conn: Connection, pair) -> bool:
+def note_path(conn: Connection, pair: SelectedPair | None) -> bool:
     """Record the candidate pair and the path ("direct" or "turn") in conn.details; True if
     they changed. An unknown pair (wrtc: a peer-reflexive remote not signalled) keeps what was
     known, "direct" at first: a relay candidate is always signalled, so it would be known."""
@@ -342,7 +347,7 @@ def note_path(conn: Connection, pair) -> bool:
     return (d.path, d.candidate_pair) != before
 
 
-async def _close_quietly(stream) -> None:
+async def _close_quietly(stream: Stream) -> None:
     try:
         await stream.close()
     except (P2PError, OSError) as e:

@@ -49,6 +49,7 @@ from aiortc.rtcsctptransport import Chunk, RTCSctpCapabilities, RTCSctpTransport
 from cryptography.hazmat.primitives import serialization
 
 from ..webrtc import aiortc_compat
+from ..webrtc import engine_base
 from ..webrtc.engine import DataChannel
 
 log = logging.getLogger(__name__)
@@ -213,7 +214,7 @@ class DirectPeerConnection:
         self.sctp.on_closed = lambda: self._set_state("closed")
         self.sctp.on("datachannel", self._datachannel)
         self.dtls.on("statechange", self._dtls_state)
-        self.on_datachannel: Callable[[DataChannel], None] | None = None
+        self.on_datachannel: Callable[[engine_base.DataChannel], None] | None = None
         self.on_state: Callable[[str], None] | None = None
         self.on_closed: list[Callable[[], None]] = []
         self.state = "new"
