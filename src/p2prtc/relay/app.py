@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -35,6 +36,10 @@ from ..kad.service import KadService
 from .server import RelayService
 from .turn import DEFAULT_REALM, TurnLimits
 from .turn_io import MAX_RELAY_PORT, MIN_RELAY_PORT, TurnConfig, TurnService
+
+if TYPE_CHECKING:
+    from ..connection import Connection
+    from ..transports.tls import ReloadingCertificate
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +70,7 @@ class RelayOptions:
     # budgets of connections, streams and buffered bytes (p2prtc.resources)
     resources: ResourceLimits = field(default_factory=ResourceLimits)
     json: bool = False
-    turn: "TurnOptions" = field(default_factory=lambda: TurnOptions())
+    turn: TurnOptions = field(default_factory=lambda: TurnOptions())
     # the Kademlia DHT server (p2prtc.kad): on by default, so any relay is a bootstrap node;
     # `bootstrap`: DHT servers (multiaddrs) to join
     dht: bool = True
@@ -144,7 +149,7 @@ class RelayApp:
                                 dial_data_rpm=lim.dial_data_rpm),
         )) if opts.autonat else None
         self.stun_servers: list[StunServer] = []
-        self.certificate = None  # transports.tls.ReloadingCertificate with --wss-port
+        self.certificate: ReloadingCertificate | None = None  # with --wss-port
         self.turn: TurnService | None = None
         self.turn_credentials: TurnCredentialService | None = None
         self._metrics_runner: web.AppRunner | None = None
@@ -156,7 +161,7 @@ class RelayApp:
         not reported unreachable); never through a relay."""
         return not addr.has("p2p-circuit") and any(t.can_dial(addr) for t in self.host.transports)
 
-    def emit(self, event: str, **fields) -> None:
+    def emit(self, event: str, **fields: object) -> None:
         if self.opts.json:
             print(json.dumps({"event": event, "t": round(time.monotonic() - self.started, 3),
                               **fields}), flush=True)
@@ -181,6 +186,8 @@ class RelayApp:
             from ..transports.tls import ReloadingCertificate
             from ..transports.websocket import websocket_transport
 
+            if o.tls_cert is None or o.tls_key is None:  # (the CLI checks: --wss-port needs both)
+                raise ValueError("--wss-port needs --tls-cert and --tls-key")
             websocket_transport(self.host.transports).server_tls = self.certificate = \
                 ReloadingCertificate(o.tls_cert, o.tls_key)
             self.metrics.certificate = self.certificate
@@ -323,7 +330,7 @@ class RelayApp:
         return [u for h in hosts for u in (f"turn:{h}:{udp}?transport=udp",
                                            f"turn:{h}:{tcp}?transport=tcp")]
 
-    def turn_urls_for(self, conn) -> list[str]:
+    def turn_urls_for(self, conn: Connection) -> list[str]:
         """The URLs a peer on `conn` gets: the relay IP it reached first."""
         local = conn.local_addr
         return self.turn_urls(local.value_for("ip4") or local.value_for("ip6"))

@@ -23,12 +23,14 @@ from ..identity import PeerId
 from ..multiaddr import Multiaddr
 from ..pb import circuit_pb2
 from ..protocols import relay_hop as hop
-from ..protocols.relay_hop import HopMessage, StopMessage
+from ..protocols.relay_hop import HopMessage, Status, StopMessage
+from ..streams import Stream
 from .limits import RateLimiter, RelayLimits
 from .metrics import RelayMetrics
 
 if TYPE_CHECKING:
     from ..network import Network
+    from ..transports.base import RawConnection
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +173,7 @@ class CircuitTable:
 
 
 class RelayService:
-    def __init__(self, host: "Network", limits: RelayLimits | None = None,
+    def __init__(self, host: Network, limits: RelayLimits | None = None,
                  metrics: RelayMetrics | None = None) -> None:
         self.host = host
         self.limits = limits or RelayLimits()
@@ -192,7 +194,7 @@ class RelayService:
 
     # -- connection accounting -------------------------------------------------------------
 
-    def _admit_raw(self, raw) -> bool:
+    def _admit_raw(self, raw: RawConnection) -> bool:
         ip = raw.remote_addr.value_for("ip4") or raw.remote_addr.value_for("ip6")
         if ip is None:
             return True
@@ -228,8 +230,11 @@ class RelayService:
 
     # -- hop -------------------------------------------------------------------------------
 
-    async def _handle_hop(self, stream) -> None:
-        conn: Connection = stream.connection
+    async def _handle_hop(self, stream: Stream) -> None:
+        conn = stream.connection
+        if conn is None:  # (set for every inbound stream)
+            stream.reset()
+            return
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT):
                 msg = await hop.read_message(stream, HopMessage)
@@ -250,9 +255,12 @@ class RelayService:
             self.metrics.refuse("unexpected message")
             await self._status(stream, hop.UNEXPECTED_MESSAGE)
 
-    async def _status(self, stream, code: int, **fields) -> None:
+    async def _status(self, stream: Stream, code: Status, *,
+                      reservation: circuit_pb2.Reservation | None = None,
+                      limit: circuit_pb2.Limit | None = None) -> None:
         try:
-            await hop.write_message(stream, HopMessage(type=HopMessage.STATUS, status=code, **fields))
+            await hop.write_message(stream, HopMessage(type=HopMessage.STATUS, status=code,
+                                                       reservation=reservation, limit=limit))
             await stream.close()
         except P2PError:
             stream.reset()
@@ -281,7 +289,7 @@ class RelayService:
             out.append(a.with_peer_id(self.host.peer_id))
         return out
 
-    async def _reserve(self, stream, conn: Connection) -> None:
+    async def _reserve(self, stream: Stream, conn: Connection) -> None:
         peer = conn.remote_peer
         ip = remote_ip(conn)
         if conn.limited:
@@ -303,24 +311,21 @@ class RelayService:
             addrs=[a.to_bytes() for a in self.public_addrs()],
             voucher=hop.make_voucher(self.host.identity, peer, expires),
         )
-        limit = self._limit()
-        kwargs = {"reservation": reservation}
-        if limit is not None:
-            kwargs["limit"] = limit
         log.info("reservation for %s from %s accepted, expires in %d s", peer, conn.remote_addr,
                  self.limits.reservation_duration)
-        await self._status(stream, hop.OK, **kwargs)
+        await self._status(stream, hop.OK, reservation=reservation, limit=self._limit())
 
-    async def _refuse_reservation(self, stream, peer: PeerId, code: int, reason: str) -> None:
+    async def _refuse_reservation(self, stream: Stream, peer: PeerId, code: Status,
+                                  reason: str) -> None:
         log.info("reservation for %s refused (%s): %s", peer, hop.status_name(code), reason)
         self.metrics.refuse(reason)
         await self._status(stream, code)
 
-    async def _connect(self, stream, conn: Connection, msg) -> None:
+    async def _connect(self, stream: Stream, conn: Connection, msg: HopMessage) -> None:
         src = conn.remote_peer
         ip = remote_ip(conn)
 
-        async def refuse(code: int, reason: str, kind: str | None = None) -> None:
+        async def refuse(code: Status, reason: str, kind: str | None = None) -> None:
             log.info("circuit from %s refused (%s): %s", src, hop.status_name(code), reason)
             # The metrics label is a fixed category: a reason naming peers or quoting the
             # remote's words would grow the counter without bound.
@@ -368,7 +373,7 @@ class RelayService:
             self.circuits.remove(circuit)
             self.metrics.circuits_active = len(self.circuits)
 
-    async def _open_stop(self, dst_conn: Connection, src: PeerId):
+    async def _open_stop(self, dst_conn: Connection, src: PeerId) -> Stream:
         async with asyncio.timeout(STOP_TIMEOUT):
             s = await dst_conn.new_stream([hop.STOP])
             try:
@@ -387,7 +392,7 @@ class RelayService:
             raise ProtocolError(f"stop answered {hop.status_name(reply.status)}")
         return s
 
-    async def _splice(self, circuit: Circuit, a, b, a_conn: Connection,
+    async def _splice(self, circuit: Circuit, a: Stream, b: Stream, a_conn: Connection,
                       b_conn: Connection) -> None:
         """Copy both ways until both sides end (FIN each way), a limit is hit, either side
         resets its stream, or either side's connection to the relay closes.
@@ -401,7 +406,7 @@ class RelayService:
         limit_bytes = L.max_circuit_bytes
         over_limit = asyncio.Event()
 
-        async def pump(src, dst, up: bool) -> None:
+        async def pump(src: Stream, dst: Stream, up: bool) -> None:
             src_side, dst_side = ("source", "destination") if up else ("destination", "source")
             sent = 0
             while True:
@@ -493,7 +498,7 @@ class _SideEnded(Exception):
     """One side of a circuit reset its stream (or its stream broke): the circuit is over."""
 
 
-async def _close_gracefully(stream) -> None:
+async def _close_gracefully(stream: Stream) -> None:
     try:
         async with asyncio.timeout(CLOSE_GRACE):
             await stream.close()

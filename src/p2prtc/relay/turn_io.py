@@ -432,7 +432,7 @@ class _TcpProtocol(asyncio.Protocol):
         if len(self.service.tcp_clients) >= MAX_TCP_CONNECTIONS:
             log.info("TURN over TCP: %d connections, refusing %s", MAX_TCP_CONNECTIONS, peer[0])
             self.service.core.stats.refusals["tcp-connections"] += 1
-            transport.abort()
+            self.transport.abort()
             return
         self.five = FiveTuple("tcp", (peer[0], peer[1]), (local[0], local[1]))
         self.service.tcp_clients[self.five] = self
