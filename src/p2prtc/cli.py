@@ -9,12 +9,19 @@ import argparse
 import asyncio
 import logging
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import __version__
 
-if TYPE_CHECKING:
-    from .resources import ResourceLimits
+if TYPE_CHECKING:  # (cli.py imports what a command needs only when it runs)
+    from .identity import Identity
+    from .relay.app import TurnOptions
+    from .relay.limits import RateLimit
+    from .resources import ResourceLimits, ScopeLimits
+    from .transports.webrtc.engine import IceServer
+
+_T = TypeVar("_T")
 
 
 def seed_arg(text: str) -> int:
@@ -271,7 +278,7 @@ def _add_turn_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--turn-max-port", type=int, default=turn_io.MAX_RELAY_PORT, metavar="P")
 
 
-def _turn_options(args: argparse.Namespace):
+def _turn_options(args: argparse.Namespace) -> TurnOptions:
     from .relay.app import TurnOptions
     from .relay.turn import TurnLimits
 
@@ -307,7 +314,8 @@ def ice_servers_arg(values: list[str] | None) -> list[str] | None:
     return values
 
 
-def turn_arg(urls: list[str] | None, user: str | None, password: str | None):
+def turn_arg(urls: list[str] | None, user: str | None,
+             password: str | None) -> str | list[IceServer]:
     """--turn/--turn-user/--turn-password -> "auto", "none" or a list of IceServers."""
     if not urls:
         if user or password:
@@ -317,7 +325,7 @@ def turn_arg(urls: list[str] | None, user: str | None, password: str | None):
         return "none"
     from .transports.webrtc.engine import IceServer
 
-    servers = []
+    servers: list[IceServer] = []
     for url in urls:
         if not url.startswith(("turn:", "turns:")):
             raise CliError(f"--turn needs a turn:/turns: URL, not {url!r}")
@@ -424,7 +432,7 @@ def size_arg(text: str) -> int:
                                          f"not {text!r}") from None
 
 
-def budget_limits(args: argparse.Namespace):
+def budget_limits(args: argparse.Namespace) -> ResourceLimits:
     """ResourceLimits from the budget flags: a count flag sets the inbound, outbound and total
     limits of its scope to N."""
     from dataclasses import replace
@@ -433,7 +441,7 @@ def budget_limits(args: argparse.Namespace):
 
     d = ResourceLimits(exempt_loopback=not args.limit_loopback)
 
-    def count(scope, n, kind):
+    def count(scope: ScopeLimits, n: int | None, kind: str) -> ScopeLimits:
         if n is None:
             return scope
         return replace(scope, **{f"{kind}_inbound": n, f"{kind}_outbound": n, kind: n})
@@ -453,11 +461,11 @@ def budget_limits(args: argparse.Namespace):
     return replace(d, system=system, peer=peer, transient=transient, pending_per_ip=pending)
 
 
-def _fmt_rate(rate) -> str:
+def _fmt_rate(rate: RateLimit) -> str:
     return f"{rate.limit}/{rate.period:g}"
 
 
-def rate_arg(text: str):
+def rate_arg(text: str) -> RateLimit:
     from .relay.limits import RateLimit
 
     try:
@@ -474,7 +482,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
     from .relay.app import AutoNATLimits, RelayOptions, run_relay
     from .relay.limits import RelayLimits
 
-    def rate(v):
+    def rate(v: RateLimit | str) -> RateLimit:
         return v if not isinstance(v, str) else rate_arg(v)
 
     limits = RelayLimits(
@@ -523,7 +531,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
 
 
-def check_tls_args(args: argparse.Namespace, needs: str, wanted) -> None:
+def check_tls_args(args: argparse.Namespace, needs: str, wanted: object) -> None:
     """--tls-cert and --tls-key go together (and with `needs`, when given) and must load."""
     from .transports.tls import CertificateError, ReloadingCertificate
 
@@ -538,7 +546,7 @@ def check_tls_args(args: argparse.Namespace, needs: str, wanted) -> None:
             raise CliError(str(e)) from None
 
 
-def load_identity(args: argparse.Namespace):
+def load_identity(args: argparse.Namespace) -> Identity:
     from .identity import Identity
 
     seed = getattr(args, "secret_key_seed", None)
@@ -599,7 +607,7 @@ def setup_logging(verbose: int, log_format: str = "text") -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def run_async(coro) -> int:
+def run_async(coro: Coroutine[Any, Any, _T]) -> _T:
     """Run a command's coroutine on uvloop when available."""
     try:
         import uvloop
@@ -613,7 +621,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(verbosity(args), getattr(args, "log_format", "text"))
     try:
-        return args.func(args)
+        code: int = args.func(args)  # (set_defaults(func=cmd_...) on every subcommand)
+        return code
     except CliError as e:
         print(f"p2prtc: {e}", file=sys.stderr)
         return 1

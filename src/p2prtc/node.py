@@ -77,7 +77,7 @@ class Stream:
     created directly: `Connection.open_stream` and protocol handlers give them.
     """
 
-    def __init__(self, inner: Any, connection: "Connection") -> None:
+    def __init__(self, inner: Any, connection: Connection) -> None:
         self._inner = inner
         self._connection = connection
         self._closed = False
@@ -88,7 +88,7 @@ class Stream:
         return str(self._inner.protocol)
 
     @property
-    def connection(self) -> "Connection":
+    def connection(self) -> Connection:
         """The connection this stream runs on."""
         return self._connection
 
@@ -125,7 +125,7 @@ class Stream:
         self._closed = True
         self._inner.reset()
 
-    async def __aenter__(self) -> "Stream":
+    async def __aenter__(self) -> Stream:
         return self
 
     async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
@@ -144,7 +144,7 @@ class Connection:
     Not to be created directly: `Node.dial` and `Stream.connection` give them.
     """
 
-    def __init__(self, inner: "_Conn", node: "Node") -> None:
+    def __init__(self, inner: _Conn, node: Node) -> None:
         self._inner = inner
         self._node = node
 
@@ -277,7 +277,7 @@ def _browser_dialable(addr: Multiaddr) -> bool:
     return any(p in protos for p in ("ws", "wss", "webrtc-direct"))
 
 
-def _load_identity(identity: "Identity | int | str | os.PathLike[str] | None") -> Identity:
+def _load_identity(identity: Identity | int | str | os.PathLike[str] | None) -> Identity:
     if identity is None:
         return Identity.generate()
     if isinstance(identity, Identity):
@@ -293,7 +293,7 @@ class _EventIterator:
     """What `Node.events()` returns: an async iterator of events, subscribed from the moment it
     was created; it ends when the node closes."""
 
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: Node) -> None:
         self._node = node
         self._queue: asyncio.Queue[ev.Event | None] = asyncio.Queue()
         self._dropped = 0
@@ -309,7 +309,7 @@ class _EventIterator:
                 log.warning("an events() iterator is not read: dropping its oldest events")
         self._queue.put_nowait(event)
 
-    def __aiter__(self) -> "_EventIterator":
+    def __aiter__(self) -> _EventIterator:
         return self
 
     async def __anext__(self) -> ev.Event:
@@ -355,10 +355,10 @@ class Node:
 
     def __init__(
         self,
-        identity: "Identity | int | str | os.PathLike[str] | None" = None,
+        identity: Identity | int | str | os.PathLike[str] | None = None,
         *,
         stun: Sequence[str] | None = None,
-        turn: "str | Sequence[IceServer | str]" = "auto",
+        turn: str | Sequence[IceServer | str] = "auto",
         engine: str | None = None,
         nat: bool = True,
         tls_ca: str | None = None,
@@ -449,14 +449,14 @@ class Node:
         for sub in list(self._subscribers):
             sub._put(None)
 
-    async def __aenter__(self) -> "Node":
+    async def __aenter__(self) -> Node:
         await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _require_host(self) -> "Host":
+    def _require_host(self) -> Host:
         if self._host is None:
             raise P2PError("the node is not started: use `async with Node() as node` "
                            "or `await node.start()`")
@@ -756,13 +756,13 @@ class Node:
 
         self._natinfo.start(stun_server_of(self._stun, relay_addr))
 
-    def _wrap(self, conn: "_Conn") -> Connection:
+    def _wrap(self, conn: _Conn) -> Connection:
         w = self._wrappers.get(conn.id)
         if w is None:
             w = self._wrappers[conn.id] = Connection(conn, self)
         return w
 
-    def _forget(self, conn: "_Conn") -> None:
+    def _forget(self, conn: _Conn) -> None:
         self._wrappers.pop(conn.id, None)
 
     # -- events ----------------------------------------------------------------------------
@@ -799,7 +799,7 @@ class _Tracker:
         self._upgrade_wait = 16.0
         self._listed: list[str] = []  # the addresses of the last Listening event
 
-    def attach(self, host: "Host") -> None:
+    def attach(self, host: Host) -> None:
         from .transports.webrtc import transport as webrtc_transport
 
         # as peerapp.UPGRADE_WAIT: the dialer's whole /webrtc dial, and a little more
@@ -826,7 +826,7 @@ class _Tracker:
             peer=str(e.connection.remote_peer), path=str(e.connection.details.path),
             candidate_pair=e.connection.details.candidate_pair_dict())))
 
-    def _on_connection(self, conn: "_Conn") -> None:
+    def _on_connection(self, conn: _Conn) -> None:
         peer = conn.remote_peer
         if peer in self.relays:
             self.node._emit(ev.RelayConnected(relay=str(conn.remote_addr.with_peer_id(peer))))
@@ -851,7 +851,7 @@ class _Tracker:
             timer = asyncio.get_running_loop().call_later(self._upgrade_wait, self._overdue, conn)
             self._awaiting[peer] = (conn, timer)
 
-    def _overdue(self, conn: "_Conn") -> None:
+    def _overdue(self, conn: _Conn) -> None:
         entry = self._awaiting.get(conn.remote_peer)
         if entry is not None and entry[0] is conn:
             del self._awaiting[conn.remote_peer]
@@ -870,7 +870,7 @@ class _Tracker:
             entry[1].cancel()
             self.report_connected(entry[0])
 
-    def report_connected(self, conn: "_Conn") -> None:
+    def report_connected(self, conn: _Conn) -> None:
         if conn.id in self._reported or conn.is_closed:
             return
         peer = conn.remote_peer
@@ -892,7 +892,7 @@ class _Tracker:
             path=path, ms=round(ms, 1) if ms is not None else None,
             candidate_pair=conn.details.candidate_pair_dict()))
 
-    def _on_disconnection(self, conn: "_Conn") -> None:
+    def _on_disconnection(self, conn: _Conn) -> None:
         self.node._forget(conn)
         peer = conn.remote_peer
         if peer in self.relays:

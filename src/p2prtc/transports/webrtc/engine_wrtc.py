@@ -39,7 +39,7 @@ import asyncio
 import contextlib
 import importlib.metadata
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import webrtc
@@ -105,20 +105,23 @@ def mailbox_dropped() -> int:
     """Records wrtc's mailbox of the running loop has dropped (0 unless something is wrong)."""
     try:
         from webrtc.utils import loops
-        return loops.LoopState.of(asyncio.get_running_loop()).mailbox.dropped
+        dropped: int = loops.LoopState.of(asyncio.get_running_loop()).mailbox.dropped
+        return dropped
     except (ImportError, AttributeError, RuntimeError):
         return 0
 
 
 def _text(value: Any) -> str:
-    return getattr(value, "value", value)
+    # wrtc gives enums (their .value is the W3C string) where aiortc gives str
+    text: str = getattr(value, "value", value)
+    return text
 
 
 class WrtcDataChannel(EarlyMessageBuffer):
     """engine_base.DataChannel on a wrtc RTCDataChannel."""
 
     def __init__(self, channel: webrtc.RTCDataChannel,
-                 forget: Callable[["WrtcDataChannel"], None] | None = None) -> None:
+                 forget: Callable[[WrtcDataChannel], None] | None = None) -> None:
         self._ch = channel
         self._forget = forget
         self._ch.buffered_amount_low_threshold = BUFFERED_LOW
@@ -153,8 +156,11 @@ class WrtcDataChannel(EarlyMessageBuffer):
     def buffered_amount(self) -> int:
         return self._ch.buffered_amount
 
-    def _message(self, event) -> None:
-        self._deliver(event.data)
+    def _message(self, event: webrtc.MessageEvent) -> None:
+        data = event.data
+        if isinstance(data, webrtc.Blob):  # only with binary_type "blob", which we never set
+            raise TypeError("wrtc delivered a Blob: binary_type must stay 'arraybuffer'")
+        self._deliver(data)
 
     def _close(self) -> None:
         if self._closed.is_set():
@@ -211,7 +217,7 @@ class WrtcPeerConnection:
         self._connected = asyncio.Event()
         self._ended = asyncio.Event()
         self._reported_state: str | None = None
-        self._trickle: asyncio.Queue[dict | None] = asyncio.Queue()
+        self._trickle: asyncio.Queue[dict[str, object] | None] = asyncio.Queue()
         self._types: set[str] = set()
         self._helped: set[str] = set()  # server URLs that gave a candidate
         self._answered: set[IceServer] = set()  # STUN servers that answered our probe
@@ -219,7 +225,7 @@ class WrtcPeerConnection:
         self._described = False
         self._trickle_ended = False
         self._gathered = asyncio.Event()  # libwebrtc's gathering is complete
-        self._deadline: asyncio.Task | None = None
+        self._deadline: asyncio.Task[None] | None = None
         self._disconnected: asyncio.TimerHandle | None = None
         self._watched: Any = None  # the RTCSctpTransport whose states we follow
         self._watch_channel: webrtc.RTCDataChannel | None = None
@@ -242,12 +248,12 @@ class WrtcPeerConnection:
 
     # -- events ------------------------------------------------------------------------------
 
-    def _wrap(self, channel) -> WrtcDataChannel:
+    def _wrap(self, channel: webrtc.RTCDataChannel) -> WrtcDataChannel:
         ch = WrtcDataChannel(channel, forget=self._channels.discard)
         self._channels.add(ch)
         return ch
 
-    def _datachannel(self, event) -> None:
+    def _datachannel(self, event: webrtc.RTCDataChannelEvent) -> None:
         ch = self._wrap(event.channel)
         if self.on_datachannel is not None:
             self.on_datachannel(ch)
@@ -346,7 +352,7 @@ class WrtcPeerConnection:
             self._releasing = asyncio.ensure_future(self.close())
             self._releasing.add_done_callback(_log_release_error)
 
-    def _icecandidate(self, event) -> None:
+    def _icecandidate(self, event: webrtc.RTCPeerConnectionIceEvent) -> None:
         cand = event.candidate
         if cand is None:
             self._gathered.set()
@@ -363,9 +369,10 @@ class WrtcPeerConnection:
         if self._trickle_ended:
             log.debug("candidate after the gathering deadline, not trickled: %s", cand.candidate)
             return
-        self._trickle.put_nowait(cand.to_json())
+        init: dict[str, object] = dict(cand.to_json())
+        self._trickle.put_nowait(init)
 
-    def _icecandidateerror(self, event) -> None:
+    def _icecandidateerror(self, event: webrtc.RTCPeerConnectionIceErrorEvent) -> None:
         server = self._server_for(event.url)
         if server is None:
             return
@@ -430,7 +437,7 @@ class WrtcPeerConnection:
         answered = loop.create_future()
 
         class Client(asyncio.DatagramProtocol):
-            def datagram_received(self, data, addr):
+            def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
                 with contextlib.suppress(ValueError):
                     msg = aioice_stun.parse_message(data)
                     if msg.transaction_id == request.transaction_id and not answered.done():
@@ -487,7 +494,10 @@ class WrtcPeerConnection:
         self._described = True
         if self._deadline is None and self._servers:
             self._deadline = asyncio.ensure_future(self._gather_deadline())
-        return self._pc.local_description.sdp
+        description = self._pc.local_description
+        if description is None:  # (set by the setLocalDescription just before)
+            raise ProtocolError("no local description")
+        return description.sdp
 
     async def create_offer(self) -> str:
         """Our offer SDP (no candidates yet: they all trickle, `local_candidates`)."""
@@ -517,7 +527,7 @@ class WrtcPeerConnection:
             raise ProtocolError(f"unusable SDP answer: {e}") from None
         self._watch_transports()
 
-    async def local_candidates(self):
+    async def local_candidates(self) -> AsyncIterator[dict[str, object] | None]:
         """Our candidates as RTCIceCandidate.toJSON() dicts; the last item is None."""
         if not self._described:
             return
@@ -583,7 +593,7 @@ class WrtcPeerConnection:
             # a peer-reflexive candidate (the remote's checks came before its candidate, or
             # from a port no candidate names: a symmetric NAT): libwebrtc hides its address
             # (W3C, in stats too); a candidate signaled since with that port tells it
-            remote_host = self._remote_hosts.get(rc.port)
+            remote_host = self._remote_hosts.get(rc.port) if rc.port is not None else None
         if lc.address is None:
             return None
         return CandidatePair(_text(lc.type), _hostport(lc.address, lc.port), _text(rc.type),
