@@ -44,7 +44,7 @@ async def race(targets: Sequence[A], attempt: Callable[[A], Awaitable[C]],
                is_direct: Callable[[C], bool], *, delay: float = ATTEMPT_DELAY) -> RaceResult[A, C]:
     """Run `attempt` on each target in turn (delay 0: all at once) until one gives a direct
     connection. Attempts still running then are cancelled; a second direct connection (two
-    attempts that finished together) is closed. Failures (P2PError, OSError) are collected,
+    attempts that finished together: the one started first is kept) is closed. Failures (P2PError, OSError) are collected,
     anything else propagates (after the running attempts were cancelled)."""
     queue = list(targets)
     delay = max(0.0, delay)
@@ -57,7 +57,9 @@ async def race(targets: Sequence[A], attempt: Callable[[A], Awaitable[C]],
                 running[asyncio.ensure_future(attempt(target))] = target
             done, _ = await asyncio.wait(running, timeout=delay if queue else None,
                                          return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
+            # attempts that finished together are taken in the order they started (`running`
+            # keeps it; asyncio.wait's set does not): the earlier address wins a tie
+            for task in [t for t in running if t in done]:
                 target = running.pop(task)
                 try:
                     conn = task.result()
