@@ -814,7 +814,7 @@ async def measure_memory(n: int) -> dict:
         try:
             stdout, stderr = await asyncio.wait_for(proc.communicate(), 300)
             out[engine] = json.loads(stdout.decode().strip().splitlines()[-1])
-        except (asyncio.TimeoutError, ValueError, IndexError) as e:
+        except (TimeoutError, ValueError, IndexError) as e:
             out[engine] = {"error": f"{type(e).__name__}: {stderr.decode()[-300:] if proc.returncode else e}"}
             if proc.returncode is None:
                 proc.kill()

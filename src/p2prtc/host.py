@@ -327,7 +327,7 @@ class Host:
         for t in self.transports:
             await t.close()
 
-    async def __aenter__(self) -> "Host":
+    async def __aenter__(self) -> Host:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

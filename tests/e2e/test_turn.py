@@ -86,7 +86,7 @@ class Coturn:
     def urls(self) -> list[str]:
         return [f"turn:{lab_ip()}:{self.port}?transport={t}" for t in ("udp", "tcp")]
 
-    async def start(self) -> "Coturn":
+    async def start(self) -> Coturn:
         exe = shutil.which("turnserver")
         if exe is None:
             pytest.fail("coturn is missing: scripts/setup --test installs it", pytrace=False)
@@ -120,7 +120,7 @@ class Coturn:
                     break
                 except TimeoutError:
                     if time.monotonic() > deadline:
-                        raise AssertionError(f"coturn does not answer: {self.read_log()}")
+                        raise AssertionError(f"coturn does not answer: {self.read_log()}") from None
         finally:
             transport.close()
         _, writer = await asyncio.wait_for(asyncio.open_connection(ip, self.port), 5)

@@ -230,7 +230,7 @@ def test_send_indication_and_data_indication(server):
     sizes = (1, 2, 3, 5, 1200)
     outs = [server.peer_datagram(c.allocation, bytes(i % 251 for i in range(n)), PEER, NOW)[0]
             .data for n in sizes]
-    for n, raw in zip(sizes, outs):
+    for n, raw in zip(sizes, outs, strict=True):
         assert len(raw) % 4 == 0
         assert astun.parse_message(raw).attributes["DATA"] == bytes(i % 251 for i in range(n))
         msg = codec.parse(raw, codec.MAX_TURN_MESSAGE_SIZE)

@@ -274,7 +274,7 @@ async def test_fast_path_enforces_channels_permissions_and_byte_limit(batched):
         await asyncio.wait_for(_until(lambda: stats.refusals["garbage"] == 1), 5)
         # 8,029 bytes relayed: of ten more 1,000-byte datagrams, the first fits the limit
         assert s.core.allocations[1].bytes == 8000 + len(b"from another port") + 12
-        for i in range(10):
+        for _ in range(10):
             ct.sendto(codec.channel_data(0x4000, b"L" * 1000), server)
         await asyncio.wait_for(_until(lambda: stats.refusals["byte-limit"] == 9), 5)
         data, _ = await asyncio.wait_for(pq.q.get(), 5)

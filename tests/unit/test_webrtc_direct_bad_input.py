@@ -72,7 +72,7 @@ class RawClient(asyncio.DatagramProtocol):
         self.received.put_nowait(data)
 
     @classmethod
-    async def open(cls, server, ip: str = ATTACKER_IP) -> "RawClient":
+    async def open(cls, server, ip: str = ATTACKER_IP) -> RawClient:
         loop = asyncio.get_running_loop()
         _, proto = await loop.create_datagram_endpoint(
             cls, local_addr=(ip, 0), remote_addr=("127.0.0.1", server.wd.port))

@@ -94,7 +94,7 @@ class WebSocketStream(RawConnection):
         if not self._ws.closed:
             try:
                 await asyncio.wait_for(self._ws.close(), 5)
-            except (asyncio.TimeoutError, ConnectionError, RuntimeError, aiohttp.ClientError):
+            except (TimeoutError, ConnectionError, RuntimeError, aiohttp.ClientError):
                 pass
         self.closed.set()
 
@@ -134,8 +134,8 @@ class WebSocketListener(Listener):
 class WebSocketTransport(Transport):
     name = "ws"
 
-    def __init__(self, network: "Network", *,
-                 server_tls: "ReloadingCertificate | None" = None,
+    def __init__(self, network: Network, *,
+                 server_tls: ReloadingCertificate | None = None,
                  client_ssl: ssl.SSLContext | None = None) -> None:
         self.upgrader = network.upgrader
         # Public: set by the relay (`--tls-cert`) and the peers (`--tls-ca`) before listen/dial.
@@ -173,7 +173,7 @@ class WebSocketTransport(Transport):
                 timeout=aiohttp.ClientWSTimeout(ws_close=5), ssl=tls,
                 server_hostname=addr.value_for("sni") if secure else None,
             )
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
             raise DialError(f"WebSocket connect to {url} failed: {e}") from None
         conn = ws.get_extra_info("socket")
         local = conn.getsockname() if conn is not None else ("0.0.0.0", 0)
