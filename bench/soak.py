@@ -407,7 +407,7 @@ async def phase_circuits(m: int, log) -> dict:
             # one worker per dialer, each cycle after the other: a dialer never has two
             # circuits to the listener at once (a dial would reuse the open one)
             shares = [k // len(dialers) + (j < k % len(dialers)) for j in range(len(dialers))]
-            await asyncio.gather(*(worker(d, n) for d, n in zip(dialers, shares)))
+            await asyncio.gather(*(worker(d, n) for d, n in zip(dialers, shares, strict=True)))
             await settle(relay, {"circuits_active": 0})
 
         warm = max(1, m // 5)

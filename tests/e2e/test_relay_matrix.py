@@ -130,7 +130,7 @@ class PyHost:
         host.events.on(ConnectionOpened, lambda e: self.conns.put_nowait(e.connection))
 
     @classmethod
-    async def start(cls, host_factory, save_dir) -> "PyHost":
+    async def start(cls, host_factory, save_dir) -> PyHost:
         host = await host_factory(listen=[], echo=False, transports=[
             functools.partial(WebRTCTransport, ice_servers=[]), *default_transports()])
         return cls(host, save_dir)
@@ -244,7 +244,7 @@ async def with_page_log(page: AppPage, coro):
     """Await `coro`; on failure add the page's output and console to the error."""
     try:
         return await coro
-    except (AssertionError, asyncio.TimeoutError) as e:
+    except (TimeoutError, AssertionError) as e:
         raise AssertionError(f"{e}\n{await page.describe()}") from None
 
 

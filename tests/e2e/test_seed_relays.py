@@ -128,7 +128,7 @@ class PyHost:
         host.events.on(ConnectionOpened, lambda e: self.conns.put_nowait(e.connection))
 
     @classmethod
-    async def start(cls, host_factory) -> "PyHost":
+    async def start(cls, host_factory) -> PyHost:
         # ice_servers=None: the default
         host = await host_factory(listen=[], echo=False,
                                   transports=[WebRTCTransport, *default_transports()])

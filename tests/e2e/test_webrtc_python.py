@@ -76,7 +76,7 @@ async def test_direct_chat_survives_relay_stop_and_files_both_ways(relay, host_f
     await chat_b.send(a.peer_id, "hello A from B")
     assert await asyncio.wait_for(inbox["a"].get(), 10) == "hello A from B"
 
-    for sender, files, dest, who in ((a, files_a, b.peer_id, "b"), (b, files_b, a.peer_id, "a")):
+    for _sender, files, dest, who in ((a, files_a, b.peer_id, "b"), (b, files_b, a.peer_id, "a")):
         src = tmp_path / f"from-{who}.bin"
         src.write_bytes(os.urandom(20 * 1000 * 1000))
         sent = await files.send(dest, src)

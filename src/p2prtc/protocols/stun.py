@@ -22,6 +22,7 @@ that socket itself (in batches) and passes Binding requests back to
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import socket
@@ -132,11 +133,11 @@ class StunResponder:
 
 
 class _RoleProtocol(asyncio.DatagramProtocol):
-    def __init__(self, server: "StunServer", role: Role) -> None:
+    def __init__(self, server: StunServer, role: Role) -> None:
         self.server = server
         self.role = role
 
-    def datagram_received(self, data: bytes, addr) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.server.datagram_received(self.role, data, addr)
 
     def error_received(self, exc: Exception) -> None:
@@ -184,7 +185,7 @@ class StunServer:
     def addresses(self) -> dict[Role, tuple[str, int]]:
         return dict(self.responder.local) if self.responder else {}
 
-    def datagram_received(self, role: Role, data: bytes, addr) -> None:
+    def datagram_received(self, role: Role, data: bytes, addr: tuple[str, int]) -> None:
         assert self.responder is not None
         local_ip = None
         if ipaddress.ip_address(self.responder.local[role][0]).is_unspecified:
@@ -218,7 +219,7 @@ class StunServer:
         try:
             with socket.socket(family, socket.SOCK_DGRAM) as s:
                 s.connect((client_ip, 9))
-                ip = s.getsockname()[0]
+                ip = str(s.getsockname()[0])
         except OSError:
             return None
         self._origins[client_ip] = ip
@@ -258,6 +259,6 @@ async def start_stun_server(host: str, port: int, *, alt_port: int | None = None
     server.responder = StunResponder({r: s.getsockname()[:2] for r, s in socks.items()})
     for role, sock in socks.items():
         transport, _ = await loop.create_datagram_endpoint(
-            lambda role=role: _RoleProtocol(server, role), sock=sock)
+            functools.partial(_RoleProtocol, server, role), sock=sock)
         server.transports[role] = transport
     return server
