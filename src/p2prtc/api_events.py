@@ -295,6 +295,18 @@ class Found(Event):
     source: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class Reachability(Event):
+    """What AutoNAT v2 servers (relays) said of our direct `addrs` (`Node.reachability()`):
+    `reachability` "public", "private" or "unknown"; `needs_relay` is False only when public."""
+
+    name: ClassVar[str] = "reachability"
+    reachability: str
+    addrs: list[str]
+    servers: int
+    needs_relay: bool
+
+
 def _rename(d: dict[str, Any]) -> dict[str, Any]:
     """`name_` (a file's name; `name` is the event's) is `name` in JSON."""
     d["name"] = d.pop("name_")
@@ -305,7 +317,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.name: cls for cls in (
         Peer, Dialing, RelayConnected, Reservation, Listening, Relayed, Connected, Disconnected,
         RelayedClosed, PathChanged, Nat, NatPeer, Warning, Error, Message, Sent, Undelivered,
-        FileIncoming, File, FileSent, Published, Found)
+        FileIncoming, File, FileSent, Published, Found, Reachability)
 }
 """Every event type by its `--json` name."""
 

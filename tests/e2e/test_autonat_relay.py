@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from p2prtc import Node
+from p2prtc import api_events
 from p2prtc.multiaddr import Multiaddr
 from p2prtc.protocols.autonat import AutoNATService
 from p2prtc.protocols.autonat_core import Reachability
@@ -80,8 +81,19 @@ async def test_relay_refuses_private_addresses_by_default(relay_factory, host_fa
 async def test_node_learns_it_is_not_reachable(relay_factory):
     relay = await relay_factory("--autonat-allow-private")
     async with Node(stun=[], nat=False) as node:
+        events = node.events()
         await node.listen(relay)
         assert node.needs_relay
         assert await node.reachability() == "unknown"  # a Node has no direct address today
-        assert await node.reachability([f"/ip4/{lab_ip()}/tcp/1"]) == "private"
+        dead = f"/ip4/{lab_ip()}/tcp/1"
+        assert await node.reachability([dead]) == "private"
         assert node.needs_relay
+        seen = []
+        async with asyncio.timeout(5):
+            async for e in events:
+                if isinstance(e, api_events.Reachability):
+                    seen.append(e.to_dict())
+                    if len(seen) == 2:
+                        break
+        assert [(d["reachability"], d["addrs"], d["servers"], d["needs_relay"]) for d in seen] \
+            == [("unknown", [], 1, True), ("private", [dead], 1, True)]
