@@ -33,6 +33,7 @@ from .dialrace import ATTEMPT_DELAY, race
 from .errors import DialError, P2PError, StreamClosed
 from .identity import Identity, PeerId
 from .multiaddr import Multiaddr
+from .resources import ResourceLimits, ResourceManager
 from .streams import read_exactly
 
 if TYPE_CHECKING:
@@ -46,6 +47,10 @@ __all__ = ["Node", "Connection", "Stream", "NoDirectPath", "Handler"]
 
 # How long listen() waits for the relay's reservation, as `p2prtc listen` (peerapp.RELAY_TIMEOUT).
 RESERVATION_TIMEOUT = 20.0
+# With several relays, how long listen() still waits for the others once one has granted a
+# reservation (ours: a relay that drops packets would otherwise hold listen() for the whole
+# RESERVATION_TIMEOUT; the late ones keep trying in the background and join addrs()).
+OTHER_RELAYS_GRACE = 2.0
 # An event iterator that is not read keeps at most this many events; older ones are dropped
 # (with one log line per iterator) so that a forgotten iterator cannot grow without bound.
 EVENT_QUEUE_MAX = 1024
@@ -72,7 +77,7 @@ class Stream:
     created directly: `Connection.open_stream` and protocol handlers give them.
     """
 
-    def __init__(self, inner: Any, connection: "Connection") -> None:
+    def __init__(self, inner: Any, connection: Connection) -> None:
         self._inner = inner
         self._connection = connection
         self._closed = False
@@ -83,7 +88,7 @@ class Stream:
         return str(self._inner.protocol)
 
     @property
-    def connection(self) -> "Connection":
+    def connection(self) -> Connection:
         """The connection this stream runs on."""
         return self._connection
 
@@ -120,7 +125,7 @@ class Stream:
         self._closed = True
         self._inner.reset()
 
-    async def __aenter__(self) -> "Stream":
+    async def __aenter__(self) -> Stream:
         return self
 
     async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
@@ -139,7 +144,7 @@ class Connection:
     Not to be created directly: `Node.dial` and `Stream.connection` give them.
     """
 
-    def __init__(self, inner: "_Conn", node: "Node") -> None:
+    def __init__(self, inner: _Conn, node: Node) -> None:
         self._inner = inner
         self._node = node
 
@@ -241,6 +246,30 @@ class Connection:
         return f"<Connection {self.transport} {self.path} {self.remote_peer}>"
 
 
+async def _first_then_grace(coros: Sequence[Awaitable[Any]],
+                            grace: float) -> list[Any | BaseException | None]:
+    """Run `coros` together; return when all are done, or `grace` seconds after the first one
+    succeeded. Each result is its value, its exception, or None when it was still running (it is
+    then cancelled: `CircuitListener.reserved` is shielded, the listener goes on trying)."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    loop = asyncio.get_running_loop()
+    deadline: float | None = None
+    pending = set(tasks)
+    try:
+        while pending:
+            wait = None if deadline is None else max(0.0, deadline - loop.time())
+            done, pending = await asyncio.wait(pending, timeout=wait,
+                                               return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                break  # the grace is over
+            if deadline is None and any(t.exception() is None for t in done):
+                deadline = loop.time() + grace
+    finally:
+        for t in pending:
+            t.cancel()
+    return [None if t in pending else (t.exception() or t.result()) for t in tasks]
+
+
 def _browser_dialable(addr: Multiaddr) -> bool:
     """A browser reaches the relay of this address over WebSocket or WebRTC-direct."""
     parts = addr.split_last("p2p-circuit")
@@ -248,7 +277,7 @@ def _browser_dialable(addr: Multiaddr) -> bool:
     return any(p in protos for p in ("ws", "wss", "webrtc-direct"))
 
 
-def _load_identity(identity: "Identity | int | str | os.PathLike[str] | None") -> Identity:
+def _load_identity(identity: Identity | int | str | os.PathLike[str] | None) -> Identity:
     if identity is None:
         return Identity.generate()
     if isinstance(identity, Identity):
@@ -264,7 +293,7 @@ class _EventIterator:
     """What `Node.events()` returns: an async iterator of events, subscribed from the moment it
     was created; it ends when the node closes."""
 
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: Node) -> None:
         self._node = node
         self._queue: asyncio.Queue[ev.Event | None] = asyncio.Queue()
         self._dropped = 0
@@ -280,7 +309,7 @@ class _EventIterator:
                 log.warning("an events() iterator is not read: dropping its oldest events")
         self._queue.put_nowait(event)
 
-    def __aiter__(self) -> "_EventIterator":
+    def __aiter__(self) -> _EventIterator:
         return self
 
     async def __anext__(self) -> ev.Event:
@@ -315,6 +344,8 @@ class Node:
     - `tls_ca`: a CA file to trust for relays on /tls/ws or /wss, besides the system's.
     - `bootstrap`: DHT servers (multiaddrs; `p2prtc relay` is one) for `publish()` and
       `find()`: the Kademlia DHT, in client mode (p2prtc.kad).
+    - `resources`: budgets of connections, streams and unread bytes (a
+      `p2prtc.resources.ResourceLimits`); None: the defaults (go-libp2p's resource manager's).
     - `autonat`: answer AutoNAT v2 dial-backs, so `reachability()` can ask the relays (and
       other servers) we are connected to whether our direct addresses are publicly reachable.
 
@@ -324,17 +355,19 @@ class Node:
 
     def __init__(
         self,
-        identity: "Identity | int | str | os.PathLike[str] | None" = None,
+        identity: Identity | int | str | os.PathLike[str] | None = None,
         *,
         stun: Sequence[str] | None = None,
-        turn: "str | Sequence[IceServer | str]" = "auto",
+        turn: str | Sequence[IceServer | str] = "auto",
         engine: str | None = None,
         nat: bool = True,
         tls_ca: str | None = None,
         bootstrap: Sequence[str] = (),
+        resources: ResourceLimits | None = None,
         autonat: bool = True,
     ) -> None:
         self._identity = _load_identity(identity)
+        self._resources = resources
         self._autonat_on = autonat
         self._autonat: Any = None
         self._bootstrap = list(bootstrap)
@@ -381,6 +414,8 @@ class Node:
             functools.partial(WebRTCTransport, ice_servers=self._stun, engine=self._engine,
                               turn=turn),
             *default_transports()])
+        if self._resources is not None:
+            host.upgrader.resources = ResourceManager(self._resources)
         if self._tls_ca:
             from .transports.tls import client_context
             from .transports.websocket import WebSocketTransport
@@ -414,14 +449,14 @@ class Node:
         for sub in list(self._subscribers):
             sub._put(None)
 
-    async def __aenter__(self) -> "Node":
+    async def __aenter__(self) -> Node:
         await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _require_host(self) -> "Host":
+    def _require_host(self) -> Host:
         if self._host is None:
             raise P2PError("the node is not started: use `async with Node() as node` "
                            "or `await node.start()`")
@@ -482,11 +517,13 @@ class Node:
         self._start_nat(addrs[0])
         if not self._webrtc.listening:
             await host.listen("/webrtc")
-        results = await asyncio.gather(*(host.listen_via_relay(a, timeout) for a in addrs),
-                                       return_exceptions=True)
+        results = await _first_then_grace(
+            [host.listen_via_relay(a, timeout) for a in addrs], OTHER_RELAYS_GRACE)
         failures: list[tuple[str, str]] = []
         for relay, result in zip(flat, results, strict=True):
-            if isinstance(result, TimeoutError):
+            if result is None:
+                failures.append((relay, f"no reservation on {relay} yet"))
+            elif isinstance(result, TimeoutError):
                 failures.append((relay, f"no reservation on {relay} within {timeout:.0f} s"))
             elif isinstance(result, DialError):
                 failures.append((relay, f"{result}" if len(flat) == 1 else f"{relay}: {result}"))
@@ -723,13 +760,13 @@ class Node:
 
         self._natinfo.start(stun_server_of(self._stun, relay_addr))
 
-    def _wrap(self, conn: "_Conn") -> Connection:
+    def _wrap(self, conn: _Conn) -> Connection:
         w = self._wrappers.get(conn.id)
         if w is None:
             w = self._wrappers[conn.id] = Connection(conn, self)
         return w
 
-    def _forget(self, conn: "_Conn") -> None:
+    def _forget(self, conn: _Conn) -> None:
         self._wrappers.pop(conn.id, None)
 
     # -- events ----------------------------------------------------------------------------
@@ -766,7 +803,7 @@ class _Tracker:
         self._upgrade_wait = 16.0
         self._listed: list[str] = []  # the addresses of the last Listening event
 
-    def attach(self, host: "Host") -> None:
+    def attach(self, host: Host) -> None:
         from .transports.webrtc import transport as webrtc_transport
 
         # as peerapp.UPGRADE_WAIT: the dialer's whole /webrtc dial, and a little more
@@ -793,7 +830,7 @@ class _Tracker:
             peer=str(e.connection.remote_peer), path=str(e.connection.details.path),
             candidate_pair=e.connection.details.candidate_pair_dict())))
 
-    def _on_connection(self, conn: "_Conn") -> None:
+    def _on_connection(self, conn: _Conn) -> None:
         peer = conn.remote_peer
         if peer in self.relays:
             self.node._emit(ev.RelayConnected(relay=str(conn.remote_addr.with_peer_id(peer))))
@@ -818,7 +855,7 @@ class _Tracker:
             timer = asyncio.get_running_loop().call_later(self._upgrade_wait, self._overdue, conn)
             self._awaiting[peer] = (conn, timer)
 
-    def _overdue(self, conn: "_Conn") -> None:
+    def _overdue(self, conn: _Conn) -> None:
         entry = self._awaiting.get(conn.remote_peer)
         if entry is not None and entry[0] is conn:
             del self._awaiting[conn.remote_peer]
@@ -837,7 +874,7 @@ class _Tracker:
             entry[1].cancel()
             self.report_connected(entry[0])
 
-    def report_connected(self, conn: "_Conn") -> None:
+    def report_connected(self, conn: _Conn) -> None:
         if conn.id in self._reported or conn.is_closed:
             return
         peer = conn.remote_peer
@@ -859,7 +896,7 @@ class _Tracker:
             path=path, ms=round(ms, 1) if ms is not None else None,
             candidate_pair=conn.details.candidate_pair_dict()))
 
-    def _on_disconnection(self, conn: "_Conn") -> None:
+    def _on_disconnection(self, conn: _Conn) -> None:
         self.node._forget(conn)
         peer = conn.remote_peer
         if peer in self.relays:
