@@ -30,6 +30,8 @@ def test_reader_bounds_and_split_input():
     msg = request(PUBLIC)
     reader = core.MessageReader()
     assert reader.feed(msg[:3]) == [] and len(reader.feed(msg[3:])) == 1
+    big = core.dial_data_message()  # a 2-byte length prefix, split after its first byte
+    assert reader.feed(big[:1]) == [] and len(reader.feed(big[1:])) == 1
     with pytest.raises(ProtocolError, match="max 8192"):
         core.MessageReader().feed(encode_uvarint(9000))
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from ..errors import ProtocolError
 from ..multiaddr import Multiaddr, MultiaddrError
 from ..pb import autonat_v2_pb2 as pb
-from ..wire.varint import decode_uvarint, encode_uvarint
+from ..wire.varint import VarintIncomplete, decode_uvarint, encode_uvarint
 
 DIAL_REQUEST = "/libp2p/autonat/2/dial-request"
 DIAL_BACK = "/libp2p/autonat/2/dial-back"
@@ -83,11 +83,9 @@ class MessageReader:
         out: list[bytes] = []
         while self._buf:
             try:
-                length, pos = decode_uvarint(self._buf)
-            except ValueError:
-                if len(self._buf) > 10:
-                    raise ProtocolError("autonat: bad length prefix") from None
-                break  # an incomplete varint
+                length, pos = decode_uvarint(self._buf)  # ProtocolError past 9 bytes
+            except VarintIncomplete:
+                break  # the prefix is split across reads (fuzz autonat: it raised out)
             if length > self.max_size:
                 raise ProtocolError(f"autonat: message of {length} bytes (max {self.max_size})")
             if len(self._buf) < pos + length:
