@@ -142,7 +142,11 @@ class IdentifyService:
     def _apply(self, conn: Connection, data: bytes) -> PeerInfo:
         record = decode(data, conn.remote_peer)
         observed = record.observed_addr
-        if observed is not None and not conn.limited:
+        # Only where the peer dialed us: then it saw our listening port (through any NAT). On
+        # a connection we dialed it saw an ephemeral source port nobody can dial (go keeps
+        # observations only for listen addresses); a relay dialing DHT nodes put those ports
+        # into its reservations (lab internet, issue 15.5).
+        if observed is not None and not conn.limited and conn.direction == "inbound":
             self.host.add_observed_addr(observed)
         info = self.host.peerstore.update_identify(
             conn.remote_peer,
