@@ -20,6 +20,10 @@ NAMES = [
     "pb_turn_credentials",
     "stun",
     "turn",
+    "kad",
+    "peer_record",
+    "autonat",
+    "webrtc_stream_core",
 ]
 
 

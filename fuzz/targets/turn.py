@@ -18,8 +18,10 @@ SECRET = "fuzz-secret"
 NOW = 1_800_000_000.0
 CLIENTS = [turn.FiveTuple("udp", ("198.51.100.9", 40000), ("198.51.100.7", 3478)),
            turn.FiveTuple("tcp", ("198.51.100.10", 40001), ("198.51.100.7", 3478))]
-PEERS = [("203.0.113.5", 7000), ("203.0.113.6", 7001), ("198.51.100.9", 40000)]
+PEERS = [("203.0.113.5", 7000), ("203.0.113.6", 7001), ("198.51.100.9", 40000),
+         ("2001:db8::5", 7002)]
 RELAYED = ("198.51.100.7", 50000)
+RELAYED6 = ("2001:db8::7", 50002)
 METHODS = [codec.METHOD_ALLOCATE, codec.METHOD_REFRESH, codec.METHOD_CREATE_PERMISSION,
            codec.METHOD_CHANNEL_BIND]
 USER = turn.rest_username("12D3KooWPeer", int(NOW) + 3600)
@@ -38,7 +40,8 @@ def _attrs(raw: bytes) -> list[tuple[int, bytes]]:
 
 class Session:
     def __init__(self) -> None:
-        self.server = turn.TurnServer(SECRET)
+        # both families (RFC 6156): REQUESTED-ADDRESS-FAMILY, IPv6 peers and relayed addresses
+        self.server = turn.TurnServer(SECRET, families=frozenset({4, 6}))
         self.now = NOW
         self.nonce: dict[turn.FiveTuple, bytes] = {}
         self.sent_to_peers = 0
@@ -49,7 +52,8 @@ class Session:
                 if a.allocation % 5 == 4:
                     self.feed(self.server.relay_failed(a.allocation, self.now))
                 else:
-                    self.feed(self.server.relay_opened(a.allocation, RELAYED, self.now))
+                    self.feed(self.server.relay_opened(
+                        a.allocation, RELAYED6 if a.family == 6 else RELAYED, self.now))
             elif isinstance(a, turn.ToClient):
                 assert a.five in CLIENTS
                 if codec.looks_like_channel_data(a.data):
@@ -104,7 +108,7 @@ def test_one(data: bytes) -> None:
                 attrs = [(codec.ATTR_REQUESTED_TRANSPORT, b"\x11\x00\x00\x00")] + attrs
             s.request(five, METHODS[kind - 1], attrs, signed=not op & 0x20, sha256=bool(op & 0x10))
         elif kind == 5:
-            peer = PEERS[op >> 5 & 3 if op >> 5 & 3 < 3 else 0]
+            peer = PEERS[op >> 5 & 3]
             txid = b"s" * 12
             attrs = [(codec.ATTR_XOR_PEER_ADDRESS, codec.xor_address_value(peer, txid)),
                      (codec.ATTR_DATA, body)] if op & 0x10 else _attrs(body)
@@ -117,7 +121,7 @@ def test_one(data: bytes) -> None:
                                             five, s.now))
         elif kind == 7:
             for aid in list(s.server.allocations)[:2]:
-                s.feed(s.server.peer_datagram(aid, body, PEERS[op >> 5 & 1], s.now))
+                s.feed(s.server.peer_datagram(aid, body, PEERS[op >> 5 & 3], s.now))
         elif kind == 8:
             s.now += (body[0] if body else 1) * 10
             s.feed(s.server.expire(s.now))
@@ -156,6 +160,7 @@ def seeds() -> list[bytes]:
         return struct.pack(">HB", t, len(v)) + v
     txid = bytes([3]) * 12  # matches the txid Session.request uses for 3 attributes + auth
     peer = attr(codec.ATTR_XOR_PEER_ADDRESS, codec.xor_address_value(PEERS[0], bytes([4]) * 12))
+    peer6 = attr(codec.ATTR_XOR_PEER_ADDRESS, codec.xor_address_value(PEERS[3], bytes([4]) * 12))
     return [
         rec(0x41) + rec(0x03, peer) + rec(0x15, b"hello") + rec(0x07, b"from peer")
         + rec(0x04, attr(codec.ATTR_CHANNEL_NUMBER, b"\x40\x01\x00\x00") + peer)
@@ -168,4 +173,14 @@ def seeds() -> list[bytes]:
         rec(0x51) + rec(0x13, peer) + rec(0x14, attr(codec.ATTR_CHANNEL_NUMBER,
                                                      b"\x40\x02\x00\x00") + peer)
         + rec(0x12, attr(codec.ATTR_PASSWORD_ALGORITHM, b"\x00\x02\x00\x00")),
+        # IPv6 (RFC 6156): an IPv6 allocation, an IPv6 peer permitted, data both ways; an IPv4
+        # peer on it (443), a dual-allocation request (ADDITIONAL-ADDRESS-FAMILY)
+        rec(0x41, attr(codec.ATTR_REQUESTED_ADDRESS_FAMILY, b"\x02\x00\x00\x00"))
+        + rec(0x03, peer6) + rec(0x75, b"v6 data") + rec(0x67, b"v6 back") + rec(0x03, peer)
+        + rec(0x04, attr(codec.ATTR_CHANNEL_NUMBER, b"\x40\x03\x00\x00") + attr(
+            codec.ATTR_XOR_PEER_ADDRESS, codec.xor_address_value(PEERS[3], bytes([5]) * 12)))
+        + rec(0x06, b"\x03via channel"),
+        rec(0xC1, attr(codec.ATTR_ADDITIONAL_ADDRESS_FAMILY, b"\x02\x00\x00\x00"))
+        + rec(0x83, peer6)
+        + rec(0x41, attr(codec.ATTR_REQUESTED_ADDRESS_FAMILY, b"\x03\x00\x00\x00")),
     ]

@@ -111,3 +111,46 @@ def test_turn_credentials_expiry_is_an_ascii_unix_time(username):
     c = tc.decode(tc.pb.TurnCredentials(urls=["turn:x"], username=username, password="p",
                                         ttl=60).SerializeToString(), now=1000.0)
     assert c.expires == 1060.0
+
+
+def test_autonat_length_prefix_split_across_reads_waits_for_the_rest():
+    # fuzz autonat: MessageReader caught ValueError for an incomplete varint, but
+    # decode_uvarint raises VarintIncomplete, so a 2-byte prefix (a 4096-byte DialDataResponse)
+    # split across two reads escaped ServerRequest.receive (and ClientRequest.receive).
+    from p2prtc.multiaddr import Multiaddr
+    from p2prtc.protocols import autonat_core as core
+    client = core.ClientRequest([Multiaddr("/ip4/203.0.113.9/tcp/4001")], nonce=7)
+    policy = core.ServerPolicy(is_public=lambda ip: True, min_dial_data=core.DIAL_DATA_CHUNK)
+    server = core.ServerRequest(policy, observed_ip="198.51.100.1")
+    [ask] = server.receive(client.request())
+    assert isinstance(ask, core.Send) and server.state == "dial-data"
+    data = core.dial_data_message()
+    assert data[1] & 0x80 == 0 and data[0] & 0x80  # the prefix is two bytes
+    for i in range(len(data)):
+        actions = server.receive(data[i:i + 1])
+    [dial] = actions
+    assert isinstance(dial, core.DialBack) and server.dial_data_received == core.DIAL_DATA_CHUNK
+    reader = core.MessageReader()
+    assert reader.feed(data[:1]) == [] and reader.feed(data[1:]) == [data[2:]]
+
+
+def test_autonat_length_prefix_too_long_is_a_protocol_error():
+    from p2prtc.protocols import autonat_core as core
+    with pytest.raises(ProtocolError, match="varint"):
+        core.MessageReader().feed(b"\xff" * 10)
+
+
+def test_autonat_client_refuses_a_second_dial_response():
+    # fuzz autonat: the client took every DialResponse on the stream (two "OK, dialled back"
+    # answers gave two AwaitDialBack); one exchange has one response, more is a protocol error.
+    from p2prtc.multiaddr import Multiaddr
+    from p2prtc.protocols import autonat_core as core
+    ok = core.response(core.pb.DialResponse.OK, 0, core.DIAL_OK)
+    client = core.ClientRequest([Multiaddr("/ip4/203.0.113.9/tcp/4001")], nonce=7)
+    with pytest.raises(ProtocolError, match="after the DialResponse"):
+        client.receive(ok + ok)
+    client = core.ClientRequest([Multiaddr("/ip4/203.0.113.9/tcp/4001")], nonce=7)
+    [action] = client.receive(core.response(core.pb.DialResponse.E_DIAL_REFUSED))
+    assert isinstance(action, core.Done) and action.result.status == "refused"
+    with pytest.raises(ProtocolError):
+        client.receive(ok)

@@ -412,6 +412,7 @@ class ClientRequest:
         self.dial_back_received = False
         self._asked = False
         self._held: pb.DialResponse | None = None
+        self._answered = False  # the DialResponse came: the exchange is over
 
     def request(self) -> bytes:
         return encode(pb.Message(dialRequest=pb.DialRequest(
@@ -427,11 +428,14 @@ class ClientRequest:
     def receive(self, data: bytes) -> list[ClientAction]:
         out: list[ClientAction] = []
         for body in self._reader.feed(data):
+            if self._answered:  # (fuzz autonat: a second response was taken too)
+                raise ProtocolError("autonat: a message after the DialResponse")
             msg = parse_message(body)
             kind = msg.WhichOneof("msg")
             if kind == "dialDataRequest":
                 out.append(self._on_dial_data(msg.dialDataRequest))
             elif kind == "dialResponse":
+                self._answered = True
                 resp = msg.dialResponse
                 if (resp.status == pb.DialResponse.OK and resp.dialStatus == pb.OK
                         and not self.dial_back_received):
