@@ -493,6 +493,10 @@ class PeerConnection:
         connection = aiortc_compat.ice_connection(self._pc)
         return sorted({c.type for c in connection.local_candidates}) if connection else []
 
+    def set_answer_hold(self, hold: bool) -> None:
+        """engine_base.PeerConnection.set_answer_hold: ignored (the hold is the wrtc engine's,
+        engine_wrtc.ANSWER_HOLD)."""
+
     async def close(self) -> None:
         self._closing = True
         self._ended.set()

@@ -75,6 +75,8 @@ WATCH_LABEL = "p2prtc-association-watch"
 # answer goes over the relayed connection, our checks go direct: under load they overtook it, and
 # node-datachannel (js-libp2p in Node) then closed its peer connection (~1 dial in 4 with a busy
 # core; test_python_and_node_both_ways[wrtc-js]). Measured, not a spec value: 0.3 s removed it.
+# Only while set_answer_hold has not said the offerer needs none (the transport tells from its
+# identify agent: p2prtc and Chromium take early checks; transport.needs_answer_hold).
 ANSWER_HOLD = 0.3
 
 _unhelpful_reported: set[str] = set()
@@ -231,6 +233,7 @@ class WrtcPeerConnection:
         self._watch_channel: webrtc.RTCDataChannel | None = None
         self._hold_until: float | None = None  # answerer: remote candidates wait (ANSWER_HOLD)
         self._checked_by_peer = asyncio.Event()  # ICE left "new": the offerer's checks came
+        self._hold_released = asyncio.Event()  # set_answer_hold(False): the offerer needs none
         self._releasing: asyncio.Future[None] | None = None
         self._drops_at_start = mailbox_dropped()
         self._pc.on("icecandidate", self._icecandidate)
@@ -561,14 +564,21 @@ class WrtcPeerConnection:
                 f"unusable ICE candidate {init['candidate'][:100]!r}: {e}") from None
 
     async def _hold_for_answer(self) -> None:
-        """As the answerer: wait until the offerer's checks came or ANSWER_HOLD has passed."""
-        if self._hold_until is None or self._checked_by_peer.is_set():
+        """As the answerer: wait until the offerer's checks came, ANSWER_HOLD has passed or
+        set_answer_hold(False) says this offerer needs no hold."""
+        if (self._hold_until is None or self._checked_by_peer.is_set()
+                or self._hold_released.is_set()):
             return
         wait = self._hold_until - asyncio.get_running_loop().time()
-        if wait > 0:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._checked_by_peer.wait()
+        if wait <= 0:
+            return
+        waits = [asyncio.ensure_future(self._checked_by_peer.wait()),
+                 asyncio.ensure_future(self._hold_released.wait())]
+        try:
+            await asyncio.wait(waits, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
     def _remember_sdp(self, sdp: str) -> None:
         for line in sdp.splitlines():
@@ -601,6 +611,14 @@ class WrtcPeerConnection:
 
     def local_candidate_types(self) -> list[str]:
         return sorted(self._types)
+
+    def set_answer_hold(self, hold: bool) -> None:
+        """engine_base.PeerConnection.set_answer_hold: False ends the ANSWER_HOLD wait (now or
+        to come); True (the default) keeps it."""
+        if hold:
+            self._hold_released.clear()
+        else:
+            self._hold_released.set()
 
     async def close(self) -> None:
         self._ended.set()

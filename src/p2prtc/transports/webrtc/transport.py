@@ -45,6 +45,22 @@ DIAL_TIMEOUT = 14.0
 MUXER_PROTOCOL = "/webrtc"
 
 
+def needs_answer_hold(agent: str | None) -> bool:
+    """Whether, as the answerer to an offerer of this identify agent version, our connectivity
+    checks must wait for its own (engine_wrtc.ANSWER_HOLD). js-libp2p in Node (node-datachannel)
+    closed its peer connection when they came before our answer did; ours (`p2prtc/`, either
+    engine) and js-libp2p in Chromium (libwebrtc, `js-libp2p/<v> browser/<UA>`) take them as
+    peer-reflexive (RFC 8445 7.3.1.3; test_webrtc_python, test_webrtc_browser). Unknown or
+    untested stacks (Firefox, Node, Deno, Bun, Electron, other languages) are held."""
+    if not agent:
+        return True
+    if agent.startswith("p2prtc/"):
+        return False
+    if agent.startswith("js-libp2p/") and " browser/" in agent:
+        return "Firefox/" in agent  # only Chromium-based browsers were tested
+    return True
+
+
 def stun_url_for(relay_addr: Multiaddr, port: int = STUN_PORT) -> list[str]:
     """The STUN server of the relay's host: our relay serves one next to its libp2p ports."""
     for proto in ("ip4", "dns4", "dns", "dns6"):
@@ -261,6 +277,7 @@ class WebRTCTransport(Transport):
             raise
         t0 = time.perf_counter()
         pc = self._peer_connection(relay_addr, turn_servers)
+        self._tell_answer_hold(pc, relayed)
         muxer = DataChannelMuxer(pc, resources=scope)
         try:
             async with asyncio.timeout(DIAL_TIMEOUT):
@@ -290,6 +307,25 @@ class WebRTCTransport(Transport):
         else:
             await on_connection(conn)
         await _close_quietly(stream)
+
+    def _tell_answer_hold(self, pc: PeerConnection, relayed: Connection) -> None:
+        """Tell `pc` (we answer) whether the offerer needs our checks held (needs_answer_hold):
+        from its agent if identify has told it already, else once identify on `relayed` does
+        (pc holds until then; a failed identify leaves it holding)."""
+        info = self.host.peerstore.peek(relayed.remote_peer)
+        if info is not None and info.agent_version is not None:
+            pc.set_answer_hold(needs_answer_hold(info.agent_version))
+            return
+
+        async def after_identify() -> None:
+            try:
+                identified = await self.host.identified(relayed)
+            except (P2PError, TimeoutError):
+                return
+            if identified is not None:
+                pc.set_answer_hold(needs_answer_hold(identified.agent_version))
+
+        self.host.spawn(after_identify())
 
     def _connection(self, pc: PeerConnection, muxer: DataChannelMuxer, relayed: Connection,
                     direction: str) -> Connection:
