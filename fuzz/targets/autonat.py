@@ -53,7 +53,7 @@ def _server(head: int, seed: int, wire: bytes) -> None:
                             can_dial=lambda addr: not addr.has("quic-v1") or bool(head & 4),
                             min_dial_data=1000 if head & 8 else a.MIN_DIAL_DATA)
     observed = OBSERVED[(head >> 4) & 3]
-    limiter = a.RateLimiter(dial_data_rpm=(head >> 6) & 3) if head & 64 else None
+    limiter = a.RateLimiter(dial_data_rpm=head >> 7) if head & 64 else None  # 0: refuse
     req = a.ServerRequest(policy, observed, limiter=limiter, now=100.0)
     dials = 0
     client_reader = a.MessageReader()
@@ -95,6 +95,12 @@ def _client(head: int, seed: int, wire: bytes) -> None:
                     assert 0 <= action.index < len(client.addrs)
                 elif isinstance(action, a.AwaitDialBack):
                     assert not client.dial_back_received
+                    if seed & 1:  # the dial-back never comes: the server's word is not enough
+                        try:
+                            client.held_result()
+                        except ProtocolError:
+                            return
+                        raise AssertionError("a dial back reported that never arrived")
                     client.dial_back(NONCE)
                     _result(client, client.held_result())
                 else:
@@ -130,6 +136,7 @@ def seeds() -> list[bytes]:
         bytes([0x49 | 0x80, 0]) + dial_data_req + a.response(H.OK, 0, a.DIAL_OK),
         bytes([0x09, 2]) + dial_data_req + a.response(H.OK, 1, a.DIAL_ERROR),
         bytes([0x05, 0]) + a.response(H.E_DIAL_REFUSED),
+        bytes([0x01, 1]) + a.response(H.OK, 0, a.DIAL_OK),  # no dial-back came
         bytes([0x01, 0]) + a.rejected_response(),
         bytes([0x00, 0]) + a.dial_back_message(NONCE)[1:],
     ]
