@@ -102,6 +102,26 @@ def add_parser(
     add_common(p)
     p.set_defaults(func=cmd_chaos)
 
+    p = sub.add_parser("internet", help="a small internet: DHT nodes (go, rust, ours) and 3 "
+                                        "relays; NATed peers find each other by peer id",
+                       description="20 DHT servers (go-libp2p-kad-dht, rust-libp2p kad, ours) "
+                                   "and 3 relays on the lab's internet; a listener behind NAT A "
+                                   "finds two relays in the DHT and publishes its record, a "
+                                   "dialer behind NAT B dials its peer id; then the relay the "
+                                   "dial went through is SIGKILLed and a fresh dial must still "
+                                   "reach the listener. Reports lookup and connection times.")
+    p.add_argument("--nodes", type=int, default=20, metavar="N",
+                   help="DHT servers besides the relays, a third each of ours, go's, rust's "
+                        "(default 20)")
+    p.add_argument("--nat-a", default="port-restricted", choices=NAT_TYPES, metavar="TYPE",
+                   help="NAT in front of the listener (default port-restricted)")
+    p.add_argument("--nat-b", default="port-restricted", choices=NAT_TYPES, metavar="TYPE",
+                   help="NAT in front of the dialers (symmetric on both: WebRTC via TURN)")
+    p.add_argument("--no-kill", action="store_true", help="do not kill a relay")
+    p.add_argument("--keep-logs", metavar="DIR", help="keep the processes' logs in DIR")
+    add_common(p)
+    p.set_defaults(func=cmd_internet)
+
     p = sub.add_parser("probe", help="build each NAT type and check it behaves as its name says",
                        description="Builds every NAT type (or --types) and measures its mapping "
                                    "and filtering with the probe; exit 1 on any mismatch.")
@@ -139,7 +159,10 @@ class Printer:
         if self.as_json:
             if name in ("output",):
                 return
-            fields = {k: v for k, v in ev.items() if k not in ("event", "t")}
+            # "source" names the process; an event's own "source" (`found`: record, provider)
+            # becomes "event_source"
+            fields = {("event_source" if k == "source" else k): v for k, v in ev.items()
+                      if k not in ("event", "t")}
             self.emit(name, source=source, **fields)
             return
         if source == "lab" and name == "leftovers-removed":
@@ -296,6 +319,38 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         if not r.ok:
             why = r.error or "; ".join(s for f in r.faults for s in f.failed)
             print(f"p2prtc: the chaos run failed: {why}", file=sys.stderr)
+            return 1
+        return 0
+
+    return _run(go)
+
+
+def cmd_internet(args: argparse.Namespace) -> int:
+    from ..cli import CliError
+    from .internet import InternetOptions, describe_internet, internet_table, run_internet
+    from .netns import LabError
+
+    _require_support()
+    opts = InternetOptions(nodes=args.nodes, nat_a=args.nat_a, nat_b=args.nat_b,
+                           kill_relay=not args.no_kill, keep_logs=args.keep_logs,
+                           verbose=args.verbose)
+    try:
+        opts.check()
+    except LabError as e:
+        raise CliError(str(e)) from None
+    out = Printer(args.json)
+
+    async def go() -> int:
+        r = await run_internet(opts, out.on_event if args.json else None)
+        if args.json:
+            out.emit("result", **r.to_dict())
+        else:
+            print(describe_internet(r), flush=True)
+            print(flush=True)
+            print(internet_table(r), flush=True)
+        if not r.ok:
+            print(f"p2prtc: the internet run failed: {r.error or 'see the table'}",
+                  file=sys.stderr)
             return 1
         return 0
 

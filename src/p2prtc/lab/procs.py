@@ -70,7 +70,10 @@ class LabProcess:
                 self.events.append(ev)
                 self._arrived[id(ev)] = time.monotonic()
                 if self.on_event is not None:
-                    self.on_event(self.name, ev)
+                    try:
+                        self.on_event(self.name, ev)
+                    except Exception:  # a broken observer must not stop the reading
+                        log.exception("%s: on_event failed for %s", self.name, ev.get("event"))
                 async with self._cond:
                     self._cond.notify_all()
         finally:
@@ -114,18 +117,24 @@ class LabProcess:
             return ""
         return "\n".join(lines[-n:])
 
-    async def wait_event(self, names: str | tuple[str, ...], timeout: float,
+    async def wait_event(self, names: str | tuple[str, ...] | None, timeout: float,
                          pred: Callable[[LabEvent], bool] = lambda ev: True) -> LabEvent:
-        """The first event (seen so far or to come) named one of `names` that matches `pred`."""
-        if isinstance(names, str):
-            names = (names,)
+        """The first event (seen so far or to come) named one of `names` that matches `pred`;
+        `names` None: any JSON line (go's and rust's DHT nodes answer without an "event")."""
+        if names is None:
+            names = ("any line",)
+            any_name = True
+        else:
+            any_name = False
+            if isinstance(names, str):
+                names = (names,)
         seen = 0
 
         def find() -> LabEvent | None:
             nonlocal seen
             for ev in self.events[seen:]:
                 seen += 1
-                if ev.get("event") in names and pred(ev):
+                if (any_name or ev.get("event") in names) and pred(ev):
                     return ev
             return None
 

@@ -156,6 +156,18 @@ class Lab:
         sh("ip", "-n", side.peer_ns, "route", "add", "default", "via", gw)
         side.peer_ip = host
 
+    def add_public_host(self, role: str, ips: list[str], *, blackhole: bool = False) -> str:
+        """One more namespace on the internet (after `build()`): `ips` on its eth0 (the first
+        plugged into the bridge). `blackhole`: a default route to nowhere, as the relay has (a
+        TURN server's packets to unrouted addresses vanish). Returns the namespace."""
+        ns = self.ns.add(role)
+        self._bridge_port(ns, "eth0", ips[0])
+        for ip in ips[1:]:
+            sh("ip", "-n", ns, "addr", "add", f"{ip}/{INTERNET.prefixlen}", "dev", "eth0")
+        if blackhole:
+            sh("ip", "-n", ns, "route", "add", "default", "via", NOWHERE_IP)
+        return ns
+
     def destroy(self) -> None:
         self.ns.delete_all()
 
