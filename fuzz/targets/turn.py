@@ -70,7 +70,8 @@ class Session:
                 assert exp is not None and exp > self.now, f"open relay: {a.peer} not permitted"
                 self.sent_to_peers += 1
 
-    def request(self, five, method: int, attrs, signed: bool, sha256: bool = False) -> None:
+    def request(self, five, method: int, attrs, signed: bool, sha256: bool = False,
+                wrong_key: bool = False) -> None:
         if signed and five not in self.nonce:  # get challenged first, as a client does
             self.feed(self.server.client_datagram(codec.build(
                 codec.message_type(codec.METHOD_ALLOCATE, codec.CLASS_REQUEST), b"c" * 12, []),
@@ -80,7 +81,8 @@ class Session:
             attrs = attrs + [(codec.ATTR_USERNAME, USER.encode()),
                              (codec.ATTR_REALM, turn.DEFAULT_REALM.encode()),
                              (codec.ATTR_NONCE, self.nonce[five])]
-            key = codec.long_term_key(USER, turn.DEFAULT_REALM, PASSWORD)
+            key = codec.long_term_key(USER, turn.DEFAULT_REALM,
+                                      PASSWORD + "x" if wrong_key else PASSWORD)
         txid = bytes([len(attrs)]) * 12
         try:
             data = codec.build(codec.message_type(method, codec.CLASS_REQUEST), txid, attrs,
@@ -106,7 +108,8 @@ def test_one(data: bytes) -> None:
             attrs = _attrs(body)
             if kind == 1 and op & 0x40:
                 attrs = [(codec.ATTR_REQUESTED_TRANSPORT, b"\x11\x00\x00\x00")] + attrs
-            s.request(five, METHODS[kind - 1], attrs, signed=not op & 0x20, sha256=bool(op & 0x10))
+            s.request(five, METHODS[kind - 1], attrs, signed=not op & 0x20, sha256=bool(op & 0x10),
+                      wrong_key=kind != 1 and bool(op & 0x40))
         elif kind == 5:
             peer = PEERS[op >> 5 & 3]
             txid = b"s" * 12
@@ -183,4 +186,6 @@ def seeds() -> list[bytes]:
         rec(0xC1, attr(codec.ATTR_ADDITIONAL_ADDRESS_FAMILY, b"\x02\x00\x00\x00"))
         + rec(0x83, peer6)
         + rec(0x41, attr(codec.ATTR_REQUESTED_ADDRESS_FAMILY, b"\x03\x00\x00\x00")),
+        # an allocation, then requests signed with a wrong password (M-I, then -SHA256): 401
+        rec(0x41) + rec(0x43, peer) + rec(0x52),
     ]
