@@ -15,7 +15,9 @@ dial) and is dialed at `<relay ws>/p2p-circuit/webrtc/p2p/<B>`. Each run uses a 
 ever (connect to the relay, circuit, noise + yamux on it, /webrtc-signaling, ICE, DTLS, SCTP),
 "warm" = its second dial, to another listener of the same kind (its relay connection is up).
 Dial time = wall time of the `dial` control command until the dialer reports a direct WebRTC
-connection (checked: remote address has /webrtc, not relayed, not limited).
+connection (checked: remote address has /webrtc, not relayed, not limited). CPU per dial =
+utime+stime of the dialer's and the two listeners' processes over a run's cold + warm dial,
+halved (/proc ticks: 10 ms resolution, so medians over runs).
 
 Throughput = `/perf/1.0.0` on that direct connection (warmed by 1 MiB each way): upload N MB
 (A -> B; B replies 0 bytes), then download N MB (B -> A); wall time of the control command.
@@ -411,7 +413,9 @@ class Bench:
             try:
                 if not dialed:
                     res["control_rtt_s"].append(await dialer.control_rtt())
-                    with GroupCpuMeter({}) as m:
+                    groups = {"dialer": dialer.pids,
+                              "listener": lambda t: l1.pids(t) | l2.pids(t)}
+                    with GroupCpuMeter(groups) as m:
                         try:
                             res["dials"] += 1
                             cold, r1 = await self.timed_dial(dialer, l1)
@@ -427,6 +431,9 @@ class Bench:
                     res["warm_s"].append(warm)
                     res["dial_replies"].append([strip(r1), strip(r2)])
                     res["dial_others_pct"].append(m.percent("others"))
+                    # CPU per dial (the two dials' mean), each side's processes
+                    res.setdefault("dial_cpu_ms", []).append(
+                        {k: m.cpu[k] * 1000 / 2 for k in ("dialer", "listener")})
                     log(f"  run {run}: cold {cold * 1000:.0f} ms, warm {warm * 1000:.0f} ms "
                         f"({r2.get('remoteAddr')}), rest of machine {m.percent('others'):.0f}%")
                 elif todo:
@@ -511,6 +518,15 @@ def not_direct(reply: dict, peer: str) -> str | None:
     return None
 
 
+def dial_cpu(r: dict) -> str:
+    """Median CPU ms per dial of the dialer's and the listener's processes (cold and warm dial
+    together, halved; a browser peer's whole Chromium)."""
+    cpu = r.get("dial_cpu_ms") or []
+    if not cpu:
+        return "-"
+    return f"{med([c['dialer'] for c in cpu]):.0f} / {med([c['listener'] for c in cpu]):.0f}"
+
+
 def strip(reply: dict) -> dict:
     return {k: v for k, v in reply.items() if k not in ("id", "ok")}
 
@@ -575,7 +591,7 @@ def report(results: dict) -> str:
     rows = []
     for key, r in pairs.items():
         if "error" in r:
-            rows.append([pair_label(key), f"not run: {r['error']}", "", "", "", "", "", "", ""])
+            rows.append([pair_label(key), f"not run: {r['error']}", "", "", "", "", "", "", "", ""])
             continue
         c, w = med(r["cold_s"]), med(r["warm_s"])
         own = [[d.get("ms") for d in pair] for pair in r["dial_replies"]]
@@ -585,13 +601,14 @@ def report(results: dict) -> str:
                      f"{own_c:.0f} / {own_w:.0f}",
                      f"{len(r['dial_failures'])}/{r['dials']}",
                      ratio(c, med(bb.get("cold_s", []))), ratio(w, med(bb.get("warm_s", []))),
-                     f"{med(r['control_rtt_s']) * 1000:.1f}", f"{med(r['dial_others_pct']):.0f}%"])
+                     f"{med(r['control_rtt_s']) * 1000:.1f}", f"{med(r['dial_others_pct']):.0f}%",
+                     dial_cpu(r)])
     out.append(f"#### Dial to direct WebRTC, ms, median (min-max) of {args['runs']} (fresh dialer each run)")
     out.append("")
     out.append(markdown_table(
         ["dialer -> listener", "cold (1st dial of a fresh dialer)", "warm (2nd dial, relay connection up)",
          "dialer's own clock, cold / warm", "failed dials", "cold vs browser->browser", "warm vs browser->browser", "control RTT ms",
-         "rest of machine"], rows))
+         "rest of machine", "CPU ms per dial, dialer / listener"], rows))
     out.append("")
     out.append("Time ratios vs browser -> browser (2 Chromiums): lower is faster. `failed dials` counts "
                "every dial attempt (failed runs are retried with a fresh dialer). The control round "
@@ -881,7 +898,7 @@ async def main_async(args) -> int:
                 results["pairs"][key] = {"error": missing.get(a) or missing.get(b)}
             else:
                 results["pairs"][key] = {"cold_s": [], "warm_s": [], "dials": 0, "dial_failures": [],
-                                         "control_rtt_s": [], "dial_others_pct": [], "dial_replies": [],
+                                         "control_rtt_s": [], "dial_others_pct": [], "dial_replies": [], "dial_cpu_ms": [],
                                          "up": [], "down": [], "perf_failures": []}
         # round-robin: run 1 of every pair, then run 2, ...
         for run in range(1, args.runs + 1):
