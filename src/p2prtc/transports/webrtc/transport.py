@@ -312,9 +312,15 @@ class WebRTCTransport(Transport):
         """Tell `pc` (we answer) whether the offerer needs our checks held (needs_answer_hold):
         from its agent if identify has told it already, else once identify on `relayed` does
         (pc holds until then; a failed identify leaves it holding)."""
+        def tell(agent: str | None, when: str) -> None:
+            hold = needs_answer_hold(agent)
+            log.debug("answering %s (agent %r, %s): %s", relayed.remote_peer.short(), agent,
+                      when, "our checks wait for its own" if hold else "no hold")
+            pc.set_answer_hold(hold)
+
         info = self.host.peerstore.peek(relayed.remote_peer)
         if info is not None and info.agent_version is not None:
-            pc.set_answer_hold(needs_answer_hold(info.agent_version))
+            tell(info.agent_version, "known")
             return
 
         async def after_identify() -> None:
@@ -323,7 +329,7 @@ class WebRTCTransport(Transport):
             except (P2PError, TimeoutError):
                 return
             if identified is not None:
-                pc.set_answer_hold(needs_answer_hold(identified.agent_version))
+                tell(identified.agent_version, "from identify")
 
         self.host.spawn(after_identify())
 
