@@ -122,4 +122,6 @@ def seeds() -> list[bytes]:
             m.KadPeer(SENDERS[2].peer_id, (ADDR,)),) + peers)))
         + rec(0x03, m.encode(m.KadMessage(T.GET_PROVIDERS, prov))),
         rec(0x00, m.encode(m.KadMessage(T.PUT_VALUE, b"/ipns/x", m.Record(b"/ipns/x", b"v")))),
+        # more peers in one message than MAX_PEERS_PER_MESSAGE (empty entries: 2 bytes each)
+        rec(0x00, m.encode(m.KadMessage(T.FIND_NODE, b"k")) + b"\x42\x00" * 101),
     ]

@@ -104,6 +104,7 @@ def seeds() -> list[bytes]:
         b"\x02\x00" + rec,
         b"\x02\x00" + SIGNER.public_key.to_protobuf(),
         b"\x03" + records.peer_provider_key(SIGNER.peer_id),
+        b"\x02\x10/p2prtc-peer/xyz" + rec,  # a key that does not end in a peer id
         b"\x04" + payload,
         b"\x05\x02\x03\x01" + payload,
         b"\x00" + Envelope.seal(SIGNER, "other-domain", b"\x03\x01", payload),
