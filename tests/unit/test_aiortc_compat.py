@@ -44,6 +44,7 @@ async def test_data_channels_least_queued_first():
     big = b"x" * 16384
     sctp = SimpleNamespace(State=rtcsctptransport.RTCSctpTransport.State,
                            _association_state=None,  # not established: aiortc's flush returns
+                           _outbound_queue=deque(),  # SCTP's own queue is empty: a hand-over
                            _data_channel_queue=deque([(file, 53, big + b"1"), (file, 53, big + b"2"),
                                                       (chat, 51, b"c1"), (file, 53, big + b"3"),
                                                       (chat, 51, b"c2")]))
@@ -53,3 +54,9 @@ async def test_data_channels_least_queued_first():
     sctp._data_channel_queue.popleft()  # what aiortc's flush sends
     await rtcsctptransport.RTCSctpTransport._data_channel_flush(sctp)
     assert [m[-2:] for _, _, m in sctp._data_channel_queue] == [b"c2", b"c3", b"x1", b"x2", b"x3"]
+    # while SCTP still has chunks queued aiortc hands nothing over: the queue is left as it is
+    # (ordering it on every send and SACK cost ~10% of a bulk transfer's CPU)
+    sctp._outbound_queue.append(object())
+    sctp._data_channel_queue.appendleft((file, 53, big + b"0"))
+    await rtcsctptransport.RTCSctpTransport._data_channel_flush(sctp)
+    assert [m[-2:] for _, _, m in sctp._data_channel_queue][0] == b"x0"
