@@ -20,9 +20,9 @@ import socket
 import struct
 import time
 from binascii import crc32
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from ..netutil import bind_udp, expand_unspecified, is_loopback
 from ..protocols.stun import PRIMARY, StunServer
@@ -128,7 +128,52 @@ def _forward(batcher: Batcher, core: TurnServer, route: _Route, run: list[int], 
 _MISS = _Route.__new__(_Route)
 
 
-class _ClientSocket:
+class _BatchedSocket:
+    """What the client and relayed UDP sockets share: a non-blocking socket read in batches on
+    the loop (`udp_batch.Batcher`), routes cached per core generation, sends through the batcher."""
+
+    routes: dict[Any, _Route | None]
+
+    def __init__(self, service: TurnService, sock: socket.socket) -> None:
+        self.service = service
+        self.sock = sock
+        self.v6 = sock.family == socket.AF_INET6
+        self.generation = -1
+        self._closing = False
+        sock.setblocking(False)
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        raise NotImplementedError
+
+    def _receive(self) -> tuple[int, Sequence[int], Sequence[Key]]:
+        """One batch off the socket; the cached routes are dropped first when the core's state
+        changed since they were made."""
+        n, lengths, keys = self.service.batcher.recv(self.sock, self.v6)
+        generation = self.service.core.generation
+        if n and self.generation != generation:
+            self._forget_routes()
+            self.generation = generation
+        return n, lengths, keys
+
+    def _forget_routes(self) -> None:
+        self.routes.clear()
+
+    def sendto(self, data: bytes, addr: Addr) -> None:
+        if not self._closing:
+            self.service.batcher.sendto(self.sock, data, addr)
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self.service.batcher.flush()  # nothing queued may name this socket once it is closed
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
+class _ClientSocket(_BatchedSocket):
     """A UDP socket clients reach TURN on (the STUN server's primary one, or TURN's own), read
     in batches (`udp_batch.Batcher`). ChannelData on a channel the core has bound goes straight
     to its peer from the allocation's relayed socket (`channel_route`, cached until it expires
@@ -137,34 +182,28 @@ class _ClientSocket:
 
     def __init__(self, service: TurnService, sock: socket.socket,
                  stun: StunServer | None = None) -> None:
-        self.service = service
-        self.sock = sock
         self.stun = stun
         name = sock.getsockname()
         self.local: Addr = (str(name[0]), int(name[1]))
-        self.v6 = sock.family == socket.AF_INET6
         # our address as clients reach it; None when bound to 0.0.0.0 / :: (looked up per client)
         self.here: Addr | None = None if ipaddress.ip_address(self.local[0]).is_unspecified \
             else self.local
         self.routes: dict[tuple[Key, int], _Route | None] = {}
         self.send_routes: dict[tuple[Key, bytes], _Route | None] = {}
-        self.generation = -1
-        self._closing = False
-        sock.setblocking(False)
-        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
+        super().__init__(service, sock)
+
+    def _forget_routes(self) -> None:
+        self.routes.clear()
+        self.send_routes.clear()
 
     def _readable(self) -> None:
-        svc = self.service
-        batcher = svc.batcher
-        n, lengths, keys = batcher.recv(self.sock, self.v6)
+        n, lengths, keys = self._receive()
         if not n:
             return
+        svc = self.service
+        batcher = svc.batcher
         core = svc.core
         routes = self.routes
-        if self.generation != core.generation:
-            routes.clear()
-            self.send_routes.clear()
-            self.generation = core.generation
         now = _now()
         buf = batcher.buf
         heads = batcher.heads(n)
@@ -299,55 +338,34 @@ class _ClientSocket:
         if here is not None:
             self.service.udp_datagram(data, client, here, self.sendto)
 
-    # what StunServer needs of the socket it gave away (it answers Binding requests through it)
-    def sendto(self, data: bytes, addr: Addr) -> None:
-        if not self._closing:
-            self.service.batcher.sendto(self.sock, data, addr)
-
+    # what StunServer needs of the socket it gave away (it answers Binding requests through it):
+    # sendto and close (_BatchedSocket), and these
     def is_closing(self) -> bool:
         return self._closing
 
     def get_extra_info(self, name: str, default: object = None) -> object:
         return self.sock if name == "socket" else default
 
-    def close(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        self.service.batcher.flush()
-        with contextlib.suppress(RuntimeError):  # the loop is already closed
-            asyncio.get_running_loop().remove_reader(self.sock.fileno())
-        self.sock.close()
 
-
-class _RelayedSocket:
+class _RelayedSocket(_BatchedSocket):
     """The relayed UDP socket of one allocation, read in batches. A datagram from a peer the
     client has a channel to (`TurnServer.peer_route`) goes to the client as ChannelData, its
     header written in the headroom in front of it (UDP clients); all else goes to the core
     (`peer_datagram`: permissions, Data indications, TCP clients)."""
 
     def __init__(self, service: TurnService, allocation: int, sock: socket.socket) -> None:
-        self.service = service
         self.allocation = allocation
-        self.sock = sock
-        self.v6 = sock.family == socket.AF_INET6
         self.routes: dict[Key, _Route | None] = {}
-        self.generation = -1
-        self._closing = False
-        sock.setblocking(False)
-        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
+        super().__init__(service, sock)
 
     def _readable(self) -> None:
-        svc = self.service
-        batcher = svc.batcher
-        n, lengths, keys = batcher.recv(self.sock, self.v6)
+        n, lengths, keys = self._receive()
         if not n:
             return
+        svc = self.service
+        batcher = svc.batcher
         core = svc.core
         routes = self.routes
-        if self.generation != core.generation:
-            routes.clear()
-            self.generation = core.generation
         now = _now()
         buf = batcher.buf
         pack_head = _CHANNEL_HEAD.pack_into
@@ -400,21 +418,8 @@ class _RelayedSocket:
         self.routes[key] = route
         return route
 
-    def sendto(self, data: bytes, addr: Addr) -> None:
-        if not self._closing:
-            self.service.batcher.sendto(self.sock, data, addr)
-
     def port(self) -> int:
         return int(self.sock.getsockname()[1])
-
-    def close(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        self.service.batcher.flush()  # nothing queued may name this socket once it is closed
-        with contextlib.suppress(RuntimeError):
-            asyncio.get_running_loop().remove_reader(self.sock.fileno())
-        self.sock.close()
 
 
 class _TcpProtocol(asyncio.Protocol):
