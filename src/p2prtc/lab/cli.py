@@ -180,6 +180,23 @@ class Printer:
             print(f"no direct connection after {ev.get('ms')} ms: {ev.get('reason')}", flush=True)
 
 
+def _report(out: Printer, result: dict[str, Any], human: Callable[[], tuple[str, str]],
+            ok: bool, failure: str) -> int:
+    """A run's end: its result object (--json), else its description and table (`human`), then
+    the exit status, with `failure` on stderr when the run did not hold."""
+    if out.as_json:
+        out.emit("result", **result)
+    else:
+        description, table = human()
+        print(description, flush=True)
+        print(flush=True)
+        print(table, flush=True)
+    if not ok:
+        print(f"p2prtc: {failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _run(coro_fn: Callable[[], Coroutine[Any, Any, int]]) -> int:
     """Run the lab coroutine; Ctrl-C and SIGTERM cancel it, so its cleanup always runs (also when
     the shell started us with SIGINT ignored, as it does for background jobs)."""
@@ -310,17 +327,9 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         r = await run_chaos(opts, out.on_event if args.json else None)
-        if args.json:
-            out.emit("result", **r.to_dict())
-        else:
-            print(describe_chaos(r), flush=True)
-            print(flush=True)
-            print(chaos_table(r), flush=True)
-        if not r.ok:
-            why = r.error or "; ".join(s for f in r.faults for s in f.failed)
-            print(f"p2prtc: the chaos run failed: {why}", file=sys.stderr)
-            return 1
-        return 0
+        why = r.error or "; ".join(s for f in r.faults for s in f.failed)
+        return _report(out, r.to_dict(), lambda: (describe_chaos(r), chaos_table(r)), r.ok,
+                       f"the chaos run failed: {why}")
 
     return _run(go)
 
@@ -342,17 +351,8 @@ def cmd_internet(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         r = await run_internet(opts, out.on_event if args.json else None)
-        if args.json:
-            out.emit("result", **r.to_dict())
-        else:
-            print(describe_internet(r), flush=True)
-            print(flush=True)
-            print(internet_table(r), flush=True)
-        if not r.ok:
-            print(f"p2prtc: the internet run failed: {r.error or 'see the table'}",
-                  file=sys.stderr)
-            return 1
-        return 0
+        return _report(out, r.to_dict(), lambda: (describe_internet(r), internet_table(r)),
+                       r.ok, f"the internet run failed: {r.error or 'see the table'}")
 
     return _run(go)
 
