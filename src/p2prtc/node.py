@@ -740,6 +740,10 @@ class Node:
                                    servers=len(servers), needs_relay=self.needs_relay))
         return verdict
 
+    def _reachability_changed(self) -> None:
+        """Called (by the AutoNAT side of the node) each time `needs_relay` flips; the relay
+        keeper reacts (reserve when it became True, let reservations go when False)."""
+
     @property
     def needs_relay(self) -> bool:
         """False only once `reachability()` found us publicly reachable: such a peer could skip
