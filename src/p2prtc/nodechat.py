@@ -16,10 +16,10 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from .errors import P2PError, StreamClosed
+from .errors import StreamClosed
 from .identity import PeerId
 from .node import Connection, Node, Stream
-from .protocols.chat import CHAT, DRAIN_TIMEOUT, MAX_MESSAGE, NotSent
+from .protocols.chat import CHAT, DRAIN_TIMEOUT, ChatStreams, NotSent, check_size
 from .protocols.filetransfer import (DEFAULT_MAX_FILE, FILE, FileResult, Progress, file_sha256,
                                      receive_file, send_file)
 from .streams import ByteStream
@@ -68,86 +68,39 @@ class _Tasks:
 
 
 class NodeChat:
-    """One chat stream per peer (the dialer opens it when it first sends; the other side
-    answers on it); every message received goes to `on_message(peer, text)`."""
+    """Chat on a Node (`p2prtc listen/dial/demo`): one chat stream per peer (the dialer opens
+    it when it first sends; the other side answers on it); every message received goes to
+    `on_message(peer, text)`."""
 
     def __init__(self, node: Node, on_message: Callable[[str, str], None]) -> None:
         self.node = node
-        self.on_message = on_message
-        self.streams: dict[str, Stream] = {}
-        self._opening: dict[str, asyncio.Future[Stream]] = {}
-        self._reading: dict[Stream, asyncio.Event] = {}  # set when its reader ends
         self._tasks = _Tasks()
+        self._chats: ChatStreams[str, Stream] = ChatStreams(on_message, self._tasks.spawn)
         node.handle(CHAT, self._handle, allow_relayed=True)
 
     async def _handle(self, stream: Stream) -> None:
-        peer = stream.remote_peer
-        old = self.streams.get(peer)
-        self.streams[peer] = stream
-        if old is not None and old is not stream:
-            old.reset()
-        await self._read_loop(peer, stream)
-
-    async def _read_loop(self, peer: str, stream: Stream) -> None:
-        self._reading[stream] = done = asyncio.Event()
-        try:
-            while data := await stream.read(MAX_MESSAGE):
-                self.on_message(peer, data.decode("utf-8", errors="replace"))
-        except P2PError as e:
-            log.debug("chat with %s ended: %s", peer, e)
-        finally:
-            done.set()
-            del self._reading[stream]
-            if self.streams.get(peer) is stream:
-                del self.streams[peer]
+        await self._chats.adopt(stream.remote_peer, stream)
 
     def reading_ended(self, peer: str) -> bool:
         """Whether a chat stream of an ended connection to `peer` is still being read (it may
         hold messages that arrived before the end)."""
-        return any(s.remote_peer == peer and s.connection.closed for s in self._reading)
+        return any(s.remote_peer == peer and s.connection.closed
+                   for s in self._chats.being_read())
 
     async def drained(self, peer: str, timeout: float = DRAIN_TIMEOUT) -> None:
         """Return once the chat streams of `peer`'s ended connections have been read out (every
         message that arrived on them reported), or after `timeout`."""
-        ends = [done.wait() for s, done in self._reading.items()
-                if s.remote_peer == peer and s.connection.closed]
-        if ends:
-            try:
-                await asyncio.wait_for(asyncio.gather(*ends), timeout)
-            except TimeoutError:
-                log.debug("chat streams of %s still being read after %.0f s", peer, timeout)
-
-    async def _stream_for(self, peer: str) -> Stream:
-        stream = self.streams.get(peer)
-        if stream is not None:
-            return stream
-        pending = self._opening.get(peer)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        fut: asyncio.Future[Stream] = asyncio.get_running_loop().create_future()
-        self._opening[peer] = fut
-        try:
-            stream = await _connection_to(self.node, peer).open_stream(CHAT)
-            self.streams[peer] = stream
-            self._tasks.spawn(self._read_loop(peer, stream))
-            fut.set_result(stream)
-            return stream
-        except BaseException as e:
-            fut.set_exception(e)
-            fut.exception()
-            raise
-        finally:
-            del self._opening[peer]
+        await self._chats.drained(lambda s: s.remote_peer == peer and s.connection.closed,
+                                  timeout)
 
     async def send(self, peer: str, text: str) -> None:
         """Write `text` into the chat stream to `peer` (opened on first use). Raises `NotSent`
         when the relayed connection it would go over has no room left under the relay's limits
         (a data limit used up also ends that connection, freeing the relay's slot), `ValueError`
         for a message over MAX_MESSAGE bytes, `P2PError` when it cannot be written."""
-        data = text.encode("utf-8")
-        if len(data) > MAX_MESSAGE:
-            raise ValueError(f"message longer than {MAX_MESSAGE} bytes")
-        stream = await self._stream_for(peer)
+        data = check_size(text)
+        stream = await self._chats.stream_for(
+            peer, lambda: _connection_to(self.node, peer).open_stream(CHAT))
         conn = stream.connection
         why = conn.limit_refuses(len(data))
         if why is not None:
