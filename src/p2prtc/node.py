@@ -57,6 +57,12 @@ EVENT_QUEUE_MAX = 1024
 # Republishing our DHT records (besides each address change): go republishes provider records
 # every 22 h and ipns records hourly; circuit addresses change with relays, so hourly.
 REPUBLISH_INTERVAL = 3600.0
+# A publish (first or re-) that failed (the DHT unreachable, no server took the record) is
+# retried after PUBLISH_RETRY_START, doubling to PUBLISH_RETRY_MAX (ours: the schedule of
+# go-libp2p's AutoNAT v2 tracker backoff, 5 s to 5 min; go-libp2p-kad-dht itself only
+# republishes on its next interval).
+PUBLISH_RETRY_START = 5.0
+PUBLISH_RETRY_MAX = 300.0
 
 
 class NoDirectPath(DialError):
@@ -347,7 +353,12 @@ class Node:
     - `resources`: budgets of connections, streams and unread bytes (a
       `p2prtc.resources.ResourceLimits`); None: the defaults (go-libp2p's resource manager's).
     - `autonat`: answer AutoNAT v2 dial-backs, so `reachability()` can ask the relays (and
-      other servers) we are connected to whether our direct addresses are publicly reachable.
+      other servers) we are connected to whether our direct addresses are publicly reachable;
+      with a direct address the node keeps asking by itself (`needs_relay`, `Reachability`).
+    - `direct`: addresses to listen on directly besides the relays, e.g.
+      `["/ip4/0.0.0.0/udp/4001/webrtc-direct"]` (what browsers and other libp2p peers dial) or
+      `/ip4/0.0.0.0/tcp/4001`; they join `addrs()` once AutoNAT v2 servers confirm them
+      public (see `listen_direct`).
 
     Use it as `async with Node(...) as node:` (or `await node.start()` ... `await
     node.close()`). Event iterators made before `start()` also see its `Peer` event.
@@ -365,11 +376,16 @@ class Node:
         bootstrap: Sequence[str] = (),
         resources: ResourceLimits | None = None,
         autonat: bool = True,
+        direct: Sequence[str] = (),
     ) -> None:
         self._identity = _load_identity(identity)
         self._resources = resources
         self._autonat_on = autonat
         self._autonat: Any = None
+        self._monitor: Any = None  # protocols.autonat.ReachabilityMonitor, when autonat
+        self._direct = list(direct)
+        self._needs_relay = True
+        self._published_stale = asyncio.Event()  # set when addrs() changed: republish
         self._bootstrap = list(bootstrap)
         self._kad: Any = None
         self._kad_joined: asyncio.Task[Any] | None = None
@@ -434,16 +450,21 @@ class Node:
 
             self._kad = KadService(host, server=False).start()
         if self._autonat_on:
-            from .protocols.autonat import AutoNATService
+            from .protocols.autonat import AutoNATService, ReachabilityMonitor
 
             self._autonat = AutoNATService(host)
+            self._monitor = ReachabilityMonitor(self._autonat, self._on_verdict).start()
         self._emit(ev.Peer(peer=self.peer_id))
+        if self._direct:
+            await self.listen_direct(*self._direct)
 
     async def close(self) -> None:
         """Close every connection and listener; event iterators end. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        if self._monitor is not None:
+            self._monitor.close()
         if self._host is not None:
             await self._host.close()
         for sub in list(self._subscribers):
@@ -536,13 +557,37 @@ class Node:
         return self.addrs()
 
     def addrs(self) -> list[str]:
-        """Our dialable `/p2p-circuit/webrtc` addresses (one per relay reservation held),
+        """Our dialable addresses: the direct ones AutoNAT v2 servers confirmed public (see
+        `listen_direct`; never before: they would send dialers to an address that fails),
+        then the `/p2p-circuit/webrtc` ones (one per relay reservation held),
         browser-dialable ones first."""
         if self._host is None:
             return []
         host = self._host
+        direct = [a.with_peer_id(host.peer_id) for a in self._confirmed_direct()]
         addrs = [a.with_peer_id(host.peer_id) for a in host.listen_addrs if a.has("webrtc")]
-        return [str(a) for a in sorted(addrs, key=lambda a: not _browser_dialable(a))]
+        return [str(a) for a in direct + sorted(addrs, key=lambda a: not _browser_dialable(a))]
+
+    def _confirmed_direct(self) -> list[Multiaddr]:
+        if self._monitor is None or self._host is None:
+            return []
+        from .protocols.autonat import direct_addrs
+
+        listening = set(direct_addrs(self._host.listen_addrs))
+        return [a for a in self._monitor.confirmed.reachable if a in listening]
+
+    async def listen_direct(self, *addrs: str) -> list[str]:
+        """Listen directly on `addrs` (e.g. "/ip4/0.0.0.0/udp/0/webrtc-direct", which browsers
+        and other libp2p peers dial; "/ip4/0.0.0.0/tcp/0" works too): those are the addresses
+        AutoNAT v2 servers are asked about. Returns what was bound (0.0.0.0 expanded; the
+        webrtc-direct ones with their /certhash), without /p2p. They join `addrs()` (and the
+        published DHT record) only once confirmed public (`Reachability` event, `needs_relay`
+        False), as go-libp2p advertises only confirmed addresses."""
+        host = self._require_host()
+        if not addrs:
+            raise ValueError("listen_direct: give at least one address")
+        bound = await host.listen(*addrs)
+        return [str(a) for a in bound]
 
     async def dial(self, addr: str | Sequence[str], *, allow_relayed: bool = False,
                    timeout: float | None = None,
@@ -646,41 +691,67 @@ class Node:
     async def publish(self) -> ev.Published:
         """Put our signed peer record (our `addrs()`) and a provider record for our peer id
         into the DHT, so that `find(our peer id)` works; done again by itself whenever the
-        addresses change and every `REPUBLISH_INTERVAL`. Emits (and returns) `Published`."""
-        kad = await self._dht()
-        event = await self._publish_once(kad)
-        if self._republisher is None:
-            self._republisher = self._require_host().spawn(self._republish(kad))
+        addresses change and every `REPUBLISH_INTERVAL`. Emits (and returns) `Published`.
+
+        Raises `DialError` when the DHT is unreachable or no DHT server took either record;
+        the node then keeps trying by itself (`PUBLISH_RETRY_START` doubling to
+        `PUBLISH_RETRY_MAX`, a `Warning` each time), as after a failed republish."""
+        try:
+            kad = await self._dht()
+            event = await self._publish_once(kad)
+        except (P2PError, OSError) as e:
+            self._start_republisher(retry=True)
+            if isinstance(e, P2PError):
+                raise
+            raise DialError(f"publishing failed: {e}") from e
+        self._start_republisher(retry=False)
         return event
+
+    def _start_republisher(self, *, retry: bool) -> None:
+        if self._republisher is not None:
+            return
+        from .events import ListenAddrsChanged
+
+        host = self._require_host()
+        host.events.on(ListenAddrsChanged, lambda _e: self._published_stale.set())
+        self._republisher = host.spawn(self._republish(retry))
 
     async def _publish_once(self, kad: Any) -> ev.Published:
         addrs = self.addrs()
         put, provided = await kad.publish_self([Multiaddr(a) for a in addrs])
+        if not put and not provided:
+            raise DialError("no DHT server took our record")
         event = ev.Published(addrs=addrs, record_peers=put, provider_peers=provided)
         self._emit(event)
         return event
 
-    async def _republish(self, kad: Any) -> None:
-        from .events import ListenAddrsChanged
-
-        host = self._require_host()
-        published = self.addrs()
+    async def _republish(self, retry: bool) -> None:
+        """Republish on each change of `addrs()` and every `REPUBLISH_INTERVAL`; after a
+        failure, retry with backoff until it works."""
+        published = None if retry else self.addrs()
+        retry_in: float | None = PUBLISH_RETRY_START if retry else None
+        self._published_stale.clear()
         while True:
+            wait = retry_in if retry_in is not None else REPUBLISH_INTERVAL
             try:
-                await host.events.wait_for(ListenAddrsChanged, lambda _e: True,
-                                           REPUBLISH_INTERVAL)
+                await asyncio.wait_for(self._published_stale.wait(), wait)
                 changed = True
             except TimeoutError:
-                changed = False  # the hourly republish
-            if changed and self.addrs() == published:
+                changed = False  # the hourly republish, or the retry is due
+            self._published_stale.clear()
+            addrs = self.addrs()
+            if changed and retry_in is None and addrs == published:
                 continue
-            published = self.addrs()
-            if published:
-                try:
-                    await self._publish_once(kad)
-                except (P2PError, OSError) as e:
-                    self._emit(ev.Warning(reason=f"publishing our record failed: {e}",
-                                          relay=None))
+            if not addrs:
+                continue  # nothing to publish (yet): an address change wakes us
+            try:
+                await self._publish_once(await self._dht())
+                published, retry_in = addrs, None
+            except (P2PError, OSError) as e:
+                retry_in = (PUBLISH_RETRY_START if retry_in is None
+                            else min(retry_in * 2, PUBLISH_RETRY_MAX))
+                self._emit(ev.Warning(reason=f"publishing our record failed: {e}; retrying "
+                                             f"in {retry_in:.0f} s", relay=None))
 
     async def find_relays(self, count: int = 2) -> list[str]:
         """Relays from the DHT (they provide `kad.records.RELAY_PROVIDER_KEY`): one address
@@ -718,27 +789,55 @@ class Node:
 
     async def reachability(self, addrs: Sequence[str] | None = None, *,
                            timeout: float = 15.0) -> str:
-        """Ask every connected AutoNAT v2 server (`p2prtc relay` is one; go and rust peers
-        can be) to dial `addrs` back (default: our direct listen addresses): "public" once one
-        was dialled back, "private" when every server failed to, else "unknown" (no server,
-        no direct address, refused). Updates `needs_relay`, logs the decision and emits a
-        `Reachability` event."""
+        """Our reachability by the confidence rules of go-libp2p's AutoNAT v2 client
+        (`protocols/reachability_core.py`): an address is "public" once connected AutoNAT v2
+        servers (`p2prtc relay` is one; go and rust peers can be) dialled it back two times
+        more than they failed to, "private" the other way round, else "unknown" (one answer,
+        no server, no direct address, refusals). The node keeps this current by itself once
+        it has a direct address (`listen_direct`); this call asks each connected server once
+        now about what is still undecided and returns the verdict (the node's: "public" when
+        one of its direct addresses is). With `addrs`, a verdict on those alone (kept apart:
+        `needs_relay` stays). Emits a `Reachability` event; at most `timeout` seconds."""
         self._require_host()
-        if self._autonat is None:
+        if self._autonat is None or self._monitor is None:
             raise P2PError("reachability() needs Node(autonat=True)")
-        from .protocols.autonat import direct_addrs
-
-        mine = ([Multiaddr(a) for a in addrs] if addrs is not None
-                else direct_addrs(self._require_host().listen_addrs))
         servers = self._autonat.servers()
-        verdict: str = (await self._autonat.probe(mine, servers=servers, timeout=timeout)).value
-        if verdict == "public":
-            log.info("autonat: publicly reachable: relay reservations are not needed")
+        mine = [Multiaddr(a) for a in addrs] if addrs is not None else None
+        try:
+            async with asyncio.timeout(timeout):
+                confirmed = await self._monitor.probe_now(mine, servers)
+        except TimeoutError:
+            confirmed = None
+        if mine is None:
+            confirmed = self._monitor.confirmed
+            tracked = [str(a) for a in self._monitor.tracker.addrs]
         else:
-            log.info("autonat: reachability %s: relay reservations stay", verdict)
-        self._emit(ev.Reachability(reachability=verdict, addrs=[str(a) for a in mine],
-                                   servers=len(servers), needs_relay=self.needs_relay))
+            tracked = [str(a) for a in mine]
+        verdict: str = confirmed.reachability.value if confirmed is not None else "unknown"
+        log.info("autonat: reachability of %s: %s (%d servers)", tracked or "no address",
+                 verdict, len(servers))
+        self._emit(ev.Reachability(reachability=verdict, addrs=tracked, servers=len(servers),
+                                   needs_relay=self.needs_relay))
         return verdict
+
+    def _on_verdict(self, confirmed: Any) -> None:
+        """The ReachabilityMonitor's verdicts changed: `needs_relay` may flip (then the relay
+        keeper hears of it), `addrs()` may gain or lose direct addresses (Listening, and the
+        DHT record is republished)."""
+        needed = confirmed.reachability.value != "public"
+        verdict = confirmed.reachability.value
+        log.info("autonat: confident verdict %s (public: %s, private: %s, unknown: %s)",
+                 verdict, *([str(a) for a in group] for group in
+                            (confirmed.reachable, confirmed.unreachable, confirmed.unknown)))
+        flipped = needed != self._needs_relay
+        self._needs_relay = needed
+        self._emit(ev.Reachability(
+            reachability=verdict, addrs=[str(a) for a in self._monitor.tracker.addrs],
+            servers=len(self._autonat.servers()), needs_relay=needed))
+        if flipped:
+            self._reachability_changed()
+        self._published_stale.set()
+        self._tracker.addrs_maybe_changed()
 
     def _reachability_changed(self) -> None:
         """Called (by the AutoNAT side of the node) each time `needs_relay` flips; the relay
@@ -746,9 +845,10 @@ class Node:
 
     @property
     def needs_relay(self) -> bool:
-        """False only once `reachability()` found us publicly reachable: such a peer could skip
-        relay reservations. `listen()` still reserves either way (today's behaviour)."""
-        return self._autonat is None or self._autonat.reachability.value != "public"
+        """False only while AutoNAT v2 servers confirm one of our direct addresses public
+        (`reachability()`; kept current by the node): such a peer needs no relay
+        reservation. Each flip calls the relay keeper (`_reachability_changed`)."""
+        return self._autonat is None or self._needs_relay
 
     def connections(self) -> list[Connection]:
         """Open connections to peers (not those to the relays we use)."""
@@ -926,6 +1026,12 @@ class _Tracker:
     def _on_addrs_changed(self) -> None:
         # addresses come with a reservation (above); say when some went (a relay lost)
         if set(self._listed) - set(self.node.addrs()):
+            self._listening()
+
+    def addrs_maybe_changed(self) -> None:
+        """AutoNAT confirmed (or no longer confirms) direct addresses: Listening if addrs()
+        is not what the last one said."""
+        if self._listed != self.node.addrs():
             self._listening()
 
     def _listening(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 
 import pytest
 
@@ -79,12 +80,14 @@ async def test_relay_refuses_private_addresses_by_default(relay_factory, host_fa
 
 
 async def test_node_learns_it_is_not_reachable(relay_factory):
-    relay = await relay_factory("--autonat-allow-private")
+    # one server's word is no verdict (go's confidence rules: net 2 answers); two relays agree
+    relay_a = await relay_factory("--autonat-allow-private")
+    relay_b = await relay_factory("--autonat-allow-private")
     async with Node(stun=[], nat=False) as node:
         events = node.events()
-        await node.listen(relay)
+        await node.listen(relay_a, relay_b)
         assert node.needs_relay
-        assert await node.reachability() == "unknown"  # a Node has no direct address today
+        assert await node.reachability() == "unknown"  # no direct address
         dead = f"/ip4/{lab_ip()}/tcp/1"
         assert await node.reachability([dead]) == "private"
         assert node.needs_relay
@@ -96,4 +99,31 @@ async def test_node_learns_it_is_not_reachable(relay_factory):
                     if len(seen) == 2:
                         break
         assert [(d["reachability"], d["addrs"], d["servers"], d["needs_relay"]) for d in seen] \
-            == [("unknown", [], 1, True), ("private", [dead], 1, True)]
+            == [("unknown", [], 2, True), ("private", [dead], 2, True)]
+
+
+async def test_direct_node_becomes_public_and_is_dialled_directly(relay_factory):
+    relays = [await relay_factory("--autonat-allow-private") for _ in range(2)]
+    direct = [f"/ip4/{lab_ip()}/udp/0/webrtc-direct", f"/ip4/{lab_ip()}/tcp/0"]
+    async with Node(stun=[], nat=False, direct=direct) as node, \
+            Node(stun=[], nat=False) as dialer:
+        events = node.events()
+        assert node.addrs() == []  # nothing confirmed yet: nothing advertised
+        t0 = time.monotonic()
+        await node.listen(*relays)
+        verdict = None
+        async with asyncio.timeout(20):
+            async for e in events:
+                if isinstance(e, api_events.Reachability) and not e.needs_relay:
+                    verdict = e
+                    break
+        took = time.monotonic() - t0
+        print(f"confident public verdict {took:.2f} s after listen()")
+        assert verdict is not None and verdict.reachability == "public"
+        assert not node.needs_relay
+        confirmed = [a for a in node.addrs() if "/p2p-circuit" not in a]
+        assert any("/webrtc-direct/certhash/" in a for a in confirmed), node.addrs()
+        wd = next(a for a in confirmed if "webrtc-direct" in a)
+        conn = await dialer.dial(wd)
+        assert conn.transport == "webrtc-direct" and conn.direct
+        assert conn.remote_peer == node.peer_id

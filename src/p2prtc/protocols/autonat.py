@@ -14,7 +14,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -24,9 +24,13 @@ from ..streams import Stream
 from . import autonat_core as core
 from .autonat_core import (DIAL_BACK, DIAL_REQUEST, CheckResult, Reachability, RateLimiter,
                            ServerPolicy)
+from .reachability_core import (NEW_ADDRS_PROBE_DELAY, PROBE_TIMEOUT, REFRESH_INTERVAL,
+                                SERVER_THROTTLE, Backoff, Confirmed, ReachabilityTracker,
+                                ServerPicker)
 
 if TYPE_CHECKING:
     from ..connection import Connection
+    from ..events import Identified
     from ..identity import PeerId
     from ..network import Network
 
@@ -279,3 +283,133 @@ def direct_addrs(addrs: Sequence[Multiaddr]) -> list[Multiaddr]:
             continue
         out.append(a.without_peer_id())
     return out
+
+
+class ReachabilityMonitor:
+    """Keeps a confident verdict on our direct addresses current (`reachability_core`'s rules,
+    go-libp2p's): asks connected AutoNAT v2 servers, one at a time, each at most once per
+    `throttle`, until every address has its target confidence; again after an address change
+    (`NEW_ADDRS_PROBE_DELAY`), when a new server is identified, and every `REFRESH_INTERVAL`
+    (only addresses whose word is old or disputed are asked). With no server, or requests
+    failing in a row, it backs off (5 s doubling to 5 min). `on_change(confirmed)` is called
+    whenever the verdicts change."""
+
+    def __init__(self, service: AutoNATService, on_change: Callable[[Confirmed], None], *,
+                 addrs: Callable[[], Sequence[Multiaddr]] | None = None,
+                 throttle: float = SERVER_THROTTLE) -> None:
+        self.service = service
+        self.network = service.network
+        self.on_change = on_change
+        self._addrs = addrs or (lambda: direct_addrs(self.network.addrs()))
+        self.tracker = ReachabilityTracker()
+        self.picker: ServerPicker[PeerId] = ServerPicker(throttle)
+        self.backoff = Backoff()
+        self.confirmed = Confirmed()
+        self.probes = 0  # requests made (any outcome)
+        self._wake = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> ReachabilityMonitor:
+        from ..events import Identified, ListenAddrsChanged
+
+        self.network.events.on(ListenAddrsChanged, lambda _e: self.poke(NEW_ADDRS_PROBE_DELAY))
+        self.network.events.on(Identified, self._on_identified)
+        self._task = self.network.spawn(self._run())
+        self.poke(NEW_ADDRS_PROBE_DELAY)
+        return self
+
+    def _on_identified(self, e: Identified) -> None:
+        if DIAL_REQUEST in e.info.protocols and not e.connection.limited and self.tracker.addrs:
+            self.poke(0.0)  # a new server: ask it what is still undecided
+
+    def poke(self, delay: float = 0.0) -> None:
+        """Look for due probes after `delay` seconds."""
+        if delay <= 0:
+            self._wake.set()
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
+
+    async def _run(self) -> None:
+        wait = REFRESH_INTERVAL
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), wait)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            self.tracker.update_addrs(self._addrs())
+            self._update(time.monotonic())
+            wait = await self._round()
+
+    async def _round(self) -> float:
+        """Probe while something is due; how long to sleep afterwards."""
+        while True:
+            now = time.monotonic()
+            probe = self.tracker.next_probe(now)
+            if not probe:
+                self.backoff.reset()
+                return REFRESH_INTERVAL
+            servers = self.service.servers()
+            peer = self.picker.pick(servers, now)
+            if peer is None:
+                free = self.picker.free_at(servers)
+                if free is None:  # no server: back off (a new one wakes us at once)
+                    return self.backoff.next()
+                return max(0.05, free - now)
+            await self._ask(peer, probe)
+            if self.tracker.failing:
+                return self.backoff.next()
+
+    async def _ask(self, peer: PeerId, probe: Sequence[Multiaddr],
+                   tracker: ReachabilityTracker | None = None) -> None:
+        tracker = tracker or self.tracker
+        tracker.start_probe(probe)
+        result: CheckResult | None = None
+        try:
+            result = await self.service.check(peer, probe, timeout=PROBE_TIMEOUT)
+            log.info("autonat: %s says %s of %s", peer.short(), result.reachability.value,
+                     result.addr)
+        except (P2PError, TimeoutError, OSError) as e:
+            log.info("autonat: asking %s failed: %s", peer.short(), e or type(e).__name__)
+        finally:
+            self.probes += 1
+            tracker.complete_probe(probe, result, time.monotonic())
+            if tracker is self.tracker:
+                self._update(time.monotonic())
+
+    def _update(self, now: float) -> None:
+        confirmed = self.tracker.confirmed(now)
+        if confirmed != self.confirmed:
+            self.confirmed = confirmed
+            self.service.reachability = confirmed.reachability
+            self.on_change(confirmed)
+
+    async def probe_now(self, addrs: Sequence[Multiaddr] | None = None,
+                        servers: Sequence[PeerId] | None = None) -> Confirmed:
+        """Ask each of `servers` (default: every connected one) once, now, whatever the
+        throttle: about our tracked addresses (only those still undecided; the answers count
+        for the kept verdict), or about `addrs` alone (a verdict of their own, kept apart)."""
+        servers = list(servers) if servers is not None else self.service.servers()
+        if addrs is None:
+            self.tracker.update_addrs(self._addrs())
+            tracker = self.tracker
+        else:
+            tracker = ReachabilityTracker()
+            tracker.update_addrs(addrs)
+        for peer in servers:
+            now = time.monotonic()
+            probe = tracker.next_probe(now)
+            if not probe:
+                break
+            self.picker.asked[peer] = now
+            await self._ask(peer, probe, tracker)
+        return tracker.confirmed(time.monotonic())
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
