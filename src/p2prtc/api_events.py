@@ -2,7 +2,8 @@
 
 `Node.events()` yields the network events (`Peer`, `Dialing`, `RelayConnected`, `Reservation`,
 `Listening`, `Relayed`, `Connected`, `Disconnected`, `RelayedClosed`, `PathChanged`, `Nat`,
-`NatPeer`, `Warning`, `Error`). The chat and file events (`Message`, `Sent`, `Undelivered`,
+`NatPeer`, `Warning`, `Error`, and the relay keeper's `RelayLost`, `RelayAdded`, `RelayReleased`,
+`RelaysNeeded`). The chat and file events (`Message`, `Sent`, `Undelivered`,
 `FileIncoming`, `File`, `FileSent`) are those of the chat application built on top; they are
 defined here so that every `--json` event has one type.
 
@@ -21,7 +22,7 @@ __all__ = [
     "Event", "Peer", "Dialing", "RelayConnected", "Reservation", "Listening", "Relayed",
     "Connected", "Disconnected", "RelayedClosed", "PathChanged", "Nat", "NatPeer", "Warning",
     "Error", "Message", "Sent", "Undelivered", "FileIncoming", "File", "FileSent", "Published",
-    "Found", "CandidatePair",
+    "Found", "RelayLost", "RelayAdded", "RelayReleased", "RelaysNeeded", "CandidatePair",
     "RelayLimit", "EVENT_TYPES", "from_dict",
 ]
 
@@ -307,6 +308,48 @@ class Reachability(Event):
     needs_relay: bool
 
 
+@dataclass(frozen=True, kw_only=True)
+class RelayLost(Event):
+    """The relay at `relay` has been unreachable for `down_s` seconds (`listen()`'s
+    `relay_grace`): it no longer counts, and with a DHT another relay is looked for
+    (`RelayAdded`). The lost one is still retried, slowly, and kept if it comes back."""
+
+    name: ClassVar[str] = "relay-lost"
+    relay: str
+    down_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class RelayAdded(Event):
+    """The relay keeper starts reserving on `relay` (found in the DHT to replace a lost one,
+    or again after we stopped being publicly reachable); `Reservation` follows once granted."""
+
+    name: ClassVar[str] = "relay-added"
+    relay: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RelayReleased(Event):
+    """The relay keeper stopped keeping the reservation on `relay`: we are publicly
+    reachable, a lost relay came back (more than wanted), or a relay found in the DHT never
+    granted one. Its addresses leave `addrs()`."""
+
+    name: ClassVar[str] = "relay-released"
+    relay: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RelaysNeeded(Event):
+    """AutoNAT changed its verdict: `needed` False (publicly reachable: the relay
+    reservations are released) or True again (reserving again)."""
+
+    name: ClassVar[str] = "relays-needed"
+    needed: bool
+    reason: str
+
+
 def _rename(d: dict[str, Any]) -> dict[str, Any]:
     """`name_` (a file's name; `name` is the event's) is `name` in JSON."""
     d["name"] = d.pop("name_")
@@ -317,7 +360,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.name: cls for cls in (
         Peer, Dialing, RelayConnected, Reservation, Listening, Relayed, Connected, Disconnected,
         RelayedClosed, PathChanged, Nat, NatPeer, Warning, Error, Message, Sent, Undelivered,
-        FileIncoming, File, FileSent, Published, Found, Reachability)
+        FileIncoming, File, FileSent, Published, Found, Reachability, RelayLost, RelayAdded,
+        RelayReleased, RelaysNeeded)
 }
 """Every event type by its `--json` name."""
 

@@ -201,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "our signed peer record there, dial takes a bare PEER_ID and "
                             "finds its addresses")
         if name == "listen":
+            p.add_argument("--relay-grace", type=float, default=None, metavar="SECONDS",
+                           help="a relay unreachable this long is replaced by one from the DHT "
+                                "(with --bootstrap; it is still retried) (default: 30)")
+            p.add_argument("--direct", action="append", default=[], metavar="MULTIADDR",
+                           help="also listen directly, e.g. /ip4/0.0.0.0/udp/4001/webrtc-direct "
+                                "or /ip4/0.0.0.0/tcp/4001 (repeatable); advertised (and "
+                                "published) once AutoNAT v2 servers confirm it public, which "
+                                "also lets the relay reservations go")
             p.add_argument("--web-url", metavar="URL",
                            help="the page of `p2prtc web` (e.g. https://chat.example.org/): "
                                 "print a link that opens it and dials us")
@@ -348,7 +356,12 @@ def cmd_peer(args: argparse.Namespace) -> int:
                        json=args.json, save_dir=Path(args.save_dir),
                        quit_on_eof=args.quit_on_eof, tls_ca=args.tls_ca,
                        web_url=getattr(args, "web_url", None), bootstrap=args.bootstrap,
-                       resources=peer_budget_limits(args))
+                       resources=peer_budget_limits(args),
+                       direct=list(getattr(args, "direct", [])))
+    if getattr(args, "relay_grace", None) is not None:
+        if args.relay_grace <= 0:
+            raise CliError("--relay-grace must be more than 0 seconds")
+        opts.relay_grace = args.relay_grace
     try:
         if args.mode == "listen":
             return run_async(run_peer(opts, listen=args.relay))

@@ -114,6 +114,14 @@ class Host:
         """Our open listeners of one type, e.g. `host.listeners(CircuitListener)`."""
         return [lis for lis in self._listeners if isinstance(lis, kind)]
 
+    async def stop_listening(self, listener: Listener) -> None:
+        """Close one of our listeners (e.g. a `CircuitListener`: its reservation is no longer
+        kept); its addresses leave listen_addrs."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+            await listener.close()
+            self.events.emit(ListenAddrsChanged())
+
     async def listen_via_relay(self, relay_addr: Multiaddr | str,
                                timeout: float = 20.0) -> ReservationInfo:
         """Reserve on a relay (`<relay>/p2p/<id>`) and keep the reservation alive; returns the

@@ -33,6 +33,7 @@ from .dialrace import ATTEMPT_DELAY, race
 from .errors import DialError, P2PError, StreamClosed
 from .identity import Identity, PeerId
 from .multiaddr import Multiaddr
+from .relaykeeper import LOST_GRACE, Action, FindRelays, RelayKeeper, Release, Reserve
 from .resources import ResourceLimits, ResourceManager
 from .streams import read_exactly
 
@@ -63,6 +64,9 @@ REPUBLISH_INTERVAL = 3600.0
 # republishes on its next interval).
 PUBLISH_RETRY_START = 5.0
 PUBLISH_RETRY_MAX = 300.0
+# `listen()` with no relay given (and a DHT) reserves on this many relays found in the DHT, and
+# the relay keeper keeps that many (issue 15.3; go-libp2p autorelay's desiredRelays is 2 too).
+RELAYS_FROM_DHT = 2
 
 
 class NoDirectPath(DialError):
@@ -390,6 +394,8 @@ class Node:
         self._kad: Any = None
         self._kad_joined: asyncio.Task[Any] | None = None
         self._republisher: asyncio.Task[Any] | None = None
+        self._keeper: RelayKeeper | None = None  # the relay keeper, from the first listen()
+        self._keeper_wake = asyncio.Event()
         self._stun = list(stun) if stun is not None else None
         self._turn = turn
         self._engine = engine
@@ -513,22 +519,34 @@ class Node:
     # -- listening and dialing -------------------------------------------------------------
 
     async def listen(self, *relays: str | Sequence[str],
-                     timeout: float = RESERVATION_TIMEOUT) -> list[str]:
+                     timeout: float = RESERVATION_TIMEOUT,
+                     relay_grace: float = LOST_GRACE) -> list[str]:
         """Reserve a slot on each relay given (its multiaddr, ending with `/p2p/<relay peer
         id>`; `listen(a, b)` or `listen([a, b])`) and keep every reservation alive (refreshed
-        before it expires, made again when a relay restarts or the connection drops). Returns
-        our dialable addresses `<relay>/p2p-circuit/webrtc/p2p/<our id>`, one or more through
-        each relay, those a browser can dial first. Others dial one (or several: `Node.dial`
-        races them) of them.
+        before it expires, made again when a relay restarts or the connection drops). With no
+        relay given and a DHT (`bootstrap`), `RELAYS_FROM_DHT` relays come from
+        `find_relays()`. Returns our dialable addresses `<relay>/p2p-circuit/webrtc/p2p/<our
+        id>`, one or more through each relay, those a browser can dial first. Others dial one
+        (or several: `Node.dial` races them) of them.
 
         Waits for each relay's first answer (at most `timeout` seconds each, in parallel).
         Raises `DialError` when no relay grants a reservation; relays that failed while others
         succeeded are retried in the background (`Warning` events) and join `addrs()` once
-        they grant one."""
+        they grant one.
+
+        The relay keeper then holds as many relays as this started with: one unreachable for
+        `relay_grace` seconds (default `relaykeeper.LOST_GRACE`, 30 s) is replaced by one
+        from the DHT when the node has one (`RelayLost`, `RelayAdded` events; the lost relay
+        is still retried, slowly). Once `reachability()` finds us publicly reachable the
+        reservations are released, and made again when it no longer does."""
         host = self._require_host()
         flat = [r for item in relays for r in ([item] if isinstance(item, str) else item)]
+        given = bool(flat)
         if not flat:
-            raise ValueError("listen: give at least one relay address")
+            if self._kad is None:
+                raise ValueError("listen: give at least one relay address (or a DHT: "
+                                 "Node(bootstrap=[...]) to find relays in)")
+            flat = await self.find_relays(RELAYS_FROM_DHT)
         addrs = [Multiaddr(r) for r in flat]
         for relay_addr in addrs:
             relay_peer = relay_addr.peer_id()
@@ -554,6 +572,7 @@ class Node:
             raise DialError("; ".join(reason for _, reason in failures))
         for relay, reason in failures:
             self._emit(ev.Warning(reason=f"{reason}; retrying", relay=relay))
+        self._keep_relays(flat, {r for r, _ in failures}, given=given, grace=relay_grace)
         return self.addrs()
 
     def addrs(self) -> list[str]:
@@ -785,6 +804,134 @@ class Node:
         self._emit(ev.Found(peer=peer, addrs=out, source=source))
         return out
 
+    # -- the relay keeper (relaykeeper.py decides; this runs its actions) ----------------------
+
+    def _keep_relays(self, relays: list[str], failed: set[str], *, given: bool,
+                     grace: float) -> None:
+        """Hand `relays` (reserved by listen(); those in `failed` not yet) to the keeper; the
+        goal: one per given relay, else `RELAYS_FROM_DHT`."""
+        host = self._require_host()
+        now = time.monotonic()
+        first = self._keeper is None
+        if self._keeper is None:
+            self._keeper = RelayKeeper([], given=given, discovery=self._kad is not None,
+                                       grace=grace, now=now)
+        keeper = self._keeper
+        keeper.track(relays, given=given, now=now, goal=None if given else RELAYS_FROM_DHT)
+        actions: list[Action] = []
+        for addr in relays:
+            peer = str(Multiaddr(addr).peer_id())
+            actions += keeper.down(peer, now) if addr in failed else keeper.reserved(peer, now)
+        if first:
+            from . import events as hev
+
+            on = host.events.on
+            on(hev.ReservationMade, lambda e: self._keeper_input("reserved", str(e.info.relay)))
+            on(hev.ReservationLost, lambda e: self._keeper_input("down", str(e.relay)))
+            on(hev.RelayError, lambda e: self._keeper_input("down", str(e.relay_addr.peer_id())))
+            host.spawn(self._keeper_clock())
+        self._keeper_run(actions)
+
+    def _circuit_listeners(self) -> list[Any]:
+        from .transports.circuit import CircuitListener
+
+        return self._require_host().listeners(CircuitListener)
+
+    def _keeper_input(self, what: str, peer: str) -> None:
+        keeper = self._keeper
+        if keeper is None or self._closed or not keeper.knows(peer):
+            return
+        now = time.monotonic()
+        self._keeper_run(keeper.reserved(peer, now) if what == "reserved"
+                         else keeper.down(peer, now))
+
+    async def _keeper_clock(self) -> None:
+        """Wakes the keeper when a grace ends (a timer: `tick` decides, not the wait)."""
+        while self._keeper is not None:
+            now = time.monotonic()
+            deadline = self._keeper.next_deadline(now)
+            self._keeper_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._keeper_wake.wait(),
+                                       None if deadline is None else max(0.0, deadline - now))
+            self._keeper_run(self._keeper.tick(time.monotonic()))
+
+    def _keeper_run(self, actions: Sequence[Action]) -> None:
+        host = self._require_host()
+        for a in actions:
+            if isinstance(a, Reserve):
+                log.info("relay keeper: reserving on %s (%s)", a.addr, a.reason)
+                self._emit(ev.RelayAdded(relay=a.addr, reason=a.reason))
+                host.spawn(self._keeper_reserve(a.addr))
+            elif isinstance(a, Release):
+                log.info("relay keeper: releasing relay %s (%s)", a.peer, a.reason)
+                host.spawn(self._keeper_release(a))
+            elif isinstance(a, FindRelays):
+                host.spawn(self._keeper_find(a.count))
+            else:
+                again = ("looking for another relay in the DHT" if self._kad is not None else
+                         "no DHT to find another relay in (Node(bootstrap=...))")
+                log.warning("relay keeper: relay %s unreachable for %.0f s: %s; still retrying "
+                            "it", a.peer, a.down_s, again)
+                self._emit(ev.RelayLost(relay=a.addr, down_s=a.down_s))
+                self._emit(ev.Warning(reason=f"relay unreachable for {a.down_s:.0f} s: {again}",
+                                      relay=a.peer))
+        self._keeper_wake.set()
+
+    async def _keeper_reserve(self, addr: str) -> None:
+        host = self._require_host()
+        peer = Multiaddr(addr).peer_id()
+        if peer is not None:
+            self._tracker.relays.add(peer)
+        try:
+            await host.listen_via_relay(addr, RESERVATION_TIMEOUT)
+        except (P2PError, OSError, TimeoutError) as e:
+            # the listener's RelayError told the keeper already; it retries in the background
+            log.info("relay keeper: no reservation on %s yet: %s", addr, e or type(e).__name__)
+
+    async def _keeper_release(self, release: Release) -> None:
+        host = self._require_host()
+        peer = release.peer
+        for lis in self._circuit_listeners():
+            if str(lis.relay_peer) == peer:
+                await host.stop_listening(lis)
+        # (after the listener closed: its addresses have left addrs())
+        self._emit(ev.RelayReleased(relay=release.addr, reason=release.reason))
+        relay = PeerId.from_string(peer)
+        riding = [c for c in host.connections() if c.transport == "circuit"
+                  and (h := c.remote_addr.split_last("p2p-circuit")) is not None
+                  and h[0].peer_id() == relay]
+        info = host.peerstore.peek(relay)
+        from .protocols.autonat_core import DIAL_REQUEST
+
+        autonat = info is not None and DIAL_REQUEST in info.protocols
+        if riding or autonat:
+            # relayed connections ride on it, or AutoNAT's re-checks ask it: the reservation
+            # lapses at its expiry instead (not refreshed; relayed dials through it refused)
+            log.info("relay keeper: the connection to %s stays (%s)", peer,
+                     "relayed connections use it" if riding else "an AutoNAT server")
+            return
+        for c in host.connections(relay):
+            await c.close()  # the relay ends our reservation with the connection
+
+    async def _keeper_find(self, count: int) -> None:
+        keeper = self._keeper
+        if keeper is None:
+            return
+        try:
+            found = await self.find_relays(count)
+        except (P2PError, OSError, TimeoutError) as e:
+            log.warning("relay keeper: finding relays in the DHT failed: %s", e)
+            self._emit(ev.Warning(reason=f"finding relays in the DHT failed: {e}; "
+                                         "trying again later", relay=None))
+            self._keeper_run(keeper.find_failed(time.monotonic()))
+            return
+        actions = keeper.found(found, time.monotonic())
+        if not any(isinstance(a, Reserve) for a in actions) and keeper.short(time.monotonic()):
+            self._emit(ev.Warning(reason="the DHT knows no relay we do not use yet; trying "
+                                         "again later", relay=None))
+        self._keeper_run(actions)
+
     # -- reachability (AutoNAT v2) ----------------------------------------------------------
 
     async def reachability(self, addrs: Sequence[str] | None = None, *,
@@ -841,7 +988,20 @@ class Node:
 
     def _reachability_changed(self) -> None:
         """Called (by the AutoNAT side of the node) each time `needs_relay` flips; the relay
-        keeper reacts (reserve when it became True, let reservations go when False)."""
+        keeper reacts: publicly reachable, it releases every reservation; private or unknown
+        again, it reserves again (the given relays, else relays from the DHT)."""
+        needed = self.needs_relay
+        keeper = self._keeper
+        if keeper is None or self._closed:
+            log.info("reachability changed (relays needed: %s); not listening", needed)
+            return
+        if needed == keeper.wanted:
+            return
+        reason = ("publicly reachable (AutoNAT): relay reservations are not needed" if not needed
+                  else "not publicly reachable (AutoNAT): reserving on relays again")
+        log.info("relay keeper: %s", reason)
+        self._emit(ev.RelaysNeeded(needed=needed, reason=reason))
+        self._keeper_run(keeper.set_wanted(needed, time.monotonic()))
 
     @property
     def needs_relay(self) -> bool:

@@ -25,7 +25,9 @@ from . import api_events as ev
 from .errors import DialError, P2PError
 from .identity import Identity, PeerId
 from .nat import NatBehaviour
+from .node import RELAYS_FROM_DHT as NODE_RELAYS_FROM_DHT
 from .node import Connection, Node
+from .relaykeeper import LOST_GRACE
 from .resources import ResourceLimits
 from .nodechat import NodeChat, NodeFiles, best_connection
 from .protocols.chat import NotSent
@@ -38,8 +40,9 @@ log = logging.getLogger(__name__)
 # What a file costs on a relayed connection beyond its bytes: the header (at most MAX_HEADER),
 # the receiver's answer and the stream's negotiation.
 FILE_OVERHEAD = 2 * MAX_HEADER
-# `listen --bootstrap` with no relay reserves on this many relays found in the DHT (issue 15.3).
-RELAYS_FROM_DHT = 2
+# `listen --bootstrap` with no relay reserves on this many relays found in the DHT (issue 15.3;
+# the Node's constant, which its relay keeper keeps).
+RELAYS_FROM_DHT = NODE_RELAYS_FROM_DHT
 
 LISTEN_HINT = ("Waiting for peers. Type a message and press Enter to send it; /send FILE sends a "
                "file; /quit leaves.")
@@ -59,6 +62,8 @@ class PeerOptions:
     web_url: str | None = None  # the `p2prtc web` page: listen prints a link that dials us
     bootstrap: list[str] = field(default_factory=list)  # DHT servers: publish (listen), find (dial)
     resources: ResourceLimits | None = None  # budgets (p2prtc.resources); None: the defaults
+    relay_grace: float = LOST_GRACE  # a relay down this long is replaced (listen --relay-grace)
+    direct: list[str] = field(default_factory=list)  # direct listen addresses (listen --direct)
 
 
 class Output:
@@ -170,7 +175,8 @@ class PeerApp:
 
             dial_link(opts.web_url, "/")  # ValueError now (a usage error), not at reservation
         self.node = Node(opts.identity, stun=opts.ice_servers, turn=opts.turn, tls_ca=opts.tls_ca,
-                         bootstrap=opts.bootstrap, resources=opts.resources)
+                         bootstrap=opts.bootstrap, resources=opts.resources,
+                         direct=opts.direct)
         self.chat = NodeChat(self.node, self._on_message)
         self.files = NodeFiles(self.node, opts.save_dir, on_start=self._on_file_start,
                                on_received=self._on_file)
@@ -264,6 +270,12 @@ class PeerApp:
         elif isinstance(e, ev.Found):
             out.node_event(e, f"Found {short(e.peer)} in the DHT ({e.source}): "
                               + ", ".join(e.addrs))
+        elif isinstance(e, ev.RelayAdded):
+            out.node_event(e, f"Reserving on relay {_without_peer_id(e.relay)} ({e.reason})")
+        elif isinstance(e, ev.RelayReleased):
+            out.node_event(e, f"No longer using relay {_without_peer_id(e.relay)} ({e.reason})")
+        elif isinstance(e, ev.RelaysNeeded):
+            out.node_event(e, e.reason[0].upper() + e.reason[1:])
         elif isinstance(e, ev.NatPeer):
             b = NatBehaviour.from_dict(e.to_dict())
             out.node_event(e, f"{short(e.peer)} is behind {b.short()}"
@@ -368,8 +380,9 @@ class PeerApp:
         if not relays:  # relay discovery: relays that provide the relays' key in the DHT
             if not self.opts.bootstrap:
                 raise DialError("listen needs a RELAY_MULTIADDR, or --bootstrap to find relays")
-            relays = await self.node.find_relays(RELAYS_FROM_DHT)
-        await self.node.listen(*relays)
+        # (with no relay the Node takes RELAYS_FROM_DHT from the DHT; its relay keeper
+        # replaces a relay lost for `relay_grace`)
+        await self.node.listen(*relays, relay_grace=self.opts.relay_grace)
         if self.opts.bootstrap:  # our record into the DHT (`published`), kept up to date
             try:
                 await self.node.publish()

@@ -123,6 +123,20 @@ async def test_direct_node_becomes_public_and_is_dialled_directly(relay_factory)
         assert not node.needs_relay
         confirmed = [a for a in node.addrs() if "/p2p-circuit" not in a]
         assert any("/webrtc-direct/certhash/" in a for a in confirmed), node.addrs()
+        # publicly reachable: the relay keeper lets both reservations go (issue 15.4: "only
+        # then stops asking for relays"); the relay connections stay (AutoNAT servers)
+        released: set[str] = set()
+        needed = None
+        async with asyncio.timeout(20):
+            async for e in events:
+                if isinstance(e, api_events.RelaysNeeded):
+                    needed = e
+                elif isinstance(e, api_events.RelayReleased):
+                    released.add(e.relay)
+                if needed is not None and len(released) == 2:
+                    break
+        assert not needed.needed and released == set(relays), (needed, released)
+        assert [a for a in node.addrs() if "/p2p-circuit" in a] == [], node.addrs()
         wd = next(a for a in confirmed if "webrtc-direct" in a)
         conn = await dialer.dial(wd)
         assert conn.transport == "webrtc-direct" and conn.direct

@@ -9,6 +9,8 @@ Run inside the test namespace:
 
 from __future__ import annotations
 
+import time
+
 from ..netns import lab_ip
 from .webpage import Cli, free_port
 
@@ -87,3 +89,57 @@ async def test_listen_with_an_unreachable_bootstrap_warns_and_listens(clis):
     await lis.wait_event("listening", STEP)
     warning = await lis.wait_event("warning", STEP)
     assert "not published in the DHT" in warning["reason"]
+
+
+def relay_ids(addrs: list[str]) -> set[str]:
+    return {a.split("/p2p-circuit")[0].rsplit("/p2p/", 1)[1] for a in addrs}
+
+
+async def test_listener_replaces_a_lost_relay_from_the_dht(clis):
+    """The relay keeper (issue 15.1/15.5): a listener on two relays found in the DHT loses one
+    (SIGKILL); after --relay-grace it says so (`relay-lost`), reserves on the third relay the
+    DHT knows (`relay-added`, `reservation`), republishes its record through the two it holds,
+    and a dialer that finds it by peer id afterwards connects directly."""
+    relay_a, addr_a, peer_a = await relay(clis, "relay A")
+    await relay_a.wait_event("dht", STEP)
+    others = {}
+    for name in ("relay B", "relay C"):
+        cli, _addr, peer = await relay(clis, name, "--bootstrap", addr_a)
+        await cli.wait_event("dht", STEP)
+        others[peer] = cli
+    by_peer = {peer_a: relay_a, **others}
+
+    grace = 2.0
+    lis = await clis("listen", "--bootstrap", addr_a, "--relay-grace", str(grace), "--json",
+                     "--stun", "none", "--turn", "none", name="listener")
+    peer = (await lis.wait_event("peer", STEP))["peer"]
+    first = relay_ids((await lis.wait_event("published", STEP))["addrs"])
+    assert len(first) == 2 and first <= set(by_peer), first
+    # kill one that is not the bootstrap node (the dialer below asks A)
+    victim = next(p for p in sorted(first) if p != peer_a)
+    spare = (set(by_peer) - first).pop()
+    killed_at = time.monotonic()
+    by_peer[victim].proc.kill()
+
+    lost = await lis.wait_event("relay-lost", STEP)
+    assert victim in lost["relay"] and lost["down_s"] >= grace, lost
+    added = await lis.wait_event("relay-added", STEP)
+    assert spare in added["relay"] and "lost" in added["reason"], added
+
+    def republished():
+        for e in lis.events:
+            if e.get("event") == "published" and relay_ids(e["addrs"]) == first - {victim} | {spare}:
+                return e
+        return None
+
+    await lis.wait_until(republished, "a record through the surviving and the new relay", STEP)
+    took = time.monotonic() - killed_at
+    print(f"[relay keeper] relay killed -> record through a replacement in {took:.2f} s "
+          f"(grace {grace} s)")
+
+    dialer = await clis("dial", peer, "--bootstrap", addr_a, "--json", "--stun", "none",
+                        "--turn", "none", name="dialer")
+    found = await dialer.wait_event("found", STEP)
+    assert victim not in relay_ids(found["addrs"]), found
+    connected = await dialer.wait_event("connected", STEP, peer=peer)
+    assert connected["direct"]

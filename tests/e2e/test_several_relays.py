@@ -133,12 +133,18 @@ async def test_race_through_our_relay_and_rusts(rust_peer_factory):
             # one direct connection up on each side (two upgrades that finish together give
             # two, and the race closes one); the loser's relayed connection ended as
             # `relayed-closed`, never as a disconnection
+            # (the duplicate's Disconnected may still be on its way: wait for it)
             for log, peer in ((dialer_log, lis.peer_id), (lis_log, dialer.peer_id)):
-                mine = log.about(peer)
-                up = [e for e in mine if isinstance(e, api_events.Connected)]
-                down = [e for e in mine if isinstance(e, api_events.Disconnected)]
-                assert {e.transport for e in up + down} == {"webrtc"}, mine
-                assert len(up) - len(down) == 1, mine
+                def one_up(log=log, peer=peer):
+                    mine = log.about(peer)
+                    up = [e for e in mine if isinstance(e, api_events.Connected)]
+                    down = [e for e in mine if isinstance(e, api_events.Disconnected)]
+                    return mine if len(up) - len(down) == 1 else None
+
+                mine = await log.until(one_up, "exactly one direct connection up")
+                assert {e.transport for e in mine
+                        if isinstance(e, (api_events.Connected, api_events.Disconnected))} \
+                    == {"webrtc"}, mine
             relayed_in = sum(isinstance(e, api_events.Relayed) for e in lis_log.seen)
             print(f"[several relays] winner {'ours' if want else 'rust'}; the listener saw "
                   f"{relayed_in} relayed connections from the dialer; our relay: "

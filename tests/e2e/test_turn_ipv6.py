@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -46,15 +47,28 @@ def ipv6():
             subprocess.run(["ip", "-6", "addr", "del", f"{ip}/64", "dev", VETH], check=False)
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((lab_ip(), 0))
-        return int(s.getsockname()[1])
+def free_port() -> int:
+    """A port free for UDP and for TCP (TURN over TCP takes the STUN port when it can)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind((lab_ip(), 0))
+            port = int(u.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind((lab_ip(), port))
+                except OSError:
+                    continue
+                return port
+
+
+class Relay:
+    def __init__(self, udp: int, tcp: int) -> None:
+        self.udp, self.tcp = udp, tcp
 
 
 @pytest.fixture
 async def relay(ipv6):
-    port = free_udp_port()
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "p2prtc", "relay", "--listen-ip", lab_ip(), "--use-ipv6",
         "--port", "0", "--stun-port", str(port), "--turn-secret", SECRET, "--turn-realm", REALM,
@@ -69,8 +83,11 @@ async def relay(ipv6):
             if event["event"] == "turn":
                 break
         assert f"turn:[{V6}]:{port}?transport=udp" in event["urls"]
-        assert f"turn:[{V6}]:{port}?transport=tcp" in event["urls"]
-        yield port
+        # TCP takes the same port unless something took it meanwhile (then a free one)
+        tcp = [int(m[1]) for u in event["urls"]
+               if (m := re.fullmatch(rf"turn:\[{V6}\]:(\d+)\?transport=tcp", u))]
+        assert len(tcp) == 1, event["urls"]
+        yield Relay(port, tcp[0])
     finally:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 10)
@@ -130,7 +147,7 @@ async def test_ipv6_relayed_address_channels_and_indications(relay):
     pt, peer = await endpoint(PEER6)
     p4t, peer4 = await endpoint(lab_ip())
     try:
-        c = Client(ct, inbox, (V6, relay))
+        c = Client(ct, inbox, (V6, relay.udp))
         data, resp = await c.request(codec.METHOD_ALLOCATE, [UDP, FAMILY6])
         assert codec.class_of(resp.msg_type) == codec.CLASS_SUCCESS, resp.error_code()
         assert codec.verify_integrity(data, resp, c.key)
@@ -147,7 +164,7 @@ async def test_ipv6_relayed_address_channels_and_indications(relay):
             (codec.ATTR_CHANNEL_NUMBER, b"\x40\x00\x00\x00"), peer_attr(peer_addr)])
         assert codec.class_of(resp.msg_type) == codec.CLASS_SUCCESS, resp.error_code()
         for i in range(10):
-            ct.sendto(codec.channel_data(0x4000, b"up %d" % i), (V6, relay))
+            ct.sendto(codec.channel_data(0x4000, b"up %d" % i), (V6, relay.udp))
         for i in range(10):
             data, src = await asyncio.wait_for(peer.q.get(), 5)
             assert data == b"up %d" % i and src[:2] == relayed
@@ -164,7 +181,7 @@ async def test_ipv6_relayed_address_channels_and_indications(relay):
             ct.sendto(codec.build(codec.message_type(codec.METHOD_SEND, codec.CLASS_INDICATION),
                                   txid, [(codec.ATTR_XOR_PEER_ADDRESS,
                                           codec.xor_address_value(other, txid)),
-                                         (codec.ATTR_DATA, b"send")]), (V6, relay))
+                                         (codec.ATTR_DATA, b"send")]), (V6, relay.udp))
             data, src = await asyncio.wait_for(peer2.q.get(), 5)
             assert data == b"send" and src[:2] == relayed
             pt2.sendto(b"data", relayed)
@@ -185,8 +202,9 @@ async def test_ipv6_relayed_address_channels_and_indications(relay):
 async def test_aioice_reaches_turn_over_ipv6(relay, transport):
     """aioice asks for no family: an IPv4 relayed address, reached over IPv6."""
     c = credentials_for(SECRET, "12D3KooWAioice", ["turn:x"])
+    server = (V6, relay.udp if transport == "udp" else relay.tcp)
     turn, client = await asyncio.wait_for(create_turn_endpoint(
-        Inbox, (V6, relay), c.username, c.password, transport=transport), 10)
+        Inbox, server, c.username, c.password, transport=transport), 10)
     pt, peer = await endpoint(lab_ip())
     try:
         relayed = turn.get_extra_info("sockname")
@@ -224,7 +242,7 @@ async def test_coturn_uclient_over_ipv6(relay):
         user = credentials_for(SECRET, "12D3KooWUclient", ["turn:x"]).username.split(":", 1)[1]
         proc = await asyncio.create_subprocess_exec(
             "turnutils_uclient", "-s", "-x", "-e", PEER6, "-r", str(peer_port), "-W", SECRET,
-            "-u", user, "-n", "20", "-l", "200", "-m", "1", "-c", "-p", str(relay), V6,
+            "-u", user, "-n", "20", "-l", "200", "-m", "1", "-c", "-p", str(relay.udp), V6,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         out = (await asyncio.wait_for(proc.communicate(), 30))[0].decode()
         assert "tot_send_msgs=20, tot_recv_msgs=20" in out, out

@@ -46,7 +46,8 @@ def test_every_json_event_has_a_type():
     # the --json events of listen/dial (DEVELOPERS.md)
     documented = ("peer dialing listening relay-connected reservation relayed connected message "
                   "sent undelivered file-incoming file file-sent disconnected relayed-closed "
-                  "path warning error nat nat-peer published found reachability").split()
+                  "path warning error nat nat-peer published found reachability relay-lost "
+                  "relay-added relay-released relays-needed").split()
     assert sorted(api_events.EVENT_TYPES) == sorted(documented)
     for name, cls in api_events.EVENT_TYPES.items():
         assert cls.name == name and issubclass(cls, api_events.Event)
