@@ -542,10 +542,20 @@ class Node:
         host = self._require_host()
         flat = [r for item in relays for r in ([item] if isinstance(item, str) else item)]
         given = bool(flat)
+        if not flat and self._kad is None:
+            raise ValueError("listen: give at least one relay address (or a DHT: "
+                             "Node(bootstrap=[...]) to find relays in)")
+        if not self.needs_relay:
+            # publicly reachable already (AutoNAT): reserve nowhere; the keeper reserves (on
+            # these relays, else on relays from the DHT) if that changes
+            for r in flat:
+                if Multiaddr(r).peer_id() is None:
+                    raise DialError("the relay address must end with /p2p/<relay peer id>")
+            if not self._webrtc.listening:
+                await host.listen("/webrtc")
+            self._keep_relays(flat, set(), given=given, grace=relay_grace, wanted=False)
+            return self.addrs()
         if not flat:
-            if self._kad is None:
-                raise ValueError("listen: give at least one relay address (or a DHT: "
-                                 "Node(bootstrap=[...]) to find relays in)")
             flat = await self.find_relays(RELAYS_FROM_DHT)
         addrs = [Multiaddr(r) for r in flat]
         for relay_addr in addrs:
@@ -807,9 +817,10 @@ class Node:
     # -- the relay keeper (relaykeeper.py decides; this runs its actions) ----------------------
 
     def _keep_relays(self, relays: list[str], failed: set[str], *, given: bool,
-                     grace: float) -> None:
+                     grace: float, wanted: bool = True) -> None:
         """Hand `relays` (reserved by listen(); those in `failed` not yet) to the keeper; the
-        goal: one per given relay, else `RELAYS_FROM_DHT`."""
+        goal: one per given relay, else `RELAYS_FROM_DHT`. `wanted` False: we are publicly
+        reachable and listen() reserved nowhere; the keeper reserves when that changes."""
         host = self._require_host()
         now = time.monotonic()
         first = self._keeper is None
@@ -819,7 +830,12 @@ class Node:
         keeper = self._keeper
         keeper.track(relays, given=given, now=now, goal=None if given else RELAYS_FROM_DHT)
         actions: list[Action] = []
-        for addr in relays:
+        if not wanted and keeper.wanted:
+            keeper.set_wanted(False, now)  # its releases: of relays never reserved on
+            reason = "publicly reachable (AutoNAT): relay reservations are not needed"
+            log.info("listen: %s", reason)
+            self._emit(ev.RelaysNeeded(needed=False, reason=reason))
+        for addr in relays if wanted else []:
             peer = str(Multiaddr(addr).peer_id())
             actions += keeper.down(peer, now) if addr in failed else keeper.reserved(peer, now)
         if first:
@@ -1097,7 +1113,9 @@ class _Tracker:
     def _on_connection(self, conn: _Conn) -> None:
         peer = conn.remote_peer
         if peer in self.relays:
-            self.node._emit(ev.RelayConnected(relay=str(conn.remote_addr.with_peer_id(peer))))
+            # ours to a relay; one from it is an AutoNAT dial-back (no news for the user)
+            if conn.direction == "outbound":
+                self.node._emit(ev.RelayConnected(relay=str(conn.remote_addr.with_peer_id(peer))))
             return
         if conn.transport != "circuit":
             self.report_connected(conn)

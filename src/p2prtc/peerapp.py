@@ -158,6 +158,18 @@ def describe_connection(conn: Connection) -> str:
                     limit=conn.limit, addr=conn.remote_addr)
 
 
+def _reachability_words(e: ev.Reachability) -> str | None:
+    """A person's line for AutoNAT's verdict on our direct addresses (none without any)."""
+    if not e.addrs:
+        return None
+    servers = f"{e.servers} AutoNAT v2 server{'s' if e.servers != 1 else ''} connected"
+    what = {"public": f"publicly reachable (servers dialled them back; {servers})",
+            "private": f"not reachable from outside (servers could not dial them back; "
+                       f"{servers})",
+            }.get(e.reachability, f"not confirmed yet ({servers})")
+    return f"Direct addresses {', '.join(e.addrs)}: {what}"
+
+
 def _without_peer_id(addr: str) -> str:
     head, sep, _ = addr.rpartition("/p2p/")
     return head if sep else addr
@@ -276,6 +288,8 @@ class PeerApp:
             out.node_event(e, f"No longer using relay {_without_peer_id(e.relay)} ({e.reason})")
         elif isinstance(e, ev.RelaysNeeded):
             out.node_event(e, e.reason[0].upper() + e.reason[1:])
+        elif isinstance(e, ev.Reachability):
+            out.node_event(e, _reachability_words(e))
         elif isinstance(e, ev.NatPeer):
             b = NatBehaviour.from_dict(e.to_dict())
             out.node_event(e, f"{short(e.peer)} is behind {b.short()}"

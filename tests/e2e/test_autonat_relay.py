@@ -137,7 +137,43 @@ async def test_direct_node_becomes_public_and_is_dialled_directly(relay_factory)
                     break
         assert not needed.needed and released == set(relays), (needed, released)
         assert [a for a in node.addrs() if "/p2p-circuit" in a] == [], node.addrs()
+        # listen() while publicly reachable reserves nowhere and returns the direct addresses
+        assert await node.listen(relays[0]) == node.addrs() == confirmed
         wd = next(a for a in confirmed if "webrtc-direct" in a)
         conn = await dialer.dial(wd)
         assert conn.transport == "webrtc-direct" and conn.direct
         assert conn.remote_peer == node.peer_id
+
+
+async def test_listen_direct_cli_goes_public_and_lets_the_relays_go(relay_factory, clis):
+    """`p2prtc listen R1 R2 --direct .../webrtc-direct`: both relays' AutoNAT v2 servers dial the
+    address back, the listener says it is publicly reachable, releases both reservations, lists
+    the direct address (`listening`), and `p2prtc dial` of that address connects directly."""
+    relays = [await relay_factory("--autonat-allow-private") for _ in range(2)]
+    lis = await clis("listen", *relays, "--direct", f"/ip4/{lab_ip()}/udp/0/webrtc-direct",
+                     "--json", "--stun", "none", "--turn", "none", name="listener")
+    peer = (await lis.wait_event("peer", 30))["peer"]
+    public = await lis.wait_event("reachability", 30, reachability="public")
+    assert not public["needs_relay"] and public["servers"] == 2, public
+    needed = await lis.wait_event("relays-needed", 30)
+    assert needed["needed"] is False, needed
+
+    def both_released():
+        gone = {e["relay"] for e in lis.events if e.get("event") == "relay-released"}
+        return gone if gone == set(relays) else None
+
+    await lis.wait_until(both_released, "both relays released", 30)
+
+    def direct_listing():
+        for e in reversed(lis.events):
+            if e.get("event") == "listening":
+                wd = [a for a in e["addrs"] if "/webrtc-direct/certhash/" in a]
+                circuits = [a for a in e["addrs"] if "/p2p-circuit" in a]
+                return wd if wd and not circuits else None
+        return None
+
+    wd = await lis.wait_until(direct_listing, "a listing of the direct address only", 30)
+    dialer = await clis("dial", wd[0], "--json", "--stun", "none", "--turn", "none",
+                        name="dialer")
+    connected = await dialer.wait_event("connected", 30, peer=peer)
+    assert connected["direct"] and connected["transport"] == "webrtc-direct", connected

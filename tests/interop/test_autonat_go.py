@@ -119,3 +119,33 @@ async def test_our_server_refuses_a_third_partys_private_address(host_factory, a
     result = await go_check(addr, ip="127.0.0.1", check=[victim])
     assert result.get("all_refused") is True, result
     assert service.served == 1 and service.dial_data_received == 0
+
+
+async def test_go_servers_make_a_direct_node_public(autonatpeer_built):
+    """A Node listening on webrtc-direct only (`Node(direct=[...])`) connects to two go-libp2p
+    AutoNAT v2 servers: they dial its webrtc-direct address back (go's webrtc-direct dialer), the
+    Node's confidence rules (net 2 answers) make it public and it advertises the address."""
+    import asyncio
+
+    from p2prtc import Node, api_events
+
+    servers = [await GoAutoNATServer().start(VETH) for _ in range(2)]
+    try:
+        async with Node(stun=[], nat=False,
+                        direct=[f"/ip4/{VETH}/udp/0/webrtc-direct"]) as node:
+            events = node.events()
+            assert node.addrs() == []
+            for s in servers:
+                await node.dial(s.addr)  # a TCP address: a TCP connection
+            verdict = None
+            async with asyncio.timeout(30):
+                async for e in events:
+                    if isinstance(e, api_events.Reachability) and not e.needs_relay:
+                        verdict = e
+                        break
+            assert verdict is not None and verdict.reachability == "public", verdict
+            assert verdict.servers == 2
+            assert any("/webrtc-direct/certhash/" in a for a in node.addrs()), node.addrs()
+    finally:
+        for s in servers:
+            await s.close()

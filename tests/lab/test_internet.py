@@ -44,6 +44,9 @@ def assert_internet(r: dict, nodes: int, path: str) -> None:
     assert after["relay"] is not None and after["relay"] != killed
     assert after["path"] in ("direct", "turn"), after
     assert r["reachable_after_kill"] and r["ok"]
+    # the relay keeper moved the listener to the third relay after its grace
+    assert r["replacement"] not in (*r["listener_relays"], None), r
+    assert r["replaced_ms"] is not None and r["replaced_ms"] >= r["relay_grace"] * 1000, r
     assert {"relay-1", "relay-2", "relay-3", "listener", "dialer", "dialer-2"} <= set(
         r["cpu_seconds"])
 
@@ -90,7 +93,8 @@ def test_options_and_table_without_root():
                                         "R1"),
                        killed_relay="R1", republished_ms=76,
                        after=DialResult("ours", True, "record", 86, 600, "direct", "turn", "R2"),
-                       kill_to_reachable_ms=859, cpu_seconds={"go-1": 0.25, "go-4": 0.05})
+                       kill_to_reachable_ms=859, replacement="R3", replaced_ms=3400,
+                       cpu_seconds={"go-1": 0.25, "go-4": 0.05})
     assert r.ok and r.to_dict()["reachable_after_kill"]
     table = internet_table(r)
     assert "| DHT nodes | 3 ours, 3 go, 2 rust + 3 relays |" in table
@@ -98,7 +102,11 @@ def test_options_and_table_without_root():
     assert "| fresh dial PEER_ID -> connected | 600 ms (turn -> direct) |" in table
     assert "| reachable after the relay died | yes |" in table
     assert "go 0.3" in table
+    assert "| relay killed -> record through a third relay (grace 3 s) | 3400 ms |" in table
     assert describe_internet(r).startswith("lab internet: ok")
+    r.replaced_ms = None
+    assert not r.ok  # the listener never moved to the third relay
+    r.replaced_ms = 3400
     r.after = None
     assert not r.ok and "| reachable after the relay died | NO |" in internet_table(r)
 

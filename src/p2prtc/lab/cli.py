@@ -109,7 +109,8 @@ def add_parser(
                                    "finds two relays in the DHT and publishes its record, a "
                                    "dialer behind NAT B dials its peer id; then the relay the "
                                    "dial went through is SIGKILLed and a fresh dial must still "
-                                   "reach the listener. Reports lookup and connection times.")
+                                   "reach the listener, which moves to the third relay. Reports "
+                                   "lookup and connection times.")
     p.add_argument("--nodes", type=int, default=20, metavar="N",
                    help="DHT servers besides the relays, a third each of ours, go's, rust's "
                         "(default 20)")
@@ -118,6 +119,9 @@ def add_parser(
     p.add_argument("--nat-b", default="port-restricted", choices=NAT_TYPES, metavar="TYPE",
                    help="NAT in front of the dialers (symmetric on both: WebRTC via TURN)")
     p.add_argument("--no-kill", action="store_true", help="do not kill a relay")
+    p.add_argument("--relay-grace", type=float, default=None, metavar="SECONDS",
+                   help="the listener's `listen --relay-grace`: how long the killed relay may "
+                        "be unreachable before it is replaced by the third (default 3)")
     p.add_argument("--keep-logs", metavar="DIR", help="keep the processes' logs in DIR")
     add_common(p)
     p.set_defaults(func=cmd_internet)
@@ -343,6 +347,8 @@ def cmd_internet(args: argparse.Namespace) -> int:
     opts = InternetOptions(nodes=args.nodes, nat_a=args.nat_a, nat_b=args.nat_b,
                            kill_relay=not args.no_kill, keep_logs=args.keep_logs,
                            verbose=args.verbose)
+    if args.relay_grace is not None:
+        opts.relay_grace = args.relay_grace
     try:
         opts.check()
     except LabError as e:

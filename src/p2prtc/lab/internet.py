@@ -6,12 +6,14 @@ reserves on both and publishes its record), B runs `p2prtc dial PEER_ID --bootst
 node>` (finds the record, connects, upgrades to direct WebRTC, or WebRTC via TURN where the NATs
 allow nothing else). Then the relay of the address the dial went through is SIGKILLed; the
 listener must republish its record without it, and a fresh `dial PEER_ID` (bootstrapped through
-one of our nodes) must still reach the listener, through the other relay.
+one of our nodes) must still reach the listener, through the other relay; after the relay
+keeper's grace (`--relay-grace`, the lab's `RELAY_GRACE`) the listener reserves on the third relay
+(found in the DHT) and publishes its record through two relays again.
 
 Measured on the lab's clock (when it read each event line): the DHT lookup (`found` minus the
 dialer's `peer` line, i.e. from the dial starting, after the process is up), `dial PEER_ID` to
-connected (direct or TURN), the relay's death to the republished record, and to the fresh
-dialer's connection. Go's and rust's nodes are the interop binaries (tests/interop/go/kad,
+connected (direct or TURN), the relay's death to the republished record, to the fresh
+dialer's connection, and to the record through the replacement relay. Go's and rust's nodes are the interop binaries (tests/interop/go/kad,
 `p2prtc-interop-rust kad`); which paths: $P2PRTC_GOKAD, $P2PRTC_RUST_BINARY.
 
 Addresses (RFC 5737, the lab's internet 203.0.113.0/24): relays .10 (STUN's second IP .11),
@@ -55,6 +57,9 @@ JOIN_TIMEOUT = 40.0      # a node joined (go's connect waits for its routing-tab
 PUBLISH_TIMEOUT = 60.0   # relays found, two reservations, the record put
 CONNECT_TIMEOUT = 60.0   # found, relayed connection, WebRTC (ICE gives up after ~30 s)
 PATH_GRACE = 5.0         # after PATH_SETTLE, for the `path` line on a loaded machine
+# The listener's relay keeper grace (`listen --relay-grace`; relaykeeper.LOST_GRACE is 30 s, for
+# relays that restart): short here, so that the replacement is measured in a CI-sized run.
+RELAY_GRACE = 3.0
 
 GOKAD = Path(os.environ.get("P2PRTC_GOKAD", Path.home() / ".cache/p2prtc/bin/gokad"))
 RUST_NAME = "p2prtc-interop-rust"
@@ -88,6 +93,7 @@ class InternetOptions:
     nat_a: str = "port-restricted"
     nat_b: str = "port-restricted"
     kill_relay: bool = True
+    relay_grace: float = RELAY_GRACE
     keep_logs: str | None = None
     verbose: int = 0
 
@@ -97,6 +103,8 @@ class InternetOptions:
                 raise LabError(f"unknown NAT type {t!r}: one of {', '.join(NAT_TYPES)}")
         if not 3 <= self.nodes <= MAX_NODES:
             raise LabError(f"--nodes must be 3-{MAX_NODES} (one of each kind at least)")
+        if self.relay_grace <= 0:
+            raise LabError("--relay-grace must be more than 0 seconds")
 
 
 @dataclass
@@ -126,6 +134,9 @@ class InternetResult:
     republished_ms: float | None = None  # relay killed -> record without it published
     after: DialResult | None = None
     kill_to_reachable_ms: float | None = None
+    relay_grace: float = RELAY_GRACE
+    replacement: str | None = None  # the relay the keeper reserved on instead of the dead one
+    replaced_ms: float | None = None  # relay killed -> record through two live relays again
     error: str | None = None
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
@@ -139,7 +150,8 @@ class InternetResult:
     def ok(self) -> bool:
         return (self.error is None and self.first.found
                 and self.first.path == self.expected_path
-                and (self.killed_relay is None or self.reachable_after_kill))
+                and (self.killed_relay is None
+                     or (self.reachable_after_kill and self.replaced_ms is not None)))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -178,7 +190,8 @@ class InternetRun:
 
     async def run(self) -> InternetResult:
         o = self.opts
-        result = InternetResult(o.nat_a, o.nat_b, self.expected_path, logs=self.procs.log_dir)
+        result = InternetResult(o.nat_a, o.nat_b, self.expected_path, logs=self.procs.log_dir,
+                                relay_grace=o.relay_grace)
         t0 = time.monotonic()
         removed = remove_leftovers()
         if removed:
@@ -319,7 +332,8 @@ class InternetRun:
         await self._build_internet(result, binaries)
         t_listen = time.monotonic()
         lis = await self.procs.start("listener", self.lab.sides["a"].peer_ns, self._peer_argv(
-            "listen", "--bootstrap", self.node_addrs["go"][-1]))
+            "listen", "--bootstrap", self.node_addrs["go"][-1],
+            "--relay-grace", str(self.opts.relay_grace)))
         peer = str((await lis.wait_event("peer", START_TIMEOUT))["peer"])
         published = await lis.wait_event("published", PUBLISH_TIMEOUT)
         result.published_ms = round((lis.arrived(published) - t_listen) * 1000)
@@ -348,6 +362,18 @@ class InternetRun:
         result.kill_to_reachable_ms = round((t_conn - t_kill) * 1000)
         if result.after.relay == victim:
             raise LabError(f"the fresh dial went through the killed relay {victim}")
+        # the relay keeper: after its grace, a third relay from the DHT, and the record again
+        spare = [r for r in self.relays if r not in result.listener_relays]
+        added = await lis.wait_event("relay-added", PUBLISH_TIMEOUT + self.opts.relay_grace)
+        result.replacement = _relay_of(str(added.get("relay", "")) + "/p2p-circuit")
+        if result.replacement not in spare:
+            raise LabError(f"the listener replaced {victim} by {result.replacement}, not by "
+                           f"the third relay {spare}")
+        want = (set(result.listener_relays) - {victim}) | {result.replacement}
+        replaced = await lis.wait_event(
+            "published", PUBLISH_TIMEOUT,
+            lambda e: {_relay_of(a) for a in e["addrs"]} == want)
+        result.replaced_ms = round((lis.arrived(replaced) - t_kill) * 1000)
 
 
 async def run_internet(opts: InternetOptions,
@@ -388,6 +414,8 @@ def internet_table(r: InternetResult) -> str:
              f"{_ms(a.connected_ms if a else None)} ({_path(a)})"),
             ("relay killed -> reachable again", _ms(r.kill_to_reachable_ms)),
             ("reachable after the relay died", "yes" if r.reachable_after_kill else "NO"),
+            (f"relay killed -> record through a third relay (grace {r.relay_grace:g} s)",
+             _ms(r.replaced_ms)),
         ]
     by_kind: dict[str, float] = {}
     for name, cpu in r.cpu_seconds.items():
