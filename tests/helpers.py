@@ -158,3 +158,19 @@ def memory_pipe(
     a = MemoryStream(b_to_a, a_to_b, "a", max_read)
     b = MemoryStream(a_to_b, b_to_a, "b", max_read)
     return a, b
+
+
+async def public_verdict(events, timeout: float = 30):
+    """The first `Reachability` event of a Node's `events()` iterator that needs no relay (an
+    AutoNAT v2 verdict of "public"); AssertionError when none comes within `timeout`."""
+    from p2prtc import api_events
+
+    try:
+        async with asyncio.timeout(timeout):
+            async for e in events:
+                if isinstance(e, api_events.Reachability) and not e.needs_relay:
+                    assert e.reachability == "public", e
+                    return e
+    except TimeoutError:
+        pass
+    raise AssertionError(f"no public reachability verdict within {timeout} s")

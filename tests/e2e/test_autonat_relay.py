@@ -19,6 +19,7 @@ from p2prtc.multiaddr import Multiaddr
 from p2prtc.protocols.autonat import AutoNATService
 from p2prtc.protocols.autonat_core import Reachability
 
+from ..helpers import public_verdict
 from ..netns import lab_ip
 
 
@@ -111,15 +112,9 @@ async def test_direct_node_becomes_public_and_is_dialled_directly(relay_factory)
         assert node.addrs() == []  # nothing confirmed yet: nothing advertised
         t0 = time.monotonic()
         await node.listen(*relays)
-        verdict = None
-        async with asyncio.timeout(20):
-            async for e in events:
-                if isinstance(e, api_events.Reachability) and not e.needs_relay:
-                    verdict = e
-                    break
+        await public_verdict(events, 20)
         took = time.monotonic() - t0
         print(f"confident public verdict {took:.2f} s after listen()")
-        assert verdict is not None and verdict.reachability == "public"
         assert not node.needs_relay
         confirmed = [a for a in node.addrs() if "/p2p-circuit" not in a]
         assert any("/webrtc-direct/certhash/" in a for a in confirmed), node.addrs()

@@ -125,9 +125,9 @@ async def test_go_servers_make_a_direct_node_public(autonatpeer_built):
     """A Node listening on webrtc-direct only (`Node(direct=[...])`) connects to two go-libp2p
     AutoNAT v2 servers: they dial its webrtc-direct address back (go's webrtc-direct dialer), the
     Node's confidence rules (net 2 answers) make it public and it advertises the address."""
-    import asyncio
+    from p2prtc import Node
 
-    from p2prtc import Node, api_events
+    from ..helpers import public_verdict
 
     servers = [await GoAutoNATServer().start(VETH) for _ in range(2)]
     try:
@@ -137,13 +137,7 @@ async def test_go_servers_make_a_direct_node_public(autonatpeer_built):
             assert node.addrs() == []
             for s in servers:
                 await node.dial(s.addr)  # a TCP address: a TCP connection
-            verdict = None
-            async with asyncio.timeout(30):
-                async for e in events:
-                    if isinstance(e, api_events.Reachability) and not e.needs_relay:
-                        verdict = e
-                        break
-            assert verdict is not None and verdict.reachability == "public", verdict
+            verdict = await public_verdict(events)
             assert verdict.servers == 2
             assert any("/webrtc-direct/certhash/" in a for a in node.addrs()), node.addrs()
     finally:

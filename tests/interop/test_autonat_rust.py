@@ -57,9 +57,9 @@ async def test_rust_servers_make_a_direct_node_public(rust_peer_factory):
     """A Node listening on webrtc-direct only (`Node(direct=[...])`) connects to two rust-libp2p
     AutoNAT v2 servers: they dial its webrtc-direct address back (libp2p-webrtc) after our dial
     data, and the Node's confidence rules (net 2 answers) make it public."""
-    import asyncio
+    from p2prtc import Node
 
-    from p2prtc import Node, api_events
+    from ..helpers import public_verdict
 
     # libp2p-webrtc dials from the UDP socket of a webrtc-direct listener: give it one
     listen = ["/ip4/127.0.0.1/tcp/0", "/ip4/198.51.100.7/udp/0/webrtc-direct"]
@@ -70,13 +70,7 @@ async def test_rust_servers_make_a_direct_node_public(rust_peer_factory):
         events = node.events()
         for s in servers:
             await node.dial(s.addr("tcp"))  # a TCP address: a TCP connection
-        verdict = None
-        async with asyncio.timeout(30):
-            async for e in events:
-                if isinstance(e, api_events.Reachability) and not e.needs_relay:
-                    verdict = e
-                    break
-        assert verdict is not None and verdict.reachability == "public", verdict
+        await public_verdict(events)
         assert any("/webrtc-direct/certhash/" in a for a in node.addrs()), node.addrs()
     for s in servers:
         served = await s.wait_event("autonat-server", timeout=10)
