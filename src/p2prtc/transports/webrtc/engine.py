@@ -273,6 +273,7 @@ class PeerConnection:
         self.on_datachannel: Callable[[DataChannel], None] | None = None
         self.on_state: Callable[[str], None] | None = None
         self.on_warning = on_warning
+        self.on_path: Callable[[], None] | None = None  # aiortc keeps its first pair
         self._connected = asyncio.Event()
         self._ended = asyncio.Event()
         self._trickle: asyncio.Queue[dict[str, object] | None] = asyncio.Queue()

@@ -67,6 +67,9 @@ class PeerConnection(Protocol):
     on_datachannel: Callable[[Any], None] | None
     on_state: Callable[[str], None] | None
     on_warning: Callable[[str], None] | None
+    # ICE selected another candidate pair (engines that say so: wrtc; aiortc never switches):
+    # selected_pair() tells which
+    on_path: Callable[[], None] | None
 
     @property
     def connection_state(self) -> str: ...

@@ -215,6 +215,7 @@ class WrtcPeerConnection:
         self.on_datachannel: Callable[[WrtcDataChannel], None] | None = None
         self.on_state: Callable[[str], None] | None = None
         self.on_warning = on_warning
+        self.on_path: Callable[[], None] | None = None
         self._channels: set[WrtcDataChannel] = set()  # open ones, closed with the connection
         self._connected = asyncio.Event()
         self._ended = asyncio.Event()
@@ -305,9 +306,15 @@ class WrtcPeerConnection:
         dtls = sctp.transport
         sctp.on("statechange", lambda _e: self._transport_state("SCTP", _text(sctp.state)))
         dtls.on("statechange", lambda _e: self._transport_state("DTLS", _text(dtls.state)))
+        # libwebrtc often starts on a TURN pair and moves to a direct one ~0.1-1 s later
+        dtls.ice_transport.on("selectedcandidatepairchange", lambda _e: self._path_changed())
         # a state reached before we listened (the peer may close right after connecting)
         self._transport_state("SCTP", _text(sctp.state))
         self._transport_state("DTLS", _text(dtls.state))
+
+    def _path_changed(self) -> None:
+        if self.on_path is not None and not self._ended.is_set():
+            self.on_path()
 
     def _open_watch_channel(self, max_channels: int | None) -> None:
         """Once the association is up (its stream count negotiated): a channel on the highest

@@ -355,15 +355,20 @@ class WebRTCTransport(Transport):
 
     async def _settle_path(self, conn: Connection, pc: PeerConnection) -> None:
         """ICE may move to a better pair after connecting (libwebrtc and Chromium sometimes start
-        on a TURN pair and switch to a direct one within a second): look again once, and say so
-        (host event "path-changed") if the path changed."""
+        on a TURN pair and switch to a direct one within a second): say so (host event
+        "path-changed") when the engine tells of a new pair (wrtc), and look again once
+        PATH_SETTLE after connecting (engines that do not tell)."""
+        def moved() -> None:
+            if not conn.is_closed and note_path(conn, pc.selected_pair()):
+                self.host.events.emit(PathChanged(conn))
+
+        pc.on_path = moved
         try:  # a timer (re-read the pair then) that ends with the connection
             await asyncio.wait_for(conn.wait_closed(), PATH_SETTLE)
             return
         except TimeoutError:
             pass
-        if not conn.is_closed and note_path(conn, pc.selected_pair()):
-            self.host.events.emit(PathChanged(conn))
+        moved()
 
 
 def note_path(conn: Connection, pair: SelectedPair | None) -> bool:
