@@ -229,7 +229,10 @@ class Chromium:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.session = BrowserSession()
+        # no 127.0.0.1 candidates, as a real browser: with them Chromium sometimes ran on a
+        # 127.0.0.1 <-> 198.51.100.7 pair and moved to the veth pair mid-transfer (captured once:
+        # its loopback socket dropped SACKs, the other side answered on the old pair ~90 ms)
+        self.session = BrowserSession(loopback=False)
         self.driver_pid: int | None = None
 
     async def start(self) -> None:

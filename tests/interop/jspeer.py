@@ -30,6 +30,8 @@ CHROMIUM = os.environ.get("P2PRTC_CHROMIUM", "/usr/bin/chromium")
 
 # From shared/TESTING.md: what makes Debian's Chromium work headless, as root, offline, and let
 # WebRTC use loopback.
+# loopback (127.0.0.1) ICE candidates: tests on 127.0.0.1 need them; a real browser has none
+LOOPBACK_ARG = "--allow-loopback-in-peer-connection"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -39,7 +41,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
-    "--allow-loopback-in-peer-connection",
+    LOOPBACK_ARG,
     "--disable-features=WebRtcHideLocalIpsWithMdns",
 ]
 
@@ -280,9 +282,13 @@ class BrowserSession:
     Playwright's launch() gives Chromium a new temporary user-data dir every time.
     """
 
-    def __init__(self, *, headless: bool = True, extra_args: list[str] | tuple[str, ...] = ()) -> None:
+    def __init__(self, *, headless: bool = True, extra_args: list[str] | tuple[str, ...] = (),
+                 loopback: bool = True) -> None:
+        """`loopback` False: no --allow-loopback-in-peer-connection (no 127.0.0.1 candidates, as a
+        real browser; for runs on a namespace address, e.g. the benchmarks)."""
         self.headless = headless
         self.extra_args = list(extra_args)
+        self.loopback = loopback
         self.base_url: str | None = None
         self._runner = None
         self._pw = None
@@ -325,7 +331,8 @@ class BrowserSession:
 
         self._pw = await async_playwright().start()
         self.browser = await self._pw.chromium.launch(
-            executable_path=CHROMIUM, headless=self.headless, args=CHROMIUM_ARGS + self.extra_args)
+            executable_path=CHROMIUM, headless=self.headless,
+            args=[a for a in CHROMIUM_ARGS if self.loopback or a != LOOPBACK_ARG] + self.extra_args)
 
     async def new_peer(self, name: str | None = None) -> BrowserPeer:
         peer = BrowserPeer(self, name or f"browser{len(self.peers) + 1}")
