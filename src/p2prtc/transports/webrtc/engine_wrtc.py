@@ -313,8 +313,12 @@ class WrtcPeerConnection:
         self._transport_state("DTLS", _text(dtls.state))
 
     def _path_changed(self) -> None:
-        if self.on_path is not None and not self._ended.is_set():
+        if self.on_path is None or self._ended.is_set():
+            return
+        try:  # (runs inside wrtc's event dispatch: nothing may escape into it)
             self.on_path()
+        except Exception:  # noqa: BLE001 - a pair read while the connection ends
+            log.debug("reading the new candidate pair failed", exc_info=True)
 
     def _open_watch_channel(self, max_channels: int | None) -> None:
         """Once the association is up (its stream count negotiated): a channel on the highest
