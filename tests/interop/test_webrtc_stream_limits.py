@@ -124,8 +124,9 @@ async def abuse(relay, host_factory, js, caplog, engine: str, *, streams: int,
           f"+{growth / MB:.1f} MiB; {took:.1f} s")
     # the pushed stream was reset, with the reason on our side, and js's write failed (on wrtc
     # js may have written everything before our reset reaches it: WRTC_SENDER below; js's close()
-    # then resolves when the channel closes, with no error)
-    if engine == "aiortc":
+    # then resolves when the channel closes, with no error; so may node-datachannel on aiortc,
+    # whose own send buffer took the rest of the 24 MiB in one CI run under load)
+    if engine == "aiortc" and js.name != "js-abuser":
         assert pushed["error"] is not None, f"js wrote {pushed['sent']} bytes unread, no error"
     assert victim.reset_reason is not None and "unread" in victim.reset_reason, victim.reset_reason
     assert any("unread" in r.getMessage() and SINK in r.getMessage() for r in caplog.records)
