@@ -466,6 +466,12 @@ class Multiaddr:
                         Multiaddr._from_parts(self._parts[i + 1 :]))
         return None
 
+    def relay_peer(self) -> PeerId | None:
+        """For a circuit address `<relay>/p2p/R/p2p-circuit/...`: R, the relay's peer id; else
+        None."""
+        parts = self.split_last("p2p-circuit")
+        return parts[0].peer_id() if parts is not None else None
+
     def peer_id(self) -> PeerId | None:
         """The peer id of the last /p2p component (for a circuit address, the destination)."""
         for p in reversed(self._parts):

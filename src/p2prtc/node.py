@@ -280,6 +280,14 @@ async def _first_then_grace(coros: Sequence[Awaitable[Any]],
     return [None if t in pending else (t.exception() or t.result()) for t in tasks]
 
 
+def _relay_peers(relays: Sequence[str]) -> list[PeerId]:
+    """The peer id of each relay address; DialError for one without `/p2p/<relay peer id>`."""
+    peers = [Multiaddr(r).peer_id() for r in relays]
+    if None in peers:
+        raise DialError("the relay address must end with /p2p/<relay peer id>")
+    return [p for p in peers if p is not None]
+
+
 def _browser_dialable(addr: Multiaddr) -> bool:
     """A browser reaches the relay of this address over WebSocket or WebRTC-direct."""
     parts = addr.split_last("p2p-circuit")
@@ -548,9 +556,7 @@ class Node:
         if not self.needs_relay:
             # publicly reachable already (AutoNAT): reserve nowhere; the keeper reserves (on
             # these relays, else on relays from the DHT) if that changes
-            for r in flat:
-                if Multiaddr(r).peer_id() is None:
-                    raise DialError("the relay address must end with /p2p/<relay peer id>")
+            _relay_peers(flat)  # a bad address fails now, not when reachability changes
             if not self._webrtc.listening:
                 await host.listen("/webrtc")
             self._keep_relays(flat, set(), given=given, grace=relay_grace, wanted=False)
@@ -558,11 +564,7 @@ class Node:
         if not flat:
             flat = await self.find_relays(RELAYS_FROM_DHT)
         addrs = [Multiaddr(r) for r in flat]
-        for relay_addr in addrs:
-            relay_peer = relay_addr.peer_id()
-            if relay_peer is None:
-                raise DialError("the relay address must end with /p2p/<relay peer id>")
-            self._tracker.relays.add(relay_peer)
+        self._tracker.relays.update(_relay_peers(flat))
         self._start_nat(addrs[0])
         if not self._webrtc.listening:
             await host.listen("/webrtc")
@@ -915,8 +917,7 @@ class Node:
         self._emit(ev.RelayReleased(relay=release.addr, reason=release.reason))
         relay = PeerId.from_string(peer)
         riding = [c for c in host.connections() if c.transport == "circuit"
-                  and (h := c.remote_addr.split_last("p2p-circuit")) is not None
-                  and h[0].peer_id() == relay]
+                  and c.remote_addr.relay_peer() == relay]
         info = host.peerstore.peek(relay)
         from .protocols.autonat_core import DIAL_REQUEST
 

@@ -439,3 +439,11 @@ def test_random_strings_only_raise_multiaddr_error(text):
     except MultiaddrError:
         return
     assert Multiaddr(ma.to_bytes()) == ma
+
+
+def test_relay_peer_of_a_circuit_address():
+    relay, dest = ("12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN",
+                   "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA")
+    circuit = Multiaddr(f"/ip4/198.51.100.7/tcp/4001/p2p/{relay}/p2p-circuit/webrtc/p2p/{dest}")
+    assert str(circuit.relay_peer()) == relay and str(circuit.peer_id()) == dest
+    assert Multiaddr(f"/ip4/198.51.100.7/tcp/4001/p2p/{relay}").relay_peer() is None

@@ -252,7 +252,7 @@ class WebRTCTransport(Transport):
     def _relayed_via(self, relay: PeerId | None, peer: PeerId) -> Connection | None:
         """Our newest open relayed connection to `peer` through `relay`, if any."""
         conns = [c for c in self.host.connections(peer) if c.transport == "circuit"
-                 and not c.going_away and _relay_peer(c.remote_addr) == relay]
+                 and not c.going_away and c.remote_addr.relay_peer() == relay]
         return conns[-1] if conns else None
 
     async def _handle_signaling(self, stream: Stream) -> None:
@@ -405,11 +405,6 @@ def _udp_addr(hostport: str) -> Multiaddr:
     host, _, port = hostport.rpartition(":")
     proto = "ip6" if ":" in host else "ip4"
     return Multiaddr(f"/{proto}/{host.strip('[]')}/udp/{port}")
-
-
-def _relay_peer(circuit_addr: Multiaddr) -> PeerId | None:
-    relay = _relay_part(circuit_addr)
-    return relay.peer_id() if relay is not None else None
 
 
 def _relay_part(circuit_addr: Multiaddr) -> Multiaddr | None:
