@@ -674,7 +674,7 @@ def report(results: dict) -> str:
         out.append("")
 
     # goals
-    out.append("#### Goals (issue 4)")
+    out.append("#### Goals (issues 4 and 13)")
     out.append("")
     goals = []
     for key in ("py-browser", "browser-py"):
