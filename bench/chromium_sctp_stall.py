@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.interop
 from peers import (GroupCpuMeter, descendants, fmt_range, markdown_table, med,  # noqa: E402
                    process_table)
 
-from tests.interop.jspeer import CHROMIUM, CHROMIUM_ARGS, LOOPBACK_ARG  # noqa: E402
+from tests.interop.jspeer import (CHROMIUM_ARGS, LOOPBACK_ARG, chromium_logging_to,  # noqa: E402
+                                  chromium_send_failures)
 
 # what js-libp2p's /webrtc stream writes at most per message (16 KiB) and its send buffer
 MESSAGE = 16 * 1024
@@ -49,7 +49,6 @@ HIGH_WATER = 8 * 1024 * 1024
 LOW_WATER = 1024 * 1024
 TRANSFER_TIMEOUT = 120  # s
 RECEIVERS = {"wrtc": "wrtc (libwebrtc in Python)", "chromium": "Chromium"}
-SEND_FAILED = re.compile(r"UDP send of \d+ bytes .*failed")
 
 PAGE_JS = """
 window.bench = {
@@ -112,12 +111,7 @@ class ChromiumPage:
     be told apart) with one blank page running PAGE_JS, logging to a file."""
 
     def __init__(self, name: str, tmp: Path) -> None:
-        # every Chromium process writes its log to stderr; a wrapper sends that to a file (the
-        # renderer and network service ignore --log-file)
         self.log_path = tmp / f"chromium-{name}.log"
-        self.wrapper = tmp / f"chromium-{name}.sh"
-        self.wrapper.write_text(f'#!/bin/sh\nexec {CHROMIUM} "$@" 2>>{self.log_path}\n')
-        self.wrapper.chmod(0o755)
         self.pw = None
         self.browser = None
         self.page = None
@@ -128,8 +122,9 @@ class ChromiumPage:
 
         before = descendants(process_table(), os.getpid())
         self.pw = await async_playwright().start()
-        args = [a for a in CHROMIUM_ARGS if a != LOOPBACK_ARG] + ["--enable-logging=stderr"]
-        self.browser = await self.pw.chromium.launch(executable_path=str(self.wrapper), args=args)
+        executable, logging_args = chromium_logging_to(self.log_path)
+        args = [a for a in CHROMIUM_ARGS if a != LOOPBACK_ARG] + logging_args
+        self.browser = await self.pw.chromium.launch(executable_path=executable, args=args)
         table = process_table()
         drivers = [p for p in descendants(table, os.getpid()) - before
                    if table[p][0] == os.getpid()]
@@ -145,8 +140,7 @@ class ChromiumPage:
         return descendants(table, self.driver_pid, include_root=False)
 
     def send_failures(self) -> int:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return len(SEND_FAILED.findall(text))
+        return chromium_send_failures(self.log_path)
 
     async def close(self) -> None:
         if self.browser is not None:

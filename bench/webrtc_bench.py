@@ -41,14 +41,16 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from peers import (ROOT, GroupCpuMeter, JS_DIR, P2PRTC_PY, ControlledProcess, PeerProcessError,
                    cmdline, descendants, fmt_range, machine_info, markdown_table, med,
                    peer_process, ratio)
 
 from tests.interop.jspeer import (BrowserPeerError, BrowserSession, JsHarnessMissing,  # noqa: E402
-                                  NodePeer, node_binary)
+                                  NodePeer, chromium_send_failures, node_binary)
 
 from p2prtc.netutil import ipv4_addresses, ipv6_addresses  # noqa: E402
 from p2prtc.transports.webrtc import engine_base  # noqa: E402
@@ -146,6 +148,10 @@ class Peer:
     def log_lines(self) -> list[str]:
         return []
 
+    def send_failures(self) -> int | None:
+        """Packets its Chromium failed to send so far (None: not a browser)."""
+        return None
+
     def new_log_errors(self) -> list[str]:
         """Error lines logged since the last call (tracebacks show as their last line)."""
         lines = self.log_lines()
@@ -232,7 +238,11 @@ class Chromium:
         # no 127.0.0.1 candidates, as a real browser: with them Chromium sometimes ran on a
         # 127.0.0.1 <-> 198.51.100.7 pair and moved to the veth pair mid-transfer (captured once:
         # its loopback socket dropped SACKs, the other side answered on the old pair ~90 ms)
-        self.session = BrowserSession(loopback=False)
+        # its own log, for the packets it fails to send (bench/README.md, "Why a Chromium sender
+        # stalls")
+        self._logdir = tempfile.TemporaryDirectory(prefix=f"bench-{name}-")
+        self.log_path = Path(self._logdir.name) / "chromium.log"
+        self.session = BrowserSession(loopback=False, log_path=self.log_path)
         self.driver_pid: int | None = None
 
     async def start(self) -> None:
@@ -252,8 +262,12 @@ class Chromium:
     def pids(self, table) -> set[int]:
         return descendants(table, self.driver_pid, include_root=False) if self.driver_pid else set()
 
+    def send_failures(self) -> int:
+        return chromium_send_failures(self.log_path)
+
     async def close(self) -> None:
         await self.session.close()
+        self._logdir.cleanup()
 
 
 def chromium_role(pid: int) -> str:
@@ -312,6 +326,9 @@ class BrowserWebRTCPeer(Peer):
 
     def cpu_key(self) -> str:
         return self.chromium.name
+
+    def send_failures(self) -> int | None:
+        return self.chromium.send_failures()
 
     def log_lines(self) -> list[str]:
         return self.page.console_lines() if self.page is not None else []
@@ -476,6 +493,8 @@ class Bench:
         failed = []
         for direction in todo:
             up, down = (nbytes, 0) if direction == "up" else (0, nbytes)
+            browsers = {p.cpu_key(): p for p in (dialer, target) if p.send_failures() is not None}
+            failed0 = {k: p.send_failures() for k, p in browsers.items()}
             try:
                 with GroupCpuMeter(groups) as m:
                     reply = await dialer.perf(target.peer_id, up, down)
@@ -492,13 +511,17 @@ class Bench:
                       "roles": {who: roles_pct(m, who) for who in ("dialer", "listener")
                                 if isinstance(dialer if who == "dialer" else target, BrowserWebRTCPeer)},
                       "reply": strip(reply)}
+            if browsers:  # packets the Chromiums lost inside themselves during the transfer
+                sample["chromium_send_failed"] = sum(p.send_failures() - failed0[k]
+                                                     for k, p in browsers.items())
             if shared:  # one Chromium: its CPU is both peers' together
                 sample["pct"]["both"] = round(100.0 * both / m.wall, 1)
             res[direction].append(sample)
             log(f"  run {run}: {direction} {sample['mb_s']:.2f} MB/s, "
                 f"{sample['mb_per_cpu_s'] or 0:.1f} MB/CPU-s, dialer {m.percent('dialer'):.0f}%, "
                 f"listener {m.percent('listener'):.0f}%, load gen {m.percent('loadgen'):.0f}%, "
-                f"rest {m.percent('others'):.0f}%")
+                f"rest {m.percent('others'):.0f}%"
+                + (f", Chromium's failed sends {sample['chromium_send_failed']}" if browsers else ""))
         return failed
 
 
@@ -628,27 +651,33 @@ def report(results: dict) -> str:
             mbs = samples(r, direction, "mb_s")
             eff = samples(r, direction, "mb_per_cpu_s")
             if not mbs:
-                rows.append([pair_label(key), f"{direction} ({arrow})", "failed", "", "", "", "", "", "", ""])
+                rows.append([pair_label(key), f"{direction} ({arrow})", "failed", "", "", "", "", "", "", "", ""])
                 continue
             shared = any(s["shared_processes"] for s in r[direction])
             d_cpu = "shared: " + pct_med(r, direction, "both") if shared else pct_med(r, direction, "dialer")
             l_cpu = "(same)" if shared else pct_med(r, direction, "listener")
             vs_bb = ratio(med(mbs), med(samples(bb, direction, "mb_s")))
             vs_goal = ratio(med(mbs), GOAL_PY_MB_S) if key == "py-py" else ""
+            lost = [s["chromium_send_failed"] for s in r[direction] if "chromium_send_failed" in s]
             rows.append([pair_label(key), f"{'upload' if direction == 'up' else 'download'} ({arrow})",
                          fmt_range(mbs, 1), f"{med(eff):.1f}" if eff else "-", d_cpu, l_cpu,
-                         pct_med(r, direction, "loadgen"), pct_med(r, direction, "others"), vs_bb, vs_goal])
+                         pct_med(r, direction, "loadgen"), pct_med(r, direction, "others"), vs_bb, vs_goal,
+                         " ".join(str(n) for n in lost) if lost else "-"])
     out.append(f"#### {args['mb']:g} MB over /perf/1.0.0 on the direct connection, MB/s (1 MB = 1e6 bytes), "
                f"median (min-max) of {args['tp_runs']}")
     out.append("")
     out.append(markdown_table(
         ["dialer A -> listener B", "direction", "MB/s", "MB per CPU-s", "A CPU", "B CPU", "load gen CPU",
-         "rest of machine", "MB/s vs browser->browser", "MB/s vs 20 MB/s goal"], rows))
+         "rest of machine", "MB/s vs browser->browser", "MB/s vs 20 MB/s goal",
+         "Chromium's failed sends, per run"], rows))
     out.append("")
     out.append("CPU = the peer's processes' CPU time / wall time (100% = one core); a browser peer is "
                "its whole Chromium (one Chromium per peer, except the 1-Chromium row, where both pages "
                "share every process). MB per CPU-s = MB / CPU-seconds of A and B together. load gen = "
-               "this controller + Playwright drivers; rest of machine = every other process (noise).")
+               "this controller + Playwright drivers; rest of machine = every other process (noise). "
+               "Chromium's failed sends = packets its renderer could not hand to its network service "
+               "during the transfer (lost inside Chromium; its SCTP then waits ~400 ms retransmission "
+               "timeouts: bench/README.md, \"Why a Chromium sender stalls\").")
     out.append("")
 
     # Chromium roles

@@ -45,6 +45,30 @@ CHROMIUM_ARGS = [
     "--disable-features=WebRtcHideLocalIpsWithMdns",
 ]
 
+# What a Chromium logs (at its default verbosity, with --enable-logging=stderr) for each packet its
+# renderer's packet socket refused (EWOULDBLOCK): a packet lost inside Chromium, below SCTP
+# (bench/README.md, "Why a Chromium sender stalls")
+CHROMIUM_SEND_FAILED = re.compile(r"UDP send of \d+ bytes .*failed")
+
+
+def chromium_logging_to(log_path: Path) -> tuple[str, list[str]]:
+    """An executable and extra arguments that run CHROMIUM with every process's log (stderr, at
+    the default verbosity) appended to `log_path` (the renderer and the network service ignore
+    --log-file). The executable is a wrapper script next to `log_path`."""
+    wrapper = log_path.with_name(log_path.name + ".sh")
+    wrapper.write_text(f'#!/bin/sh\nexec {CHROMIUM} "$@" 2>>{log_path}\n')
+    wrapper.chmod(0o755)
+    return str(wrapper), ["--enable-logging=stderr"]
+
+
+def chromium_send_failures(log_path: Path) -> int:
+    """How many packets the Chromium logging to `log_path` (chromium_logging_to) could not send."""
+    try:
+        return len(CHROMIUM_SEND_FAILED.findall(log_path.read_text(errors="replace")))
+    except FileNotFoundError:
+        return 0
+
+
 log = logging.getLogger(__name__)
 _CSS_NOISE = re.compile(r" color: (#[0-9A-Fa-f]{6}|inherit)")
 
@@ -283,12 +307,14 @@ class BrowserSession:
     """
 
     def __init__(self, *, headless: bool = True, extra_args: list[str] | tuple[str, ...] = (),
-                 loopback: bool = True) -> None:
+                 loopback: bool = True, log_path: Path | None = None) -> None:
         """`loopback` False: no --allow-loopback-in-peer-connection (no 127.0.0.1 candidates, as a
-        real browser; for runs on a namespace address, e.g. the benchmarks)."""
+        real browser; for runs on a namespace address, e.g. the benchmarks). `log_path`: Chromium's
+        own log goes there (chromium_logging_to)."""
         self.headless = headless
         self.extra_args = list(extra_args)
         self.loopback = loopback
+        self.log_path = log_path
         self.base_url: str | None = None
         self._runner = None
         self._pw = None
@@ -329,10 +355,13 @@ class BrowserSession:
         host, port = self._runner.addresses[0][:2]
         self.base_url = f"http://{host}:{port}/"
 
+        executable, logging_args = (chromium_logging_to(self.log_path) if self.log_path
+                                    else (CHROMIUM, []))
         self._pw = await async_playwright().start()
         self.browser = await self._pw.chromium.launch(
-            executable_path=CHROMIUM, headless=self.headless,
-            args=[a for a in CHROMIUM_ARGS if self.loopback or a != LOOPBACK_ARG] + self.extra_args)
+            executable_path=executable, headless=self.headless,
+            args=[a for a in CHROMIUM_ARGS if self.loopback or a != LOOPBACK_ARG]
+            + logging_args + self.extra_args)
 
     async def new_peer(self, name: str | None = None) -> BrowserPeer:
         peer = BrowserPeer(self, name or f"browser{len(self.peers) + 1}")
